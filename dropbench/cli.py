@@ -1,0 +1,175 @@
+"""The command line: parse, call one library function, print. No logic lives here.
+
+Heavy modules (torch, pandas) are imported inside the commands so that `--help` stays fast.
+"""
+
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import UserError
+
+EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+class CommaList(click.ParamType):
+    """'a,b,c' -> ('a', 'b', 'c'); with `keep_rates`, floats each in (0, 1]."""
+
+    def __init__(self, keep_rates: bool = False) -> None:
+        self.keep_rates = keep_rates
+        self.name = "P,P,..." if keep_rates else "NAME,NAME,..."
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> tuple:
+        if isinstance(value, tuple):
+            return value
+        items = [item.strip() for item in str(value).split(",") if item.strip()]
+        if not items:
+            self.fail("expected a comma-separated list", param, ctx)
+        if not self.keep_rates:
+            return tuple(items)
+        try:
+            rates = tuple(float(item) for item in items)
+        except ValueError:
+            self.fail(f"{value!r} is not a list of numbers", param, ctx)
+        for rate in rates:
+            if not 0.0 < rate <= 1.0:
+                self.fail(f"keep rate {rate:g} is outside (0, 1] (1.0 means no dropout)", param, ctx)
+        return rates
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="dropbench")
+def cli() -> None:
+    """Benchmark dropout and the regularizers it is weighed against.
+
+    \b
+    Exit codes: 0 done; 1 cells that failed or diverged; 2 bad input; 130 interrupted.
+    """
+
+
+@cli.command()
+@click.argument("suite", required=False)
+@click.option("--task", "tasks", type=CommaList(), help="Run these tasks (from the suite or the registry).")
+@click.option(
+    "--keep", "keep_rates", type=CommaList(keep_rates=True), help="Hidden-unit keep rates, e.g. 0.5,1.0."
+)
+@click.option("--input-keep", "input_keep_rates", type=CommaList(keep_rates=True), help="Input keep rates.")
+@click.option(
+    "--reg", "regularizers", type=CommaList(), help="Regularizers, e.g. none,l2,max-norm+early-stopping."
+)
+@click.option("--seeds", type=click.IntRange(min=1), help="Number of seeds (0..N-1).")
+@click.option("--epochs", type=click.IntRange(min=1), help="Epochs for every task.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Results CSV [default: results/SUITE-<UTC time>.csv]. An existing file is resumed.",
+)
+@click.option("--threads", type=click.IntRange(min=1), help="Torch threads [default: all usable cores].")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+def run(suite: str | None, out: Path | None, threads: int | None, quiet: bool, **overrides: object) -> int:
+    """Run SUITE (a bundled name such as 'quick', or a TOML path; default: quick) and print the gap table.
+
+    Flags override the suite file. Running into an existing --out skips the cells it already holds.
+    """
+    from .executors import LocalExecutor
+    from .runner import default_out_path, run_suite
+    from .suite import Overrides, apply_overrides, load_suite
+    from .terminal import make_reporter, stderr_console
+
+    resolved = apply_overrides(load_suite(suite), Overrides(**overrides))  # type: ignore[arg-type]
+    out = out or default_out_path(resolved.name)
+    try:
+        summary = run_suite(resolved, out, reporter=make_reporter(quiet), executor=LocalExecutor(threads))
+    except KeyboardInterrupt:
+        click.echo(f"interrupted: finished cells are in {out}; rerun with --out {out} to resume", err=True)
+        return EXIT_INTERRUPTED
+    _print_report([out])
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items())) or "nothing to run"
+    skipped = f" ({summary.skipped} already done)" if summary.skipped else ""
+    stderr_console().print(
+        f"{counts}{skipped} in {summary.seconds:.1f} s -> {summary.csv_path}", highlight=False, markup=False
+    )
+    return EXIT_FAILED_CELLS if summary.failed else EXIT_OK
+
+
+def _print_report(paths: list[Path]) -> None:
+    from .render import gap_tables
+    from .report import summarize
+    from .results import read_results
+    from .terminal import stdout_console
+
+    summary = summarize(read_results(*paths))
+    console = stdout_console()
+    for table in gap_tables(summary):
+        console.print(table)
+        console.print()
+
+
+@cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def report(results: tuple[Path, ...]) -> int:
+    """Render the gap tables of one or more results CSVs written earlier."""
+    _print_report(list(results))
+    return EXIT_OK
+
+
+@cli.command()
+def tasks() -> int:
+    """List the registered tasks with their splits."""
+    from rich.table import Table
+
+    from .data import TASKS, load_task_data
+    from .terminal import stdout_console
+
+    table = Table(title="tasks", title_justify="left")
+    for column in ("name", "kind", "train / val / test", "features", "outputs", "what", "source"):
+        table.add_column(column)
+    for name, info in sorted(TASKS.items()):
+        data = load_task_data(name)
+        sizes = " / ".join(f"{n:,}" for n in data.sizes())
+        table.add_row(
+            name, info.kind, sizes, str(data.n_features), str(data.n_outputs), info.summary, info.source
+        )
+    stdout_console().print(table)
+    return EXIT_OK
+
+
+@cli.command()
+def regularizers() -> int:
+    """List the regularizers, what their strength means and its default. Combine with '+'."""
+    from rich.table import Table
+
+    from .regularizers import REGULARIZERS
+    from .terminal import stdout_console
+
+    table = Table(title="regularizers (combine with +, e.g. max-norm+early-stopping)", title_justify="left")
+    for column in ("name", "strength", "default", "what it does"):
+        table.add_column(column)
+    for info in REGULARIZERS.values():
+        default = "" if info.default_strength is None else format(info.default_strength, "g")
+        table.add_row(info.name, info.strength_meaning, default, info.summary)
+    stdout_console().print(table)
+    stdout_console().print("Set a strength in a suite: [regularizer.l2] strength = 1e-4", markup=False)
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code; bad input is one line on stderr and code 2."""
+    try:
+        code = cli.main(args=argv, prog_name="dropbench", standalone_mode=False)
+    except click.UsageError as error:
+        hint = f" (see 'dropbench {error.ctx.info_name} --help')" if error.ctx and error.ctx.parent else ""
+        click.echo(f"dropbench: error: {error.format_message()}{hint}", err=True)
+        return EXIT_BAD_INPUT
+    except UserError as error:
+        click.echo(f"dropbench: error: {error}", err=True)
+        return EXIT_BAD_INPUT
+    except (KeyboardInterrupt, click.Abort):
+        click.echo("interrupted", err=True)
+        return EXIT_INTERRUPTED
+    return code if isinstance(code, int) else EXIT_OK
+
+
+def entry() -> None:
+    sys.exit(main())

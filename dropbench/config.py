@@ -1,0 +1,90 @@
+"""The frozen descriptions a grid is made of: model, optimizer, task settings, and the cell itself."""
+
+from dataclasses import asdict, dataclass
+from functools import cached_property
+
+from .regularizers import RegularizerSetting
+from .seeding import derive_seed
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """An MLP: ReLU hidden layers of the given widths, dropout after the input and after each one."""
+
+    kind: str = "mlp"
+    hidden: tuple[int, ...] = (256, 256)
+
+    @property
+    def label(self) -> str:
+        return "-".join([self.kind, *map(str, self.hidden)])
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """SGD with (optionally Nesterov) momentum, or Adam; `lr` is the step size for both."""
+
+    name: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9  # SGD only; 0.9 is the usual value and the paper's final momentum is 0.99
+    nesterov: bool = False  # SGD only
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam only: torch's defaults
+
+    def as_identity(self) -> dict[str, object]:
+        """Only the fields that affect training, so an unused default never changes a cell_id."""
+        if self.name == "adam":
+            return {"name": self.name, "lr": self.lr, "betas": list(self.betas)}
+        return {"name": self.name, "lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """How one task is trained in a suite: which data, which model, which budget."""
+
+    name: str
+    model: ModelConfig
+    optimizer: OptimizerConfig
+    batch_size: int
+    epochs: int
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run: a task, a regularizer with its strengths, keep rates, a dropout kind, a seed."""
+
+    suite: str
+    task: TaskConfig
+    regularizer: RegularizerSetting
+    keep_rate: float
+    input_keep_rate: float
+    dropout: str
+    seed: int
+
+    def identity(self) -> dict[str, object]:
+        """Everything that defines the cell's numbers (the suite's name does not)."""
+        return {
+            "task": self.task.name,
+            "model": asdict(self.task.model),
+            "optimizer": self.task.optimizer.as_identity(),
+            "batch_size": self.task.batch_size,
+            "epochs": self.task.epochs,
+            "regularizer": self.regularizer.name,
+            "strength": self.regularizer.strength_label,
+            "keep_rate": self.keep_rate,
+            "input_keep_rate": self.input_keep_rate,
+            "dropout": self.dropout,
+            "seed": self.seed,
+        }
+
+    @cached_property
+    def cell_id(self) -> str:
+        """12 hex digits, stable across runs and machines: how a rerun knows what is done."""
+        return f"{derive_seed(self.identity()):016x}"[-12:]
+
+    def describe(self) -> str:
+        reg = self.regularizer.name
+        if self.regularizer.strength_label:
+            reg += f"({self.regularizer.strength_label})"
+        keeps = f"keep={self.keep_rate:g}"
+        if self.input_keep_rate != 1.0:
+            keeps += f" in={self.input_keep_rate:g}"
+        return f"{self.task.name} {reg} {keeps} seed={self.seed}"

@@ -1,0 +1,225 @@
+"""The CSV schema (defined once, here), locked appends, resume and the epochs/metadata sidecars.
+
+A results file `NAME.csv` has two siblings: `NAME.epochs.csv` (per-epoch curves keyed by cell_id and
+epoch) and `NAME.json` (run metadata). Rows are appended under a file lock and flushed per cell, so a
+killed run loses at most the cell in flight and a rerun into the same file continues where it stopped.
+"""
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import pandas as pd
+from filelock import FileLock
+
+from .errors import UserError
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One cell's row. Accuracies are fractions in [0, 1]; losses are mean data losses (no penalty)."""
+
+    # identity
+    cell_id: str
+    suite: str
+    task: str
+    model: str
+    regularizer: str
+    strength: str
+    keep_rate: float
+    input_keep_rate: float
+    dropout: str
+    seed: int
+    # budget
+    max_epochs: int
+    epochs_run: int
+    best_epoch: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    # figures, all measured in eval mode on the whole split after training
+    train_loss: float
+    train_acc: float
+    val_loss: float
+    val_acc: float
+    test_loss: float
+    test_acc: float
+    gap_acc: float  # train_acc - test_acc
+    gap_loss: float  # test_loss - train_loss
+    # cost
+    fit_seconds: float
+    n_params: int
+    # provenance
+    status: str  # ok | diverged | failed
+    error: str
+    device: str
+    dropbench_version: str
+    torch_version: str
+    git_commit: str
+    started_at: str  # UTC, ISO 8601
+    schema_version: int = SCHEMA_VERSION
+
+
+COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow))
+EPOCH_COLUMNS: tuple[str, ...] = ("cell_id", "epoch", "fit_loss", "val_loss", "val_acc")
+IDENTITY_COLUMNS: tuple[str, ...] = COLUMNS[: COLUMNS.index("seed") + 1]
+TEXT_COLUMNS = ("cell_id", "suite", "task", "model", "regularizer", "strength", "dropout", "optimizer",
+                "status", "error", "device", "dropbench_version", "torch_version", "git_commit", "started_at")  # fmt: skip
+STATUSES = ("ok", "diverged", "failed")
+
+
+def format_value(value: object) -> str:
+    """Floats at full precision (repr round-trips), NaN as an empty cell, text one line and formula-safe."""
+    if isinstance(value, float):
+        return "" if math.isnan(value) else repr(value)
+    text = str(value).replace("\r", " ").replace("\n", " ")
+    # A spreadsheet would evaluate a text cell that starts like a formula.
+    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+
+
+def sidecar_paths(csv_path: Path) -> tuple[Path, Path]:
+    """(NAME.epochs.csv, NAME.json) beside NAME.csv."""
+    stem = csv_path.name.removesuffix(".csv")
+    return csv_path.with_name(f"{stem}.epochs.csv"), csv_path.with_name(f"{stem}.json")
+
+
+def _lock(path: Path) -> FileLock:
+    return FileLock(str(path.with_name(f".{path.name}.lock")))
+
+
+def _repair_torn_tail(path: Path) -> None:
+    """Drop a last line left half-written by a killed process (the file must end with a newline)."""
+    with open(path, "rb+") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size == 0:
+            return
+        handle.seek(size - 1)
+        if handle.read(1) == b"\n":
+            return
+        handle.seek(0)
+        keep = handle.read().rfind(b"\n") + 1
+        handle.truncate(keep)
+
+
+class CsvTable:
+    """An append-only CSV with a fixed header, safe against concurrent writers and kills."""
+
+    def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
+        self.path, self.columns = path, columns
+
+    def _check_header(self) -> None:
+        with open(self.path, newline="", encoding="utf-8") as handle:
+            header = next(csv.reader(handle), None)
+        if header is not None and tuple(header) != self.columns:
+            raise UserError(
+                f"{self.path}: its columns are not this dropbench's schema (version {SCHEMA_VERSION}); "
+                "write to a new --out file"
+            )
+
+    def append(self, rows: Iterable[dict[str, object]]) -> None:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerows([format_value(row[c]) for c in self.columns] for row in rows)
+        with _lock(self.path):
+            exists = self.path.exists()
+            if exists:
+                _repair_torn_tail(self.path)
+                self._check_header()
+            with open(self.path, "a", newline="", encoding="utf-8") as handle:
+                if not exists or handle.tell() == 0:
+                    handle.write(",".join(self.columns) + "\n")
+                handle.write(buffer.getvalue())
+                handle.flush()
+                os.fsync(handle.fileno())
+
+    def read_column(self, column: str) -> list[str]:
+        if not self.path.exists():
+            return []
+        with _lock(self.path):
+            _repair_torn_tail(self.path)
+            self._check_header()
+            with open(self.path, newline="", encoding="utf-8") as handle:
+                return [row[column] for row in csv.DictReader(handle)]
+
+    def keep_only(self, column: str, allowed: set[str]) -> None:
+        """Rewrite the file without rows whose `column` is not in `allowed` (atomic replace)."""
+        if not self.path.exists():
+            return
+        with _lock(self.path):
+            _repair_torn_tail(self.path)
+            with open(self.path, newline="", encoding="utf-8") as handle:
+                rows = list(csv.DictReader(handle))
+            kept = [r for r in rows if r[column] in allowed]
+            if len(kept) == len(rows):
+                return
+            tmp = self.path.with_name(f".{self.path.name}.tmp")
+            with open(tmp, "w", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=self.columns, lineterminator="\n")
+                writer.writeheader()
+                writer.writerows(kept)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+
+
+class ResultStore:
+    """A results CSV with its sidecars: what is done, appending a finished cell, the run metadata."""
+
+    def __init__(self, csv_path: Path) -> None:
+        self.csv_path = csv_path
+        self.epochs_path, self.meta_path = sidecar_paths(csv_path)
+        self.rows = CsvTable(csv_path, COLUMNS)
+        self.epochs = CsvTable(self.epochs_path, EPOCH_COLUMNS)
+
+    def done_cell_ids(self) -> set[str]:
+        return set(self.rows.read_column("cell_id"))
+
+    def drop_orphan_epochs(self, done: set[str]) -> None:
+        """Curves of a cell killed before its row was written would be duplicated by its rerun."""
+        self.epochs.keep_only("cell_id", done)
+
+    def append(self, row: ResultRow, curves: Iterable[dict[str, object]]) -> None:
+        """Curves first, then the row: the row is the commit mark of a finished cell."""
+        self.epochs.append(curves)
+        self.rows.append([asdict(row)])
+
+    def read_metadata(self) -> dict:
+        if not self.meta_path.exists():
+            return {}
+        try:
+            return json.loads(self.meta_path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return {}
+
+    def write_metadata(self, metadata: dict) -> None:
+        tmp = self.meta_path.with_name(f".{self.meta_path.name}.tmp")
+        tmp.write_text(json.dumps(metadata, indent=2, default=str) + "\n", encoding="utf-8")
+        os.replace(tmp, self.meta_path)
+
+
+def read_results(*paths: str | Path) -> pd.DataFrame:
+    """Read one or more results CSVs into one DataFrame (text columns as text, empty cells as NaN)."""
+    frames = []
+    for path in paths:
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"results file not found: {path}")
+        try:
+            frame = pd.read_csv(path, dtype={c: "string" for c in TEXT_COLUMNS}, keep_default_na=False,
+                                na_values={c: [""] for c in COLUMNS if c not in TEXT_COLUMNS})  # fmt: skip
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+            raise UserError(f"{path}: not a readable results CSV: {error}") from None
+        missing = [
+            c for c in ("cell_id", "task", "regularizer", "keep_rate", "status") if c not in frame.columns
+        ]
+        if missing:
+            raise UserError(f"{path}: not a dropbench results CSV (missing columns: {', '.join(missing)})")
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)

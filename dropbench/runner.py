@@ -1,0 +1,131 @@
+"""`run`: expand a suite, skip what the results file already holds, fit the rest, write each row."""
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from time import perf_counter
+
+from .config import Cell
+from .executors import LocalExecutor
+from .provenance import command_line, git_commit, machine, package_version, utc_now, utc_stamp, versions
+from .results import ResultRow, ResultStore
+from .suite import Suite
+from .train import CellResult
+
+RESULTS_DIR = Path("results")
+
+
+@dataclass
+class RunSummary:
+    csv_path: Path
+    total: int
+    skipped: int
+    counts: Counter = field(default_factory=Counter)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return self.counts["failed"] + self.counts["diverged"]
+
+
+class Reporter:
+    """What a run tells the user as it goes; the base class tells nothing."""
+
+    def start(self, suite: Suite, total: int, skipped: int, csv_path: Path) -> None: ...
+
+    def cell_done(self, cell: Cell, row: ResultRow) -> None: ...
+
+    def finish(self, summary: RunSummary) -> None:
+        """Called once at the end, also when the run was interrupted."""
+
+
+def default_out_path(suite_name: str) -> Path:
+    return RESULTS_DIR / f"{suite_name}-{utc_stamp()}.csv"
+
+
+def _gap(train: float, test: float) -> float:
+    return train - test
+
+
+def make_row(cell: Cell, result: CellResult, started_at: str, provenance: dict[str, str]) -> ResultRow:
+    task, reg = cell.task, cell.regularizer
+    return ResultRow(
+        cell_id=cell.cell_id, suite=cell.suite, task=task.name, model=task.model.label,
+        regularizer=reg.name, strength=reg.strength_label, keep_rate=cell.keep_rate,
+        input_keep_rate=cell.input_keep_rate, dropout=cell.dropout, seed=cell.seed,
+        max_epochs=task.epochs, epochs_run=result.epochs_run, best_epoch=result.best_epoch,
+        batch_size=task.batch_size, optimizer=task.optimizer.name, lr=task.optimizer.lr,
+        train_loss=result.train_loss, train_acc=result.train_acc, val_loss=result.val_loss,
+        val_acc=result.val_acc, test_loss=result.test_loss, test_acc=result.test_acc,
+        gap_acc=_gap(result.train_acc, result.test_acc), gap_loss=_gap(result.test_loss, result.train_loss),
+        fit_seconds=result.fit_seconds, n_params=result.n_params, status=result.status, error=result.error,
+        started_at=started_at, **provenance,
+    )  # fmt: skip
+
+
+def _metadata(store: ResultStore, suite: Suite, executor_name: str) -> dict:
+    """The JSON sidecar: one entry per invocation that wrote into this file (resumes append)."""
+    meta = store.read_metadata()
+    runs = meta.get("runs", [])
+    runs.append({"command": command_line(), "started_at": utc_now(), "executor": executor_name})
+    return {
+        "csv": store.csv_path.name,
+        "suite": suite.describe(),
+        "versions": versions(),
+        "git_commit": git_commit(),
+        "machine": machine(),
+        "runs": runs,
+    }
+
+
+def run_suite(
+    suite: Suite,
+    out: str | Path | None = None,
+    *,
+    reporter: Reporter | None = None,
+    executor: LocalExecutor | None = None,
+    on_row: Callable[[ResultRow], None] | None = None,
+) -> RunSummary:
+    """Run every cell of `suite` not yet in `out` and append one row per cell. Returns the tally."""
+    reporter = reporter or Reporter()
+    executor = executor or LocalExecutor()
+    csv_path = Path(out) if out else default_out_path(suite.name)
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(csv_path)
+
+    cells = suite.cells()
+    done = store.done_cell_ids()
+    todo = [cell for cell in cells if cell.cell_id not in done]
+    store.drop_orphan_epochs(done)
+    metadata = _metadata(store, suite, executor.name)
+    store.write_metadata(metadata)
+    import torch
+
+    provenance = {
+        "device": "cpu",
+        "dropbench_version": package_version("dropbench"),
+        "torch_version": torch.__version__,
+        "git_commit": git_commit(),
+    }
+    summary = RunSummary(csv_path=csv_path, total=len(cells), skipped=len(cells) - len(todo))
+    reporter.start(suite, len(todo), summary.skipped, csv_path)
+    started, completed = perf_counter(), False
+    try:
+        for cell, result, started_at in executor.run(todo):
+            row = make_row(cell, result, started_at, provenance)
+            curves = [{"cell_id": cell.cell_id, **asdict(point)} for point in result.curves]
+            store.append(row, curves)
+            summary.counts[row.status] += 1
+            reporter.cell_done(cell, row)
+            if on_row is not None:
+                on_row(row)
+        completed = True
+    finally:
+        summary.seconds = perf_counter() - started
+        metadata["runs"][-1].update(
+            finished_at=utc_now(), completed=completed, cells=dict(summary.counts), seconds=summary.seconds
+        )
+        store.write_metadata(metadata)
+        reporter.finish(summary)  # also on Ctrl-C, so a live progress bar is torn down cleanly
+    return summary

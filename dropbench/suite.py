@@ -1,0 +1,340 @@
+"""Read and validate a suite TOML, apply command-line overrides, expand it into cells.
+
+Every problem is reported as one UserError naming the file, the key and what is allowed.
+"""
+
+import difflib
+import itertools
+import tomllib
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from pathlib import Path
+
+from .config import Cell, ModelConfig, OptimizerConfig, TaskConfig
+from .data import TASKS, get_task
+from .errors import UserError
+from .regularizers import REGULARIZERS, RegularizerSetting, parse_regularizer, validate_strength
+
+DEFAULT_SUITE = "quick"
+DROPOUT_KINDS = ("bernoulli",)
+OPTIMIZERS = ("sgd", "adam")
+
+SUITE_KEYS = (
+    "name", "description", "seeds", "keep_rates", "input_keep_rate", "dropout", "regularizers",
+    "epochs", "batch_size", "model", "optimizer", "regularizer", "task",
+)  # fmt: skip
+TASK_KEYS = ("name", "model", "optimizer", "batch_size", "epochs")
+MODEL_KEYS = ("kind", "hidden")
+OPTIMIZER_KEYS = ("name", "lr", "momentum", "nesterov", "betas")
+REGULARIZER_KEYS = ("strength",)
+
+# Defaults for a suite that leaves a key out; each is the quick suite's choice and its reason is there.
+DEFAULT_SEEDS = 3
+DEFAULT_KEEP_RATES = (0.5, 0.8, 1.0)
+DEFAULT_EPOCHS = 30
+DEFAULT_BATCH_SIZE = 64
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    source: str
+    tasks: tuple[TaskConfig, ...]
+    regularizers: tuple[RegularizerSetting, ...]
+    keep_rates: tuple[float, ...]
+    input_keep_rates: tuple[float, ...]
+    dropouts: tuple[str, ...]
+    seeds: tuple[int, ...]
+    # What a task named only on the command line (`--task wine`) is trained with.
+    task_defaults: TaskConfig = field(repr=False, default=None)  # type: ignore[assignment]
+    strengths: dict[str, float] = field(repr=False, default_factory=dict)
+
+    def cells(self) -> list[Cell]:
+        """The grid in a stable order: task, regularizer, keep rate, input keep rate, dropout, seed."""
+        grid = itertools.product(
+            self.tasks, self.regularizers, self.keep_rates, self.input_keep_rates, self.dropouts, self.seeds
+        )
+        return [Cell(self.name, *combo) for combo in grid]
+
+    def describe(self) -> dict[str, object]:
+        """A JSON-ready account of the resolved suite, for the run's metadata."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "source": self.source,
+            "tasks": [
+                {
+                    "name": t.name, "model": t.model.label, "optimizer": t.optimizer.as_identity(),
+                    "batch_size": t.batch_size, "epochs": t.epochs,
+                }
+                for t in self.tasks
+            ],
+            "regularizers": [{"name": r.name, "strength": r.strength_label} for r in self.regularizers],
+            "keep_rates": list(self.keep_rates),
+            "input_keep_rates": list(self.input_keep_rates),
+            "dropout": list(self.dropouts),
+            "seeds": list(self.seeds),
+        }  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """Command-line values that replace the suite's; None leaves the suite's value."""
+
+    tasks: tuple[str, ...] | None = None
+    keep_rates: tuple[float, ...] | None = None
+    input_keep_rates: tuple[float, ...] | None = None
+    regularizers: tuple[str, ...] | None = None
+    seeds: int | None = None
+    epochs: int | None = None
+
+
+# ---------------------------------------------------------------- finding a suite
+
+
+def bundled_suite_dirs() -> list[Path]:
+    """Where named suites live: inside an installed wheel, then the checkout's tasks/ folder."""
+    package = Path(str(resources.files("dropbench")))
+    return [d for d in (package / "suites", package.parent / "tasks") if d.is_dir()]
+
+
+def bundled_suite_names() -> list[str]:
+    return sorted({p.stem for d in bundled_suite_dirs() for p in d.glob("*.toml")})
+
+
+def find_suite(name_or_path: str | None) -> Path:
+    """A path to an existing file, or the name of a bundled suite ('quick', 'mnist', ...)."""
+    target = name_or_path or DEFAULT_SUITE
+    path = Path(target)
+    if path.is_file():
+        return path
+    if path.suffix == ".toml" or "/" in target:
+        raise UserError(f"suite file not found: {target}")
+    for folder in bundled_suite_dirs():
+        if (folder / f"{target}.toml").is_file():
+            return folder / f"{target}.toml"
+    raise UserError(f"unknown suite '{target}'; bundled: {', '.join(bundled_suite_names()) or 'none'}")
+
+
+# ---------------------------------------------------------------- validation helpers
+
+
+def _check_keys(table: dict, allowed: tuple[str, ...], where: str) -> None:
+    for key in table:
+        if key not in allowed:
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise UserError(f"{where}: unknown key '{key}'{hint}; allowed: {', '.join(allowed)}")
+
+
+def _table(value: object, where: str) -> dict:
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: expected a table, got {value!r}")
+    return value
+
+
+def _int(value: object, where: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise UserError(f"{where}: expected an integer ≥ {minimum}, got {value!r}")
+    return value
+
+
+def _number(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise UserError(f"{where}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _str(value: object, where: str, allowed: tuple[str, ...] | None = None) -> str:
+    if not isinstance(value, str):
+        raise UserError(f"{where}: expected a string, got {value!r}")
+    if allowed is not None and value not in allowed:
+        raise UserError(f"{where}: unknown value '{value}'; allowed: {', '.join(allowed)}")
+    return value
+
+
+def _list(value: object, where: str) -> list:
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise UserError(f"{where}: must not be empty")
+    return items
+
+
+def validate_keep_rates(values: object, where: str) -> tuple[float, ...]:
+    """Keep rates are probabilities of keeping a unit: each in (0, 1], sorted, without repeats."""
+    rates = [_number(v, where) for v in _list(values, where)]
+    for rate in rates:
+        if not 0.0 < rate <= 1.0:
+            raise UserError(f"{where}: keep rate {rate:g} is outside (0, 1] (1.0 means no dropout)")
+    if len(set(rates)) != len(rates):
+        raise UserError(f"{where}: a keep rate is listed twice")
+    return tuple(sorted(rates))
+
+
+def _seeds(value: object, where: str) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return tuple(range(_int(value, where, 1)))
+    seeds = [_int(v, where, 0) for v in _list(value, where)]
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"{where}: a seed is listed twice")
+    return tuple(seeds)
+
+
+# ---------------------------------------------------------------- parts of a suite
+
+
+def _model(value: object, base: ModelConfig, where: str) -> ModelConfig:
+    table = _table(value, where)
+    _check_keys(table, MODEL_KEYS, where)
+    kind = _str(table.get("kind", base.kind), f"{where}.kind", ("mlp",))
+    hidden = table.get("hidden", list(base.hidden))
+    if not isinstance(hidden, list):
+        raise UserError(f"{where}.hidden: expected a list of layer widths, got {hidden!r}")
+    widths = tuple(_int(w, f"{where}.hidden", 1) for w in hidden)
+    return ModelConfig(kind=kind, hidden=widths)
+
+
+def _optimizer(value: object, base: OptimizerConfig, where: str) -> OptimizerConfig:
+    table = _table(value, where)
+    _check_keys(table, OPTIMIZER_KEYS, where)
+    # A different optimizer name starts from that optimizer's defaults, not from the base's settings.
+    name = _str(table.get("name", base.name), f"{where}.name", OPTIMIZERS)
+    config = base if name == base.name else OptimizerConfig(name=name, lr=base.lr)
+    lr = _number(table.get("lr", config.lr), f"{where}.lr")
+    momentum = _number(table.get("momentum", config.momentum), f"{where}.momentum")
+    nesterov = table.get("nesterov", config.nesterov)
+    betas = table.get("betas", list(config.betas))
+    if lr <= 0:
+        raise UserError(f"{where}.lr: must be > 0, got {lr:g}")
+    if not 0.0 <= momentum < 1.0:
+        raise UserError(f"{where}.momentum: must be in [0, 1), got {momentum:g}")
+    if not isinstance(nesterov, bool):
+        raise UserError(f"{where}.nesterov: expected true or false, got {nesterov!r}")
+    if not (isinstance(betas, list) and len(betas) == 2):
+        raise UserError(f"{where}.betas: expected two numbers in [0, 1), got {betas!r}")
+    beta_pair = tuple(_number(b, f"{where}.betas") for b in betas)
+    if not all(0.0 <= b < 1.0 for b in beta_pair):
+        raise UserError(f"{where}.betas: expected two numbers in [0, 1), got {betas!r}")
+    return OptimizerConfig(name=name, lr=lr, momentum=momentum, nesterov=nesterov, betas=beta_pair)
+
+
+def _task_config(table: dict, defaults: TaskConfig, where: str) -> TaskConfig:
+    _check_keys(table, TASK_KEYS, where)
+    name = _str(table.get("name"), f"{where}.name")
+    if name not in TASKS:
+        raise UserError(f"{where}.name: unknown task '{name}'; known: {', '.join(sorted(TASKS))}")
+    return TaskConfig(
+        name=name,
+        model=_model(table["model"], defaults.model, f"{where}.model")
+        if "model" in table
+        else defaults.model,
+        optimizer=(
+            _optimizer(table["optimizer"], defaults.optimizer, f"{where}.optimizer")
+            if "optimizer" in table
+            else defaults.optimizer
+        ),
+        batch_size=_int(table.get("batch_size", defaults.batch_size), f"{where}.batch_size", 1),
+        epochs=_int(table.get("epochs", defaults.epochs), f"{where}.epochs", 1),
+    )
+
+
+def _strengths(value: object, where: str) -> dict[str, float]:
+    strengths = {}
+    for name, settings in _table(value, where).items():
+        if name not in REGULARIZERS:
+            raise UserError(f"{where}.{name}: unknown regularizer; known: {', '.join(REGULARIZERS)}")
+        settings = _table(settings, f"{where}.{name}")
+        _check_keys(settings, REGULARIZER_KEYS, f"{where}.{name}")
+        if "strength" in settings:
+            if name == "none":
+                raise UserError(f"{where}.none: 'none' takes no strength")
+            strengths[name] = validate_strength(name, settings["strength"], f"{where}.{name}.strength")
+    return strengths
+
+
+def _regularizers(names: object, strengths: dict[str, float], where: str) -> tuple[RegularizerSetting, ...]:
+    specs = [_str(n, where) for n in _list(names, where)]
+    settings = []
+    for spec in specs:
+        try:
+            settings.append(parse_regularizer(spec, strengths))
+        except UserError as error:
+            raise UserError(f"{where}: {error}") from None
+    if len({s.name for s in settings}) != len(settings):
+        raise UserError(f"{where}: a regularizer is listed twice")
+    return tuple(settings)
+
+
+# ---------------------------------------------------------------- the whole file
+
+
+def parse_suite(data: dict, source: str) -> Suite:
+    """Validate a parsed TOML document; `source` names the file in every message."""
+    _check_keys(data, SUITE_KEYS, source)
+    defaults = TaskConfig(
+        name="",
+        model=_model(data.get("model", {}), ModelConfig(), f"{source}: model"),
+        optimizer=_optimizer(data.get("optimizer", {}), OptimizerConfig(), f"{source}: optimizer"),
+        batch_size=_int(data.get("batch_size", DEFAULT_BATCH_SIZE), f"{source}: batch_size", 1),
+        epochs=_int(data.get("epochs", DEFAULT_EPOCHS), f"{source}: epochs", 1),
+    )
+    strengths = _strengths(data.get("regularizer", {}), f"{source}: regularizer")
+    if "task" not in data:
+        raise UserError(f"{source}: no [[task]] table; a suite needs at least one task")
+    raw_tasks = data["task"]
+    if not isinstance(raw_tasks, list) or not all(isinstance(t, dict) for t in raw_tasks):
+        raise UserError(f"{source}: 'task' must be an array of tables ([[task]])")
+    tasks = tuple(_task_config(t, defaults, f"{source}: task[{i}]") for i, t in enumerate(raw_tasks))
+    names = [t.name for t in tasks]
+    if len(set(names)) != len(names):
+        raise UserError(f"{source}: task '{max(names, key=names.count)}' is listed twice")
+    return Suite(
+        name=_str(data.get("name", Path(source).stem), f"{source}: name"),
+        description=_str(data.get("description", ""), f"{source}: description"),
+        source=source,
+        tasks=tasks,
+        regularizers=_regularizers(data.get("regularizers", ["none"]), strengths, f"{source}: regularizers"),
+        keep_rates=validate_keep_rates(data.get("keep_rates", list(DEFAULT_KEEP_RATES)), f"{source}: keep_rates"),
+        input_keep_rates=validate_keep_rates(data.get("input_keep_rate", 1.0), f"{source}: input_keep_rate"),
+        dropouts=tuple(_str(d, f"{source}: dropout", DROPOUT_KINDS) for d in _list(data.get("dropout", "bernoulli"), f"{source}: dropout")),
+        seeds=_seeds(data.get("seeds", DEFAULT_SEEDS), f"{source}: seeds"),
+        task_defaults=defaults,
+        strengths=strengths,
+    )  # fmt: skip
+
+
+def load_suite(name_or_path: str | None = None) -> Suite:
+    """Load a suite by path or bundled name (None: the default, offline 'quick' suite)."""
+    path = find_suite(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise UserError(f"{path}: not valid TOML: {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise UserError(f"{path}: cannot read: {error}") from None
+    return parse_suite(data, str(path))
+
+
+def apply_overrides(suite: Suite, overrides: Overrides) -> Suite:
+    """The suite with command-line values in place of the file's."""
+    changes: dict[str, object] = {}
+    if overrides.tasks is not None:
+        by_name = {t.name: t for t in suite.tasks}
+        for name in overrides.tasks:
+            get_task(name)  # an unknown name fails here with the list of known tasks
+        changes["tasks"] = tuple(
+            by_name.get(n) or replace(suite.task_defaults, name=n) for n in overrides.tasks
+        )
+    if overrides.epochs is not None:
+        tasks = changes.get("tasks", suite.tasks)
+        changes["tasks"] = tuple(replace(t, epochs=overrides.epochs) for t in tasks)  # type: ignore[union-attr]
+    if overrides.keep_rates is not None:
+        changes["keep_rates"] = validate_keep_rates(list(overrides.keep_rates), "--keep")
+    if overrides.input_keep_rates is not None:
+        changes["input_keep_rates"] = validate_keep_rates(list(overrides.input_keep_rates), "--input-keep")
+    if overrides.regularizers is not None:
+        changes["regularizers"] = _regularizers(list(overrides.regularizers), suite.strengths, "--reg")
+    if overrides.seeds is not None:
+        changes["seeds"] = tuple(range(overrides.seeds))
+    return replace(suite, **changes)
