@@ -3,6 +3,7 @@
 Heavy modules (torch, pandas) are imported inside the commands so that `--help` stays fast.
 """
 
+import shlex
 import sys
 from pathlib import Path
 
@@ -51,13 +52,9 @@ def cli() -> None:
 @cli.command()
 @click.argument("suite", required=False)
 @click.option("--task", "tasks", type=CommaList(), help="Run these tasks (from the suite or the registry).")
-@click.option(
-    "--keep", "keep_rates", type=CommaList(keep_rates=True), help="Hidden-unit keep rates, e.g. 0.5,1.0."
-)
+@click.option("--keep", "keep_rates", type=CommaList(keep_rates=True), help="Hidden-unit keep rates, e.g. 0.5,1.0.")
 @click.option("--input-keep", "input_keep_rates", type=CommaList(keep_rates=True), help="Input keep rates.")
-@click.option(
-    "--reg", "regularizers", type=CommaList(), help="Regularizers, e.g. none,l2,max-norm+early-stopping."
-)
+@click.option("--reg", "regularizers", type=CommaList(), help="Regularizers, e.g. none,l2,max-norm+early-stopping.")
 @click.option("--seeds", type=click.IntRange(min=1), help="Number of seeds (0..N-1).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs for every task.")
 @click.option(
@@ -80,7 +77,13 @@ def run(suite: str | None, out: Path | None, threads: int | None, quiet: bool, *
     resolved = apply_overrides(load_suite(suite), Overrides(**overrides))  # type: ignore[arg-type]
     out = out or default_out_path(resolved.name)
     try:
-        summary = run_suite(resolved, out, reporter=make_reporter(quiet), executor=LocalExecutor(threads))
+        summary = run_suite(
+            resolved,
+            out,
+            reporter=make_reporter(quiet),
+            executor=LocalExecutor(threads),
+            command=click.get_current_context().obj["command"],
+        )
     except KeyboardInterrupt:
         click.echo(f"interrupted: finished cells are in {out}; rerun with --out {out} to resume", err=True)
         return EXIT_INTERRUPTED
@@ -128,9 +131,7 @@ def tasks() -> int:
     for name, info in sorted(TASKS.items()):
         data = load_task_data(name)
         sizes = " / ".join(f"{n:,}" for n in data.sizes())
-        table.add_row(
-            name, info.kind, sizes, str(data.n_features), str(data.n_outputs), info.summary, info.source
-        )
+        table.add_row(name, info.kind, sizes, str(data.n_features), str(data.n_outputs), info.summary, info.source)
     stdout_console().print(table)
     return EXIT_OK
 
@@ -157,7 +158,9 @@ def regularizers() -> int:
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; bad input is one line on stderr and code 2."""
     try:
-        code = cli.main(args=argv, prog_name="dropbench", standalone_mode=False)
+        args = sys.argv[1:] if argv is None else argv
+        command = shlex.join(["dropbench", *args])
+        code = cli.main(args=args, prog_name="dropbench", standalone_mode=False, obj={"command": command})
     except click.UsageError as error:
         hint = f" (see 'dropbench {error.ctx.info_name} --help')" if error.ctx and error.ctx.parent else ""
         click.echo(f"dropbench: error: {error.format_message()}{hint}", err=True)

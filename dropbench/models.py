@@ -13,9 +13,7 @@ from .errors import UserError
 class MLP(nn.Module):
     """x -> [input dropout] -> (Linear -> ReLU -> dropout) per hidden layer -> Linear (logits or value)."""
 
-    def __init__(
-        self, n_in: int, hidden: tuple[int, ...], n_out: int, keep: float, input_keep: float
-    ) -> None:
+    def __init__(self, n_in: int, hidden: tuple[int, ...], n_out: int, keep: float, input_keep: float) -> None:
         super().__init__()
         widths = [n_in, *hidden]
         self.input_dropout = Dropout(input_keep)

@@ -26,20 +26,18 @@ class RegularizerInfo:
 REGULARIZERS: dict[str, RegularizerInfo] = {
     info.name: info
     for info in [
+        RegularizerInfo("none", "no regularizer besides the keep rate (the baseline at keep rate 1.0)", "", None),
         RegularizerInfo(
-            "none", "no regularizer besides the keep rate (the baseline at keep rate 1.0)", "", None
+            "l1",
+            "L1 penalty on weights: λ·Σ|w|, subgradient λ·sign(w)",
+            "λ",
+            1e-5,  # an order below L2: the L1 subgradient does not shrink with the weight
         ),
         RegularizerInfo(
             "l2",
             "L2 penalty on weights: (λ/2)·Σw², gradient λ·w (= SGD weight_decay λ)",
             "λ",
             1e-4,  # common weight-decay value for MLPs of this size; strong enough to show, weak enough to fit
-        ),
-        RegularizerInfo(
-            "l1",
-            "L1 penalty on weights: λ·Σ|w|, subgradient λ·sign(w)",
-            "λ",
-            1e-5,  # an order below L2: the L1 subgradient does not shrink with the weight
         ),
         RegularizerInfo(
             "max-norm",
@@ -103,9 +101,7 @@ def parse_regularizer(spec: str, strengths: Mapping[str, float] | None = None) -
     names = [part.strip() for part in spec.split("+")]
     for name in names:
         if name not in REGULARIZERS:
-            raise UserError(
-                f"unknown regularizer '{name}' in '{spec}'; known: {known_names()} (combine with +)"
-            )
+            raise UserError(f"unknown regularizer '{name}' in '{spec}'; known: {known_names()} (combine with +)")
     if len(set(names)) != len(names):
         raise UserError(f"regularizer '{spec}' names a part twice")
     if "none" in names and len(names) > 1:
@@ -121,9 +117,7 @@ def validate_strength(name: str, value: object, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise UserError(f"{where}: strength must be a number, got {value!r}")
     if name == "early-stopping" and (value != int(value) or value < 1):
-        raise UserError(
-            f"{where}: early-stopping strength is a patience in epochs, an integer ≥ 1; got {value!r}"
-        )
+        raise UserError(f"{where}: early-stopping strength is a patience in epochs, an integer ≥ 1; got {value!r}")
     if value <= 0:
         raise UserError(f"{where}: strength must be > 0, got {value!r}")
     return float(value)

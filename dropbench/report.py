@@ -21,16 +21,12 @@ def is_baseline(frame: pd.DataFrame) -> pd.Series:
 def _in_order_of_appearance(summary: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
     """Tasks and regularizers in the order the suite listed them (the CSV's order), keep rates ascending."""
     task_rank = {t: i for i, t in enumerate(frame["task"].drop_duplicates())}
-    reg_rank = {
-        r: i for i, r in enumerate((frame["regularizer"] + " " + frame["strength"]).drop_duplicates())
-    }
+    reg_rank = {r: i for i, r in enumerate((frame["regularizer"] + " " + frame["strength"]).drop_duplicates())}
     ranks = summary.assign(
         _task=summary["task"].map(task_rank),
         _reg=(summary["regularizer"] + " " + summary["strength"]).map(reg_rank),
     )
-    ordered = ranks.sort_values(
-        ["_task", "_reg", "input_keep_rate", "dropout", "model", "keep_rate"], kind="stable"
-    )
+    ordered = ranks.sort_values(["_task", "_reg", "input_keep_rate", "dropout", "model", "keep_rate"], kind="stable")
     return ordered.drop(columns=["_task", "_reg"]).reset_index(drop=True)
 
 

@@ -70,8 +70,7 @@ class ResultRow:
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow))
 EPOCH_COLUMNS: tuple[str, ...] = ("cell_id", "epoch", "fit_loss", "val_loss", "val_acc")
 IDENTITY_COLUMNS: tuple[str, ...] = COLUMNS[: COLUMNS.index("seed") + 1]
-TEXT_COLUMNS = ("cell_id", "suite", "task", "model", "regularizer", "strength", "dropout", "optimizer",
-                "status", "error", "device", "dropbench_version", "torch_version", "git_commit", "started_at")  # fmt: skip
+TEXT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow) if f.type is str)
 STATUSES = ("ok", "diverged", "failed")
 
 
@@ -216,9 +215,7 @@ def read_results(*paths: str | Path) -> pd.DataFrame:
                                 na_values={c: [""] for c in COLUMNS if c not in TEXT_COLUMNS})  # fmt: skip
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
             raise UserError(f"{path}: not a readable results CSV: {error}") from None
-        missing = [
-            c for c in ("cell_id", "task", "regularizer", "keep_rate", "status") if c not in frame.columns
-        ]
+        missing = [c for c in ("cell_id", "task", "regularizer", "keep_rate", "status") if c not in frame.columns]
         if missing:
             raise UserError(f"{path}: not a dropbench results CSV (missing columns: {', '.join(missing)})")
         frames.append(frame)

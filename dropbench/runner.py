@@ -64,11 +64,11 @@ def make_row(cell: Cell, result: CellResult, started_at: str, provenance: dict[s
     )  # fmt: skip
 
 
-def _metadata(store: ResultStore, suite: Suite, executor_name: str) -> dict:
+def _metadata(store: ResultStore, suite: Suite, executor_name: str, command: str) -> dict:
     """The JSON sidecar: one entry per invocation that wrote into this file (resumes append)."""
     meta = store.read_metadata()
     runs = meta.get("runs", [])
-    runs.append({"command": command_line(), "started_at": utc_now(), "executor": executor_name})
+    runs.append({"command": command, "started_at": utc_now(), "executor": executor_name})
     return {
         "csv": store.csv_path.name,
         "suite": suite.describe(),
@@ -86,6 +86,7 @@ def run_suite(
     reporter: Reporter | None = None,
     executor: LocalExecutor | None = None,
     on_row: Callable[[ResultRow], None] | None = None,
+    command: str | None = None,
 ) -> RunSummary:
     """Run every cell of `suite` not yet in `out` and append one row per cell. Returns the tally."""
     reporter = reporter or Reporter()
@@ -98,7 +99,7 @@ def run_suite(
     done = store.done_cell_ids()
     todo = [cell for cell in cells if cell.cell_id not in done]
     store.drop_orphan_epochs(done)
-    metadata = _metadata(store, suite, executor.name)
+    metadata = _metadata(store, suite, executor.name, command or command_line())
     store.write_metadata(metadata)
     import torch
 

@@ -172,6 +172,13 @@ def validate_keep_rates(values: object, where: str) -> tuple[float, ...]:
     return tuple(sorted(rates))
 
 
+def _dropouts(value: object, where: str) -> tuple[str, ...]:
+    kinds = tuple(_str(kind, where, DROPOUT_KINDS) for kind in _list(value, where))
+    if len(set(kinds)) != len(kinds):
+        raise UserError(f"{where}: a dropout kind is listed twice")
+    return kinds
+
+
 def _seeds(value: object, where: str) -> tuple[int, ...]:
     if isinstance(value, int) and not isinstance(value, bool):
         return tuple(range(_int(value, where, 1)))
@@ -226,9 +233,7 @@ def _task_config(table: dict, defaults: TaskConfig, where: str) -> TaskConfig:
         raise UserError(f"{where}.name: unknown task '{name}'; known: {', '.join(sorted(TASKS))}")
     return TaskConfig(
         name=name,
-        model=_model(table["model"], defaults.model, f"{where}.model")
-        if "model" in table
-        else defaults.model,
+        model=_model(table["model"], defaults.model, f"{where}.model") if "model" in table else defaults.model,
         optimizer=(
             _optimizer(table["optimizer"], defaults.optimizer, f"{where}.optimizer")
             if "optimizer" in table
@@ -297,7 +302,7 @@ def parse_suite(data: dict, source: str) -> Suite:
         regularizers=_regularizers(data.get("regularizers", ["none"]), strengths, f"{source}: regularizers"),
         keep_rates=validate_keep_rates(data.get("keep_rates", list(DEFAULT_KEEP_RATES)), f"{source}: keep_rates"),
         input_keep_rates=validate_keep_rates(data.get("input_keep_rate", 1.0), f"{source}: input_keep_rate"),
-        dropouts=tuple(_str(d, f"{source}: dropout", DROPOUT_KINDS) for d in _list(data.get("dropout", "bernoulli"), f"{source}: dropout")),
+        dropouts=_dropouts(data.get("dropout", "bernoulli"), f"{source}: dropout"),
         seeds=_seeds(data.get("seeds", DEFAULT_SEEDS), f"{source}: seeds"),
         task_defaults=defaults,
         strengths=strengths,
@@ -323,9 +328,7 @@ def apply_overrides(suite: Suite, overrides: Overrides) -> Suite:
         by_name = {t.name: t for t in suite.tasks}
         for name in overrides.tasks:
             get_task(name)  # an unknown name fails here with the list of known tasks
-        changes["tasks"] = tuple(
-            by_name.get(n) or replace(suite.task_defaults, name=n) for n in overrides.tasks
-        )
+        changes["tasks"] = tuple(by_name.get(n) or replace(suite.task_defaults, name=n) for n in overrides.tasks)
     if overrides.epochs is not None:
         tasks = changes.get("tasks", suite.tasks)
         changes["tasks"] = tuple(replace(t, epochs=overrides.epochs) for t in tasks)  # type: ignore[union-attr]

@@ -48,9 +48,7 @@ class CellResult:
 def make_optimizer(config: OptimizerConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
     if config.name == "adam":
         return torch.optim.Adam(params, lr=config.lr, betas=config.betas, foreach=True)
-    return torch.optim.SGD(
-        params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, foreach=True
-    )
+    return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, foreach=True)
 
 
 def data_loss(output: torch.Tensor, target: torch.Tensor, classification: bool) -> torch.Tensor:
@@ -103,7 +101,21 @@ def _train_one_epoch(
 
 
 def fit_cell(cell: Cell, data: TaskData) -> CellResult:
-    """Train one cell and measure train/val/test in eval mode (on the best weights under early stopping).
+    """Train one cell and measure train/val/test in eval mode (on the best weights under early stopping)."""
+    model, result = train_model(cell, data)
+    measure_(result, model, data)
+    return result
+
+
+def measure_(result: CellResult, model: nn.Module, data: TaskData) -> None:
+    """Fill the final figures: each split whole, in eval mode, so no dropout noise enters a gap."""
+    result.train_loss, result.train_acc = evaluate(model, data.x_train, data.y_train, data.classification)
+    result.val_loss, result.val_acc = evaluate(model, data.x_val, data.y_val, data.classification)
+    result.test_loss, result.test_acc = evaluate(model, data.x_test, data.y_test, data.classification)
+
+
+def train_model(cell: Cell, data: TaskData) -> tuple[nn.Module, CellResult]:
+    """Train one cell; returns the model (best weights under early stopping) and its curves so far.
 
     Random streams: initialization and batch order from (task, seed), shared by every cell that
     differs only in regularizer or keep rate (common random numbers); masks from the whole cell.
@@ -111,9 +123,7 @@ def fit_cell(cell: Cell, data: TaskData) -> CellResult:
     init = make_generator(cell.task.name, cell.seed, "init")
     order = make_generator(cell.task.name, cell.seed, "order")
     masks = make_generator(cell.cell_id, "masks")
-    model = build_model(
-        cell.task.model, data.n_features, data.n_outputs, cell.keep_rate, cell.input_keep_rate
-    )
+    model = build_model(cell.task.model, data.n_features, data.n_outputs, cell.keep_rate, cell.input_keep_rate)
     init_parameters_(model, init)
     model.set_generator(masks)
     optimizer = make_optimizer(cell.task.optimizer, list(model.parameters()))
@@ -139,8 +149,4 @@ def fit_cell(cell: Cell, data: TaskData) -> CellResult:
     if best_state is not None:
         model.load_state_dict(best_state)
     result.fit_seconds = time.perf_counter() - started
-
-    result.train_loss, result.train_acc = evaluate(model, data.x_train, data.y_train, data.classification)
-    result.val_loss, result.val_acc = evaluate(model, data.x_val, data.y_val, data.classification)
-    result.test_loss, result.test_acc = evaluate(model, data.x_test, data.y_test, data.classification)
-    return result
+    return model, result

@@ -1,7 +1,7 @@
 """Tasks and their data: one split per task, scaled on the training rows, held as tensors once per process."""
 
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache
 
 import numpy as np
 import torch
@@ -46,9 +46,7 @@ def load_task_data(name: str) -> TaskData:
     x, y = info.load()
     if info.classification:
         _, y = np.unique(y, return_inverse=True)  # labels 0..K-1 whatever the source used
-    split = split_dataset(
-        x, y, info.split, classification=info.classification, seed=derive_seed(name, "split")
-    )
+    split = split_dataset(x, y, info.split, classification=info.classification, seed=derive_seed(name, "split"))
     split = standardize(split, classification=info.classification)
 
     def features(a: np.ndarray) -> torch.Tensor:

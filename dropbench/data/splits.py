@@ -44,9 +44,7 @@ def split_dataset(x: np.ndarray, y: np.ndarray, spec: SplitSpec, *, classificati
     n = len(y)
     n_test, n_val = _count(spec.test, n), _count(spec.val, n)
     idx = np.arange(n)
-    rest, test = train_test_split(
-        idx, test_size=n_test, stratify=_strata(y, classification), random_state=seed % 2**32
-    )
+    rest, test = train_test_split(idx, test_size=n_test, stratify=_strata(y, classification), random_state=seed % 2**32)
     n_train = len(rest) - n_val if spec.train is None else spec.train
     train, val = train_test_split(
         rest,

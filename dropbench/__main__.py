@@ -1,0 +1,5 @@
+"""`python -m dropbench` is the `dropbench` command."""
+
+from .cli import entry
+
+entry()

@@ -1,0 +1,23 @@
+import pytest
+import torch
+
+from dropbench.config import Cell, ModelConfig, OptimizerConfig, TaskConfig
+from dropbench.regularizers import parse_regularizer
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # Deterministic and not oversubscribed when pytest shares the machine with other work.
+    torch.set_num_threads(1)
+
+
+def make_cell(task="digits", reg="none", keep=1.0, seed=0, epochs=3, hidden=(32,), strengths=None, **task_kw):
+    config = TaskConfig(
+        name=task,
+        model=ModelConfig(hidden=tuple(hidden)),
+        optimizer=task_kw.pop("optimizer", OptimizerConfig(lr=0.01)),
+        batch_size=task_kw.pop("batch_size", 64),
+        epochs=epochs,
+    )
+    input_keep = task_kw.pop("input_keep", 1.0)
+    return Cell("test", config, parse_regularizer(reg, strengths or {}), keep, input_keep, "bernoulli", seed)

@@ -1,0 +1,112 @@
+"""Dropout against its definition: y = x * m / p, m ~ Bernoulli(p) per unit; identity in eval and at p = 1."""
+
+import math
+
+import pytest
+import torch
+
+from dropbench.dropout import Dropout, effective_keep_rate, keep_mask, random_bits
+from dropbench.models import MLP, init_parameters_
+
+N = 1_000_000
+
+
+def gen(seed=0):
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.mark.parametrize("keep", [0.1, 0.5, 0.8, 0.95])
+def test_units_are_kept_at_the_keep_rate(keep):
+    mask = keep_mask((1000, 1000), keep, gen())
+    kept = (mask != 0).double().mean().item()
+    standard_error = math.sqrt(keep * (1 - keep) / N)
+    assert abs(kept - keep) < 4 * standard_error
+
+
+@pytest.mark.parametrize("keep", [0.2, 0.5, 0.8])
+def test_kept_units_are_scaled_by_one_over_p_and_the_mean_is_preserved(keep):
+    layer = Dropout(keep).train()
+    layer.set_generator(gen(1))
+    x = torch.full((1000, 1000), 3.0)
+    y = layer(x)
+    kept = y[y != 0]
+    torch.testing.assert_close(kept, torch.full_like(kept, 3.0 / effective_keep_rate(keep)))
+    # E[y] = x: the sample mean of x * m / p is within 4 standard errors of x.
+    standard_error = 3.0 * math.sqrt((1 - keep) / keep / N)
+    assert abs(y.double().mean().item() - 3.0) < 4 * standard_error
+
+
+def test_eval_mode_is_the_identity_and_draws_nothing():
+    layer = Dropout(0.5).eval()
+    g = gen(2)
+    layer.set_generator(g)
+    state = g.get_state()
+    x = torch.randn(64, 32)
+    assert layer(x) is x
+    assert torch.equal(g.get_state(), state)
+
+
+def test_keep_one_is_the_identity_in_training_and_draws_nothing():
+    layer = Dropout(1.0).train()
+    g = gen(3)
+    layer.set_generator(g)
+    state = g.get_state()
+    x = torch.randn(64, 32)
+    assert torch.equal(layer(x), x)
+    assert torch.equal(g.get_state(), state)
+
+
+def test_training_without_a_generator_is_refused():
+    with pytest.raises(RuntimeError):
+        Dropout(0.5).train()(torch.ones(2, 2))
+
+
+@pytest.mark.parametrize("keep", [0.0, -0.1, 1.5])
+def test_keep_rates_outside_0_1_are_refused(keep):
+    with pytest.raises(ValueError):
+        Dropout(keep)
+
+
+def test_every_lane_of_the_random_bits_is_uniform():
+    # torch's default int64 random_() never sets the top bit; a mask built on it would keep every
+    # fourth unit with probability 1 at keep 0.5. Each 16-bit lane must be negative half the time.
+    lanes = random_bits(4 * 250_000, gen(4), "cpu").view(-1, 4)
+    negative = (lanes < 0).double().mean(dim=0)
+    assert torch.all((negative - 0.5).abs() < 4 * math.sqrt(0.25 / 250_000))
+
+
+def test_mask_entries_are_independent_of_their_neighbours():
+    mask = (keep_mask((N,), 0.5, gen(5)) != 0).double()
+    correlation = torch.corrcoef(torch.stack([mask[:-1], mask[1:]]))[0, 1].item()
+    assert abs(correlation) < 4 / math.sqrt(N)
+
+
+def test_effective_keep_rate_is_within_one_part_in_65536():
+    for keep in (0.1, 0.3, 0.5, 0.8, 0.999):
+        assert abs(effective_keep_rate(keep) - keep) <= 0.5 / 65536
+    assert effective_keep_rate(0.5) == 0.5
+
+
+def test_masks_are_reproducible_from_the_generator_seed():
+    a = keep_mask((256, 128), 0.5, gen(7))
+    b = keep_mask((256, 128), 0.5, gen(7))
+    c = keep_mask((256, 128), 0.5, gen(8))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)
+
+
+def test_mlp_drops_inputs_and_hidden_units_at_their_own_rates():
+    model = MLP(100, (200,), 3, keep=0.5, input_keep=0.8)
+    init_parameters_(model, gen(9))
+    model.set_generator(gen(10))
+    seen = {}
+    model.input_dropout.register_forward_hook(lambda m, i, o: seen.__setitem__("input", o))
+    model.hidden_dropout[0].register_forward_hook(lambda m, i, o: seen.__setitem__("hidden", (i[0], o)))
+    model.train()(torch.ones(500, 100))
+    assert abs((seen["input"] != 0).double().mean().item() - 0.8) < 0.01
+    hidden_in, hidden_out = seen["hidden"]
+    active = hidden_in != 0
+    assert abs((hidden_out[active] != 0).double().mean().item() - 0.5) < 0.01
+    model.eval()
+    x = torch.randn(5, 100)
+    assert torch.equal(model(x), model(x))  # eval mode: deterministic
