@@ -62,14 +62,21 @@ def cli() -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Results CSV [default: results/SUITE-<UTC time>.csv]. An existing file is resumed.",
 )
-@click.option("--threads", type=click.IntRange(min=1), help="Torch threads [default: all usable cores].")
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    help="Worker processes [default: one per usable core]; 1 runs in this process.",
+)
+@click.option("--threads", type=click.IntRange(min=1), help="Torch threads per process [default: usable cores / jobs].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-def run(suite: str | None, out: Path | None, threads: int | None, quiet: bool, **overrides: object) -> int:
+def run(
+    suite: str | None, out: Path | None, jobs: int | None, threads: int | None, quiet: bool, **overrides: object
+) -> int:
     """Run SUITE (a bundled name such as 'quick', or a TOML path; default: quick) and print the gap table.
 
     Flags override the suite file. Running into an existing --out skips the cells it already holds.
     """
-    from .executors import LocalExecutor
+    from .executors import make_executor
     from .runner import default_out_path, run_suite
     from .suite import Overrides, apply_overrides, load_suite
     from .terminal import make_reporter, stderr_console
@@ -81,7 +88,7 @@ def run(suite: str | None, out: Path | None, threads: int | None, quiet: bool, *
             resolved,
             out,
             reporter=make_reporter(quiet),
-            executor=LocalExecutor(threads),
+            executor=make_executor(jobs, threads),
             command=click.get_current_context().obj["command"],
         )
     except KeyboardInterrupt:

@@ -7,7 +7,7 @@ from pathlib import Path
 from time import perf_counter
 
 from .config import Cell
-from .executors import LocalExecutor
+from .executors import LocalExecutor, PoolExecutor, make_executor
 from .provenance import command_line, git_commit, machine, package_version, utc_now, utc_stamp, versions
 from .results import ResultRow, ResultStore
 from .suite import Suite
@@ -84,13 +84,13 @@ def run_suite(
     out: str | Path | None = None,
     *,
     reporter: Reporter | None = None,
-    executor: LocalExecutor | None = None,
+    executor: LocalExecutor | PoolExecutor | None = None,
     on_row: Callable[[ResultRow], None] | None = None,
     command: str | None = None,
 ) -> RunSummary:
     """Run every cell of `suite` not yet in `out` and append one row per cell. Returns the tally."""
     reporter = reporter or Reporter()
-    executor = executor or LocalExecutor()
+    executor = executor or make_executor()
     csv_path = Path(out) if out else default_out_path(suite.name)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     store = ResultStore(csv_path)

@@ -51,28 +51,33 @@ def make_optimizer(config: OptimizerConfig, params: list[nn.Parameter]) -> torch
     return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, foreach=True)
 
 
-def data_loss(output: torch.Tensor, target: torch.Tensor, classification: bool) -> torch.Tensor:
-    """Cross-entropy for classes, MSE (on the standardized target) for regression; mean over the batch."""
+def data_loss(
+    output: torch.Tensor, target: torch.Tensor, classification: bool, reduction: str = "mean"
+) -> torch.Tensor:
+    """Cross-entropy for classes, MSE (on the standardized target) for regression."""
     if classification:
-        return F.cross_entropy(output, target)
-    return F.mse_loss(output.squeeze(-1), target)
+        return F.cross_entropy(output, target, reduction=reduction)
+    return F.mse_loss(output.squeeze(-1), target, reduction=reduction)
 
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, classification: bool) -> tuple[float, float]:
-    """(mean loss, accuracy) over the whole split in eval mode; accuracy is NaN for regression."""
+    """(mean loss, accuracy) over the whole split in eval mode; accuracy is NaN for regression.
+
+    Per-example losses are summed with math.fsum (exactly rounded), so the figure does not depend on
+    how many threads a parallel reduction would have used.
+    """
     was_training = model.training
     model.eval()
-    total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
-    correct = torch.zeros((), dtype=torch.int64, device=x.device)
+    losses, correct = [], 0
     for start in range(0, len(y), EVAL_BATCH):
         out, target = model(x[start : start + EVAL_BATCH]), y[start : start + EVAL_BATCH]
-        total_loss += data_loss(out, target, classification).double() * len(target)
+        losses.append(data_loss(out, target, classification, reduction="none"))
         if classification:
-            correct += (out.argmax(dim=1) == target).sum()
+            correct += int((out.argmax(dim=1) == target).sum())
     model.train(was_training)
-    loss = total_loss.item() / len(y)
-    return loss, (correct.item() / len(y) if classification else math.nan)
+    loss = math.fsum(torch.cat(losses).double().tolist()) / len(y)
+    return loss, (correct / len(y) if classification else math.nan)
 
 
 def _train_one_epoch(

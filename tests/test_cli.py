@@ -11,7 +11,7 @@ from dropbench.cli import main
 from dropbench.results import COLUMNS, EPOCH_COLUMNS
 
 SMALL = ["--task", "wine,diabetes", "--keep", "0.5,1.0", "--reg", "none,l2,early-stopping", "--seeds", "2",
-         "--epochs", "3", "-q"]  # fmt: skip
+         "--epochs", "3", "-q", "--jobs", "1"]  # fmt: skip
 SMALL_CELLS = 2 * 2 * 3 * 2
 TIMING = ["fit_seconds", "started_at"]
 
@@ -131,3 +131,11 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("dropbench: error:") and "Traceback" not in proc.stderr
     assert not (tmp_path / "results").exists()  # nothing was written for a refused run
+
+
+def test_a_process_pool_gives_the_same_figures_as_one_process(tmp_path):
+    _, alone = run_small(tmp_path, "alone.csv", ["--jobs", "1", "--threads", "2"])
+    _, pooled = run_small(tmp_path, "pooled.csv", ["--jobs", "2"])
+    a = pd.read_csv(alone).drop(columns=TIMING).set_index("cell_id").sort_index()
+    b = pd.read_csv(pooled).drop(columns=TIMING).set_index("cell_id").sort_index()
+    pd.testing.assert_frame_equal(a, b)

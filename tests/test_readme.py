@@ -1,0 +1,22 @@
+"""The README's first two commands are what a new user runs and what CI runs: keep them true."""
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands():
+    return re.findall(r"```bash\n(.+?)\n```", (ROOT / "README.md").read_text())
+
+
+def test_readme_opens_with_install_and_run_then_install_and_test():
+    run, test = readme_commands()[:2]
+    assert "pip install torch==2.13.0" in run and run.endswith("dropbench run")
+    assert "pip install torch==2.13.0" in test and test.endswith("pytest -q")
+
+
+def test_ci_runs_the_readme_test_command_verbatim():
+    test = readme_commands()[1]
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert test in ci.splitlines()
