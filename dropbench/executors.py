@@ -6,6 +6,7 @@ A cell's numbers do not depend on where it ran: every random stream is derived f
 
 import multiprocessing
 import os
+import signal
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
@@ -57,6 +58,9 @@ class LocalExecutor:
 
 
 def _init_worker(threads: int) -> None:
+    # Ctrl-C reaches the whole process group; the driver alone decides what happens (it stops the pool),
+    # so workers do not print a KeyboardInterrupt traceback each.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
 
 
@@ -97,8 +101,14 @@ class PoolExecutor:
                     result, started_at = future.result()
                     yield cell, result, started_at
         finally:
-            # On an error or Ctrl-C: drop the cells not started, do not wait for the ones running.
-            pool.shutdown(wait=not pending, cancel_futures=True)
+            if pending:  # an error or Ctrl-C: drop the cells not started and stop the running ones now
+                # concurrent.futures has no public way to stop a running task before Python 3.14; a cell
+                # in flight is lost either way (it is rerun on resume), so end its worker at once.
+                workers = list((getattr(pool, "_processes", None) or {}).values())
+                pool.shutdown(wait=False, cancel_futures=True)
+                for process in workers:
+                    process.terminate()
+            pool.shutdown(wait=True)
 
 
 def make_executor(jobs: int | None = None, threads: int | None = None) -> LocalExecutor | PoolExecutor:
