@@ -72,9 +72,10 @@ def cli() -> None:
 def run(
     suite: str | None, out: Path | None, jobs: int | None, threads: int | None, quiet: bool, **overrides: object
 ) -> int:
-    """Run SUITE (a bundled name such as 'quick', or a TOML path; default: quick) and print the gap table.
+    """Run a suite and print its gap tables.
 
-    Flags override the suite file. Running into an existing --out skips the cells it already holds.
+    SUITE is a bundled name ('quick', the default) or a path to a TOML file. Flags override the
+    suite file. Running into an existing --out skips the cells it already holds.
     """
     from .executors import make_executor
     from .runner import default_out_path, run_suite
@@ -119,7 +120,7 @@ def _print_report(paths: list[Path]) -> None:
 @cli.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 def report(results: tuple[Path, ...]) -> int:
-    """Render the gap tables of one or more results CSVs written earlier."""
+    """Print the gap tables of results CSVs written earlier."""
     _print_report(list(results))
     return EXIT_OK
 
@@ -145,7 +146,11 @@ def tasks() -> int:
 
 @cli.command()
 def regularizers() -> int:
-    """List the regularizers, what their strength means and its default. Combine with '+'."""
+    """List the regularizers and their default strengths.
+
+    Combine them with '+', e.g. max-norm+early-stopping; set a strength in a suite with
+    [regularizer.l2] strength = 1e-4.
+    """
     from rich.table import Table
 
     from .regularizers import REGULARIZERS
