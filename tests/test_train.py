@@ -82,3 +82,12 @@ def test_dropout_shrinks_the_gap_on_the_synthetic_task():
         return float(np.mean(gaps))
 
     assert mean_gap(0.5) < mean_gap(1.0) - 0.03
+
+
+def test_max_norm_holds_for_every_hidden_unit_after_training():
+    data = load_task_data("digits")
+    model, _ = train_model(make_cell(reg="max-norm", strengths={"max-norm": 0.5}, epochs=2, hidden=(64, 64)), data)
+    for weight in model.max_norm_weights():
+        assert weight.norm(dim=1).max() <= 0.5 + 1e-5
+    free, _ = train_model(make_cell(epochs=2, hidden=(64, 64)), data)
+    assert max(w.norm(dim=1).max() for w in free.max_norm_weights()) > 0.5  # the constraint did bind
