@@ -3,8 +3,10 @@
 Heavy modules (torch, pandas) are imported inside the commands so that `--help` stays fast.
 """
 
+import os
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import click
@@ -49,6 +51,29 @@ def cli() -> None:
     """
 
 
+def data_options(command: Callable) -> Callable:
+    """--data-dir and --offline, passed on through the environment so worker processes see them too."""
+
+    def set_env(ctx: click.Context, param: click.Parameter, value: object) -> object:
+        if param.name == "data_dir" and value is not None:
+            os.environ["DROPBENCH_DATA"] = str(value)
+        if param.name == "offline" and value:
+            os.environ["DROPBENCH_OFFLINE"] = "1"
+        return value
+
+    command = click.option(
+        "--offline",
+        is_flag=True,
+        expose_value=False,
+        callback=set_env,
+        help="Never touch the network; a missing file is an error. [env: DROPBENCH_OFFLINE=1]",
+    )(command)
+    return click.option(
+        "--data-dir", type=click.Path(file_okay=False, path_type=Path), expose_value=False, callback=set_env,
+        help="Where data sets are kept [env: DROPBENCH_DATA; default: the user cache dir].",
+    )(command)  # fmt: skip
+
+
 @cli.command()
 @click.argument("suite", required=False)
 @click.option("--task", "tasks", type=CommaList(), help="Run these tasks (from the suite or the registry).")
@@ -69,6 +94,7 @@ def cli() -> None:
 )
 @click.option("--threads", type=click.IntRange(min=1), help="Torch threads per process [default: usable cores / jobs].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@data_options
 def run(
     suite: str | None, out: Path | None, jobs: int | None, threads: int | None, quiet: bool, **overrides: object
 ) -> int:
@@ -126,21 +152,42 @@ def report(results: tuple[Path, ...]) -> int:
 
 
 @cli.command()
+@data_options
 def tasks() -> int:
-    """List the registered tasks with their splits."""
+    """List the registered tasks, their size and whether their data is here."""
     from rich.table import Table
 
-    from .data import TASKS, load_task_data
+    from .data import TASKS
+    from .data.fetch import data_dir, source_status
     from .terminal import stdout_console
 
-    table = Table(title="tasks", title_justify="left")
-    for column in ("name", "kind", "train / val / test", "features", "outputs", "what", "source"):
+    table = Table(title=f"tasks (data dir: {data_dir()})", title_justify="left")
+    for column in ("name", "kind", "size", "data", "source"):
         table.add_column(column)
     for name, info in sorted(TASKS.items()):
-        data = load_task_data(name)
-        sizes = " / ".join(f"{n:,}" for n in data.sizes())
-        table.add_row(name, info.kind, sizes, str(data.n_features), str(data.n_outputs), info.summary, info.source)
+        status = "bundled" if info.source is None else source_status(info.source)
+        table.add_row(name, info.kind, info.summary, status, info.origin)
+    table.add_row("openml:<id>", "from its target", "any OpenML table (shortcuts: adult, covertype, higgs, "
+                  "california-housing)", "cached on first use", "OpenML via scikit-learn")  # fmt: skip
     stdout_console().print(table)
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("names", nargs=-1)
+@data_options
+def download(names: tuple[str, ...]) -> int:
+    """Fetch and verify data sets ahead of time (default: mnist, fashion-mnist, cifar10).
+
+    NAMES are tasks with files to fetch, or OpenML tasks (openml:<id>, adult, ...).
+    """
+    from .data import prepare_task
+    from .data.fetch import data_dir
+    from .data.sources import SOURCES
+
+    for name in names or tuple(SOURCES):
+        prepare_task(name, log=lambda message: click.echo(message, err=True))
+        click.echo(f"{name}: verified in {data_dir()}")
     return EXIT_OK
 
 

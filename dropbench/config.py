@@ -9,14 +9,20 @@ from .seeding import derive_seed
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """An MLP: ReLU hidden layers of the given widths, dropout after the input and after each one."""
+    """An MLP (ReLU hidden layers of the given widths) or a small conv net (`channels`: one block of
+    3x3 conv, ReLU, 2x2 max-pool per entry, then the hidden layers). Dropout follows the input and
+    each hidden layer; `conv_keep` < 1 adds spatial (whole-channel) dropout after each conv block."""
 
     kind: str = "mlp"
     hidden: tuple[int, ...] = (256, 256)
+    channels: tuple[int, ...] = ()
+    conv_keep: float = 1.0
 
     @property
     def label(self) -> str:
-        return "-".join([self.kind, *map(str, self.hidden)])
+        convs = [f"c{c}" for c in self.channels]
+        spatial = [f"sk{self.conv_keep:g}"] if self.conv_keep < 1.0 else []
+        return "-".join([self.kind, *convs, *map(str, self.hidden), *spatial])
 
 
 @dataclass(frozen=True)

@@ -76,3 +76,16 @@ class Dropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"keep={self.keep}"
+
+
+class SpatialDropout(Dropout):
+    """Drops whole channels of a [N, C, H, W] map (one mask entry per example and channel), as
+    neighbouring pixels of a feature map are too correlated for per-pixel masks to regularize."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.keep >= 1.0:
+            return x
+        if self.generator is None:
+            raise RuntimeError("Dropout.set_generator must be called before training")
+        shape = (x.shape[0], x.shape[1], *([1] * (x.dim() - 2)))
+        return x * keep_mask(shape, self.keep, self.generator, dtype=x.dtype, device=x.device)

@@ -140,7 +140,8 @@ def add_penalty_gradients_(weights: Iterable[torch.nn.Parameter], setting: Regul
 
 @torch.no_grad()
 def apply_max_norm_(weights: Iterable[torch.Tensor], max_norm: float) -> None:
-    """Rescale every row (one unit's incoming weights, as nn.Linear stores them) to norm ≤ max_norm."""
+    """Rescale each unit's incoming weights (a row of a Linear weight, one filter of a Conv2d) to norm ≤ c."""
     for weight in weights:
-        norms = weight.norm(dim=1, keepdim=True)
-        weight.mul_((max_norm / norms.clamp_min(1e-12)).clamp_max(1.0))
+        norms = weight.flatten(1).norm(dim=1)
+        scale = (max_norm / norms.clamp_min(1e-12)).clamp_max(1.0)
+        weight.mul_(scale.view(-1, *([1] * (weight.dim() - 1))))

@@ -7,6 +7,7 @@ from pathlib import Path
 from time import perf_counter
 
 from .config import Cell
+from .data import prepare_task
 from .executors import LocalExecutor, PoolExecutor, make_executor
 from .provenance import command_line, git_commit, machine, package_version, utc_now, utc_stamp, versions
 from .results import ResultRow, ResultStore
@@ -31,6 +32,9 @@ class RunSummary:
 
 class Reporter:
     """What a run tells the user as it goes; the base class tells nothing."""
+
+    def note(self, message: str) -> None:
+        """A line about work outside the cells (a download, say)."""
 
     def start(self, suite: Suite, total: int, skipped: int, csv_path: Path) -> None: ...
 
@@ -95,6 +99,8 @@ def run_suite(
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     store = ResultStore(csv_path)
 
+    for task in suite.tasks:
+        prepare_task(task.name, log=reporter.note)
     cells = suite.cells()
     done = store.done_cell_ids()
     todo = [cell for cell in cells if cell.cell_id not in done]

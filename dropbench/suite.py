@@ -11,8 +11,9 @@ from importlib import resources
 from pathlib import Path
 
 from .config import Cell, ModelConfig, OptimizerConfig, TaskConfig
-from .data import TASKS, get_task
+from .data import get_task
 from .errors import UserError
+from .models import MODEL_KINDS
 from .regularizers import REGULARIZERS, RegularizerSetting, parse_regularizer, validate_strength
 
 DEFAULT_SUITE = "quick"
@@ -24,7 +25,7 @@ SUITE_KEYS = (
     "epochs", "batch_size", "model", "optimizer", "regularizer", "task",
 )  # fmt: skip
 TASK_KEYS = ("name", "model", "optimizer", "batch_size", "epochs")
-MODEL_KEYS = ("kind", "hidden")
+MODEL_KEYS = ("kind", "hidden", "channels", "conv_keep")
 OPTIMIZER_KEYS = ("name", "lr", "momentum", "nesterov", "betas")
 REGULARIZER_KEYS = ("strength",)
 
@@ -191,15 +192,26 @@ def _seeds(value: object, where: str) -> tuple[int, ...]:
 # ---------------------------------------------------------------- parts of a suite
 
 
+def _widths(value: object, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list):
+        raise UserError(f"{where}: expected a list of widths, got {value!r}")
+    return tuple(_int(w, where, 1) for w in value)
+
+
 def _model(value: object, base: ModelConfig, where: str) -> ModelConfig:
     table = _table(value, where)
     _check_keys(table, MODEL_KEYS, where)
-    kind = _str(table.get("kind", base.kind), f"{where}.kind", ("mlp",))
-    hidden = table.get("hidden", list(base.hidden))
-    if not isinstance(hidden, list):
-        raise UserError(f"{where}.hidden: expected a list of layer widths, got {hidden!r}")
-    widths = tuple(_int(w, f"{where}.hidden", 1) for w in hidden)
-    return ModelConfig(kind=kind, hidden=widths)
+    kind = _str(table.get("kind", base.kind), f"{where}.kind", MODEL_KINDS)
+    hidden = _widths(table.get("hidden", list(base.hidden)), f"{where}.hidden")
+    channels = _widths(table.get("channels", list(base.channels) if kind == base.kind else []), f"{where}.channels")
+    conv_keep = validate_keep_rates(table.get("conv_keep", base.conv_keep), f"{where}.conv_keep")
+    if len(conv_keep) != 1:
+        raise UserError(f"{where}.conv_keep: expected one keep rate, got {list(conv_keep)}")
+    if kind == "cnn" and not channels:
+        raise UserError(f"{where}.channels: a 'cnn' needs conv channels, e.g. channels = [32, 64, 128]")
+    if kind == "mlp" and (channels or conv_keep[0] != 1.0):
+        raise UserError(f"{where}: 'channels' and 'conv_keep' apply to kind = 'cnn' only")
+    return ModelConfig(kind=kind, hidden=hidden, channels=channels, conv_keep=conv_keep[0])
 
 
 def _optimizer(value: object, base: OptimizerConfig, where: str) -> OptimizerConfig:
@@ -229,8 +241,10 @@ def _optimizer(value: object, base: OptimizerConfig, where: str) -> OptimizerCon
 def _task_config(table: dict, defaults: TaskConfig, where: str) -> TaskConfig:
     _check_keys(table, TASK_KEYS, where)
     name = _str(table.get("name"), f"{where}.name")
-    if name not in TASKS:
-        raise UserError(f"{where}.name: unknown task '{name}'; known: {', '.join(sorted(TASKS))}")
+    try:
+        get_task(name)
+    except UserError as error:
+        raise UserError(f"{where}.name: {error}") from None
     return TaskConfig(
         name=name,
         model=_model(table["model"], defaults.model, f"{where}.model") if "model" in table else defaults.model,

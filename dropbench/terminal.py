@@ -43,6 +43,9 @@ class LineReporter(Reporter):
     def __init__(self, console: Console) -> None:
         self.console, self.done, self.total = console, 0, 0
 
+    def note(self, message: str) -> None:
+        self.console.print(message, highlight=False, markup=False)
+
     def start(self, suite: Suite, total: int, skipped: int, csv_path: Path) -> None:
         self.total = total
         skip = f", {skipped} already in the file" if skipped else ""
@@ -72,6 +75,9 @@ class ProgressReporter(Reporter):
             transient=True,
         )
         self.bar = None
+
+    def note(self, message: str) -> None:
+        self.progress.console.print(message, highlight=False, markup=False)
 
     def start(self, suite: Suite, total: int, skipped: int, csv_path: Path) -> None:
         self.progress.start()

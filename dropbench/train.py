@@ -61,23 +61,24 @@ def data_loss(
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, classification: bool) -> tuple[float, float]:
+def evaluate(model: nn.Module, data: TaskData, which: str) -> tuple[float, float]:
     """(mean loss, accuracy) over the whole split in eval mode; accuracy is NaN for regression.
 
     Per-example losses are summed with math.fsum (exactly rounded), so the figure does not depend on
     how many threads a parallel reduction would have used.
     """
+    x, y = data.split(which)
     was_training = model.training
     model.eval()
     losses, correct = [], 0
     for start in range(0, len(y), EVAL_BATCH):
-        out, target = model(x[start : start + EVAL_BATCH]), y[start : start + EVAL_BATCH]
-        losses.append(data_loss(out, target, classification, reduction="none"))
-        if classification:
+        out, target = model(data.inputs(x[start : start + EVAL_BATCH])), y[start : start + EVAL_BATCH]
+        losses.append(data_loss(out, target, data.classification, reduction="none"))
+        if data.classification:
             correct += int((out.argmax(dim=1) == target).sum())
     model.train(was_training)
     loss = math.fsum(torch.cat(losses).double().tolist()) / len(y)
-    return loss, (correct / len(y) if classification else math.nan)
+    return loss, (correct / len(y) if data.classification else math.nan)
 
 
 def _train_one_epoch(
@@ -94,7 +95,7 @@ def _train_one_epoch(
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     model.train()
     for idx in torch.randperm(n, generator=order, device=x.device).split(batch):
-        loss = data_loss(model(x[idx]), y[idx], data.classification)
+        loss = data_loss(model(data.inputs(x[idx])), y[idx], data.classification)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         add_penalty_gradients_(penalized, setting)
@@ -114,9 +115,9 @@ def fit_cell(cell: Cell, data: TaskData) -> CellResult:
 
 def measure_(result: CellResult, model: nn.Module, data: TaskData) -> None:
     """Fill the final figures: each split whole, in eval mode, so no dropout noise enters a gap."""
-    result.train_loss, result.train_acc = evaluate(model, data.x_train, data.y_train, data.classification)
-    result.val_loss, result.val_acc = evaluate(model, data.x_val, data.y_val, data.classification)
-    result.test_loss, result.test_acc = evaluate(model, data.x_test, data.y_test, data.classification)
+    result.train_loss, result.train_acc = evaluate(model, data, "train")
+    result.val_loss, result.val_acc = evaluate(model, data, "val")
+    result.test_loss, result.test_acc = evaluate(model, data, "test")
 
 
 def train_model(cell: Cell, data: TaskData) -> tuple[nn.Module, CellResult]:
@@ -128,7 +129,7 @@ def train_model(cell: Cell, data: TaskData) -> tuple[nn.Module, CellResult]:
     init = make_generator(cell.task.name, cell.seed, "init")
     order = make_generator(cell.task.name, cell.seed, "order")
     masks = make_generator(cell.cell_id, "masks")
-    model = build_model(cell.task.model, data.n_features, data.n_outputs, cell.keep_rate, cell.input_keep_rate)
+    model = build_model(cell.task.model, data.input_shape, data.n_outputs, cell.keep_rate, cell.input_keep_rate)
     init_parameters_(model, init)
     model.set_generator(masks)
     optimizer = make_optimizer(cell.task.optimizer, list(model.parameters()))
@@ -139,7 +140,7 @@ def train_model(cell: Cell, data: TaskData) -> tuple[nn.Module, CellResult]:
     started = time.perf_counter()
     for epoch in range(1, cell.task.epochs + 1):
         fit_loss = _train_one_epoch(model, optimizer, cell, data, order)
-        val_loss, val_acc = evaluate(model, data.x_val, data.y_val, data.classification)
+        val_loss, val_acc = evaluate(model, data, "val")
         result.curves.append(EpochRecord(epoch, fit_loss, val_loss, val_acc))
         result.epochs_run = epoch
         if not (math.isfinite(fit_loss) and math.isfinite(val_loss)):

@@ -100,7 +100,7 @@ def test_listing_commands(capsys):
 @pytest.mark.parametrize(
     ("args", "expected"),
     [
-        (["run", "--task", "mnsit"], "unknown task 'mnsit'; known: breast-cancer, diabetes, digits"),
+        (["run", "--task", "mnsit"], "unknown task 'mnsit' (did you mean 'mnist'?); known: breast-cancer, cifar10,"),
         (["run", "--reg", "l3"], "unknown regularizer 'l3'"),
         (["run", "--keep", "0.5,1.5"], "keep rate 1.5 is outside (0, 1]"),
         (["run", "--keep", "half"], "is not a list of numbers"),

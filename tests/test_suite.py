@@ -95,7 +95,7 @@ def test_bad_suites_name_the_file_the_key_and_what_is_allowed(tmp_path, text, ex
 
 
 def test_bad_tasks_and_files_are_named(tmp_path):
-    with pytest.raises(UserError, match="unknown task 'mnsit'; known: "):
+    with pytest.raises(UserError, match=r"task\[0\].name: unknown task 'mnsit' \(did you mean 'mnist'\?\); known: "):
         load_suite(str(write(tmp_path, "[[task]]\nname = 'mnsit'\n")))
     with pytest.raises(UserError, match="unknown key 'lr'"):
         load_suite(str(write(tmp_path, "[[task]]\nname = 'wine'\nlr = 0.1\n")))

@@ -1,13 +1,16 @@
 """The task registry: one entry per data set, with its split. Adding a task is one entry here."""
 
+import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
-
-import numpy as np
+from functools import partial
 
 from ..errors import UserError
 from . import tabular
-from .splits import SplitSpec
+from .fetch import DataSource
+from .images import load_cifar10_task, load_idx_task
+from .sources import CIFAR10, FASHION_MNIST, MNIST
+from .splits import RawTask, SplitSpec
 
 
 @dataclass(frozen=True)
@@ -15,9 +18,10 @@ class TaskInfo:
     name: str
     kind: str  # "classification" (cross-entropy, accuracy) or "regression" (MSE on a standardized target)
     summary: str
-    source: str
-    load: Callable[[], tuple[np.ndarray, np.ndarray]]
+    origin: str
+    load: Callable[[], RawTask]
     split: SplitSpec
+    source: DataSource | None = None  # files to fetch; None for data that ships with scikit-learn
 
     @property
     def classification(self) -> bool:
@@ -26,6 +30,9 @@ class TaskInfo:
 
 # 20% validation and 20% test unless a task says otherwise: enough rows to measure a gap on small sets.
 _DEFAULT_SPLIT = SplitSpec(val=0.2, test=0.2)
+# Image sets keep their official test set; 5,000 training images are held out for validation
+# (early stopping, curves), as many dropout papers do (Srivastava et al. 2014 hold out 10,000).
+_IMAGE_SPLIT = SplitSpec(val=5000, test=None)
 
 TASKS: dict[str, TaskInfo] = {
     info.name: info
@@ -35,12 +42,24 @@ TASKS: dict[str, TaskInfo] = {
             "scikit-learn (Wisconsin diagnostic)", tabular.load_breast_cancer, _DEFAULT_SPLIT,
         ),
         TaskInfo(
+            "cifar10", "classification", "60,000 32x32 colour images, 10 classes (50,000 + 10,000 test)",
+            "CIFAR-10, binary version (Krizhevsky 2009)", partial(load_cifar10_task, CIFAR10), _IMAGE_SPLIT, CIFAR10,
+        ),
+        TaskInfo(
             "diabetes", "regression", "442 patients, 10 features, disease progression",
             "scikit-learn (Efron et al. 2004)", tabular.load_diabetes, _DEFAULT_SPLIT,
         ),
         TaskInfo(
             "digits", "classification", "1,797 8x8 digit images, 64 features, 10 classes",
             "scikit-learn (UCI optdigits)", tabular.load_digits, _DEFAULT_SPLIT,
+        ),
+        TaskInfo(
+            "fashion-mnist", "classification", "70,000 28x28 grey clothing images, 10 classes (60,000 + 10,000 test)",
+            "Fashion-MNIST (Xiao et al. 2017)", partial(load_idx_task, FASHION_MNIST), _IMAGE_SPLIT, FASHION_MNIST,
+        ),
+        TaskInfo(
+            "mnist", "classification", "70,000 28x28 grey digits, 10 classes (60,000 + 10,000 test)",
+            "MNIST (LeCun et al. 1998)", partial(load_idx_task, MNIST), _IMAGE_SPLIT, MNIST,
         ),
         TaskInfo(
             "synthetic", "classification",
@@ -58,11 +77,31 @@ TASKS: dict[str, TaskInfo] = {
 
 
 def task_names() -> str:
-    return ", ".join(sorted(TASKS))
+    return ", ".join([*sorted(TASKS), "openml:<id>"])
+
+
+def load_openml_task(data_id: int) -> RawTask:
+    """An OpenML table: features as a DataFrame (encoded later, on the training split), the target encoded."""
+    from .fetch import data_dir, offline
+    from .openml import encode_target, fetch_openml_frame, target_kind
+
+    x, y = fetch_openml_frame(data_id, data_dir() / "openml", offline=offline())
+    kind = target_kind(y)
+    return RawTask(x, encode_target(y, kind), classification=kind == "classification")
 
 
 def get_task(name: str) -> TaskInfo:
-    try:
+    """A registered task, or an OpenML one (`openml:<id>` or a shortcut such as `adult`)."""
+    if name in TASKS:
         return TASKS[name]
-    except KeyError:
-        raise UserError(f"unknown task '{name}'; known: {task_names()}") from None
+    from .openml import parse_openml_name
+
+    data_id = parse_openml_name(name)
+    if data_id is None:
+        close = difflib.get_close_matches(name, TASKS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserError(f"unknown task '{name}'{hint}; known: {task_names()}")
+    return TaskInfo(
+        name, "from its target", f"OpenML data set {data_id}", f"OpenML (data id {data_id})",
+        partial(load_openml_task, data_id), _DEFAULT_SPLIT,
+    )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Seeded, stratified train/validation/test splits and train-only feature scaling."""
+"""Seeded, stratified splits and normalization statistics taken from the training split alone."""
 
 from dataclasses import dataclass
 
@@ -11,20 +11,32 @@ REGRESSION_STRATA = 5  # quantile bins of the target, so each split sees the who
 
 @dataclass(frozen=True)
 class SplitSpec:
-    """Sizes as fractions of all samples (float) or counts (int); `train` None means what is left."""
+    """Sizes as fractions of the rows (float) or counts (int); `train` None means what is left.
+    `test` None means the data set's official test set is used and only `val` is carved out."""
 
     val: float | int
-    test: float | int
+    test: float | int | None
     train: int | None = None
 
 
 @dataclass(frozen=True)
+class RawTask:
+    """What a loader returns: every row (x may be an array or a DataFrame), and an official test set if any."""
+
+    x: object
+    y: np.ndarray
+    x_test: object = None
+    y_test: np.ndarray | None = None
+    classification: bool | None = None  # None: the registry's kind says
+
+
+@dataclass(frozen=True)
 class Split:
-    x_train: np.ndarray
+    x_train: object
     y_train: np.ndarray
-    x_val: np.ndarray
+    x_val: object
     y_val: np.ndarray
-    x_test: np.ndarray
+    x_test: object
     y_test: np.ndarray
 
 
@@ -39,35 +51,56 @@ def _count(size: float | int, total: int) -> int:
     return size if isinstance(size, int) else round(size * total)
 
 
-def split_dataset(x: np.ndarray, y: np.ndarray, spec: SplitSpec, *, classification: bool, seed: int) -> Split:
+def _rows(x: object, idx: np.ndarray) -> object:
+    return x.iloc[idx] if hasattr(x, "iloc") else x[idx]
+
+
+def split_task(raw: RawTask, spec: SplitSpec, *, classification: bool, seed: int) -> Split:
     """Split once per task with a fixed seed: a cell's seed never changes which rows are test rows."""
-    n = len(y)
-    n_test, n_val = _count(spec.test, n), _count(spec.val, n)
-    idx = np.arange(n)
-    rest, test = train_test_split(idx, test_size=n_test, stratify=_strata(y, classification), random_state=seed % 2**32)
-    n_train = len(rest) - n_val if spec.train is None else spec.train
+    y = raw.y
+    idx = np.arange(len(y))
+    if raw.x_test is None:
+        idx, test = train_test_split(
+            idx, test_size=_count(spec.test, len(y)), stratify=_strata(y, classification), random_state=seed % 2**32
+        )
+    n_val = _count(spec.val, len(idx))
+    n_train = len(idx) - n_val if spec.train is None else spec.train
     train, val = train_test_split(
-        rest,
+        idx,
         train_size=n_train,
         test_size=n_val,
-        stratify=_strata(y[rest], classification),
+        stratify=_strata(y[idx], classification),
         random_state=(seed + 1) % 2**32,
     )
-    return Split(x[train], y[train], x[val], y[val], x[test], y[test])
+    if raw.x_test is None:
+        x_test, y_test = _rows(raw.x, test), y[test]
+    else:
+        x_test, y_test = raw.x_test, raw.y_test
+    return Split(_rows(raw.x, train), y[train], _rows(raw.x, val), y[val], x_test, y_test)
 
 
-def standardize(split: Split, *, classification: bool) -> Split:
-    """Scale features (and a regression target) with statistics of the training split alone."""
+def image_statistics(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and std of uint8 images [N, C, H, W] on the 0..255 scale, in float64."""
+    n, channels = x_train.shape[:2]
+    flat = x_train.reshape(n, channels, -1)
+    mean = np.array([flat[:, c].mean(dtype=np.float64) for c in range(channels)])
+    std = np.array([flat[:, c].std(dtype=np.float64) for c in range(channels)])
+    return mean, std
+
+
+def standardize_features(split: Split) -> Split:
+    """Scale numeric features with the training split's mean and std (sklearn's StandardScaler)."""
     scaler = StandardScaler().fit(split.x_train)
-    ys = (split.y_train, split.y_val, split.y_test)
-    if not classification:
-        mean, std = split.y_train.mean(), split.y_train.std()
-        ys = tuple((y - mean) / std for y in ys)
     return Split(
-        scaler.transform(split.x_train),
-        ys[0],
-        scaler.transform(split.x_val),
-        ys[1],
-        scaler.transform(split.x_test),
-        ys[2],
-    )
+        scaler.transform(split.x_train), split.y_train, scaler.transform(split.x_val), split.y_val,
+        scaler.transform(split.x_test), split.y_test,
+    )  # fmt: skip
+
+
+def standardize_target(split: Split) -> Split:
+    """A regression target on the training split's scale: losses read as a fraction of its variance."""
+    mean, std = split.y_train.mean(), split.y_train.std()
+    return Split(
+        split.x_train, (split.y_train - mean) / std, split.x_val, (split.y_val - mean) / std,
+        split.x_test, (split.y_test - mean) / std,
+    )  # fmt: skip

@@ -3,32 +3,34 @@
 import numpy as np
 from sklearn import datasets
 
+from .splits import RawTask
 
-def load_digits() -> tuple[np.ndarray, np.ndarray]:
+
+def load_digits() -> RawTask:
     """1,797 8x8 grey images of digits (UCI optdigits test set), pixel values 0..16, 10 classes."""
     bunch = datasets.load_digits()
-    return bunch.data.astype(np.float32), bunch.target
+    return RawTask(bunch.data.astype(np.float32), bunch.target)
 
 
-def load_breast_cancer() -> tuple[np.ndarray, np.ndarray]:
+def load_breast_cancer() -> RawTask:
     """569 tumours (Wisconsin diagnostic), 30 features, malignant vs benign."""
     bunch = datasets.load_breast_cancer()
-    return bunch.data.astype(np.float32), bunch.target
+    return RawTask(bunch.data.astype(np.float32), bunch.target)
 
 
-def load_wine() -> tuple[np.ndarray, np.ndarray]:
+def load_wine() -> RawTask:
     """178 wines, 13 chemical features, 3 cultivars."""
     bunch = datasets.load_wine()
-    return bunch.data.astype(np.float32), bunch.target
+    return RawTask(bunch.data.astype(np.float32), bunch.target)
 
 
-def load_diabetes() -> tuple[np.ndarray, np.ndarray]:
+def load_diabetes() -> RawTask:
     """442 patients, 10 features, disease progression after one year (regression)."""
     bunch = datasets.load_diabetes()
-    return bunch.data.astype(np.float32), bunch.target.astype(np.float32)
+    return RawTask(bunch.data.astype(np.float32), bunch.target.astype(np.float32))
 
 
-def load_synthetic() -> tuple[np.ndarray, np.ndarray]:
+def load_synthetic() -> RawTask:
     """A 4-class problem built to be overfit: 50 features (20 informative, 5 redundant), 10% noisy labels.
 
     The data are generated once with a fixed seed (the task is the same everywhere); the task's split
@@ -45,4 +47,4 @@ def load_synthetic() -> tuple[np.ndarray, np.ndarray]:
         class_sep=1.5,
         random_state=20140601,  # any fixed value: the data must not depend on the cell's seed
     )
-    return x.astype(np.float32), y
+    return RawTask(x.astype(np.float32), y)
