@@ -19,12 +19,14 @@ from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardSc
 
 from ..errors import UserError
 
-# The versions of Gorishniy et al. 2021 ("Revisiting deep learning models for tabular data") and the OpenML100.
+# The four sets, at the sizes, of Gorishniy et al. 2021 ("Revisiting deep learning models for tabular data"),
+# not the re-processed (balanced, subsampled) copies of Grinsztajn et al. 2022 (44xxx ids).
+# Name, rows and target as OpenML lists them.
 OPENML_SHORTCUTS: dict[str, int] = {
-    "adult": 1590,  # adult v2: 48,842 rows, 14 features (6 numeric, 8 nominal, some missing), target "class" (2)
-    "covertype": 1596,  # covertype v4: 581,012 rows, 54 numeric features, target "class" (7 cover types)
-    "higgs": 23512,  # higgs v2 ("Higgs small"): 98,050 rows, 28 numeric features, target "class" (2)
-    "california-housing": 537,  # houses v1: 20,640 rows, 8 numeric features, target "median_house_value"
+    "adult": 1590,  # "adult": 48,842 rows, 14 features (6 numeric, 8 nominal, some missing), target "class" (2)
+    "covertype": 1596,  # "covertype": 581,012 rows, 54 numeric features, target "class" (7 cover types)
+    "higgs": 23512,  # "higgs" (Higgs small): 98,050 rows, 28 numeric features, target "class" (2)
+    "california-housing": 537,  # "houses": 20,640 rows, 8 numeric features, target "median_house_value"
 }
 _PREFIX = "openml:"
 
@@ -150,6 +152,5 @@ def transform_splits(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Fit the preprocessor on the training rows only; return the three splits as float32 C-contiguous arrays."""
     preprocessor = make_preprocessor(x_train).fit(x_train)
-    return tuple(  # type: ignore[return-value]
-        np.ascontiguousarray(preprocessor.transform(x), dtype=np.float32) for x in (x_train, x_val, x_test)
-    )
+    train, val, test = (np.ascontiguousarray(preprocessor.transform(x), np.float32) for x in (x_train, x_val, x_test))
+    return train, val, test

@@ -85,7 +85,7 @@ def load_openml_task(data_id: int) -> RawTask:
     from .fetch import data_dir, offline
     from .openml import encode_target, fetch_openml_frame, target_kind
 
-    x, y = fetch_openml_frame(data_id, data_dir() / "openml", offline=offline())
+    x, y = fetch_openml_frame(data_id, data_dir(), offline=offline())  # sklearn adds openml/
     kind = target_kind(y)
     return RawTask(x, encode_target(y, kind), classification=kind == "classification")
 
