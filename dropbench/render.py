@@ -66,8 +66,10 @@ def gap_table(task_rows: pd.DataFrame) -> Table:
     else:
         what, how = "gap_loss", "gap_loss = test MSE − train MSE, on the standardized target, eval mode"
     best_what = "accuracy" if classification else "MSE"
+    title = f"{task} · {what} · mean ± 95% CI over {seeds} seed{'s' * (seeds != 1)}"
     table = Table(
-        title=f"{task} · {what} · mean ± 95% CI over {seeds} seed{'s' * (seeds != 1)}",
+        title=title,
+        min_width=len(title),  # rich wraps a title to the table's width; a narrow table would split it
         caption=f"{how}\n{BASELINE_MARK} baseline (none, keep 1.0)  {BEST_MARK} best test {best_what}",
         title_justify="left",
         caption_justify="left",
