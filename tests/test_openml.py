@@ -250,3 +250,21 @@ def test_a_data_set_without_a_single_target_is_a_user_error(monkeypatch, tmp_pat
     monkeypatch.setattr(sklearn.datasets, "fetch_openml", lambda **kwargs: Bunch(data=x, target=None))
     with pytest.raises(UserError, match="openml:7 has no single default target"):
         fetch_openml_frame(7, tmp_path)
+
+
+def test_an_openml_task_runs_end_to_end(monkeypatch, tmp_path, capsys):
+    """Registry, split, ColumnTransformer on the training rows, training and the CSV, without the network."""
+    from dropbench.cli import main
+
+    x, y = make_frame(n=300)[:2]
+    calls = []
+    monkeypatch.setattr(sklearn.datasets, "fetch_openml", fake_fetch(calls, x, y))
+    monkeypatch.setenv("DROPBENCH_DATA", str(tmp_path))
+    monkeypatch.setenv("DROPBENCH_OFFLINE", "")
+    out = tmp_path / "r.csv"
+    args = ["run", "--task", "openml:4242", "--keep", "0.5,1.0", "--reg", "none", "--seeds", "1", "--epochs", "2"]
+    assert main([*args, "--jobs", "1", "-q", "--out", str(out)]) == 0
+    frame = pd.read_csv(out)
+    assert len(frame) == 2 and (frame["status"] == "ok").all() and frame["test_acc"].notna().all()
+    assert calls and calls[0]["data_id"] == 4242
+    assert "openml:4242 · gap_acc" in capsys.readouterr().out
