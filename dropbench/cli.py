@@ -93,29 +93,52 @@ def data_options(command: Callable) -> Callable:
     help="Worker processes [default: one per usable core]; 1 runs in this process.",
 )
 @click.option("--threads", type=click.IntRange(min=1), help="Torch threads per process [default: usable cores / jobs].")
+@click.option("--shard", help="Run only part I of N of the grid (e.g. 2/3), balanced by estimated cost.")
+@click.option("--rerun-failed", is_flag=True, help="Run again the cells the file holds as failed or diverged.")
+@click.option("--fresh", is_flag=True, help="Move an existing --out aside (NAME.<time>.bak.csv) and start over.")
+@click.option("--dry-run", is_flag=True, help="Show the cells that would run, those done, and a time estimate.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    help="Off a terminal: one text line per finished cell, or one JSON object per line.",
+)
 @data_options
 def run(
-    suite: str | None, out: Path | None, jobs: int | None, threads: int | None, quiet: bool, **overrides: object
-) -> int:
+    suite: str | None, out: Path | None, jobs: int | None, threads: int | None, shard: str | None,
+    rerun_failed: bool, fresh: bool, dry_run: bool, quiet: bool, log_format: str, **overrides: object,
+) -> int:  # fmt: skip
     """Run a suite and print its gap tables.
 
     SUITE is a bundled name ('quick', the default) or a path to a TOML file. Flags override the
     suite file. Running into an existing --out skips the cells it already holds.
     """
     from .executors import make_executor
-    from .runner import default_out_path, run_suite
+    from .planning import Shard
+    from .runner import default_out_path, plan_run, run_suite
     from .suite import Overrides, apply_overrides, load_suite
     from .terminal import make_reporter, stderr_console
 
     resolved = apply_overrides(load_suite(suite), Overrides(**overrides))  # type: ignore[arg-type]
+    part = Shard.parse(shard) if shard else None
+    executor = make_executor(jobs, threads)
+    if dry_run:
+        from .terminal import print_plan
+
+        out = out or default_out_path(resolved.name)
+        print_plan(plan_run(resolved, out, shard=part, rerun_failed=rerun_failed and not fresh), executor)
+        return EXIT_OK
     out = out or default_out_path(resolved.name)
     try:
         summary = run_suite(
             resolved,
             out,
-            reporter=make_reporter(quiet),
-            executor=make_executor(jobs, threads),
+            reporter=make_reporter(quiet, log_format),
+            executor=executor,
+            shard=part,
+            rerun_failed=rerun_failed,
+            fresh=fresh,
             command=click.get_current_context().obj["command"],
         )
     except KeyboardInterrupt:
@@ -124,9 +147,10 @@ def run(
     _print_report([out])
     counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items())) or "nothing to run"
     skipped = f" ({summary.skipped} already done)" if summary.skipped else ""
-    stderr_console().print(
-        f"{counts}{skipped} in {summary.seconds:.1f} s -> {summary.csv_path}", highlight=False, markup=False
-    )
+    console = stderr_console()
+    for problem in summary.problems:
+        console.print(problem, style="red", highlight=False, markup=False)
+    console.print(f"{counts}{skipped} in {summary.seconds:.1f} s -> {summary.csv_path}", highlight=False, markup=False)
     return EXIT_FAILED_CELLS if summary.failed else EXIT_OK
 
 
@@ -141,6 +165,24 @@ def _print_report(paths: list[Path]) -> None:
     for table in gap_tables(summary):
         console.print(table)
         console.print()
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The merged results CSV (its .epochs.csv and .json are written beside it).",
+)
+def merge(inputs: tuple[Path, ...], out: Path) -> int:
+    """Join results CSVs (shards of one grid) into one: exact duplicates dropped, conflicts refused."""
+    from .merge import merge_results
+
+    merged = merge_results(list(inputs), out)
+    click.echo(f"{merged.rows} cells ({merged.duplicates} duplicates dropped) from {len(inputs)} files -> {out}")
+    return EXIT_OK
 
 
 @cli.command()

@@ -10,16 +10,21 @@ import io
 import json
 import math
 import os
-from collections.abc import Iterable
+import signal
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import TextIO
 
 import pandas as pd
 from filelock import FileLock
 
 from .errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: provenance columns python/scikit-learn versions, host, cpu, threads
 
 
 @dataclass(frozen=True)
@@ -60,9 +65,14 @@ class ResultRow:
     status: str  # ok | diverged | failed
     error: str
     device: str
+    threads: int
+    host: str
+    cpu: str
     dropbench_version: str
     torch_version: str
-    git_commit: str
+    sklearn_version: str
+    python_version: str
+    git_commit: str  # with "-dirty" when the working tree had uncommitted changes
     started_at: str  # UTC, ISO 8601
     schema_version: int = SCHEMA_VERSION
 
@@ -107,6 +117,38 @@ def _repair_torn_tail(path: Path) -> None:
         handle.truncate(keep)
 
 
+@contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold Ctrl-C (and SIGTERM) back while a row is written, so an interrupt never tears a line.
+
+    Only the main thread can block signals; elsewhere (and on Windows) this does nothing, and a torn
+    last line from a hard kill is still repaired by the next write.
+    """
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _write_rows(handle: TextIO, text: str) -> None:
+    # Test hook: DROPBENCH_TEST_WRITE_PAUSE=SECONDS writes each batch of rows in two halves with a pause
+    # between, so the kill test can land a SIGKILL in the middle of a line. Unset in normal use.
+    pause = float(os.environ.get("DROPBENCH_TEST_WRITE_PAUSE", "0") or 0)
+    if pause <= 0:
+        handle.write(text)
+        return
+    half = len(text) // 2
+    handle.write(text[:half])
+    handle.flush()
+    time.sleep(pause)
+    handle.write(text[half:])
+
+
 class CsvTable:
     """An append-only CSV with a fixed header, safe against concurrent writers and kills."""
 
@@ -122,30 +164,33 @@ class CsvTable:
                 "write to a new --out file"
             )
 
-    def append(self, rows: Iterable[dict[str, object]]) -> None:
+    def append(self, rows: Iterable[dict[str, object]], *, verbatim: bool = False) -> None:
+        """Append rows under the lock, flushed and fsynced. `verbatim`: the values are already CSV text
+        (rows read from another results file), written as they are."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerows([format_value(row[c]) for c in self.columns] for row in rows)
+        convert = str if verbatim else format_value
+        writer.writerows([convert(row[c]) for c in self.columns] for row in rows)
         with _lock(self.path):
             exists = self.path.exists()
             if exists:
                 _repair_torn_tail(self.path)
                 self._check_header()
-            with open(self.path, "a", newline="", encoding="utf-8") as handle:
+            with _signals_deferred(), open(self.path, "a", newline="", encoding="utf-8") as handle:
                 if not exists or handle.tell() == 0:
                     handle.write(",".join(self.columns) + "\n")
-                handle.write(buffer.getvalue())
+                _write_rows(handle, buffer.getvalue())
                 handle.flush()
                 os.fsync(handle.fileno())
 
-    def read_column(self, column: str) -> list[str]:
+    def read_rows(self) -> list[dict[str, str]]:
         if not self.path.exists():
             return []
         with _lock(self.path):
             _repair_torn_tail(self.path)
             self._check_header()
             with open(self.path, newline="", encoding="utf-8") as handle:
-                return [row[column] for row in csv.DictReader(handle)]
+                return list(csv.DictReader(handle))
 
     def keep_only(self, column: str, allowed: set[str]) -> None:
         """Rewrite the file without rows whose `column` is not in `allowed` (atomic replace)."""
@@ -177,12 +222,33 @@ class ResultStore:
         self.rows = CsvTable(csv_path, COLUMNS)
         self.epochs = CsvTable(self.epochs_path, EPOCH_COLUMNS)
 
-    def done_cell_ids(self) -> set[str]:
-        return set(self.rows.read_column("cell_id"))
+    def written(self) -> dict[str, dict[str, str]]:
+        """cell_id -> its row, for every cell the file already holds."""
+        return {row["cell_id"]: row for row in self.rows.read_rows()}
+
+    def forget(self, cell_ids: set[str]) -> None:
+        """Remove these cells' rows and curves (to rerun them) without touching any other row."""
+        keep = set(self.written()) - cell_ids
+        self.rows.keep_only("cell_id", keep)
+        self.epochs.keep_only("cell_id", keep)
 
     def drop_orphan_epochs(self, done: set[str]) -> None:
         """Curves of a cell killed before its row was written would be duplicated by its rerun."""
         self.epochs.keep_only("cell_id", done)
+
+    def set_aside(self) -> Path | None:
+        """Move the file and its sidecars to NAME.<UTC time>.bak.* (never deleted); returns the new CSV path."""
+        if not self.csv_path.exists():
+            return None
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        stem = self.csv_path.name.removesuffix(".csv")
+        moved = None
+        for path, suffix in ((self.csv_path, ".csv"), (self.epochs_path, ".epochs.csv"), (self.meta_path, ".json")):
+            if path.exists():
+                target = path.with_name(f"{stem}.{stamp}.bak{suffix}")
+                os.replace(path, target)
+                moved = moved or target
+        return moved
 
     def append(self, row: ResultRow, curves: Iterable[dict[str, object]]) -> None:
         """Curves first, then the row: the row is the commit mark of a finished cell."""

@@ -1,5 +1,6 @@
 """`run`: expand a suite, skip what the results file already holds, fit the rest, write each row."""
 
+import platform
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -7,10 +8,12 @@ from pathlib import Path
 from time import perf_counter
 
 from .config import Cell
-from .data import prepare_task
+from .data import data_checksums, prepare_task
+from .errors import UserError
 from .executors import LocalExecutor, PoolExecutor, make_executor
+from .planning import Shard, shard_cells
 from .provenance import command_line, git_commit, machine, package_version, utc_now, utc_stamp, versions
-from .results import ResultRow, ResultStore
+from .results import SCHEMA_VERSION, ResultRow, ResultStore
 from .suite import Suite
 from .train import CellResult
 
@@ -24,6 +27,7 @@ class RunSummary:
     skipped: int
     counts: Counter = field(default_factory=Counter)
     seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)  # one line per failed or diverged cell
 
     @property
     def failed(self) -> int:
@@ -68,18 +72,67 @@ def make_row(cell: Cell, result: CellResult, started_at: str, provenance: dict[s
     )  # fmt: skip
 
 
-def _metadata(store: ResultStore, suite: Suite, executor_name: str, command: str) -> dict:
+def _metadata(store: ResultStore, suite: Suite, executor_name: str, command: str, shard: Shard | None) -> dict:
     """The JSON sidecar: one entry per invocation that wrote into this file (resumes append)."""
     meta = store.read_metadata()
     runs = meta.get("runs", [])
-    runs.append({"command": command, "started_at": utc_now(), "executor": executor_name})
+    runs.append({
+        "command": command, "started_at": utc_now(), "executor": executor_name,
+        "shard": f"{shard.index}/{shard.count}" if shard else None,
+        "versions": versions(), "git_commit": git_commit(), "machine": machine(),
+    })  # fmt: skip
     return {
         "csv": store.csv_path.name,
+        "schema_version": SCHEMA_VERSION,
         "suite": suite.describe(),
-        "versions": versions(),
-        "git_commit": git_commit(),
-        "machine": machine(),
+        "data_files": {task.name: data_checksums(task.name) for task in suite.tasks},
         "runs": runs,
+    }
+
+
+@dataclass
+class Plan:
+    """What a run into `csv_path` will do: this shard's cells, those already written, those to run."""
+
+    csv_path: Path
+    cells: list[Cell]
+    written: dict[str, dict[str, str]]  # cell_id -> row, for this shard's cells already in the file
+    todo: list[Cell]
+    rerun: set[str]  # cells written as failed or diverged that --rerun-failed runs again
+
+
+def plan_run(suite: Suite, csv_path: Path, *, shard: Shard | None = None, rerun_failed: bool = False) -> Plan:
+    """Expand the grid, keep this shard's part, and subtract what the file already holds."""
+    store = ResultStore(csv_path)
+    written = store.written()
+    others = sorted({row["suite"] for row in written.values()} - {suite.name})
+    if others:
+        raise UserError(
+            f"{csv_path}: holds results of suite '{others[0]}', not '{suite.name}'; write to another --out, "
+            "or pass --fresh to set the old file aside"
+        )
+    cells = shard_cells(suite.cells(), shard)
+    ours = {cell.cell_id for cell in cells}
+    written = {cell_id: row for cell_id, row in written.items() if cell_id in ours}
+    rerun = {cell_id for cell_id, row in written.items() if rerun_failed and row["status"] != "ok"}
+    todo = [cell for cell in cells if cell.cell_id not in written or cell.cell_id in rerun]
+    return Plan(csv_path, cells, written, todo, rerun)
+
+
+def _provenance(executor: LocalExecutor | PoolExecutor) -> dict[str, object]:
+    import torch
+
+    found = machine()
+    return {
+        "device": "cpu",
+        "threads": executor.threads,
+        "host": found["host"],
+        "cpu": found["cpu"],
+        "dropbench_version": package_version("dropbench"),
+        "torch_version": torch.__version__,
+        "sklearn_version": package_version("scikit-learn"),
+        "python_version": platform.python_version(),
+        "git_commit": git_commit(),
     }
 
 
@@ -89,41 +142,45 @@ def run_suite(
     *,
     reporter: Reporter | None = None,
     executor: LocalExecutor | PoolExecutor | None = None,
+    shard: Shard | None = None,
+    rerun_failed: bool = False,
+    fresh: bool = False,
     on_row: Callable[[ResultRow], None] | None = None,
     command: str | None = None,
 ) -> RunSummary:
-    """Run every cell of `suite` not yet in `out` and append one row per cell. Returns the tally."""
+    """Run every cell of `suite` (of its `shard`) not yet in `out`, appending one row per cell.
+
+    `fresh` first moves an existing file aside (never deletes it); `rerun_failed` retries cells written
+    as failed or diverged, replacing their rows. Returns the tally.
+    """
     reporter = reporter or Reporter()
     executor = executor or make_executor()
     csv_path = Path(out) if out else default_out_path(suite.name)
     csv_path.parent.mkdir(parents=True, exist_ok=True)
     store = ResultStore(csv_path)
+    if fresh and (moved := store.set_aside()) is not None:
+        reporter.note(f"moved the earlier results aside to {moved}")
 
     for task in suite.tasks:
         prepare_task(task.name, log=reporter.note)
-    cells = suite.cells()
-    done = store.done_cell_ids()
-    todo = [cell for cell in cells if cell.cell_id not in done]
-    store.drop_orphan_epochs(done)
-    metadata = _metadata(store, suite, executor.name, command or command_line())
+    plan = plan_run(suite, csv_path, shard=shard, rerun_failed=rerun_failed)
+    if plan.rerun:
+        store.forget(plan.rerun)
+    store.drop_orphan_epochs(set(store.written()))
+    metadata = _metadata(store, suite, executor.name, command or command_line(), shard)
     store.write_metadata(metadata)
-    import torch
-
-    provenance = {
-        "device": "cpu",
-        "dropbench_version": package_version("dropbench"),
-        "torch_version": torch.__version__,
-        "git_commit": git_commit(),
-    }
-    summary = RunSummary(csv_path=csv_path, total=len(cells), skipped=len(cells) - len(todo))
-    reporter.start(suite, len(todo), summary.skipped, csv_path)
+    provenance = _provenance(executor)
+    summary = RunSummary(csv_path=csv_path, total=len(plan.cells), skipped=len(plan.cells) - len(plan.todo))
+    reporter.start(suite, len(plan.todo), summary.skipped, csv_path)
     started, completed = perf_counter(), False
     try:
-        for cell, result, started_at in executor.run(todo):
+        for cell, result, started_at in executor.run(plan.todo):
             row = make_row(cell, result, started_at, provenance)
             curves = [{"cell_id": cell.cell_id, **asdict(point)} for point in result.curves]
             store.append(row, curves)
             summary.counts[row.status] += 1
+            if row.status != "ok":
+                summary.problems.append(f"{cell.describe()}: {row.status}: {row.error}")
             reporter.cell_done(cell, row)
             if on_row is not None:
                 on_row(row)

@@ -13,7 +13,7 @@ from dropbench.results import COLUMNS, EPOCH_COLUMNS
 SMALL = ["--task", "wine,diabetes", "--keep", "0.5,1.0", "--reg", "none,l2,early-stopping", "--seeds", "2",
          "--epochs", "3", "-q", "--jobs", "1"]  # fmt: skip
 SMALL_CELLS = 2 * 2 * 3 * 2
-TIMING = ["fit_seconds", "started_at"]
+TIMING = ["fit_seconds", "started_at", "threads"]  # circumstances, not figures
 
 
 def run_small(tmp_path, name="r.csv", extra=()):
@@ -38,7 +38,7 @@ def test_run_writes_one_ok_row_per_cell_with_sidecars(tmp_path, capsys):
     assert len(epochs) == frame["epochs_run"].sum()
     meta = json.loads((tmp_path / "r.json").read_text())
     assert meta["runs"][0]["command"] == "dropbench run " + " ".join(SMALL) + f" --out {out}"
-    assert meta["runs"][0]["completed"] is True and meta["versions"]["torch"]
+    assert meta["runs"][0]["completed"] is True and meta["runs"][0]["versions"]["torch"]
     printed = capsys.readouterr().out
     assert "wine · gap_acc (pp)" in printed and "diabetes · gap_loss" in printed and "◆" in printed
 

@@ -19,7 +19,16 @@ from .fetch import ensure_source
 from .registry import TASKS, TaskInfo, get_task, task_names
 from .splits import RawTask, Split, image_statistics, split_task, standardize_features, standardize_target
 
-__all__ = ["TASKS", "TaskData", "TaskInfo", "get_task", "load_task_data", "prepare_task", "task_names"]
+__all__ = [
+    "TASKS",
+    "TaskData",
+    "TaskInfo",
+    "get_task",
+    "data_checksums",
+    "load_task_data",
+    "prepare_task",
+    "task_names",
+]
 
 
 @dataclass(frozen=True)
@@ -90,6 +99,12 @@ def prepare_task(name: str, log: Callable[[str], None] | None = None) -> None:
         ensure_source(info.source, log=log)
     elif info.name not in TASKS:  # OpenML: fetching fills scikit-learn's cache in the data dir
         info.load()
+
+
+def data_checksums(name: str) -> dict[str, str]:
+    """The content SHA-256 of each file a task reads (empty for data that ships with scikit-learn)."""
+    info = get_task(name)
+    return {} if info.source is None else {f.name: f.content_sha256 for f in info.source.files}
 
 
 @cache

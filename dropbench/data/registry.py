@@ -22,6 +22,9 @@ class TaskInfo:
     load: Callable[[], RawTask]
     split: SplitSpec
     source: DataSource | None = None  # files to fetch; None for data that ships with scikit-learn
+    # Size hints for planning (shards, --dry-run) before any data is loaded.
+    train_rows: int = 10_000
+    n_inputs: int = 100
 
     @property
     def classification(self) -> bool:
@@ -40,26 +43,32 @@ TASKS: dict[str, TaskInfo] = {
         TaskInfo(
             "breast-cancer", "classification", "569 tumours, 30 features, 2 classes",
             "scikit-learn (Wisconsin diagnostic)", tabular.load_breast_cancer, _DEFAULT_SPLIT,
+            train_rows=341, n_inputs=30,
         ),
         TaskInfo(
             "cifar10", "classification", "60,000 32x32 colour images, 10 classes (50,000 + 10,000 test)",
             "CIFAR-10, binary version (Krizhevsky 2009)", partial(load_cifar10_task, CIFAR10), _IMAGE_SPLIT, CIFAR10,
+            train_rows=45000, n_inputs=3072,
         ),
         TaskInfo(
             "diabetes", "regression", "442 patients, 10 features, disease progression",
             "scikit-learn (Efron et al. 2004)", tabular.load_diabetes, _DEFAULT_SPLIT,
+            train_rows=266, n_inputs=10,
         ),
         TaskInfo(
             "digits", "classification", "1,797 8x8 digit images, 64 features, 10 classes",
             "scikit-learn (UCI optdigits)", tabular.load_digits, _DEFAULT_SPLIT,
+            train_rows=1079, n_inputs=64,
         ),
         TaskInfo(
             "fashion-mnist", "classification", "70,000 28x28 grey clothing images, 10 classes (60,000 + 10,000 test)",
             "Fashion-MNIST (Xiao et al. 2017)", partial(load_idx_task, FASHION_MNIST), _IMAGE_SPLIT, FASHION_MNIST,
+            train_rows=55000, n_inputs=784,
         ),
         TaskInfo(
             "mnist", "classification", "70,000 28x28 grey digits, 10 classes (60,000 + 10,000 test)",
             "MNIST (LeCun et al. 1998)", partial(load_idx_task, MNIST), _IMAGE_SPLIT, MNIST,
+            train_rows=55000, n_inputs=784,
         ),
         TaskInfo(
             "synthetic", "classification",
@@ -67,10 +76,12 @@ TASKS: dict[str, TaskInfo] = {
             "scikit-learn make_classification, fixed seed", tabular.load_synthetic,
             # A small training set is the point; a large test set keeps its accuracy precise (±1.2 pp).
             SplitSpec(train=300, val=500, test=1500),
+            train_rows=300, n_inputs=50,
         ),
         TaskInfo(
             "wine", "classification", "178 wines, 13 features, 3 classes",
             "scikit-learn (UCI wine)", tabular.load_wine, _DEFAULT_SPLIT,
+            train_rows=106, n_inputs=13,
         ),
     ]
 }  # fmt: skip

@@ -1,0 +1,206 @@
+"""Compare a NEW results table against a BASE one, cell by cell, and decide which configurations regressed.
+
+Cells are matched by cell_id (the suite name is not part of it), so the same cell in two files pairs up
+seed by seed. Each configuration gets a paired test of NEW - BASE over its seeds; p-values are
+Holm-corrected within each task, since a suite tests many configurations of a task at once.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from .errors import UserError
+from .report import CONFIG_COLUMNS, latest_rows
+from .stats import PAIRED_METHODS, holm, paired_difference
+
+HIGHER_IS_BETTER = ("test_acc", "val_acc", "train_acc")
+LOWER_IS_BETTER = (
+    "test_loss",
+    "test_error",
+    "val_loss",
+    "train_loss",
+    "test_ece",
+    "fit_seconds",
+    "gap_acc",
+    "gap_loss",
+)
+METRICS = HIGHER_IS_BETTER + LOWER_IS_BETTER
+# Fractions in [0, 1] that people read in percent: their max_drop is given in percentage points.
+PERCENT_METRICS = ("test_acc", "val_acc", "train_acc", "test_error", "test_ece", "gap_acc")
+VERDICTS = ("regression", "improvement", "inconclusive", "no change")
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """One configuration: BASE and NEW means over the paired seeds, delta = NEW - BASE in the metric's
+    units with its confidence interval, the Holm-adjusted p-value (`p_raw` before adjustment), the
+    verdict, and how many matched cells were not ok on each side (those are not in the statistics)."""
+
+    task: str
+    model: str
+    regularizer: str
+    strength: str
+    keep_rate: float
+    input_keep_rate: float
+    dropout: str
+    n_pairs: int
+    base_mean: float
+    new_mean: float
+    delta: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    p_raw: float
+    verdict: str
+    base_not_ok: int = 0
+    new_not_ok: int = 0
+
+    @property
+    def config(self) -> dict[str, object]:
+        return {column: getattr(self, column) for column in CONFIG_COLUMNS}
+
+
+@dataclass(frozen=True)
+class CompareResult:
+    """All compared configurations plus the cells found on one side only."""
+
+    rows: list[Comparison]
+    missing_in_new: list[str]
+    missing_in_base: list[str]
+    metric: str
+    max_drop: float
+    alpha: float
+    method: str = "t"
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if any(row.verdict == "regression" for row in self.rows) else 0
+
+
+def _with_metric(frame: pd.DataFrame, metric: str, side: str) -> pd.DataFrame:
+    needed = {"cell_id", "seed", "status", *CONFIG_COLUMNS, "test_acc" if metric == "test_error" else metric}
+    missing = sorted(needed - set(frame.columns))
+    if missing:
+        raise UserError(f"{side} results lack the columns {', '.join(missing)}")
+    frame = latest_rows(frame).copy()
+    # Text columns read from a CSV are '' when empty, built by hand they may be NaN: group them alike.
+    frame["strength"] = frame["strength"].fillna("")
+    values = 1.0 - frame["test_acc"].astype(float) if metric == "test_error" else frame[metric].astype(float)
+    frame["_value"] = values
+    return frame
+
+
+def _describer(frame: pd.DataFrame) -> Callable[[pd.Series], str]:
+    """Cell descriptions like 'digits l2(0.0001) keep=0.5 seed=2', naming the input keep rate, dropout kind
+    and model only where they vary, so that two different cells never read the same."""
+    varies = {column: frame[column].nunique(dropna=False) > 1 for column in ("input_keep_rate", "dropout", "model")}
+
+    def describe(row: pd.Series) -> str:
+        reg = row["regularizer"] + (f"({row['strength']})" if row["strength"] else "")
+        text = f"{row['task']} {reg} keep={float(row['keep_rate']):g}"
+        if varies["input_keep_rate"] or float(row["input_keep_rate"]) != 1.0:
+            text += f" in={float(row['input_keep_rate']):g}"
+        if varies["dropout"]:
+            text += f" {row['dropout']}"
+        if varies["model"]:
+            text += f" {row['model']}"
+        seed = row["seed"]
+        return f"{text} seed={int(seed) if float(seed).is_integer() else seed}"
+
+    return describe
+
+
+def _verdict(worse_mean: float, worse_low: float, worse_high: float, p: float, alpha: float, limit: float) -> str:
+    """From the worsening (positive = worse) and its interval; `limit` is max_drop in the metric's units."""
+    if math.isnan(p):
+        # n < 2: no interval, so a large worsening can be neither confirmed nor dismissed.
+        return "inconclusive" if worse_mean > limit else "no change"
+    significant = p < alpha
+    if significant and worse_mean > 0 and worse_low > limit:
+        return "regression"
+    if significant and worse_mean < 0:
+        return "improvement"
+    # Part of the interval lies beyond the threshold (or all of it, but Holm left it short of significance):
+    # a regression is not ruled out, so a human should look rather than the gate pass silently.
+    if worse_high > limit:
+        return "inconclusive"
+    return "no change"
+
+
+def compare(
+    base: pd.DataFrame,
+    new: pd.DataFrame,
+    *,
+    metric: str = "test_acc",
+    max_drop: float = 0.5,
+    alpha: float = 0.05,
+    method: str = "t",
+) -> CompareResult:
+    """Pair BASE and NEW cells by cell_id and test each configuration's NEW - BASE difference over seeds.
+
+    `max_drop` is in percentage points for accuracy-like metrics (PERCENT_METRICS), in the metric's units
+    otherwise. The confidence interval is at level 1 - alpha, so it agrees with the uncorrected test."""
+    if metric not in METRICS:
+        raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    if method not in PAIRED_METHODS:
+        raise UserError(f"unknown test {method!r}; choose one of {', '.join(PAIRED_METHODS)}")
+    if not 0 < alpha < 1:
+        raise UserError(f"alpha must be between 0 and 1, got {alpha:g}")
+    if not max_drop >= 0:
+        raise UserError(f"max drop must be zero or more, got {max_drop:g}")
+    base = _with_metric(base, metric, "BASE")
+    new = _with_metric(new, metric, "NEW")
+    limit = max_drop / 100 if metric in PERCENT_METRICS else max_drop
+    sign = -1.0 if metric in HIGHER_IS_BETTER else 1.0  # worsening = sign * (NEW - BASE)
+
+    describe = _describer(pd.concat([base, new], ignore_index=True))
+    base_ids, new_ids = set(base["cell_id"]), set(new["cell_id"])
+    missing_in_new = [describe(row) for _, row in base[~base["cell_id"].isin(new_ids)].iterrows()]
+    missing_in_base = [describe(row) for _, row in new[~new["cell_id"].isin(base_ids)].iterrows()]
+
+    # BASE's configuration columns describe the pair (they equal NEW's: both are part of the cell_id).
+    pairs = base.merge(new[["cell_id", "status", "_value"]], on="cell_id", suffixes=("_base", "_new"))
+    # Accuracy metrics of a regression task are NaN throughout: the metric does not apply, nothing to compare.
+    measured = set(pd.concat([base, new]).dropna(subset="_value")["task"])
+    drafts = []
+    for key, group in pairs.groupby(list(CONFIG_COLUMNS), sort=False, dropna=False):
+        ok = group[(group["status_base"] == "ok") & (group["status_new"] == "ok")]
+        finite = ok[ok["_value_base"].notna() & ok["_value_new"].notna()]
+        config = dict(zip(CONFIG_COLUMNS, key))
+        if config["task"] not in measured:
+            continue
+        for column in CONFIG_COLUMNS:
+            config[column] = float(config[column]) if column.endswith("keep_rate") else str(config[column])
+        test = paired_difference(finite["_value_base"].tolist(), finite["_value_new"].tolist(), method=method,
+                                 confidence=1 - alpha)  # fmt: skip
+        drafts.append(
+            dict(
+                config,
+                n_pairs=test.n,
+                base_mean=float(finite["_value_base"].mean()) if test.n else math.nan,
+                new_mean=float(finite["_value_new"].mean()) if test.n else math.nan,
+                delta=test.mean_diff,
+                ci_low=test.ci_low,
+                ci_high=test.ci_high,
+                p_raw=test.p_value,
+                base_not_ok=int((group["status_base"] != "ok").sum()),
+                new_not_ok=int((group["status_new"] != "ok").sum()),
+            )
+        )
+
+    adjusted: dict[int, float] = {}
+    tasks = [d["task"] for d in drafts]
+    for task in dict.fromkeys(tasks):
+        indices = [i for i, t in enumerate(tasks) if t == task]
+        adjusted.update(zip(indices, holm([drafts[i]["p_raw"] for i in indices])))
+
+    rows = []
+    for i, draft in enumerate(drafts):
+        p = adjusted[i]
+        # The worsening interval is the delta interval mirrored for higher-is-better metrics.
+        worse = sorted((sign * draft["ci_low"], sign * draft["ci_high"]))
+        verdict = _verdict(sign * draft["delta"], worse[0], worse[1], p, alpha, limit)
+        rows.append(Comparison(**draft, p_value=p, verdict=verdict))
+    return CompareResult(rows, missing_in_new, missing_in_base, metric, max_drop, alpha, method)

@@ -1,0 +1,83 @@
+"""Which cells a run does: what is already written, which shard is ours, what it should cost."""
+
+import math
+from dataclasses import dataclass
+
+from .config import Cell
+from .data import get_task
+from .errors import UserError
+
+# A cell's time on one CPU core is modelled as arithmetic plus per-step overhead, with both rates
+# measured on this project's 2-core machine (torch 2.13 CPU): ~40 GFLOP/s for one thread on these
+# shapes, and ~0.6 ms of framework overhead per optimizer step (which dominates small tabular nets).
+# Only used to balance shards and to print an estimate; a file with finished cells calibrates it.
+FLOPS_PER_SECOND = 40e9
+SECONDS_PER_STEP = 6e-4
+PER_CELL_OVERHEAD_S = 0.05  # building the model, evaluating the three splits
+
+
+@dataclass(frozen=True)
+class Shard:
+    index: int  # 1-based, as written on the command line
+    count: int
+
+    @classmethod
+    def parse(cls, text: str) -> "Shard":
+        """'2/3' -> Shard(2, 3); anything else is a UserError naming the allowed form."""
+        try:
+            index, count = (int(part) for part in text.split("/"))
+        except ValueError:
+            raise UserError(f"--shard {text!r}: expected I/N with whole numbers, e.g. 1/3") from None
+        if not 1 <= index <= count:
+            raise UserError(f"--shard {text!r}: I must be between 1 and N")
+        return cls(index, count)
+
+
+def estimated_cost(cell: Cell) -> float:
+    """Estimated seconds for a cell on one core: 6 FLOPs per weight per training example (forward and
+    backward) plus a fixed overhead per step, times the epochs. Conv nets count their 3x3 filters over
+    each block's resolution. From registry size hints, before any data is loaded."""
+    info = get_task(cell.task.name)
+    model = cell.task.model
+    widths = [info.n_inputs, *model.hidden, 10]
+    weights = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    if model.kind == "cnn":
+        pixels, previous = info.n_inputs / 3, 3
+        for channels in model.channels:
+            weights += 9 * previous * channels * pixels
+            pixels, previous = pixels / 4, channels
+    steps = math.ceil(info.train_rows / cell.task.batch_size)
+    per_epoch = 6 * weights * info.train_rows / FLOPS_PER_SECOND + steps * SECONDS_PER_STEP
+    return cell.task.epochs * per_epoch
+
+
+def shard_cells(cells: list[Cell], shard: Shard | None) -> list[Cell]:
+    """This shard's cells: the grid split by longest-processing-time-first, deterministic.
+
+    Cells are sorted by estimated cost (ties by cell_id), each given to the shard with the least work so
+    far: every runner computes the same split from the same grid, and the shards end close in time.
+    """
+    if shard is None or shard.count == 1:
+        return cells
+    loads = [0.0] * shard.count
+    mine: set[str] = set()
+    for cell in sorted(cells, key=lambda c: (-estimated_cost(c), c.cell_id)):
+        target = min(range(shard.count), key=lambda i: (loads[i], i))
+        loads[target] += estimated_cost(cell)
+        if target == shard.index - 1:
+            mine.add(cell.cell_id)
+    return [cell for cell in cells if cell.cell_id in mine]
+
+
+def estimate_seconds(cells: list[Cell], jobs: int, scale: float = 1.0) -> float:
+    """Wall time for `cells` spread over `jobs` worker processes."""
+    total = sum(estimated_cost(c) * scale + PER_CELL_OVERHEAD_S for c in cells)
+    return total / max(1, min(jobs, len(cells) or 1))
+
+
+def calibration(done_cells: list[Cell], fit_seconds: list[float]) -> float:
+    """Measured over estimated time of the cells a file already holds (1.0 without any)."""
+    pairs = [(estimated_cost(c), s) for c, s in zip(done_cells, fit_seconds) if s == s and s > 0]
+    if not pairs:
+        return 1.0
+    return math.fsum(s for _, s in pairs) / math.fsum(c for c, _ in pairs)

@@ -1,0 +1,312 @@
+"""Figures of a results table: error against the keep rate, gap heatmaps, learning curves.
+
+Rendering only: every statistic comes from `report.summarize` (the learning curves average the per-epoch
+points of a configuration's seeds, as only the epochs file has them). Headless: the Agg backend is
+selected here, before pyplot is imported, and nothing is ever shown.
+"""
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from .errors import UserError  # noqa: E402
+from .report import CONFIG_COLUMNS, latest_rows, summarize  # noqa: E402
+
+FORMATS = ("png", "svg")
+PNG_DPI = 150
+MAX_CURVES = 8
+# Settings that, when a task has several values of them, split a regularizer's line and name it in the label.
+SPLIT_COLUMNS = ("input_keep_rate", "dropout", "model")
+KEEP_LABEL = "keep rate p (hidden units)"
+BASELINE_LABEL = "baseline (none, keep 1.0)"
+
+
+def safe_name(task: str) -> str:
+    """A task name as a file name: every character outside [A-Za-z0-9._-] becomes '-'."""
+    return re.sub(r"[^A-Za-z0-9._-]", "-", task)
+
+
+def _task_rows(summary: pd.DataFrame, task: str) -> pd.DataFrame:
+    if summary.empty or "task" not in summary.columns or not (summary["task"] == task).any():
+        known = ", ".join(summary["task"].drop_duplicates()) if "task" in summary.columns else ""
+        raise UserError(f"no results for task '{task}'" + (f"; tasks in the results: {known}" if known else ""))
+    return summary[summary["task"] == task]
+
+
+def _varying(rows: pd.DataFrame) -> list[str]:
+    return [c for c in SPLIT_COLUMNS if rows[c].nunique(dropna=False) > 1]
+
+
+def _label(row: pd.Series, varying: Sequence[str]) -> str:
+    """'l2 (0.0001)', then whatever else varies in the task: '· in 0.8', '· bernoulli', '· mlp-1024x2'."""
+    strength = row["strength"] if isinstance(row["strength"], str) else ""
+    label = row["regularizer"] + (f" ({strength})" if strength else "")
+    if "input_keep_rate" in varying:
+        label += f" · in {row['input_keep_rate']:g}"
+    if "dropout" in varying:
+        label += f" · {row['dropout']}"
+    if "model" in varying:
+        label += f" · {row['model']}"
+    return label
+
+
+def _with_labels(rows: pd.DataFrame) -> pd.DataFrame:
+    varying = _varying(rows)
+    return rows.assign(label=[_label(r, varying) for _, r in rows.iterrows()])
+
+
+def _colors(n: int) -> list[tuple[float, ...]]:
+    cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
+    return [cmap(i % cmap.N) for i in range(n)]
+
+
+def _seeds_phrase(rows: pd.DataFrame) -> str:
+    most = int(rows["n"].max()) if len(rows) else 0
+    fewest = int(rows.loc[rows["n"] > 0, "n"].min()) if (rows["n"] > 0).any() else 0
+    count = f"{most}" if fewest == most else f"{fewest}–{most}"
+    return f"{count} seed{'s' * (most != 1)}"
+
+
+def _panel(ax: Axes, rows: pd.DataFrame, metric: str, scale: float, classification: bool, ylabel: str) -> None:
+    """One panel: a line per label (markers at each keep rate, a ±CI band where the CI exists)."""
+    labels = list(rows["label"].drop_duplicates())
+    for color, label in zip(_colors(len(labels)), labels):
+        line = rows[rows["label"] == label].sort_values("keep_rate", kind="stable")
+        x = line["keep_rate"].to_numpy(dtype=float)
+        mean = line[f"{metric}_mean"].to_numpy(dtype=float)
+        half = line[f"{metric}_ci"].to_numpy(dtype=float) * scale
+        y = (1.0 - mean) * 100.0 if classification else mean
+        ax.plot(x, y, marker="o", markersize=5, color=color, label=label, zorder=3)
+        if np.isfinite(half).any():
+            # NaN bounds leave a hole: no band at a point without a CI (one seed).
+            ax.fill_between(x, y - half, y + half, color=color, alpha=0.18, linewidth=0, zorder=2)
+    baseline = rows[rows["baseline"]]
+    if len(baseline):
+        mean = baseline[f"{metric}_mean"].to_numpy(dtype=float)
+        y = (1.0 - mean) * 100.0 if classification else mean
+        # A scatter, not a line: ax.get_lines() holds exactly one line per label.
+        ax.scatter(baseline["keep_rate"].to_numpy(dtype=float), y, marker="*", s=220, facecolor="gold",
+                   edgecolor="black", linewidth=0.9, zorder=4, label=BASELINE_LABEL)  # fmt: skip
+    keeps = sorted(rows["keep_rate"].dropna().unique())
+    ax.set_xticks(keeps, [f"{k:g}" for k in keeps])
+    if len(keeps) > 1:
+        pad = 0.06 * (keeps[-1] - keeps[0])
+        ax.set_xlim(keeps[0] - pad, keeps[-1] + pad)
+    ax.set_xlabel(KEEP_LABEL)
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+
+
+def plot_keep_rate(summary: pd.DataFrame, task: str, ax_pair: tuple[Axes, Axes] | None = None) -> Figure:
+    """Srivastava et al. 2014, Figure 9: test and training error (MSE for regression) against the hidden
+    keep rate, a line per regularizer (and per other varying setting), bands = mean ± 95% CI half-width,
+    the baseline starred. Draws into `ax_pair` (test, training) when given; returns the figure."""
+    rows = _with_labels(_task_rows(summary, task))
+    classification = bool(rows["classification"].iloc[0])
+    if ax_pair is None:
+        fig, (ax_test, ax_train) = plt.subplots(1, 2, figsize=(11.0, 4.4), layout="constrained")
+    else:
+        ax_test, ax_train = ax_pair
+        fig = ax_test.figure
+        fig = fig if isinstance(fig, Figure) else fig.figure  # a SubFigure's root figure
+    if classification:
+        test_label, train_label, scale = "test error (%)", "training error (%)", 100.0
+        test_metric, train_metric = "test_acc", "train_acc"
+    else:
+        test_label, train_label, scale = "test MSE (standardized target)", "training MSE (standardized target)", 1.0
+        test_metric, train_metric = "test_loss", "train_loss"
+    _panel(ax_test, rows, test_metric, scale, classification, test_label)
+    _panel(ax_train, rows, train_metric, scale, classification, train_label)
+    ax_test.set_title("test set")
+    ax_train.set_title("training set (eval mode, after training)")
+    what = "error" if classification else "MSE"
+    title = f"{task}: {what} against the hidden keep rate · mean ± 95% CI over {_seeds_phrase(rows)}"
+    if ax_pair is None:
+        fig.suptitle(title)
+    else:
+        ax_test.set_title(f"{task}: test set")
+        ax_train.set_title(f"{task}: training set (eval mode)")
+    ax_train.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small",
+                    title="regularizer besides dropout", title_fontsize="small")  # fmt: skip
+    return fig
+
+
+def plot_gap_heatmap(summary: pd.DataFrame, task: str) -> Figure:
+    """Regularizer (rows, in order of first appearance) × keep rate (columns, ascending): the mean gap,
+    train − test accuracy in percentage points (classification) or test − train MSE (regression)."""
+    rows = _with_labels(_task_rows(summary, task))
+    classification = bool(rows["classification"].iloc[0])
+    metric, scale = ("gap_acc_mean", 100.0) if classification else ("gap_loss_mean", 1.0)
+    labels = list(rows["label"].drop_duplicates())
+    keeps = sorted(rows["keep_rate"].dropna().unique())
+    values = np.full((len(labels), len(keeps)), np.nan)
+    baseline_cells = []
+    for _, row in rows.iterrows():
+        i, j = labels.index(row["label"]), keeps.index(row["keep_rate"])
+        values[i, j] = float(row[metric]) * scale
+        if row["baseline"]:
+            baseline_cells.append((i, j))
+
+    longest = max(len(label) for label in labels)
+    width = max(5.5, 3.2 + 0.95 * len(keeps) + 0.07 * longest)
+    height = max(3.2, 1.9 + 0.48 * len(labels))
+    fig, ax = plt.subplots(figsize=(width, height), layout="constrained")
+    finite = values[np.isfinite(values)]
+    limit = float(np.abs(finite).max()) if finite.size else 0.0
+    limit = limit if limit > 0 else 1.0
+    # Diverging and centred on zero: no gap is white, overfitting red, a test figure better than train blue.
+    cmap = matplotlib.colormaps["RdBu_r"].with_extremes(bad="0.85")
+    image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, vmin=-limit, vmax=limit, aspect="auto")
+    for i in range(len(labels)):
+        for j in range(len(keeps)):
+            value = values[i, j]
+            if math.isnan(value):
+                text, color = "—", "black"
+            else:
+                text = f"{value:+.1f}" if classification else f"{value:+.3f}"
+                r, g, b, _ = cmap(image.norm(value))
+                color = "white" if 0.299 * r + 0.587 * g + 0.114 * b < 0.5 else "black"
+            ax.text(j, i, text, ha="center", va="center", color=color, fontsize="small")
+    for i, j in baseline_cells:
+        ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor="black", linewidth=2.0))
+    ax.set_xticks(range(len(keeps)), [f"{k:g}" for k in keeps])
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel(KEEP_LABEL)
+    ax.set_ylabel("regularizer")
+    bar = fig.colorbar(image, ax=ax, shrink=0.9)
+    if classification:
+        bar.set_label("gap (percentage points)")
+        what = "gap = train acc − test acc"
+    else:
+        bar.set_label("gap (MSE, standardized target)")
+        what = "gap = test MSE − train MSE"
+    note = " · outlined: baseline" if baseline_cells else ""
+    ax.set_title(f"{task}: {what}\nmean over {_seeds_phrase(rows)}, eval mode{note}", fontsize="medium")
+    return fig
+
+
+def plot_learning_curves(epochs: pd.DataFrame, rows: pd.DataFrame, task: str) -> Figure:
+    """Per configuration, the mean over its ok seeds of the training-mode loss (dashed) and the validation
+    loss (solid) at each epoch, averaged over the cells that reached that epoch (early stopping ends cells
+    at different epochs). At most 8 configurations: the baseline, then the best by mean test figure."""
+    rows = latest_rows(rows[rows["task"] == task])
+    if rows.empty:
+        raise UserError(f"no results for task '{task}'")
+    summary = _with_labels(summarize(rows))
+    summary["label"] = [f"{label}, keep {keep:g}" for label, keep in zip(summary["label"], summary["keep_rate"])]
+    classification = bool(summary["classification"].iloc[0])
+    ok = rows[rows["status"] == "ok"][["cell_id", *CONFIG_COLUMNS]].copy()
+    ok["strength"] = ok["strength"].fillna("")
+    ok["cell_id"] = ok["cell_id"].astype(str)
+    curves = epochs.drop_duplicates(subset=["cell_id", "epoch"], keep="last").copy()
+    curves["cell_id"] = curves["cell_id"].astype(str)
+    joined = curves.merge(ok, on="cell_id", how="inner")
+    config = [c for c in CONFIG_COLUMNS if c != "task"]
+    joined = joined.merge(summary[config + ["label"]], on=config, how="inner")
+    if joined.empty:
+        raise UserError(f"no epoch curves for the ok cells of task '{task}'")
+
+    with_curves = summary[summary["label"].isin(set(joined["label"]))]
+    baseline = list(with_curves.loc[with_curves["baseline"], "label"])[:MAX_CURVES]
+    others = with_curves[~with_curves["label"].isin(baseline)]
+    test = "test_acc_mean" if classification else "test_loss_mean"
+    ranked = others.sort_values(test, ascending=not classification, kind="stable", na_position="last")
+    chosen = set(baseline) | set(ranked["label"].head(MAX_CURVES - len(baseline)))
+    shown = [label for label in with_curves["label"] if label in chosen]  # in order of appearance
+
+    fig, ax = plt.subplots(figsize=(9.5, 5.0), layout="constrained")
+    handles = []
+    means = joined.groupby(["label", "epoch"], sort=True)[["fit_loss", "val_loss"]].mean()
+    for color, label in zip(_colors(len(shown)), shown):
+        curve = means.loc[label]
+        x = curve.index.to_numpy(dtype=float)
+        ax.plot(x, curve["val_loss"].to_numpy(dtype=float), color=color, linestyle="-", marker=".",
+                label=f"{label}: validation loss")  # fmt: skip
+        ax.plot(x, curve["fit_loss"].to_numpy(dtype=float), color=color, linestyle="--",
+                label=f"{label}: train loss (training mode, with dropout)")  # fmt: skip
+        handles.append(Line2D([], [], color=color, linewidth=2.5, label=label))
+    handles += [
+        Line2D([], [], color="0.3", linestyle="-", label="validation loss (eval mode)"),
+        Line2D([], [], color="0.3", linestyle="--", label="train loss (training mode, with dropout)"),
+    ]
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss (cross-entropy)" if classification else "loss (MSE, standardized target)")
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(True, alpha=0.3)
+    title = f"{task}: learning curves, mean over the seeds that reached each epoch"
+    if len(with_curves) > len(shown):
+        best = "accuracy" if classification else "MSE"
+        title += f"\n{len(shown)} of {len(with_curves)} configurations shown: baseline and best mean test {best}"
+    ax.set_title(title, fontsize="medium")
+    return fig
+
+
+def _save(fig: Figure, path: Path, fmt: str) -> None:
+    try:
+        if fmt == "png":
+            fig.savefig(path, format="png", dpi=PNG_DPI)
+        else:
+            fig.savefig(path, format="svg", metadata={"Date": None})  # no timestamp: reruns give the same file
+    finally:
+        plt.close(fig)
+
+
+def write_plots(
+    results: pd.DataFrame,
+    epochs: pd.DataFrame | None,
+    out_dir: Path,
+    *,
+    fmt: str = "png",
+    tasks: Sequence[str] | None = None,
+) -> list[Path]:
+    """Per task: `<task>-keep-rate.<fmt>`, `<task>-gap-heatmap.<fmt>` and, when `epochs` has curves of
+    the task's cells, `<task>-learning-curves.<fmt>` in `out_dir` (created). Returns the paths written."""
+    if fmt not in FORMATS:
+        raise UserError(f"unknown plot format '{fmt}'; choose one of: {', '.join(FORMATS)}")
+    summary = summarize(results)
+    if summary.empty:
+        raise UserError("no results rows to plot")
+    known = list(summary["task"].drop_duplicates())
+    if tasks is None:
+        tasks = known
+    else:
+        missing = [t for t in tasks if t not in known]
+        if missing:
+            raise UserError(f"no results for task(s) {', '.join(missing)}; tasks in the results: {', '.join(known)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cell_ids = set(epochs["cell_id"].astype(str)) if epochs is not None and len(epochs) else set()
+    ok = latest_rows(results)
+    ok = ok[ok["status"] == "ok"]
+    written: list[Path] = []
+    stems: set[str] = set()
+    for task in dict.fromkeys(tasks):
+        stem, base, copy = safe_name(task), safe_name(task), 1
+        while stem in stems:  # 'a:b' and 'a-b' would otherwise overwrite each other's files
+            copy += 1
+            stem = f"{base}-{copy}"
+        stems.add(stem)
+        jobs = [("keep-rate", lambda t=task: plot_keep_rate(summary, t)),
+                ("gap-heatmap", lambda t=task: plot_gap_heatmap(summary, t))]  # fmt: skip
+        task_ids = set(ok.loc[ok["task"] == task, "cell_id"].astype(str))
+        if cell_ids & task_ids:
+            jobs.append(("learning-curves", lambda t=task: plot_learning_curves(epochs, results, t)))
+        for kind, draw in jobs:
+            path = out_dir / f"{stem}-{kind}.{fmt}"
+            _save(draw(), path, fmt)
+            written.append(path)
+    return written
