@@ -130,13 +130,12 @@ def plot_keep_rate(summary: pd.DataFrame, task: str, ax_pair: tuple[Axes, Axes] 
         test_metric, train_metric = "test_loss", "train_loss"
     _panel(ax_test, rows, test_metric, scale, classification, test_label)
     _panel(ax_train, rows, train_metric, scale, classification, train_label)
-    ax_test.set_title("test set")
-    ax_train.set_title("training set (eval mode, after training)")
     what = "error" if classification else "MSE"
-    title = f"{task}: {what} against the hidden keep rate · mean ± 95% CI over {_seeds_phrase(rows)}"
     if ax_pair is None:
-        fig.suptitle(title)
-    else:
+        fig.suptitle(f"{task}: {what} against the hidden keep rate · mean ± 95% CI over {_seeds_phrase(rows)}")
+        ax_test.set_title("test set")
+        ax_train.set_title("training set (eval mode, after training)")
+    else:  # the figure may hold other plots: the task goes into the panels' own titles
         ax_test.set_title(f"{task}: test set")
         ax_train.set_title(f"{task}: training set (eval mode)")
     ax_train.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small",
@@ -153,10 +152,13 @@ def plot_gap_heatmap(summary: pd.DataFrame, task: str) -> Figure:
     labels = list(rows["label"].drop_duplicates())
     keeps = sorted(rows["keep_rate"].dropna().unique())
     values = np.full((len(labels), len(keeps)), np.nan)
+    failed: dict[tuple[int, int], int] = {}
     baseline_cells = []
     for _, row in rows.iterrows():
         i, j = labels.index(row["label"]), keeps.index(row["keep_rate"])
         values[i, j] = float(row[metric]) * scale
+        if row["n"] == 0:
+            failed[i, j] = int(row["not_ok"])
         if row["baseline"]:
             baseline_cells.append((i, j))
 
@@ -174,7 +176,7 @@ def plot_gap_heatmap(summary: pd.DataFrame, task: str) -> Figure:
         for j in range(len(keeps)):
             value = values[i, j]
             if math.isnan(value):
-                text, color = "—", "black"
+                text, color = (f"failed ×{failed[i, j]}" if (i, j) in failed else "—"), "black"
             else:
                 text = f"{value:+.1f}" if classification else f"{value:+.3f}"
                 r, g, b, _ = cmap(image.norm(value))
