@@ -13,6 +13,11 @@ import click
 
 from .errors import UserError
 
+# Names only (no heavy imports): kept in step with report.REPORT_METRICS and compare.METRICS by a test.
+REPORT_METRICS = ("gap_acc", "gap_loss", "test_acc", "test_error", "test_loss", "test_ece", "fit_seconds")
+COMPARE_METRICS = ("test_acc", "val_acc", "train_acc", "test_loss", "test_error", "val_loss", "train_loss",
+                   "test_ece", "fit_seconds", "gap_acc", "gap_loss")  # fmt: skip
+
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -155,14 +160,16 @@ def run(
 
 
 def _print_report(paths: list[Path]) -> None:
-    from .render import gap_tables
-    from .report import summarize
+    """The run's closing tables: each task's gap, with significance against the baseline."""
+    from .render import rich_tables, task_grids
+    from .report import summarize, tests_for
     from .results import read_results
     from .terminal import stdout_console
 
-    summary = summarize(read_results(*paths))
+    frame = read_results(*paths)
+    summary = summarize(frame)
     console = stdout_console()
-    for table in gap_tables(summary):
+    for table in rich_tables(task_grids(summary, "gap", tests_for(frame, summary, "gap")), tested=True):
         console.print(table)
         console.print()
 
@@ -187,9 +194,136 @@ def merge(inputs: tuple[Path, ...], out: Path) -> int:
 
 @cli.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-def report(results: tuple[Path, ...]) -> int:
-    """Print the gap tables of results CSVs written earlier."""
-    _print_report(list(results))
+@click.option(
+    "--metric",
+    type=click.Choice(["gap", *REPORT_METRICS]),
+    default="gap",
+    show_default=True,
+    help="What the cells show; 'gap' is gap_acc for classification tasks, gap_loss for regression.",
+)
+@click.option("--task", "tasks", type=CommaList(), help="Only these tasks.")
+@click.option("--best", is_flag=True, help="Only the best configuration of each task, with its gain over the baseline.")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "markdown", "csv", "json"]),
+    default="table",
+    show_default=True,
+    help="csv is wide: one row per task × regularizer, one column per keep rate.",
+)
+@click.option(
+    "--test",
+    "method",
+    type=click.Choice(["t", "wilcoxon"]),
+    default="t",
+    show_default=True,
+    help="Paired test against the baseline, per task, Holm-corrected.",
+)
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True)
+@click.option("--reference", type=click.Choice(["srivastava2014"]), help="Published numbers beside matching rows.")
+def report(
+    results: tuple[Path, ...], metric: str, tasks: tuple[str, ...] | None, best: bool, fmt: str, method: str,
+    alpha: float, reference: str | None,
+) -> int:  # fmt: skip
+    """Summarize results CSVs (partial or resumed ones too): mean ± CI over seeds, tests against the baseline."""
+    from .render import as_json, markdown, rich_tables, task_grids, wide_csv
+    from .report import best_configurations, failed_cells, summarize, tests_for
+    from .results import read_results
+    from .terminal import print_best, print_failed, print_reference, stdout_console
+
+    frame = read_results(*results)
+    if tasks:
+        unknown = sorted(set(tasks) - set(frame["task"]))
+        if unknown:
+            raise UserError(f"--task: {', '.join(unknown)} not in these results; present: "
+                            f"{', '.join(dict.fromkeys(frame['task']))}")  # fmt: skip
+        frame = frame[frame["task"].isin(tasks)]
+    summary = summarize(frame)
+    tests = tests_for(frame, summary, metric, method=method, alpha=alpha)
+    if best:
+        print_best(best_configurations(summary), frame, method=method)
+        return EXIT_OK
+    grids = task_grids(summary, metric, tests)
+    if fmt == "markdown":
+        click.echo(markdown(grids, tested=True), nl=False)
+    elif fmt == "csv":
+        click.echo(wide_csv(grids), nl=False)
+    elif fmt == "json":
+        click.echo(as_json(summary, tests, metric), nl=False)
+    else:
+        console = stdout_console()
+        for table in rich_tables(grids, tested=True):
+            console.print(table)
+            console.print()
+        print_failed(failed_cells(frame))
+    if reference:
+        from .reference import load_reference, match_reference
+
+        print_reference(match_reference(summary, load_reference(reference)), reference, fmt)
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("base", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("new", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--metric", type=click.Choice(COMPARE_METRICS), default="test_acc", show_default=True)
+@click.option(
+    "--max-drop",
+    type=click.FloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    help="Tolerated worsening: percentage points for accuracies/errors, the metric's units otherwise.",
+)
+@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True)
+@click.option(
+    "--test",
+    "method",
+    type=click.Choice(["t", "wilcoxon"]),
+    default="t",
+    show_default=True,
+    help="Paired test over seeds (Wilcoxon needs 6+ seeds to ever reach p < 0.05).",
+)
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table", show_default=True)
+def compare(base: Path, new: Path, metric: str, max_drop: float, alpha: float, method: str, fmt: str) -> int:
+    """Compare NEW results against BASE, cell by cell over seeds.
+
+    Exits 1 only where a worsening is both significant (Holm-corrected) and beyond --max-drop;
+    'inconclusive' where the interval straddles the threshold; cells missing on one side are listed.
+    """
+    from .compare import compare as compare_results
+    from .results import read_results
+    from .terminal import print_comparison
+
+    result = compare_results(read_results(base), read_results(new), metric=metric, max_drop=max_drop, alpha=alpha,
+                             method=method)  # fmt: skip
+    print_comparison(result, fmt)
+    return result.exit_code
+
+
+@cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("plots"),
+    show_default=True,
+    help="Folder for the figures.",
+)
+@click.option("--format", "fmt", type=click.Choice(["png", "svg"]), default="png", show_default=True)
+@click.option("--task", "tasks", type=CommaList(), help="Only these tasks.")
+@click.option("--reference", type=click.Choice(["srivastava2014"]), help="Published numbers on the keep-rate plot.")
+def plot(results: tuple[Path, ...], out_dir: Path, fmt: str, tasks: tuple[str, ...] | None,
+         reference: str | None) -> int:  # fmt: skip
+    """Draw error against keep rate (with CI bands), gap heatmaps and learning curves per task."""
+    from .plots import write_plots
+    from .results import read_epochs, read_results
+
+    frame = read_results(*results)
+    written = write_plots(frame, read_epochs(*results), out_dir, fmt=fmt, tasks=tasks, reference=reference)
+    for path in written:
+        click.echo(str(path))
     return EXIT_OK
 
 

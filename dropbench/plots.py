@@ -267,6 +267,23 @@ def _save(fig: Figure, path: Path, fmt: str) -> None:
         plt.close(fig)
 
 
+def _with_reference(fig: Figure, summary: pd.DataFrame, task: str, reference: str | None) -> Figure:
+    """Published test errors (crosses) on the test-error panel, at the keep rates they were measured at."""
+    if reference is None:
+        return fig
+    from .reference import load_reference, match_reference
+
+    matched = match_reference(summary, load_reference(reference))
+    rows = matched[(matched["task"] == task) & matched["ours_test_error_pct"].notna()]
+    if rows.empty:
+        return fig
+    ax = fig.axes[0]
+    ax.scatter(rows["keep_rate"], rows["test_error_pct"], marker="X", s=70, color="black", zorder=5,
+               label=f"{reference} (published)")  # fmt: skip
+    ax.legend(fontsize="small")
+    return fig
+
+
 def write_plots(
     results: pd.DataFrame,
     epochs: pd.DataFrame | None,
@@ -274,9 +291,11 @@ def write_plots(
     *,
     fmt: str = "png",
     tasks: Sequence[str] | None = None,
+    reference: str | None = None,
 ) -> list[Path]:
     """Per task: `<task>-keep-rate.<fmt>`, `<task>-gap-heatmap.<fmt>` and, when `epochs` has curves of
-    the task's cells, `<task>-learning-curves.<fmt>` in `out_dir` (created). Returns the paths written."""
+    the task's cells, `<task>-learning-curves.<fmt>` in `out_dir` (created). With `reference`, the
+    published test errors that match a configuration are marked on the keep-rate plot."""
     if fmt not in FORMATS:
         raise UserError(f"unknown plot format '{fmt}'; choose one of: {', '.join(FORMATS)}")
     summary = summarize(results)
@@ -302,7 +321,7 @@ def write_plots(
             copy += 1
             stem = f"{base}-{copy}"
         stems.add(stem)
-        jobs = [("keep-rate", lambda t=task: plot_keep_rate(summary, t)),
+        jobs = [("keep-rate", lambda t=task: _with_reference(plot_keep_rate(summary, t), summary, t, reference)),
                 ("gap-heatmap", lambda t=task: plot_gap_heatmap(summary, t))]  # fmt: skip
         task_ids = set(ok.loc[ok["task"] == task, "cell_id"].astype(str))
         if cell_ids & task_ids:

@@ -1,23 +1,62 @@
-"""Rich tables of generalization gaps. Rendering only: every number comes from report.summarize."""
+"""Rich tables and exports (markdown, wide CSV, JSON). Rendering only: every number comes from report."""
 
+import io
+import json
 import math
+from dataclasses import dataclass
 
 import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
+from .report import CONFIG_COLUMNS
+
 BASELINE_MARK = "◆"
 BEST_MARK = "★"
+BETTER_MARK = "▲"
+WORSE_MARK = "▼"
+VARYING = ("input_keep_rate", "dropout", "model")
 
 
-def _fmt(mean: float, half: float, scale: float, digits: int, signed: bool) -> str:
-    if math.isnan(mean):
-        return "—"
-    text = f"{mean * scale:{'+' if signed else ''}.{digits}f}"
-    return text if math.isnan(half) else f"{text} ± {half * scale:.{digits}f}"
+@dataclass(frozen=True)
+class MetricView:
+    """How a metric is shown: which column, scaled how, with how many digits, under what name."""
+
+    column: str
+    title: str
+    scale: float
+    digits: int
+    signed: bool
+    explanation: str
+
+    def format(self, mean: float, half: float) -> str:
+        if mean != mean:
+            return "—"
+        text = f"{mean * self.scale:{'+' if self.signed else ''}.{self.digits}f}"
+        return text if half != half else f"{text} ± {half * self.scale:.{self.digits}f}"
 
 
-def _row_label(row: pd.Series, varying: set[str]) -> str:
+VIEWS = {
+    "gap_acc": MetricView("gap_acc", "gap_acc (pp)", 100, 1, True,
+                          "gap_acc = train acc − test acc in percentage points, eval mode"),
+    "gap_loss": MetricView("gap_loss", "gap_loss", 1, 3, True,
+                           "gap_loss = test loss − train loss (regression: MSE, standardized target), eval mode"),
+    "test_acc": MetricView("test_acc", "test accuracy (%)", 100, 1, False, "test accuracy in percent"),
+    "test_error": MetricView("test_error", "test error (%)", 100, 2, False, "test error = 100 − test accuracy, %"),
+    "test_loss": MetricView("test_loss", "test loss", 1, 3, False, "test loss (cross-entropy, or MSE)"),
+    "test_ece": MetricView("test_ece", "test ECE (%)", 100, 2, False, "expected calibration error, 15 bins, %"),
+    "fit_seconds": MetricView("fit_seconds", "fit seconds", 1, 2, False, "training time in seconds"),
+}  # fmt: skip
+
+
+def view_for(metric: str, classification: bool) -> MetricView:
+    """'gap' means the gap a task has: gap_acc for classification, gap_loss for regression."""
+    if metric == "gap":
+        metric = "gap_acc" if classification else "gap_loss"
+    return VIEWS[metric]
+
+
+def row_label(row: pd.Series, varying: set[str]) -> str:
     label = row["regularizer"] + (f" {row['strength']}" if row["strength"] else "")
     if "input_keep_rate" in varying:
         label += f" · in {row['input_keep_rate']:g}"
@@ -28,21 +67,8 @@ def _row_label(row: pd.Series, varying: set[str]) -> str:
     return label
 
 
-def _cell(row: pd.Series, best: bool) -> Text:
-    if row["n"] == 0:
-        return Text(f"failed ×{row['not_ok']}", style="red")
-    if row["classification"]:
-        gap = _fmt(row["gap_acc_mean"], row["gap_acc_ci"], 100, 1, signed=True)
-        test = f"test {row['test_acc_mean'] * 100:.1f}%"
-    else:
-        gap = _fmt(row["gap_loss_mean"], row["gap_loss_ci"], 1, 3, signed=True)
-        test = f"test mse {row['test_loss_mean']:.3f}"
-    marks = (f" {BASELINE_MARK}" if row["baseline"] else "") + (f" {BEST_MARK}" if best else "")
-    text = Text(gap + "\n")
-    text.append(test + marks, style="bold green" if best else "dim")
-    if row["not_ok"]:
-        text.append(f"\n{row['not_ok']} not ok", style="red")
-    return text
+def keep_label(keep: float) -> str:
+    return f"keep {keep:.1f}" if keep in (0.5, 1.0) else f"keep {keep:g}"
 
 
 def _best_index(task_rows: pd.DataFrame) -> object:
@@ -54,40 +80,153 @@ def _best_index(task_rows: pd.DataFrame) -> object:
     return ok["test_loss_mean"].idxmin()
 
 
-def gap_table(task_rows: pd.DataFrame) -> Table:
-    """One task: rows = regularizer (and any other varying setting), columns = keep rate."""
-    task = task_rows["task"].iloc[0]
-    classification = bool(task_rows["classification"].iloc[0])
-    varying = {c for c in ("input_keep_rate", "dropout", "model") if task_rows[c].nunique() > 1}
-    keep_rates = sorted(task_rows["keep_rate"].unique())
-    seeds = int(task_rows["seeds"].max())
-    if classification:
-        what, how = "gap_acc (pp)", "gap_acc = train acc − test acc in percentage points, eval mode"
-    else:
-        what, how = "gap_loss", "gap_loss = test MSE − train MSE, on the standardized target, eval mode"
-    best_what = "accuracy" if classification else "MSE"
-    title = f"{task} · {what} · mean ± 95% CI over {seeds} seed{'s' * (seeds != 1)}"
-    table = Table(
-        title=title,
-        min_width=len(title),  # rich wraps a title to the table's width; a narrow table would split it
-        caption=f"{how}\n{BASELINE_MARK} baseline (none, keep 1.0)  {BEST_MARK} best test {best_what}",
-        title_justify="left",
-        caption_justify="left",
-    )
-    table.add_column("regularizer", style="bold")
-    for keep in keep_rates:
-        table.add_column(f"keep {keep:.1f}" if keep in (0.5, 1.0) else f"keep {keep:g}", justify="right")
-    best = _best_index(task_rows)
-    task_rows = task_rows.assign(label=[_row_label(r, varying) for _, r in task_rows.iterrows()])
-    for label, group in task_rows.groupby("label", sort=False):
-        cells: list[Text | str] = []
-        for keep in keep_rates:
-            match = group[group["keep_rate"] == keep]
-            cells.append(_cell(match.iloc[0], match.index[0] == best) if len(match) else "")
-        table.add_row(label, *cells)
-    return table
+def _changes(summary: pd.DataFrame, tests: pd.DataFrame | None) -> pd.Series:
+    """The significance mark of each summary row ('' when not significant or not tested)."""
+    if tests is None or tests.empty:
+        return pd.Series("", index=summary.index)
+    marks = {"improvement": BETTER_MARK, "degradation": WORSE_MARK, "": ""}
+    keyed = {tuple(r[c] for c in CONFIG_COLUMNS): marks[r["change"]] for _, r in tests.iterrows()}
+    return pd.Series([keyed.get(tuple(r[c] for c in CONFIG_COLUMNS), "") for _, r in summary.iterrows()],
+                     index=summary.index)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Grid:
+    """One task laid out for display: row labels × keep rates, with each cell's summary row."""
+
+    task: str
+    view: MetricView
+    classification: bool
+    seeds: int
+    keep_rates: list[float]
+    rows: list[tuple[str, dict[float, pd.Series]]]
+    best: object
+    marks: pd.Series
+
+
+def task_grids(summary: pd.DataFrame, metric: str = "gap", tests: pd.DataFrame | None = None) -> list[Grid]:
+    marks = _changes(summary, tests)
+    grids = []
+    for task, task_rows in summary.groupby("task", sort=False):
+        classification = bool(task_rows["classification"].iloc[0])
+        varying = {c for c in VARYING if task_rows[c].nunique() > 1}
+        labels = [row_label(r, varying) for _, r in task_rows.iterrows()]
+        rows: dict[str, dict[float, pd.Series]] = {}
+        for label, (_, row) in zip(labels, task_rows.iterrows()):
+            rows.setdefault(label, {})[row["keep_rate"]] = row
+        grids.append(Grid(str(task), view_for(metric, classification), classification, int(task_rows["seeds"].max()),
+                          sorted(task_rows["keep_rate"].unique()), list(rows.items()), _best_index(task_rows),
+                          marks))  # fmt: skip
+    return grids
+
+
+def _test_figure(row: pd.Series, classification: bool) -> str:
+    return f"test {row['test_acc_mean'] * 100:.1f}%" if classification else f"test mse {row['test_loss_mean']:.3f}"
+
+
+def _cell_parts(grid: Grid, row: pd.Series) -> tuple[str, str, str]:
+    """(metric text with its significance mark, test figure, baseline/best marks)."""
+    if row["n"] == 0:
+        return f"failed ×{row['not_ok']}", "", ""
+    value = grid.view.format(row[f"{grid.view.column}_mean"], row[f"{grid.view.column}_ci"])
+    mark = grid.marks.get(row.name, "")
+    marks = (f" {BASELINE_MARK}" if row["baseline"] else "") + (f" {BEST_MARK}" if row.name == grid.best else "")
+    return value + (f" {mark}" if mark else ""), _test_figure(row, grid.classification), marks
+
+
+def _caption(grid: Grid, tested: bool) -> str:
+    best = "accuracy" if grid.classification else "MSE"
+    legend = f"{BASELINE_MARK} baseline (none, keep 1.0)  {BEST_MARK} best test {best}"
+    if tested:
+        legend += f"  {BETTER_MARK}/{WORSE_MARK} significantly better/worse than the baseline (paired, Holm)"
+    return f"{grid.view.explanation}\n{legend}"
+
+
+def rich_tables(grids: list[Grid], tested: bool = False) -> list[Table]:
+    tables = []
+    for grid in grids:
+        title = f"{grid.task} · {grid.view.title} · mean ± 95% CI over {grid.seeds} seed{'s' * (grid.seeds != 1)}"
+        table = Table(title=title, caption=_caption(grid, tested), title_justify="left", caption_justify="left",
+                      min_width=len(title))  # rich wraps a title to the table's width  # fmt: skip
+        table.add_column("regularizer", style="bold")
+        for keep in grid.keep_rates:
+            table.add_column(keep_label(keep), justify="right")
+        for label, by_keep in grid.rows:
+            cells: list[Text | str] = []
+            for keep in grid.keep_rates:
+                row = by_keep.get(keep)
+                if row is None:
+                    cells.append("")
+                    continue
+                value, test, marks = _cell_parts(grid, row)
+                if row["n"] == 0:
+                    cells.append(Text(value, style="red"))
+                    continue
+                text = Text(value + "\n")
+                text.append(test + marks, style="bold green" if row.name == grid.best else "dim")
+                if row["not_ok"]:
+                    text.append(f"\n{row['not_ok']} not ok", style="red")
+                cells.append(text)
+            table.add_row(label, *cells)
+        tables.append(table)
+    return tables
 
 
 def gap_tables(summary: pd.DataFrame) -> list[Table]:
-    """One table per task, in the order the tasks first appear."""
-    return [gap_table(rows) for _, rows in summary.groupby("task", sort=False)]
+    """The run's summary tables: the gap of each task, without tests (kept for the library API)."""
+    return rich_tables(task_grids(summary))
+
+
+def markdown(grids: list[Grid], tested: bool = False) -> str:
+    """GitHub-flavoured markdown: a heading and a table per task, fit for a CI job summary."""
+    out = io.StringIO()
+    for grid in grids:
+        out.write(f"### {grid.task} · {grid.view.title} · mean ± 95% CI over {grid.seeds} seeds\n\n")
+        out.write("| regularizer | " + " | ".join(keep_label(k) for k in grid.keep_rates) + " |\n")
+        out.write("|---|" + "---:|" * len(grid.keep_rates) + "\n")
+        for label, by_keep in grid.rows:
+            cells = []
+            for keep in grid.keep_rates:
+                row = by_keep.get(keep)
+                if row is None:
+                    cells.append("")
+                    continue
+                value, test, marks = _cell_parts(grid, row)
+                cells.append(f"{value}<br>{test}{marks}" if test else value)
+            out.write(f"| {label} | " + " | ".join(c.replace("|", "\\|") for c in cells) + " |\n")
+        out.write("\n" + _caption(grid, tested).replace("\n", "  \n") + "\n\n")
+    return out.getvalue()
+
+
+def wide_csv(grids: list[Grid]) -> str:
+    """One row per task × regularizer (and any other varying setting), one column per keep rate, in the
+    metric's display units, with a `± CI` column beside each."""
+    records = []
+    for grid in grids:
+        for label, by_keep in grid.rows:
+            first = next(iter(by_keep.values()))
+            record = {"task": grid.task, "row": label, **{c: first[c] for c in CONFIG_COLUMNS if c not in ("task",
+                      "keep_rate")}, "metric": grid.view.title}  # fmt: skip
+            for keep in grid.keep_rates:
+                row = by_keep.get(keep)
+                mean = row[f"{grid.view.column}_mean"] * grid.view.scale if row is not None else math.nan
+                half = row[f"{grid.view.column}_ci"] * grid.view.scale if row is not None else math.nan
+                record[f"keep_{keep:g}"] = mean
+                record[f"keep_{keep:g}_ci"] = half
+            records.append(record)
+    return pd.DataFrame.from_records(records).to_csv(index=False, float_format="%.6g")
+
+
+def as_json(summary: pd.DataFrame, tests: pd.DataFrame | None, metric: str) -> str:
+    """Every configuration with its statistics (and its test against the baseline when run)."""
+
+    def clean(value: object) -> object:
+        if isinstance(value, float) and value != value:
+            return None
+        return value.item() if hasattr(value, "item") else value
+
+    merged = summary
+    if tests is not None and not tests.empty:
+        merged = summary.merge(tests, on=list(CONFIG_COLUMNS), how="left")
+    configurations = [{k: clean(v) for k, v in row.items()} for _, row in merged.iterrows()]
+    return json.dumps({"metric": metric, "schema": 1, "configurations": configurations}, indent=2) + "\n"

@@ -2,10 +2,12 @@
 
 import pandas as pd
 
-from .stats import mean_ci
+from .errors import UserError
+from .stats import holm, mean_ci, paired_difference
 
 CONFIG_COLUMNS = ("task", "model", "regularizer", "strength", "keep_rate", "input_keep_rate", "dropout")
 SUMMARY_METRICS = ("gap_acc", "gap_loss", "test_acc", "test_loss", "train_acc", "train_loss", "fit_seconds")
+OPTIONAL_METRICS = ("test_error", "test_ece")  # summarized when the frame has them
 
 
 def latest_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -36,6 +38,9 @@ def summarize(frame: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS) -
     not averaged."""
     frame = latest_rows(frame).copy()
     frame["strength"] = frame["strength"].fillna("")
+    if "test_acc" in frame:
+        frame["test_error"] = 1.0 - frame["test_acc"]
+    metrics = tuple(dict.fromkeys([*metrics, *(m for m in OPTIONAL_METRICS if m in frame)]))
     records = []
     for key, group in frame.groupby(list(CONFIG_COLUMNS), sort=True, dropna=False):
         ok = group[group["status"] == "ok"]
@@ -55,3 +60,95 @@ def summarize(frame: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS) -
     has_acc = frame.groupby("task")["test_acc"].apply(lambda s: s.notna().any())
     summary["classification"] = summary["task"].map(has_acc).astype(bool)
     return summary
+
+
+# ---------------------------------------------------------------- against the baseline, over seeds
+
+REPORT_METRICS = ("gap_acc", "gap_loss", "test_acc", "test_error", "test_loss", "test_ece", "fit_seconds")
+HIGHER_IS_BETTER = frozenset({"test_acc", "train_acc", "val_acc"})
+PAIRING_COLUMNS = ("task", "model", "dropout")  # a configuration is compared with the baseline of its model
+
+
+def with_metric(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The frame with `metric` present as a column (test_error is derived: 1 − test_acc)."""
+    if metric not in REPORT_METRICS:
+        raise UserError(f"unknown metric '{metric}'; allowed: {', '.join(REPORT_METRICS)}")
+    if metric == "test_error" and "test_acc" in frame:
+        return frame.assign(test_error=1.0 - frame["test_acc"])
+    if metric not in frame:
+        raise UserError(f"these results have no column '{metric}' (written by a dropbench without it?)")
+    return frame
+
+
+def baseline_tests(frame: pd.DataFrame, metric: str, *, method: str = "t", alpha: float = 0.05) -> pd.DataFrame:
+    """Each configuration against its task's baseline (none, keep 1.0, input 1.0; same model), paired
+    by seed: delta = configuration − baseline with its CI, a paired test (t or Wilcoxon), p-values
+    Holm-corrected across the task's configurations, and whether the change is a significant
+    improvement or degradation of `metric`."""
+    frame = with_metric(latest_rows(frame), metric)
+    frame = frame[frame["status"] == "ok"].assign(strength=frame["strength"].fillna(""))
+    records = []
+    for _, task_rows in frame.groupby("task", sort=False):
+        base_rows = task_rows[is_baseline(task_rows)]
+        task_records = []
+        for key, group in task_rows.groupby(list(CONFIG_COLUMNS), sort=False, dropna=False):
+            config = dict(zip(CONFIG_COLUMNS, key))
+            base = base_rows[base_rows["model"] == config["model"]]
+            if base.empty or bool(is_baseline(group).all()):
+                continue
+            base_by_seed = base.drop_duplicates("seed").set_index("seed")[metric]
+            mine = group.set_index("seed")[metric]
+            seeds = sorted(set(mine.index) & set(base_by_seed.index))
+            test = paired_difference(base_by_seed.loc[seeds].tolist(), mine.loc[seeds].tolist(), method=method)
+            task_records.append({**config, "pairs": test.n, "delta": test.mean_diff, "delta_low": test.ci_low,
+                                 "delta_high": test.ci_high, "p_raw": test.p_value})  # fmt: skip
+        for record, p in zip(task_records, holm([r["p_raw"] for r in task_records])):
+            better = record["delta"] > 0 if metric in HIGHER_IS_BETTER else record["delta"] < 0
+            significant = p == p and p < alpha
+            record.update(p_value=p, significant=significant,
+                          change=("improvement" if better else "degradation") if significant else "")  # fmt: skip
+            records.append(record)
+    columns = [
+        *CONFIG_COLUMNS,
+        "pairs",
+        "delta",
+        "delta_low",
+        "delta_high",
+        "p_raw",
+        "p_value",
+        "significant",
+        "change",
+    ]
+    return pd.DataFrame.from_records(records, columns=columns)
+
+
+def best_configurations(summary: pd.DataFrame) -> pd.DataFrame:
+    """Per task, the configuration with the best mean test figure (accuracy, or MSE for regression)."""
+    rows = []
+    for _, task_rows in summary[summary["n"] > 0].groupby("task", sort=False):
+        if task_rows["classification"].iloc[0]:
+            rows.append(task_rows.loc[task_rows["test_acc_mean"].idxmax()])
+        else:
+            rows.append(task_rows.loc[task_rows["test_loss_mean"].idxmin()])
+    return pd.DataFrame(rows).reset_index(drop=True)
+
+
+def failed_cells(frame: pd.DataFrame) -> pd.DataFrame:
+    """The cells written as failed or diverged (the last row of each cell)."""
+    latest = latest_rows(frame)
+    return latest[latest["status"] != "ok"]
+
+
+def tests_for(
+    frame: pd.DataFrame, summary: pd.DataFrame, metric: str, *, method: str = "t", alpha: float = 0.05
+) -> pd.DataFrame:
+    """Baseline tests of `metric`; for 'gap', of gap_acc on classification tasks and gap_loss on regression."""
+    if metric != "gap":
+        return baseline_tests(frame, metric, method=method, alpha=alpha)
+    classification = dict(zip(summary["task"], summary["classification"]))
+    parts = []
+    for column, wanted in (("gap_acc", True), ("gap_loss", False)):
+        tasks = [t for t, c in classification.items() if c == wanted]
+        if tasks:
+            parts.append(baseline_tests(frame[frame["task"].isin(tasks)], column, method=method, alpha=alpha))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()

@@ -286,3 +286,13 @@ def read_results(*paths: str | Path) -> pd.DataFrame:
             raise UserError(f"{path}: not a dropbench results CSV (missing columns: {', '.join(missing)})")
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def read_epochs(*paths: str | Path) -> pd.DataFrame | None:
+    """The per-epoch curves beside these results files (None when none has any)."""
+    frames = [
+        pd.read_csv(epochs, dtype={"cell_id": "string"})
+        for epochs in (sidecar_paths(Path(p))[0] for p in paths)
+        if epochs.is_file()
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else None

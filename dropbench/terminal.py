@@ -2,10 +2,12 @@
 
 import json
 import sys
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
 
+import pandas as pd
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -15,7 +17,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.text import Text
 
+from .compare import PERCENT_METRICS, CompareResult
 from .config import Cell
 from .results import ResultRow
 from .runner import Plan, Reporter, RunSummary
@@ -163,3 +167,116 @@ def _duration(seconds: float) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.0f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+def print_failed(failed: pd.DataFrame) -> None:
+    """The cells a file holds as failed or diverged, one line each (at most 20)."""
+    if failed.empty:
+        return
+    console = stdout_console()
+    console.print(f"{len(failed)} cell(s) not ok:", style="red")
+    for _, row in failed.head(20).iterrows():
+        reg = row["regularizer"] + (
+            f"({row['strength']})" if isinstance(row["strength"], str) and row["strength"] else ""
+        )
+        console.print(f"  {row['task']} {reg} keep={row['keep_rate']:g} seed={row['seed']}: {row['status']}: "
+                      f"{row['error']}", highlight=False, markup=False)  # fmt: skip
+
+
+def print_best(best: pd.DataFrame, frame: pd.DataFrame, method: str) -> None:
+    """--best: per task the best configuration, its CI, and its paired gain over the baseline."""
+    from rich.table import Table
+
+    from .report import CONFIG_COLUMNS, baseline_tests
+
+    table = Table(title="best configuration per task (by mean test accuracy, or test MSE)", title_justify="left")
+    for column in ("task", "configuration", "test figure (95% CI)", "gain over baseline (95% CI)", "p (Holm)", "seeds"):
+        table.add_column(column)
+    for _, row in best.iterrows():
+        metric = "test_acc" if row["classification"] else "test_loss"
+        tests = baseline_tests(frame[frame["task"] == row["task"]], metric, method=method)
+        match = tests.merge(row.to_frame().T[list(CONFIG_COLUMNS)].astype(tests.dtypes[list(CONFIG_COLUMNS)]))
+        scale, unit = (100, " pp") if row["classification"] else (1, "")
+        percent = "%" if scale == 100 else ""
+        figure = f"{row[metric + '_mean'] * scale:.2f} ± {row[metric + '_ci'] * scale:.2f}{percent}"
+        if match.empty:
+            gain, p = "it is the baseline", ""
+        else:
+            t = match.iloc[0]
+            gain = f"{t['delta'] * scale:+.2f}{unit} [{t['delta_low'] * scale:+.2f}, {t['delta_high'] * scale:+.2f}]"
+            p = f"{t['p_value']:.3g}" if t["p_value"] == t["p_value"] else "n<2"
+        config = f"{row['regularizer']} {row['strength']} keep {row['keep_rate']:g}".replace("  ", " ")
+        table.add_row(row["task"], config, figure, gain, p, str(row["n"]))
+    stdout_console().print(table)
+
+
+def print_reference(matched: pd.DataFrame, name: str, fmt: str) -> None:
+    """The published numbers beside this run's matching rows."""
+    shown = matched.copy()
+    if fmt == "json":
+        stdout_console().print_json(shown.to_json(orient="records"))
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{name}: published test error beside this run's", title_justify="left")
+    for column in ("table", "task", "method", "paper %", "ours %", "ours − paper", "seeds"):
+        table.add_column(column)
+    for _, row in shown.iterrows():
+        ours = (
+            ""
+            if row["ours_test_error_pct"] != row["ours_test_error_pct"]
+            else (f"{row['ours_test_error_pct']:.2f} ± {row['ours_ci_pct']:.2f}")
+        )
+        diff = "" if row["difference_pct"] != row["difference_pct"] else f"{row['difference_pct']:+.2f}"
+        seeds = "" if row["ours_n"] != row["ours_n"] else str(int(row["ours_n"]))
+        table.add_row(str(row["table"]), row["task"], row["method"], f"{row['test_error_pct']:.2f}", ours, diff, seeds)
+    stdout_console().print(table)
+
+
+def print_comparison(result: "CompareResult", fmt: str) -> None:
+    """compare: each configuration's delta with its CI and verdict, then the cells missing on either side."""
+    if fmt == "json":
+        payload = {
+            "metric": result.metric, "max_drop": result.max_drop, "alpha": result.alpha, "exit_code": result.exit_code,
+            "rows": [{k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(r).items()}
+                     for r in result.rows],
+            "missing_in_new": result.missing_in_new, "missing_in_base": result.missing_in_base,
+        }  # fmt: skip
+        sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
+        return
+    scale = 100 if result.metric in PERCENT_METRICS else 1
+    unit = " pp" if scale == 100 else ""
+    styles = {"regression": "bold red", "improvement": "green", "inconclusive": "yellow", "no change": ""}
+    lines = []
+    for r in result.rows:
+        config = f"{r.task} {r.regularizer} {r.strength} keep {r.keep_rate:g}".replace("  ", " ")
+        delta = f"{r.delta * scale:+.2f}{unit}"
+        ci = f"[{r.ci_low * scale:+.2f}, {r.ci_high * scale:+.2f}]" if r.ci_low == r.ci_low else "n<2"
+        p = f"{r.p_value:.3g}" if r.p_value == r.p_value else ""
+        lines.append((config, f"{r.base_mean * scale:.3f}", f"{r.new_mean * scale:.3f}", delta, ci, p, str(r.n_pairs),
+                      r.verdict))  # fmt: skip
+    if fmt == "markdown":
+        out = [f"### compare · {result.metric} · max drop {result.max_drop:g}{unit} · alpha {result.alpha:g}\n",
+               "| configuration | base | new | delta | 95% CI | p (Holm) | pairs | verdict |",
+               "|---|---:|---:|---:|---|---:|---:|---|"]  # fmt: skip
+        out += ["| " + " | ".join(line) + " |" for line in lines]
+        out += [f"\nmissing in new: {m}" for m in result.missing_in_new]
+        out += [f"\nmissing in base: {m}" for m in result.missing_in_base]
+        sys.stdout.write("\n".join(out) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table(title=f"compare · {result.metric} (new − base) · max drop {result.max_drop:g}{unit} · "
+                  f"alpha {result.alpha:g}", title_justify="left")  # fmt: skip
+    for column in ("configuration", "base", "new", "delta", "95% CI", "p (Holm)", "pairs", "verdict"):
+        table.add_column(column)
+    for line in lines:
+        table.add_row(*line[:-1], Text(line[-1], style=styles[line[-1]]))
+    console = stdout_console()
+    console.print(table)
+    for m in result.missing_in_new:
+        console.print(f"missing in new: {m}", highlight=False, markup=False)
+    for m in result.missing_in_base:
+        console.print(f"missing in base: {m}", highlight=False, markup=False)
+    verdicts = ", ".join(f"{n} {v}" for v, n in Counter(r.verdict for r in result.rows).items())
+    console.print(f"{verdicts or 'nothing matched'}; exit code {result.exit_code}", highlight=False)

@@ -10,7 +10,6 @@ import sys
 import time
 
 import pandas as pd
-import pytest
 
 from dropbench.cli import main
 from dropbench.merge import CIRCUMSTANCE_COLUMNS

@@ -1,0 +1,157 @@
+"""Published numbers to set beside a run: `dropbench report --reference srivastava2014`.
+
+A reference is a CSV packaged in `dropbench/references/`, one row per published table row. The columns
+`regularizer`, `keep_rate`, `input_keep_rate` and `dropout` say which dropbench configuration the row
+corresponds to; they are empty where it corresponds to none (a pretrained net, maxout units, a rate the
+paper does not state). A row is *mapped* when its keep rates are given; only mapped rows are matched.
+
+Matching a summary (the output of `report.summarize`) against a reference:
+
+- task, keep rate and input keep rate must agree (rates within `RATE_TOLERANCE`);
+- the regularizer must agree, unless the reference leaves it empty because the paper does not state it,
+  in which case every regularizer is a candidate and the note says which one was taken;
+- the dropout kind must agree when the reference row drops anything (a keep rate below 1); with both
+  keep rates at 1.0 nothing is dropped and the kind is moot;
+- of several candidates (other models, other strengths), the one with the lowest mean test error is
+  taken and `match_note` names the others. Candidates without a successful cell are skipped.
+"""
+
+import math
+from importlib import resources
+
+import pandas as pd
+
+from .errors import UserError
+
+REFERENCES: tuple[str, ...] = ("srivastava2014",)
+
+REFERENCE_COLUMNS = (
+    "source",
+    "table",
+    "task",
+    "method",
+    "architecture",
+    "regularizer",
+    "keep_rate",
+    "input_keep_rate",
+    "dropout",
+    "test_error_pct",
+    "test_error_sd_pct",
+    "note",
+)
+FLOAT_COLUMNS = ("keep_rate", "input_keep_rate", "test_error_pct", "test_error_sd_pct")
+INT_COLUMNS = ("table",)
+MATCH_COLUMNS = (
+    "ours_test_error_pct",
+    "ours_ci_pct",
+    "ours_n",
+    "ours_model",
+    "ours_strength",
+    "difference_pct",
+    "match_note",
+)
+SUMMARY_COLUMNS = ("task", "model", "regularizer", "strength", "keep_rate", "input_keep_rate", "dropout", "n",
+                   "test_acc_mean", "test_acc_ci")  # fmt: skip
+RATE_TOLERANCE = 1e-9
+
+
+def load_reference(name: str) -> pd.DataFrame:
+    """The packaged reference `name`: numeric columns as numbers (NaN where empty), text columns as
+    strings ("" where empty), rows in the order of the paper's tables."""
+    if name not in REFERENCES:
+        raise UserError(f"unknown reference '{name}'; known: {', '.join(REFERENCES)}")
+    resource = resources.files("dropbench") / "references" / f"{name}.csv"
+    with resource.open("r", encoding="utf-8", newline="") as handle:
+        frame = pd.read_csv(handle, dtype=str, keep_default_na=False)
+    if tuple(frame.columns) != REFERENCE_COLUMNS:
+        raise ValueError(f"reference {name}: columns {list(frame.columns)}, expected {list(REFERENCE_COLUMNS)}")
+    for column in FLOAT_COLUMNS:
+        frame[column] = pd.to_numeric(frame[column].where(frame[column] != ""), errors="raise").astype(float)
+    for column in INT_COLUMNS:
+        frame[column] = pd.to_numeric(frame[column], errors="raise").astype(int)
+    return frame
+
+
+def is_mapped(reference: pd.DataFrame) -> pd.Series:
+    """Rows that correspond to a dropbench configuration (their keep rates are given)."""
+    return reference["keep_rate"].notna() & reference["input_keep_rate"].notna()
+
+
+def match_reference(summary: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFrame:
+    """One row per reference row: its columns, then ours (test error %, CI half-width %, n, model,
+    strength), the difference ours − paper in points, and a note on how the match was made. Rows with
+    no mapping or no matching configuration keep NaN (and "" for text) in ours."""
+    if not summary.empty:
+        missing = [c for c in SUMMARY_COLUMNS if c not in summary.columns]
+        if missing:
+            raise UserError(f"the summary has no column(s) {', '.join(missing)}; pass the output of summarize()")
+    records = [{**row, **_match_row(row, summary)} for row in reference.to_dict("records")]
+    matched = pd.DataFrame.from_records(records, columns=[*reference.columns, *MATCH_COLUMNS])
+    matched["ours_n"] = matched["ours_n"].astype("Int64")
+    for column in ("ours_test_error_pct", "ours_ci_pct", "difference_pct"):
+        matched[column] = matched[column].astype(float)
+    return matched
+
+
+def _no_match(note: str) -> dict[str, object]:
+    return {"ours_test_error_pct": math.nan, "ours_ci_pct": math.nan, "ours_n": pd.NA, "ours_model": "",
+            "ours_strength": "", "difference_pct": math.nan, "match_note": note}  # fmt: skip
+
+
+def _close(values: pd.Series, target: float) -> pd.Series:
+    return (values.astype(float) - target).abs() <= RATE_TOLERANCE
+
+
+def _text(value: object) -> str:
+    return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
+
+
+def _label(candidate: pd.Series, with_regularizer: bool) -> str:
+    parts = [_text(candidate["model"])]
+    if with_regularizer:
+        parts.append(_text(candidate["regularizer"]))
+    parts.append(_text(candidate["strength"]))
+    return " ".join(p for p in parts if p)
+
+
+def _match_row(row: dict[str, object], summary: pd.DataFrame) -> dict[str, object]:
+    keep, input_keep = row["keep_rate"], row["input_keep_rate"]
+    if pd.isna(keep) or pd.isna(input_keep):
+        return _no_match("no dropbench configuration corresponds to this row")
+    if summary.empty:
+        return _no_match("no matching configuration in these results")
+    candidates = summary[
+        (summary["task"] == row["task"])
+        & _close(summary["keep_rate"], float(keep))
+        & _close(summary["input_keep_rate"], float(input_keep))
+    ]
+    any_regularizer = not row["regularizer"]
+    if not any_regularizer:
+        candidates = candidates[candidates["regularizer"] == row["regularizer"]]
+    drops = float(keep) < 1.0 or float(input_keep) < 1.0
+    if drops and row["dropout"]:
+        candidates = candidates[candidates["dropout"] == row["dropout"]]
+    if candidates.empty:
+        return _no_match("no matching configuration in these results")
+    usable = candidates[(candidates["n"] > 0) & candidates["test_acc_mean"].notna()]
+    if usable.empty:
+        return _no_match(f"{len(candidates)} matching configuration(s), none with a successful cell")
+    usable = usable.assign(_error=100.0 * (1.0 - usable["test_acc_mean"].astype(float)))
+    usable = usable.sort_values("_error", kind="stable")
+    best = usable.iloc[0]
+    notes = []
+    if any_regularizer:
+        notes.append(f"the paper states no regularizer for this row; took {best['regularizer']}")
+    if len(usable) > 1:
+        others = ", ".join(f"{_label(c, any_regularizer)} {c['_error']:.2f}%" for _, c in usable.iloc[1:].iterrows())
+        notes.append(f"lowest test error of {len(usable)} matching configurations; the others: {others}")
+    ours = float(best["_error"])
+    return {
+        "ours_test_error_pct": ours,
+        "ours_ci_pct": 100.0 * float(best["test_acc_ci"]),
+        "ours_n": int(best["n"]),
+        "ours_model": _text(best["model"]),
+        "ours_strength": _text(best["strength"]),
+        "difference_pct": ours - float(row["test_error_pct"]),
+        "match_note": "; ".join(notes),
+    }
