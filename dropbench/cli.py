@@ -259,7 +259,8 @@ def report(
     if reference:
         from .reference import load_reference, match_reference
 
-        print_reference(match_reference(summary, load_reference(reference)), reference, fmt)
+        matched = match_reference(summary, load_reference(reference))
+        print_reference(matched, reference, fmt, list(summary["task"].unique()))
     return EXIT_OK
 
 

@@ -210,26 +210,25 @@ def print_best(best: pd.DataFrame, frame: pd.DataFrame, method: str) -> None:
     stdout_console().print(table)
 
 
-def print_reference(matched: pd.DataFrame, name: str, fmt: str) -> None:
-    """The published numbers beside this run's matching rows."""
-    shown = matched.copy()
+def print_reference(matched: pd.DataFrame, name: str, fmt: str, tasks: list[str]) -> None:
+    """The published numbers of the run's tasks beside its matching rows."""
+    shown = matched[matched["task"].isin(tasks)]
     if fmt == "json":
         stdout_console().print_json(shown.to_json(orient="records"))
         return
     from rich.table import Table
 
-    table = Table(title=f"{name}: published test error beside this run's", title_justify="left")
-    for column in ("table", "task", "method", "paper %", "ours %", "ours − paper", "seeds"):
+    table = Table(title=f"{name}: published test error beside this run's (its tasks only)", title_justify="left")
+    for column in ("table", "task", "method", "architecture", "paper %", "ours %", "ours − paper", "seeds"):
         table.add_column(column)
     for _, row in shown.iterrows():
-        ours = (
-            ""
-            if row["ours_test_error_pct"] != row["ours_test_error_pct"]
-            else (f"{row['ours_test_error_pct']:.2f} ± {row['ours_ci_pct']:.2f}")
-        )
-        diff = "" if row["difference_pct"] != row["difference_pct"] else f"{row['difference_pct']:+.2f}"
-        seeds = "" if row["ours_n"] != row["ours_n"] else str(int(row["ours_n"]))
-        table.add_row(str(row["table"]), row["task"], row["method"], f"{row['test_error_pct']:.2f}", ours, diff, seeds)
+        matched = not pd.isna(row["ours_test_error_pct"])
+        ci = "" if pd.isna(row["ours_ci_pct"]) else f" ± {row['ours_ci_pct']:.2f}"
+        ours = f"{row['ours_test_error_pct']:.2f}{ci}" if matched else ""
+        diff = f"{row['difference_pct']:+.2f}" if matched else ""
+        seeds = str(int(row["ours_n"])) if matched else ""
+        table.add_row(str(row["table"]), row["task"], row["method"], row["architecture"],
+                      f"{row['test_error_pct']:.2f}", ours, diff, seeds)  # fmt: skip
     stdout_console().print(table)
 
 

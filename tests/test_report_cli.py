@@ -1,0 +1,135 @@
+"""report, compare and plot as a user runs them: exports parsed back, exit codes, files read back."""
+
+import io
+import json
+import xml.etree.ElementTree as ET
+
+import matplotlib.image
+import numpy as np
+import pandas as pd
+import pytest
+
+import dropbench.cli as cli_module
+from dropbench import compare as compare_module
+from dropbench import report as report_module
+from dropbench.cli import main
+from dropbench.results import COLUMNS
+
+GRID = ["--task", "wine,diabetes", "--keep", "0.5,1.0", "--reg", "none,l2", "--seeds", "3", "--epochs", "3",
+        "--jobs", "1", "-q"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory):
+    out = tmp_path_factory.mktemp("r") / "r.csv"
+    assert main(["run", *GRID, "--out", str(out)]) == 0
+    return out
+
+
+def test_metric_names_in_the_cli_match_the_library():
+    assert set(cli_module.REPORT_METRICS) == set(report_module.REPORT_METRICS)
+    assert set(cli_module.COMPARE_METRICS) == set(compare_module.METRICS)
+
+
+def test_markdown_export_is_a_table_per_task(results, capsys):
+    assert main(["report", str(results), "--format", "markdown"]) == 0
+    text = capsys.readouterr().out
+    assert text.count("### ") == 2
+    lines = [line for line in text.splitlines() if line.startswith("|")]
+    widths = {line.count("|") for line in lines}
+    assert widths == {4}  # | regularizer | keep 0.5 | keep 1.0 |
+    assert "|---|---:|---:|" in text and "◆" in text
+
+
+def test_wide_csv_has_one_row_per_task_and_regularizer_and_a_column_per_keep_rate(results, capsys):
+    assert main(["report", str(results), "--format", "csv", "--metric", "test_error"]) == 0
+    wide = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert len(wide) == 2 * 2
+    assert {"task", "regularizer", "keep_0.5", "keep_0.5_ci", "keep_1", "keep_1_ci"} <= set(wide.columns)
+    frame = pd.read_csv(results)
+    mine = frame[(frame.task == "wine") & (frame.regularizer == "none") & (frame.keep_rate == 0.5)]
+    row = wide[(wide.task == "wine") & (wide.regularizer == "none")].iloc[0]
+    assert row["keep_0.5"] == pytest.approx(100 * (1 - mine["test_acc"].mean()), rel=1e-5)
+
+
+def test_json_export_lists_every_configuration_with_its_test(results, capsys):
+    assert main(["report", str(results), "--format", "json", "--metric", "test_acc"]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert payload["metric"] == "test_acc" and len(payload["configurations"]) == 8
+    tested = [c for c in payload["configurations"] if c.get("p_value") is not None]
+    assert tested and all({"delta", "delta_low", "delta_high", "significant"} <= set(c) for c in tested)
+
+
+def test_best_and_task_filter(results, capsys):
+    assert main(["report", str(results), "--best", "--task", "wine"]) == 0
+    out = capsys.readouterr().out
+    assert "wine" in out and "diabetes" not in out
+    assert main(["report", str(results), "--task", "mnist"]) == 2
+
+
+def test_report_shows_failed_cells(results, tmp_path, capsys):
+    broken = tmp_path / "broken.csv"
+    frame = pd.read_csv(results, dtype=str, keep_default_na=False)
+    frame.loc[0, "status"] = "failed"
+    frame.loc[0, "error"] = "RuntimeError: boom"
+    frame.to_csv(broken, index=False)
+    assert main(["report", str(broken)]) == 0
+    out = capsys.readouterr().out
+    assert "1 cell(s) not ok" in out and "RuntimeError: boom" in out
+
+
+def _variant(path, tmp_path, name, shift):
+    """A copy of `path` whose wine test accuracies moved by `shift(seed)` (fractions)."""
+    frame = pd.read_csv(path)
+    wine = frame["task"] == "wine"
+    frame.loc[wine, "test_acc"] = frame.loc[wine, "test_acc"] + frame.loc[wine, "seed"].map(shift)
+    out = tmp_path / name
+    frame.to_csv(out, index=False)
+    return out
+
+
+def test_compare_exit_codes(results, tmp_path, capsys):
+    same = _variant(results, tmp_path, "same.csv", lambda s: 0.0)
+    assert main(["compare", str(results), str(same)]) == 0
+    drop = _variant(results, tmp_path, "drop.csv", lambda s: -0.05 + 0.001 * s)  # 5 pp lower on every seed
+    assert main(["compare", str(results), str(drop), "--max-drop", "0.5", "--alpha", "0.2"]) == 1
+    assert "regression" in capsys.readouterr().out
+    noisy = _variant(results, tmp_path, "noisy.csv", lambda s: [-0.03, 0.01, -0.004][s])
+    assert main(["compare", str(results), str(noisy), "--max-drop", "0.5"]) == 0
+    assert "inconclusive" in capsys.readouterr().out
+    partial = tmp_path / "partial.csv"
+    pd.read_csv(results).iloc[:-3].to_csv(partial, index=False)
+    assert main(["compare", str(results), str(partial), "--format", "json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)["missing_in_new"]) == 3
+
+
+def test_plots_are_valid_png_and_svg_of_the_expected_size(results, tmp_path, capsys):
+    out = tmp_path / "plots"
+    assert main(["plot", str(results), "-o", str(out)]) == 0
+    pngs = sorted(out.glob("*.png"))
+    assert {p.name for p in pngs} >= {"wine-keep-rate.png", "wine-gap-heatmap.png", "wine-learning-curves.png"}
+    for png in pngs:
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        image = matplotlib.image.imread(png)
+        assert image.shape[0] >= 400 and image.shape[1] >= 600 and np.ptp(image) > 0  # a drawn figure
+    assert main(["plot", str(results), "-o", str(out), "--format", "svg", "--task", "diabetes"]) == 0
+    svg = ET.parse(out / "diabetes-keep-rate.svg").getroot()
+    assert svg.tag.endswith("svg") and svg.get("viewBox")
+    assert COLUMNS  # the schema the fixture used
+
+
+def test_reference_numbers_sit_beside_matching_rows(results, tmp_path, capsys):
+    frame = pd.read_csv(results, dtype={"strength": str})
+    rows = frame[(frame.task == "wine") & (frame.regularizer == "l2") & (frame.keep_rate == 0.5)].copy()
+    rows["task"], rows["regularizer"], rows["strength"], rows["input_keep_rate"] = "mnist", "max-norm", "3", 0.8
+    rows["cell_id"] = rows["cell_id"].str[::-1]
+    mnist = tmp_path / "mnist.csv"
+    rows.to_csv(mnist, index=False)
+    assert main(["report", str(mnist), "--reference", "srivastava2014"]) == 0
+    out = capsys.readouterr().out
+    line = next(line for line in out.splitlines() if "Dropout + Max-norm" in line)
+    ours = 100 * (1 - rows["test_acc"].mean())
+    assert "1.05" in line and f"{ours:.2f}" in line and f"{ours - 1.05:+.2f}" in line
+    assert "cifar10" not in out.split("srivastava2014")[1]  # only the run's tasks
+    assert main(["plot", str(mnist), "-o", str(tmp_path), "--format", "svg", "--reference", "srivastava2014"]) == 0
+    assert "srivastava2014 (published)" in (tmp_path / "mnist-keep-rate.svg").read_text()
