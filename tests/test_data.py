@@ -53,3 +53,8 @@ def test_the_split_of_a_task_is_fixed():
     first = load_task_data("wine").y_test.clone()
     load_task_data.cache_clear()
     assert torch.equal(load_task_data("wine").y_test, first)
+
+
+def test_fractional_splits_are_fractions_of_all_rows():
+    assert load_task_data("digits").sizes() == (1079, 359, 359)
+    assert load_task_data("wine").sizes() == (106, 36, 36)

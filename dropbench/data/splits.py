@@ -63,7 +63,7 @@ def split_task(raw: RawTask, spec: SplitSpec, *, classification: bool, seed: int
         idx, test = train_test_split(
             idx, test_size=_count(spec.test, len(y)), stratify=_strata(y, classification), random_state=seed % 2**32
         )
-    n_val = _count(spec.val, len(idx))
+    n_val = _count(spec.val, len(y))  # fractions are of all rows, so 0.2/0.2 leaves 60% for training
     n_train = len(idx) - n_val if spec.train is None else spec.train
     train, val = train_test_split(
         idx,
