@@ -17,12 +17,22 @@ class ModelConfig:
     hidden: tuple[int, ...] = (256, 256)
     channels: tuple[int, ...] = ()
     conv_keep: float = 1.0
+    # Fixed p·n (the paper's Figure 9b): each hidden layer is widened to round(n / p), so the expected
+    # number of kept units stays n whatever the keep rate.
+    fixed_pn: bool = False
 
     @property
     def label(self) -> str:
         convs = [f"c{c}" for c in self.channels]
         spatial = [f"sk{self.conv_keep:g}"] if self.conv_keep < 1.0 else []
-        return "-".join([self.kind, *convs, *map(str, self.hidden), *spatial])
+        pn = ["pn"] if self.fixed_pn else []
+        return "-".join([self.kind, *convs, *map(str, self.hidden), *spatial, *pn])
+
+    def widths(self, keep_rates: tuple[float, ...]) -> tuple[int, ...]:
+        """The hidden widths a cell trains: as written, or n / p per layer under fixed p·n."""
+        if not self.fixed_pn:
+            return self.hidden
+        return tuple(max(1, round(n / p)) for n, p in zip(self.hidden, keep_rates))
 
 
 @dataclass(frozen=True)
@@ -60,16 +70,41 @@ class Cell:
     suite: str
     task: TaskConfig
     regularizer: RegularizerSetting
-    keep_rate: float
+    keep_rate: float | tuple[float, ...]  # one rate for every hidden layer, or one per layer
     input_keep_rate: float
     dropout: str
     seed: int
+    train_size: int = 0  # a stratified subsample of the training split of this many rows; 0: all of it
+    mc_samples: int = 0  # MC dropout at evaluation: passes averaged for the *_mc figures; 0: none
+
+    @property
+    def layer_keep_rates(self) -> tuple[float, ...]:
+        """The keep rate of each hidden layer."""
+        if isinstance(self.keep_rate, tuple):
+            return self.keep_rate
+        return (self.keep_rate,) * len(self.task.model.hidden)
+
+    @property
+    def mean_keep_rate(self) -> float:
+        """The CSV's keep_rate: the rate itself, or the mean of per-layer rates (listed in layer_keep_rates)."""
+        rates = self.layer_keep_rates if isinstance(self.keep_rate, tuple) else (self.keep_rate,)
+        return sum(rates) / len(rates)
+
+    @property
+    def keep_label(self) -> str:
+        """Per-layer rates as text ('0.8/0.5'), '' when one rate serves every layer."""
+        return "/".join(f"{p:g}" for p in self.keep_rate) if isinstance(self.keep_rate, tuple) else ""
 
     def identity(self) -> dict[str, object]:
-        """Everything that defines the cell's numbers (the suite's name does not)."""
+        """Everything that defines the cell's numbers (the suite's name does not). Fields added after
+        the first release enter only when they differ from their default, so earlier cell_ids stand."""
+        extra: dict[str, object] = {"train_size": self.train_size} if self.train_size else {}
+        if self.mc_samples:
+            extra["mc_samples"] = self.mc_samples
         return {
+            **extra,
             "task": self.task.name,
-            "model": asdict(self.task.model),
+            "model": {k: v for k, v in asdict(self.task.model).items() if k != "fixed_pn" or v},
             "optimizer": self.task.optimizer.as_identity(),
             "batch_size": self.task.batch_size,
             "epochs": self.task.epochs,
@@ -90,7 +125,9 @@ class Cell:
         reg = self.regularizer.name
         if self.regularizer.strength_label:
             reg += f"({self.regularizer.strength_label})"
-        keeps = f"keep={self.keep_rate:g}"
+        keeps = f"keep={self.keep_label or format(self.keep_rate, 'g')}"
         if self.input_keep_rate != 1.0:
             keeps += f" in={self.input_keep_rate:g}"
-        return f"{self.task.name} {reg} {keeps} seed={self.seed}"
+        dropout = "" if self.dropout == "bernoulli" else f" {self.dropout}"
+        size = f" n={self.train_size}" if self.train_size else ""
+        return f"{self.task.name} {reg}{dropout} {keeps}{size} seed={self.seed}"

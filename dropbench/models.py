@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .dropout import Dropout, SpatialDropout
+from .dropout import DropConnectLinear, Dropout, SpatialDropout, make_dropout
 from .errors import UserError
 
 MODEL_KINDS = ("mlp", "cnn")
@@ -16,7 +16,7 @@ class Network(nn.Module):
     """What the trainer and the regularizers need of any model."""
 
     def linear_layers(self) -> list[nn.Module]:
-        return [m for m in self.modules() if isinstance(m, nn.Linear | nn.Conv2d)]
+        return [m for m in self.modules() if isinstance(m, nn.Linear | nn.Conv2d)]  # DropConnectLinear too
 
     def penalized_weights(self) -> list[nn.Parameter]:
         """Every weight tensor, output layer included; biases are never penalized."""
@@ -28,48 +28,79 @@ class Network(nn.Module):
 
     def set_generator(self, generator: torch.Generator) -> None:
         for module in self.modules():
-            if isinstance(module, Dropout):
+            if isinstance(module, Dropout | DropConnectLinear):
                 module.set_generator(generator)
 
 
-class MLP(Network):
-    """x -> [input dropout] -> (Linear -> ReLU -> dropout) per hidden layer -> Linear (logits or value)."""
+def _activation_noise(kind: str) -> str:
+    """The activation-noise layer a dropout kind uses after each hidden layer (DropConnect masks weights
+    instead, and spatial dropout acts on conv maps: their fully connected units get Bernoulli masks)."""
+    return kind if kind in ("gaussian", "alpha") else "bernoulli"
 
-    def __init__(self, n_in: int, hidden: tuple[int, ...], n_out: int, keep: float, input_keep: float) -> None:
+
+class MLP(Network):
+    """x -> [input dropout] -> (Linear -> ReLU (SELU for alpha dropout) -> dropout) per hidden layer -> Linear.
+
+    `keeps` holds one keep rate per hidden layer. With `record` set, each hidden layer's activations
+    (after the nonlinearity, before dropout) are kept in `activations` for activation penalties.
+    """
+
+    def __init__(
+        self, n_in: int, hidden: tuple[int, ...], n_out: int, keeps: tuple[float, ...], input_keep: float,
+        kind: str = "bernoulli",
+    ) -> None:  # fmt: skip
         super().__init__()
         widths = [n_in, *hidden]
-        self.input_dropout = Dropout(input_keep)
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
-        self.hidden_dropout = nn.ModuleList(Dropout(keep) for _ in hidden)
+        self.kind = kind
+        self.selu = kind == "alpha"
+        self.input_dropout = make_dropout(_activation_noise(kind), input_keep)
+        if kind == "dropconnect":
+            self.hidden = nn.ModuleList(DropConnectLinear(a, b, p) for a, b, p in zip(widths[:-1], widths[1:], keeps))
+            self.hidden_dropout = nn.ModuleList(nn.Identity() for _ in hidden)
+        else:
+            self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+            self.hidden_dropout = nn.ModuleList(make_dropout(_activation_noise(kind), p) for p in keeps)
         self.output = nn.Linear(widths[-1], n_out)
+        self.record = False
+        self.activations: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_dropout(x.flatten(1))  # images arrive as [N, C, H, W]
+        self.activations = []
         for layer, dropout in zip(self.hidden, self.hidden_dropout):
-            x = dropout(torch.relu(layer(x)))
+            x = torch.selu(layer(x)) if self.selu else torch.relu(layer(x))
+            if self.record:
+                self.activations.append(x)
+            x = dropout(x)
         return self.output(x)
 
 
 class ConvNet(Network):
     """[input dropout] -> (conv3x3 -> ReLU -> maxpool2 -> [spatial dropout]) per block -> the MLP head.
 
-    Hidden units of the head use the keep rate, as in the paper's conv nets; inputs stay images, so
-    the input keep rate drops single pixels of every channel.
+    Hidden units of the head use the keep rates, as in the paper's conv nets; inputs stay images, so
+    the input keep rate drops single pixels of every channel. Conv blocks get spatial dropout at
+    `conv_keep`, or at the head's first keep rate when the cell's dropout kind is 'spatial'.
     """
 
-    def __init__(self, config: ModelConfig, input_shape: tuple[int, ...], n_out: int, keep: float, input_keep: float):
+    def __init__(
+        self, config: ModelConfig, input_shape: tuple[int, ...], n_out: int, keeps: tuple[float, ...],
+        input_keep: float, kind: str = "bernoulli",
+    ) -> None:  # fmt: skip
         super().__init__()
         if len(input_shape) != 3:
             raise UserError(f"model 'cnn' needs image inputs [C, H, W]; this task's inputs are {input_shape}")
         channels, height, width = input_shape
+        conv_keep = keeps[0] if kind == "spatial" and keeps else config.conv_keep
         self.input_dropout = Dropout(input_keep)
         blocks: list[nn.Module] = []
         for out_channels in config.channels:
             blocks += [nn.Conv2d(channels, out_channels, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2)]
-            blocks.append(SpatialDropout(config.conv_keep))
+            blocks.append(SpatialDropout(conv_keep))
             channels, height, width = out_channels, height // 2, width // 2
         self.features = nn.Sequential(*blocks)
-        self.head = MLP(channels * height * width, config.hidden, n_out, keep, input_keep=1.0)
+        head_kind = "bernoulli" if kind == "spatial" else kind
+        self.head = MLP(channels * height * width, config.widths(keeps), n_out, keeps, 1.0, head_kind)
         # channels_last: ~25% faster convolutions on CPU (oneDNN), the same numbers.
         self.to(memory_format=torch.channels_last)
 
@@ -77,24 +108,43 @@ class ConvNet(Network):
         x = self.input_dropout(x.contiguous(memory_format=torch.channels_last))
         return self.head(self.features(x))
 
+    @property
+    def record(self) -> bool:
+        return self.head.record
+
+    @record.setter
+    def record(self, value: bool) -> None:
+        self.head.record = value
+
+    @property
+    def activations(self) -> list[torch.Tensor]:
+        return self.head.activations
+
 
 @torch.no_grad()
 def init_parameters_(model: Network, generator: torch.Generator) -> None:
-    """He-uniform weights (suited to ReLU), zero biases, drawn from the given generator only."""
+    """Weights drawn from the given generator only, biases zero: He-uniform for ReLU nets, LeCun normal
+    (std 1/√fan_in) for SELU nets, the initialization self-normalization assumes."""
+    selu = isinstance(model, MLP) and model.selu
     for layer in model.linear_layers():
         fan_in = layer.weight[0].numel()
-        bound = math.sqrt(6.0 / fan_in)
-        layer.weight.uniform_(-bound, bound, generator=generator)
+        if selu:
+            layer.weight.normal_(0.0, 1.0 / math.sqrt(fan_in), generator=generator)
+        else:
+            bound = math.sqrt(6.0 / fan_in)
+            layer.weight.uniform_(-bound, bound, generator=generator)
         layer.bias.zero_()
 
 
 def build_model(
-    config: ModelConfig, input_shape: tuple[int, ...], n_out: int, keep: float, input_keep: float
-) -> Network:
+    config: ModelConfig, input_shape: tuple[int, ...], n_out: int, keeps: tuple[float, ...], input_keep: float,
+    kind: str = "bernoulli",
+) -> Network:  # fmt: skip
+    """The network of a cell: `keeps` has one keep rate per hidden layer (widths n / p under fixed p·n)."""
     if config.kind == "cnn":
-        return ConvNet(config, input_shape, n_out, keep, input_keep)
+        return ConvNet(config, input_shape, n_out, keeps, input_keep, kind)
     if config.kind == "mlp":
-        return MLP(math.prod(input_shape), config.hidden, n_out, keep, input_keep)
+        return MLP(math.prod(input_shape), config.widths(keeps), n_out, keeps, input_keep, kind)
     raise UserError(f"unknown model kind '{config.kind}'; known: {', '.join(MODEL_KINDS)}")
 
 

@@ -5,7 +5,8 @@ Penalties act on weight matrices only, never on biases, and are added to the gra
 adds, i.e. the penalty (λ/2)·Σw². Reported losses never include a penalty: they are the data loss.
 """
 
-from collections.abc import Iterable, Mapping
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -46,6 +47,31 @@ REGULARIZERS: dict[str, RegularizerInfo] = {
             3.0,  # Srivastava et al. 2014 report c between 3 and 4 working best
         ),
         RegularizerInfo(
+            "weight-decay",
+            "decoupled weight decay (AdamW-style): w ← w·(1 − lr·λ) before each step, outside the gradient",
+            "λ",
+            1e-2,  # torch.optim.AdamW's default
+        ),
+        RegularizerInfo(
+            "kl-sparsity",
+            "β·Σ_j KL(ρ ‖ ρ̂_j), ρ̂_j the batch mean activation of hidden unit j (clamped into (0, 1)); "
+            "target ρ = 0.05 unless [regularizer.kl-sparsity] target is set",
+            "β",
+            1e-3,  # small beside a cross-entropy of order 1: the paper tunes it on validation data
+        ),
+        RegularizerInfo(
+            "label-smoothing",
+            "train on targets (1 − ε)·one-hot + ε/K (classification only; figures use plain cross-entropy)",
+            "ε",
+            0.1,  # Szegedy et al. 2016
+        ),
+        RegularizerInfo(
+            "mixup",
+            "train on convex mixes of example pairs and of their targets, λ ~ Beta(α, α) per batch",
+            "α",
+            0.2,  # Zhang et al. 2018 use 0.1 to 0.4 on ImageNet-size data
+        ),
+        RegularizerInfo(
             "early-stopping",
             "stop after `patience` epochs without a lower validation loss; restore the best weights",
             "patience (epochs)",
@@ -60,6 +86,7 @@ class RegularizerSetting:
     """A regularizer or a `+` combination, each part with its strength, in registry order."""
 
     parts: tuple[tuple[str, float | None], ...]
+    kl_target: float = 0.05  # ρ of kl-sparsity
 
     @property
     def name(self) -> str:
@@ -67,8 +94,17 @@ class RegularizerSetting:
 
     @property
     def strength_label(self) -> str:
-        """The strengths joined like the name ('1e-05+0.0001' for l1+l2); '' for none."""
-        return "+".join(format(s, "g") for _, s in self.parts if s is not None)
+        """The strengths joined like the name ('1e-05+0.0001' for l1+l2); '' for none. A kl-sparsity
+        target other than the default is appended to its strength ('0.001@0.1')."""
+        labels = []
+        for name, value in self.parts:
+            if value is None:
+                continue
+            label = format(value, "g")
+            if name == "kl-sparsity" and self.kl_target != 0.05:
+                label += f"@{self.kl_target:g}"
+            labels.append(label)
+        return "+".join(labels)
 
     def strength(self, name: str) -> float | None:
         return dict(self.parts).get(name)
@@ -84,6 +120,22 @@ class RegularizerSetting:
     @property
     def max_norm(self) -> float | None:
         return self.strength("max-norm")
+
+    @property
+    def weight_decay(self) -> float:
+        return self.strength("weight-decay") or 0.0
+
+    @property
+    def kl_sparsity(self) -> float:
+        return self.strength("kl-sparsity") or 0.0
+
+    @property
+    def label_smoothing(self) -> float:
+        return self.strength("label-smoothing") or 0.0
+
+    @property
+    def mixup(self) -> float:
+        return self.strength("mixup") or 0.0
 
     @property
     def patience(self) -> int | None:
@@ -112,6 +164,19 @@ def parse_regularizer(spec: str, strengths: Mapping[str, float] | None = None) -
     return RegularizerSetting(parts)
 
 
+def expand_regularizer(
+    spec: str, sweeps: Mapping[str, Sequence[float]], *, kl_target: float = 0.05
+) -> list[RegularizerSetting]:
+    """One setting per combination of the swept strengths of `spec`'s parts (a part not swept takes
+    its single strength or the registry default)."""
+    base = parse_regularizer(spec)
+    choices = [sweeps.get(name) or [value] for name, value in base.parts]
+    return [
+        RegularizerSetting(tuple(zip([name for name, _ in base.parts], combo)), kl_target=kl_target)
+        for combo in itertools.product(*choices)
+    ]
+
+
 def validate_strength(name: str, value: object, where: str) -> float:
     """A strength from a suite file: a positive number (an integer patience for early-stopping)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -120,6 +185,8 @@ def validate_strength(name: str, value: object, where: str) -> float:
         raise UserError(f"{where}: early-stopping strength is a patience in epochs, an integer ≥ 1; got {value!r}")
     if value <= 0:
         raise UserError(f"{where}: strength must be > 0, got {value!r}")
+    if name == "label-smoothing" and value >= 1:
+        raise UserError(f"{where}: label-smoothing ε must be in (0, 1), got {value!r}")
     return float(value)
 
 
@@ -145,3 +212,22 @@ def apply_max_norm_(weights: Iterable[torch.Tensor], max_norm: float) -> None:
         norms = weight.flatten(1).norm(dim=1)
         scale = (max_norm / norms.clamp_min(1e-12)).clamp_max(1.0)
         weight.mul_(scale.view(-1, *([1] * (weight.dim() - 1))))
+
+
+@torch.no_grad()
+def apply_weight_decay_(weights: Iterable[torch.Tensor], lr: float, decay: float) -> None:
+    """Decoupled decay, as torch.optim.AdamW applies it before its update: w ← w·(1 − lr·λ)."""
+    for weight in weights:
+        weight.mul_(1.0 - lr * decay)
+
+
+def kl_sparsity_penalty(activations: Iterable[torch.Tensor], target: float, beta: float) -> torch.Tensor:
+    """β·Σ_layers Σ_j KL(ρ ‖ ρ̂_j) with ρ̂_j the mean of unit j over the batch, clamped into (0, 1)
+    (ReLU units are not bounded by 1; the clamp keeps the divergence defined)."""
+    eps = 1e-6
+    total = torch.zeros(())
+    for h in activations:
+        rho_hat = h.mean(dim=0).clamp(eps, 1 - eps)
+        kl = target * torch.log(target / rho_hat) + (1 - target) * torch.log((1 - target) / (1 - rho_hat))
+        total = total + kl.sum()
+    return beta * total

@@ -93,3 +93,18 @@ def holm(p_values: Sequence[float]) -> list[float]:
         running = max(running, min(1.0, (m - rank) * p))
         adjusted[i] = running
     return adjusted
+
+
+def expected_calibration_error(confidences: Sequence[float], correct: Sequence[bool], bins: int = 15) -> float:
+    """ECE (Guo et al. 2017): Σ_b (|B_b| / n)·|accuracy(B_b) − mean confidence(B_b)| over `bins` equal-width
+    confidence bins (0, 1/bins], …, ((bins−1)/bins, 1]; a confidence of exactly 0 falls in the first."""
+    n = len(confidences)
+    if n == 0:
+        return math.nan
+    totals = [[0, 0.0, 0.0] for _ in range(bins)]  # count, sum of confidences, hits
+    for confidence, hit in zip(confidences, correct):
+        index = min(bins - 1, max(0, math.ceil(confidence * bins) - 1))
+        totals[index][0] += 1
+        totals[index][1] += confidence
+        totals[index][2] += float(hit)
+    return math.fsum(abs(hits - conf) / n for count, conf, hits in totals if count)

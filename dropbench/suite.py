@@ -14,20 +14,20 @@ from .config import Cell, ModelConfig, OptimizerConfig, TaskConfig
 from .data import get_task
 from .errors import UserError
 from .models import MODEL_KINDS
-from .regularizers import REGULARIZERS, RegularizerSetting, parse_regularizer, validate_strength
+from .regularizers import REGULARIZERS, RegularizerSetting, expand_regularizer, validate_strength
 
 DEFAULT_SUITE = "quick"
-DROPOUT_KINDS = ("bernoulli",)
+DROPOUT_KINDS = ("bernoulli", "gaussian", "dropconnect", "alpha", "spatial")
 OPTIMIZERS = ("sgd", "adam")
 
 SUITE_KEYS = (
     "name", "description", "seeds", "keep_rates", "input_keep_rate", "dropout", "regularizers",
-    "epochs", "batch_size", "model", "optimizer", "regularizer", "task",
+    "epochs", "batch_size", "model", "optimizer", "regularizer", "task", "train_size", "mc_samples",
 )  # fmt: skip
 TASK_KEYS = ("name", "model", "optimizer", "batch_size", "epochs")
-MODEL_KEYS = ("kind", "hidden", "channels", "conv_keep")
+MODEL_KEYS = ("kind", "hidden", "channels", "conv_keep", "fixed_pn")
 OPTIMIZER_KEYS = ("name", "lr", "momentum", "nesterov", "betas")
-REGULARIZER_KEYS = ("strength",)
+REGULARIZER_KEYS = ("strength", "target")
 
 # Defaults for a suite that leaves a key out; each is the quick suite's choice and its reason is there.
 DEFAULT_SEEDS = 3
@@ -43,20 +43,27 @@ class Suite:
     source: str
     tasks: tuple[TaskConfig, ...]
     regularizers: tuple[RegularizerSetting, ...]
-    keep_rates: tuple[float, ...]
+    keep_rates: tuple[float | tuple[float, ...], ...]  # a rate for all hidden layers, or one per layer
     input_keep_rates: tuple[float, ...]
     dropouts: tuple[str, ...]
     seeds: tuple[int, ...]
+    train_sizes: tuple[int, ...] = (0,)  # 0: the whole training split
+    mc_samples: int = 0
     # What a task named only on the command line (`--task wine`) is trained with.
     task_defaults: TaskConfig = field(repr=False, default=None)  # type: ignore[assignment]
-    strengths: dict[str, float] = field(repr=False, default_factory=dict)
+    sweeps: dict[str, tuple[float, ...]] = field(repr=False, default_factory=dict)
+    kl_target: float = 0.05
 
     def cells(self) -> list[Cell]:
-        """The grid in a stable order: task, regularizer, keep rate, input keep rate, dropout, seed."""
-        grid = itertools.product(
-            self.tasks, self.regularizers, self.keep_rates, self.input_keep_rates, self.dropouts, self.seeds
-        )
-        return [Cell(self.name, *combo) for combo in grid]
+        """The grid in a stable order: task, regularizer, keep rate, input keep rate, dropout, size, seed."""
+        cells = []
+        for task, reg, keep, input_keep, dropout, size, seed in itertools.product(
+            self.tasks, self.regularizers, self.keep_rates, self.input_keep_rates, self.dropouts,
+            self.train_sizes, self.seeds,
+        ):  # fmt: skip
+            check_combination(task, keep, dropout, self.source)
+            cells.append(Cell(self.name, task, reg, keep, input_keep, dropout, seed, size, self.mc_samples))
+        return cells
 
     def describe(self) -> dict[str, object]:
         """A JSON-ready account of the resolved suite, for the run's metadata."""
@@ -72,9 +79,11 @@ class Suite:
                 for t in self.tasks
             ],
             "regularizers": [{"name": r.name, "strength": r.strength_label} for r in self.regularizers],
-            "keep_rates": list(self.keep_rates),
+            "keep_rates": [list(k) if isinstance(k, tuple) else k for k in self.keep_rates],
             "input_keep_rates": list(self.input_keep_rates),
             "dropout": list(self.dropouts),
+            "train_sizes": list(self.train_sizes),
+            "mc_samples": self.mc_samples,
             "seeds": list(self.seeds),
         }  # fmt: skip
 
@@ -89,6 +98,9 @@ class Overrides:
     regularizers: tuple[str, ...] | None = None
     seeds: int | None = None
     epochs: int | None = None
+    dropouts: tuple[str, ...] | None = None
+    train_sizes: tuple[int, ...] | None = None
+    mc_samples: int | None = None
 
 
 # ---------------------------------------------------------------- finding a suite
@@ -180,6 +192,42 @@ def _dropouts(value: object, where: str) -> tuple[str, ...]:
     return kinds
 
 
+def _grid_keep_rates(values: object, where: str) -> tuple[float | tuple[float, ...], ...]:
+    """Keep rates of the grid: each a number (every hidden layer) or a list (one per hidden layer)."""
+    items = _list(values, where)
+    rates: list[float | tuple[float, ...]] = []
+    for item in items:
+        if isinstance(item, list):
+            rates.append(validate_keep_rates(item, where) if len(item) == 1 else tuple(
+                validate_keep_rates([v], where)[0] for v in item))  # fmt: skip
+        else:
+            rates.append(validate_keep_rates(item, where)[0])
+    if len(set(rates)) != len(rates):
+        raise UserError(f"{where}: a keep rate is listed twice")
+    numbers = sorted(r for r in rates if not isinstance(r, tuple))
+    return (*numbers, *(r for r in rates if isinstance(r, tuple)))
+
+
+def _train_sizes(value: object, where: str) -> tuple[int, ...]:
+    sizes = [_int(v, where, 1) for v in _list(value, where)]
+    if len(set(sizes)) != len(sizes):
+        raise UserError(f"{where}: a size is listed twice")
+    return tuple(sizes)
+
+
+def check_combination(task: TaskConfig, keep: float | tuple[float, ...], dropout: str, where: str) -> None:
+    """What a cell's model can do: per-layer rates match its layers; spatial needs conv maps; alpha, SELU."""
+    if isinstance(keep, tuple) and len(keep) != len(task.model.hidden):
+        raise UserError(
+            f"{where}: keep rates {list(keep)} name {len(keep)} layers but task '{task.name}' has "
+            f"{len(task.model.hidden)} hidden layers"
+        )
+    if dropout == "spatial" and task.model.kind != "cnn":
+        raise UserError(f"{where}: dropout 'spatial' drops conv channels; task '{task.name}' uses an mlp")
+    if dropout == "alpha" and task.model.kind != "mlp":
+        raise UserError(f"{where}: dropout 'alpha' is for SELU MLPs; task '{task.name}' uses a {task.model.kind}")
+
+
 def _seeds(value: object, where: str) -> tuple[int, ...]:
     if isinstance(value, int) and not isinstance(value, bool):
         return tuple(range(_int(value, where, 1)))
@@ -211,7 +259,10 @@ def _model(value: object, base: ModelConfig, where: str) -> ModelConfig:
         raise UserError(f"{where}.channels: a 'cnn' needs conv channels, e.g. channels = [32, 64, 128]")
     if kind == "mlp" and (channels or conv_keep[0] != 1.0):
         raise UserError(f"{where}: 'channels' and 'conv_keep' apply to kind = 'cnn' only")
-    return ModelConfig(kind=kind, hidden=hidden, channels=channels, conv_keep=conv_keep[0])
+    fixed_pn = table.get("fixed_pn", base.fixed_pn)
+    if not isinstance(fixed_pn, bool):
+        raise UserError(f"{where}.fixed_pn: expected true or false, got {fixed_pn!r}")
+    return ModelConfig(kind=kind, hidden=hidden, channels=channels, conv_keep=conv_keep[0], fixed_pn=fixed_pn)
 
 
 def _optimizer(value: object, base: OptimizerConfig, where: str) -> OptimizerConfig:
@@ -258,29 +309,55 @@ def _task_config(table: dict, defaults: TaskConfig, where: str) -> TaskConfig:
     )
 
 
-def _strengths(value: object, where: str) -> dict[str, float]:
-    strengths = {}
+def _strength_values(name: str, value: object, where: str) -> tuple[float, ...]:
+    """A number, a list of numbers, or { log = [low, high], num = n } (n values evenly spaced in log)."""
+    if isinstance(value, dict):
+        _check_keys(value, ("log", "num"), where)
+        bounds, num = value.get("log"), value.get("num")
+        if not (isinstance(bounds, list) and len(bounds) == 2):
+            raise UserError(f"{where}.log: expected [low, high], got {bounds!r}")
+        low, high = (validate_strength(name, b, f"{where}.log") for b in bounds)
+        count = _int(num, f"{where}.num", 2)
+        if low >= high:
+            raise UserError(f"{where}.log: low must be below high, got {bounds!r}")
+        values = [low * (high / low) ** (i / (count - 1)) for i in range(count)]
+        return tuple(float(f"{v:.6g}") for v in values)
+    values = tuple(validate_strength(name, v, where) for v in _list(value, where))
+    if len(set(values)) != len(values):
+        raise UserError(f"{where}: a strength is listed twice")
+    return values
+
+
+def _strengths(value: object, where: str) -> tuple[dict[str, tuple[float, ...]], float]:
+    """Swept strengths by regularizer name, and the kl-sparsity target ρ."""
+    sweeps, target = {}, 0.05
     for name, settings in _table(value, where).items():
         if name not in REGULARIZERS:
             raise UserError(f"{where}.{name}: unknown regularizer; known: {', '.join(REGULARIZERS)}")
         settings = _table(settings, f"{where}.{name}")
-        _check_keys(settings, REGULARIZER_KEYS, f"{where}.{name}")
+        _check_keys(settings, REGULARIZER_KEYS if name == "kl-sparsity" else ("strength",), f"{where}.{name}")
         if "strength" in settings:
             if name == "none":
                 raise UserError(f"{where}.none: 'none' takes no strength")
-            strengths[name] = validate_strength(name, settings["strength"], f"{where}.{name}.strength")
-    return strengths
+            sweeps[name] = _strength_values(name, settings["strength"], f"{where}.{name}.strength")
+        if "target" in settings:
+            target = _number(settings["target"], f"{where}.{name}.target")
+            if not 0 < target < 1:
+                raise UserError(f"{where}.{name}.target: ρ must be in (0, 1), got {target:g}")
+    return sweeps, target
 
 
-def _regularizers(names: object, strengths: dict[str, float], where: str) -> tuple[RegularizerSetting, ...]:
+def _regularizers(
+    names: object, sweeps: dict[str, tuple[float, ...]], kl_target: float, where: str
+) -> tuple[RegularizerSetting, ...]:
     specs = [_str(n, where) for n in _list(names, where)]
     settings = []
     for spec in specs:
         try:
-            settings.append(parse_regularizer(spec, strengths))
+            settings += expand_regularizer(spec, sweeps, kl_target=kl_target)
         except UserError as error:
             raise UserError(f"{where}: {error}") from None
-    if len({s.name for s in settings}) != len(settings):
+    if len({(s.name, s.strength_label) for s in settings}) != len(settings):
         raise UserError(f"{where}: a regularizer is listed twice")
     return tuple(settings)
 
@@ -298,7 +375,7 @@ def parse_suite(data: dict, source: str) -> Suite:
         batch_size=_int(data.get("batch_size", DEFAULT_BATCH_SIZE), f"{source}: batch_size", 1),
         epochs=_int(data.get("epochs", DEFAULT_EPOCHS), f"{source}: epochs", 1),
     )
-    strengths = _strengths(data.get("regularizer", {}), f"{source}: regularizer")
+    sweeps, kl_target = _strengths(data.get("regularizer", {}), f"{source}: regularizer")
     if "task" not in data:
         raise UserError(f"{source}: no [[task]] table; a suite needs at least one task")
     raw_tasks = data["task"]
@@ -313,13 +390,16 @@ def parse_suite(data: dict, source: str) -> Suite:
         description=_str(data.get("description", ""), f"{source}: description"),
         source=source,
         tasks=tasks,
-        regularizers=_regularizers(data.get("regularizers", ["none"]), strengths, f"{source}: regularizers"),
-        keep_rates=validate_keep_rates(data.get("keep_rates", list(DEFAULT_KEEP_RATES)), f"{source}: keep_rates"),
+        regularizers=_regularizers(data.get("regularizers", ["none"]), sweeps, kl_target, f"{source}: regularizers"),
+        keep_rates=_grid_keep_rates(data.get("keep_rates", list(DEFAULT_KEEP_RATES)), f"{source}: keep_rates"),
         input_keep_rates=validate_keep_rates(data.get("input_keep_rate", 1.0), f"{source}: input_keep_rate"),
         dropouts=_dropouts(data.get("dropout", "bernoulli"), f"{source}: dropout"),
         seeds=_seeds(data.get("seeds", DEFAULT_SEEDS), f"{source}: seeds"),
+        train_sizes=_train_sizes(data["train_size"], f"{source}: train_size") if "train_size" in data else (0,),
+        mc_samples=_int(data.get("mc_samples", 0), f"{source}: mc_samples", 0),
         task_defaults=defaults,
-        strengths=strengths,
+        sweeps=sweeps,
+        kl_target=kl_target,
     )  # fmt: skip
 
 
@@ -351,7 +431,13 @@ def apply_overrides(suite: Suite, overrides: Overrides) -> Suite:
     if overrides.input_keep_rates is not None:
         changes["input_keep_rates"] = validate_keep_rates(list(overrides.input_keep_rates), "--input-keep")
     if overrides.regularizers is not None:
-        changes["regularizers"] = _regularizers(list(overrides.regularizers), suite.strengths, "--reg")
+        changes["regularizers"] = _regularizers(list(overrides.regularizers), suite.sweeps, suite.kl_target, "--reg")
     if overrides.seeds is not None:
         changes["seeds"] = tuple(range(overrides.seeds))
+    if overrides.dropouts is not None:
+        changes["dropouts"] = _dropouts(list(overrides.dropouts), "--dropout")
+    if overrides.train_sizes is not None:
+        changes["train_sizes"] = _train_sizes(list(overrides.train_sizes), "--train-size")
+    if overrides.mc_samples is not None:
+        changes["mc_samples"] = overrides.mc_samples
     return replace(suite, **changes)

@@ -2,19 +2,24 @@
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from sklearn.model_selection import train_test_split
 from torch import nn
 
 from .config import Cell, OptimizerConfig
 from .data import TaskData
-from .models import build_model, count_parameters, init_parameters_
-from .regularizers import add_penalty_gradients_, apply_max_norm_
-from .seeding import make_generator
+from .errors import UserError
+from .models import Network, build_model, count_parameters, init_parameters_
+from .regularizers import add_penalty_gradients_, apply_max_norm_, apply_weight_decay_, kl_sparsity_penalty
+from .seeding import derive_seed, make_generator
+from .stats import expected_calibration_error
 
 EVAL_BATCH = 4096  # large batches under inference_mode: evaluation is cheap beside training
+ECE_BINS = 15  # equal-width confidence bins, the usual choice since Guo et al. 2017
 
 
 @dataclass(frozen=True)
@@ -40,9 +45,24 @@ class CellResult:
     val_acc: float = math.nan
     test_loss: float = math.nan
     test_acc: float = math.nan
+    test_nll: float = math.nan
+    test_ece: float = math.nan
+    test_acc_mc: float = math.nan
+    test_nll_mc: float = math.nan
+    test_ece_mc: float = math.nan
     fit_seconds: float = math.nan
     n_params: int = 0
     curves: list[EpochRecord] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Measured:
+    """A split measured once: mean loss, accuracy, and for classification NLL and ECE."""
+
+    loss: float
+    acc: float = math.nan
+    nll: float = math.nan
+    ece: float = math.nan
 
 
 def make_optimizer(config: OptimizerConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -52,53 +72,128 @@ def make_optimizer(config: OptimizerConfig, params: list[nn.Parameter]) -> torch
 
 
 def data_loss(
-    output: torch.Tensor, target: torch.Tensor, classification: bool, reduction: str = "mean"
+    output: torch.Tensor, target: torch.Tensor, classification: bool, reduction: str = "mean", smoothing: float = 0.0
 ) -> torch.Tensor:
-    """Cross-entropy for classes, MSE (on the standardized target) for regression."""
+    """Cross-entropy for classes (label smoothing only when asked), MSE on the standardized target."""
     if classification:
-        return F.cross_entropy(output, target, reduction=reduction)
+        return F.cross_entropy(output, target, reduction=reduction, label_smoothing=smoothing)
     return F.mse_loss(output.squeeze(-1), target, reduction=reduction)
 
 
-@torch.inference_mode()
-def evaluate(model: nn.Module, data: TaskData, which: str) -> tuple[float, float]:
-    """(mean loss, accuracy) over the whole split in eval mode; accuracy is NaN for regression.
+def _fsum(parts: list[torch.Tensor]) -> float:
+    # math.fsum is exactly rounded: the figure does not depend on how a parallel reduction was split.
+    return math.fsum(torch.cat(parts).double().tolist())
 
-    Per-example losses are summed with math.fsum (exactly rounded), so the figure does not depend on
-    how many threads a parallel reduction would have used.
-    """
+
+@torch.inference_mode()
+def measure(model: nn.Module, data: TaskData, which: str) -> Measured:
+    """The whole split in eval mode: mean loss (plain cross-entropy or MSE), accuracy, NLL, ECE."""
     x, y = data.split(which)
     was_training = model.training
     model.eval()
-    losses, correct = [], 0
+    losses, confidences, hits = [], [], []
     for start in range(0, len(y), EVAL_BATCH):
         out, target = model(data.inputs(x[start : start + EVAL_BATCH])), y[start : start + EVAL_BATCH]
         losses.append(data_loss(out, target, data.classification, reduction="none"))
         if data.classification:
-            correct += int((out.argmax(dim=1) == target).sum())
+            confidence, predicted = out.softmax(dim=1).max(dim=1)
+            confidences.append(confidence)
+            hits.append(predicted == target)
     model.train(was_training)
-    loss = math.fsum(torch.cat(losses).double().tolist()) / len(y)
-    return loss, (correct / len(y) if data.classification else math.nan)
+    loss = _fsum(losses) / len(y)
+    if not data.classification:
+        return Measured(loss)
+    correct = torch.cat(hits)
+    ece = expected_calibration_error(torch.cat(confidences).tolist(), correct.tolist(), bins=ECE_BINS)
+    return Measured(loss, int(correct.sum()) / len(y), loss, ece)
+
+
+def evaluate(model: nn.Module, data: TaskData, which: str) -> tuple[float, float]:
+    """(mean loss, accuracy) of a split in eval mode; accuracy is NaN for regression."""
+    measured = measure(model, data, which)
+    return measured.loss, measured.acc
+
+
+@torch.inference_mode()
+def measure_mc(model: Network, data: TaskData, passes: int, generator: torch.Generator) -> Measured:
+    """MC dropout on the test split: the mean of `passes` stochastic forward passes' probabilities."""
+    x, y = data.x_test, data.y_test
+    model.set_generator(generator)
+    model.train()
+    probabilities = torch.zeros(len(y), data.n_outputs, dtype=torch.float64)
+    for _ in range(passes):
+        for start in range(0, len(y), EVAL_BATCH):
+            out = model(data.inputs(x[start : start + EVAL_BATCH]))
+            probabilities[start : start + EVAL_BATCH] += out.softmax(dim=1).double()
+    model.eval()
+    probabilities /= passes
+    confidence, predicted = probabilities.max(dim=1)
+    correct = predicted == y
+    nll = -math.fsum(probabilities[torch.arange(len(y)), y].clamp_min(1e-12).log().tolist()) / len(y)
+    ece = expected_calibration_error(confidence.tolist(), correct.tolist(), bins=ECE_BINS)
+    return Measured(nll, int(correct.sum()) / len(y), nll, ece)
+
+
+def subsample_training(data: TaskData, size: int) -> TaskData:
+    """A stratified subsample of the training split, the same for every cell of this task and size."""
+    n = len(data.y_train)
+    if size >= n:
+        raise UserError(f"train_size {size} is not below the {n} training rows of task '{data.name}'")
+    stratify = data.y_train.numpy() if data.classification else None
+    idx, _ = train_test_split(
+        np.arange(n),
+        train_size=size,
+        stratify=stratify,
+        random_state=derive_seed(data.name, "train_size", size) % 2**32,
+    )
+    idx = torch.as_tensor(np.sort(idx))
+    return replace(data, x_train=data.x_train[idx], y_train=data.y_train[idx])
+
+
+class _Mixup:
+    """Convex mixes of example pairs (Zhang et al. 2018): λ ~ Beta(α, α) per batch, from the cell's streams."""
+
+    def __init__(self, alpha: float, cell_id: str) -> None:
+        self.alpha = alpha
+        self.rng = np.random.default_rng(derive_seed(cell_id, "mixup"))
+        self.generator = make_generator(cell_id, "mixup-pairs")
+
+    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        lam = float(self.rng.beta(self.alpha, self.alpha))
+        partner = torch.randperm(len(x), generator=self.generator)
+        return lam * x + (1 - lam) * x[partner], partner, lam
 
 
 def _train_one_epoch(
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    cell: Cell,
-    data: TaskData,
-    order: torch.Generator,
-) -> float:
+    model: Network, optimizer: torch.optim.Optimizer, cell: Cell, data: TaskData, order: torch.Generator,
+    mixup: _Mixup | None,
+) -> float:  # fmt: skip
     x, y = data.x_train, data.y_train
     n, batch = len(y), cell.task.batch_size
     setting = cell.regularizer
+    lr, smoothing = cell.task.optimizer.lr, setting.label_smoothing
     penalized, constrained = model.penalized_weights(), model.max_norm_weights()
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     model.train()
     for idx in torch.randperm(n, generator=order, device=x.device).split(batch):
-        loss = data_loss(model(data.inputs(x[idx])), y[idx], data.classification)
+        inputs, target = data.inputs(x[idx]), y[idx]
+        if mixup is not None:
+            inputs, partner, lam = mixup(inputs)
+            out = model(inputs)
+            loss = lam * data_loss(out, target, data.classification, smoothing=smoothing) + (1 - lam) * data_loss(
+                out, target[partner], data.classification, smoothing=smoothing
+            )
+        else:
+            out = model(inputs)
+            loss = data_loss(out, target, data.classification, smoothing=smoothing)
+        objective = loss
+        if setting.kl_sparsity:
+            objective = loss + kl_sparsity_penalty(model.activations, setting.kl_target, setting.kl_sparsity)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        objective.backward()
         add_penalty_gradients_(penalized, setting)
+        if setting.weight_decay:
+            apply_weight_decay_(penalized, lr, setting.weight_decay)  # before the step, as AdamW does
         optimizer.step()
         if setting.max_norm is not None:
             apply_max_norm_(constrained, setting.max_norm)
@@ -108,38 +203,50 @@ def _train_one_epoch(
 
 def fit_cell(cell: Cell, data: TaskData) -> CellResult:
     """Train one cell and measure train/val/test in eval mode (on the best weights under early stopping)."""
+    if cell.train_size:
+        data = subsample_training(data, cell.train_size)
     model, result = train_model(cell, data)
     measure_(result, model, data)
+    if cell.mc_samples and data.classification:
+        mc = measure_mc(model, data, cell.mc_samples, make_generator(cell.cell_id, "mc-dropout"))
+        result.test_acc_mc, result.test_nll_mc, result.test_ece_mc = mc.acc, mc.nll, mc.ece
     return result
 
 
 def measure_(result: CellResult, model: nn.Module, data: TaskData) -> None:
     """Fill the final figures: each split whole, in eval mode, so no dropout noise enters a gap."""
-    result.train_loss, result.train_acc = evaluate(model, data, "train")
-    result.val_loss, result.val_acc = evaluate(model, data, "val")
-    result.test_loss, result.test_acc = evaluate(model, data, "test")
+    train, val, test = (measure(model, data, which) for which in ("train", "val", "test"))
+    result.train_loss, result.train_acc = train.loss, train.acc
+    result.val_loss, result.val_acc = val.loss, val.acc
+    result.test_loss, result.test_acc, result.test_nll, result.test_ece = test.loss, test.acc, test.nll, test.ece
 
 
-def train_model(cell: Cell, data: TaskData) -> tuple[nn.Module, CellResult]:
+def train_model(cell: Cell, data: TaskData) -> tuple[Network, CellResult]:
     """Train one cell; returns the model (best weights under early stopping) and its curves so far.
 
     Random streams: initialization and batch order from (task, seed), shared by every cell that
     differs only in regularizer or keep rate (common random numbers); masks from the whole cell.
     """
+    setting = cell.regularizer
+    if setting.label_smoothing and not data.classification:
+        raise UserError(f"label-smoothing needs a classification task; '{data.name}' is a regression")
     init = make_generator(cell.task.name, cell.seed, "init")
     order = make_generator(cell.task.name, cell.seed, "order")
     masks = make_generator(cell.cell_id, "masks")
-    model = build_model(cell.task.model, data.input_shape, data.n_outputs, cell.keep_rate, cell.input_keep_rate)
+    model = build_model(cell.task.model, data.input_shape, data.n_outputs, cell.layer_keep_rates,
+                        cell.input_keep_rate, cell.dropout)  # fmt: skip
     init_parameters_(model, init)
     model.set_generator(masks)
+    model.record = bool(setting.kl_sparsity)
     optimizer = make_optimizer(cell.task.optimizer, list(model.parameters()))
-    patience = cell.regularizer.patience
+    mixup = _Mixup(setting.mixup, cell.cell_id) if setting.mixup else None
+    patience = setting.patience
 
     result = CellResult(status="ok", n_params=count_parameters(model))
     best_loss, best_state = math.inf, None
     started = time.perf_counter()
     for epoch in range(1, cell.task.epochs + 1):
-        fit_loss = _train_one_epoch(model, optimizer, cell, data, order)
+        fit_loss = _train_one_epoch(model, optimizer, cell, data, order, mixup)
         val_loss, val_acc = evaluate(model, data, "val")
         result.curves.append(EpochRecord(epoch, fit_loss, val_loss, val_acc))
         result.epochs_run = epoch
@@ -154,5 +261,6 @@ def train_model(cell: Cell, data: TaskData) -> tuple[nn.Module, CellResult]:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
+    model.record = False
     result.fit_seconds = time.perf_counter() - started
     return model, result

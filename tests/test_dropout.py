@@ -96,7 +96,7 @@ def test_masks_are_reproducible_from_the_generator_seed():
 
 
 def test_mlp_drops_inputs_and_hidden_units_at_their_own_rates():
-    model = MLP(100, (200,), 3, keep=0.5, input_keep=0.8)
+    model = MLP(100, (200,), 3, (0.5,), 0.8)
     init_parameters_(model, gen(9))
     model.set_generator(gen(10))
     seen = {}

@@ -51,7 +51,7 @@ def test_cifar10_trains_a_conv_net_step(shared_data):
 
     data = load_task_data("cifar10")
     assert data.sizes() == (45000, 5000, 10000) and data.input_shape == (3, 32, 32)
-    model = build_model(ModelConfig("cnn", (64,), (8, 16), conv_keep=0.8), data.input_shape, 10, 0.5, 1.0)
+    model = build_model(ModelConfig("cnn", (64,), (8, 16), conv_keep=0.8), data.input_shape, 10, (0.5,), 1.0)
     init_parameters_(model, torch.Generator().manual_seed(0))
     model.set_generator(torch.Generator().manual_seed(1))
     out = model(data.inputs(data.x_train[:32]))

@@ -7,7 +7,7 @@ from dropbench.regularizers import REGULARIZERS, add_penalty_gradients_, apply_m
 
 
 def model_and_batch(seed=0):
-    model = MLP(8, (16, 16), 3, keep=1.0, input_keep=1.0)
+    model = MLP(8, (16, 16), 3, (1.0, 1.0), 1.0)
     init_parameters_(model, torch.Generator().manual_seed(seed))
     g = torch.Generator().manual_seed(seed + 1)
     return model, torch.randn(32, 8, generator=g), torch.randint(0, 3, (32,), generator=g)

@@ -1,0 +1,274 @@
+"""Run cells as Ray tasks: on a Ray instance started for the run on this machine, or on a cluster.
+
+Each cell is one Ray task asking for `cpus_per_cell` CPUs (its torch thread count) and `gpus_per_cell`
+GPUs (fractions allowed). A worker process that dies mid-cell (killed, out of memory, its node lost) is
+retried by Ray up to `max_retries` times; a cell that still cannot finish is written as a failed row and
+the run goes on. An exception in training is a failed row already (`fit_safely`), so exceptions are
+never retried; bad data (UserError) stops the run, as it does locally. Results stream back as cells
+finish and the driver stays the only writer, so resume, shards and merge work as with the local
+executors; a cell's figures do not depend on where it ran.
+
+How data travels. The driver has already made every task's files present and verified (`run_suite`
+calls `prepare_task`). A worker first loads a task from its own node (`load_task_data`, with
+DROPBENCH_OFFLINE=1 so a worker never downloads; DROPBENCH_DATA is the driver's, passed as an argument
+because workers on other nodes do not inherit the driver's environment) and keeps it for every later
+cell of that task in that process. Where the node lacks the files (that load raises UserError), the
+worker uses the driver's copy: on a cluster the driver loads each task of the run once and puts its
+`TaskData` into the object store once (`ray.put`, when the first cell of that task is submitted), and
+every cell of that task gets the ObjectRef wrapped in a list, so Ray does not resolve it before the
+task starts and a worker fetches it only when it needs it. Ray moves an object to a node at most once
+and a worker deserializes it once per task. On a Ray instance started for the run every worker shares
+the driver's disk, so nothing is put in the object store there.
+
+Ray is an optional dependency (`pip install 'dropbench[ray]'`), imported only when this executor is
+made.
+"""
+
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .config import Cell
+from .data import TaskData, load_task_data
+from .data.fetch import DATA_ENV, OFFLINE_ENV
+from .errors import UserError
+from .executors import Finished, fit_safely, usable_cores
+from .provenance import package_version, utc_now
+from .train import CellResult, fit_cell
+
+INSTALL_HINT = "--executor ray needs Ray: pip install 'dropbench[ray]'"
+
+# TEST HOOK, unset in normal use: tests/test_ray.py sets these to kill a Ray worker in the middle of a
+# cell. With KILL_ONCE naming a file that does not exist yet, the first cell to create it writes its
+# cell_id there and kills its own worker process before fitting (so Ray retries it, once); with
+# KILL_ALWAYS=1 as well, every attempt of that cell is killed (so it fails after max_retries).
+TEST_KILL_ONCE_ENV = "DROPBENCH_TEST_RAY_KILL_ONCE"
+TEST_KILL_ALWAYS_ENV = "DROPBENCH_TEST_RAY_KILL_ALWAYS"
+
+
+def import_ray() -> Any:
+    """The ray module, or a UserError that says how to install it."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError(INSTALL_HINT) from None
+    return ray
+
+
+# ---------------------------------------------------------------- in the worker
+
+# Tasks whose data this worker process got from the driver (its node lacks the files): loaded once.
+_driver_copies: dict[str, TaskData] = {}
+
+
+def _test_kill_hook(cell: Cell, marker: str | None, always: bool) -> None:
+    """TEST HOOK (see TEST_KILL_ONCE_ENV): does nothing unless a test passed a marker path."""
+    if not marker:
+        return
+    try:
+        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        if not (always and Path(marker).read_text() == cell.cell_id):
+            return
+    else:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(cell.cell_id)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _driver_data(name: str, driver_copy: list) -> TaskData | None:
+    """None when this node has the task's files (fit_safely then loads them from the process cache);
+    otherwise the driver's copy from the object store. UserError when neither is there."""
+    if name in _driver_copies:
+        return _driver_copies[name]
+    try:
+        load_task_data(name)
+        return None
+    except UserError:
+        if driver_copy[0] is None:  # a Ray instance of our own: same disk as the driver, so a real error
+            raise
+    import ray
+
+    _driver_copies[name] = ray.get(driver_copy[0])
+    return _driver_copies[name]
+
+
+def _fit_with(cell: Cell, data: TaskData) -> CellResult:
+    """fit_safely on data handed in: an exception is a failed cell, bad data (UserError) stops the run."""
+    try:
+        return fit_cell(cell, data)
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - as fit_safely: one cell's failure is recorded, the run goes on
+        return CellResult(status="failed", error=f"{type(error).__name__}: {error}")
+
+
+def _fit_remote(
+    cell: Cell, driver_copy: list, data_env: str | None, threads: int, kill_hook: tuple[str | None, bool]
+) -> tuple[CellResult, str, dict[str, str]]:
+    """The body of a cell's Ray task: (result, started_at, the worker's versions)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    if data_env is None:
+        os.environ.pop(DATA_ENV, None)
+    else:
+        os.environ[DATA_ENV] = data_env
+    os.environ[OFFLINE_ENV] = "1"  # the driver prepared the files; a worker reads, never downloads
+    _test_kill_hook(cell, *kill_hook)
+    started_at = utc_now()
+    data = _driver_data(cell.task.name, driver_copy)
+    result = fit_safely(cell) if data is None else _fit_with(cell, data)
+    return result, started_at, _versions()
+
+
+def _versions() -> dict[str, str]:
+    import torch
+
+    # The release only: a CUDA build on a GPU node ("2.13.0+cu126") runs the same torch as the driver's CPU one.
+    return {"dropbench": package_version("dropbench"), "torch": torch.__version__.split("+")[0]}
+
+
+# ---------------------------------------------------------------- in the driver
+
+
+def _failed(error: BaseException) -> CellResult:
+    lines = str(error).strip().splitlines()
+    return CellResult(status="failed", error=f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": "))
+
+
+class RayExecutor:
+    """Fit each cell as a Ray task on a local Ray instance (address None) or an existing cluster.
+
+    `address`: None starts a Ray instance on this machine for the run and stops it afterwards;
+    "auto", "HOST:PORT" or "ray://HOST:10001" connect to a running cluster, which is left running
+    (this driver only disconnects). If this process is already connected to Ray (ray.init was called
+    by the caller), that connection is used and left as it is.
+    """
+
+    name = "ray"
+
+    def __init__(
+        self, address: str | None = None, cpus_per_cell: int = 1, gpus_per_cell: float = 0.0, max_retries: int = 2
+    ) -> None:
+        import_ray()  # fail now, before a run starts, when Ray is missing
+        if cpus_per_cell < 1:
+            raise UserError(f"--cpus-per-cell must be at least 1, not {cpus_per_cell}")
+        if gpus_per_cell < 0:
+            raise UserError(f"--gpus-per-cell must not be negative, not {gpus_per_cell}")
+        if max_retries < 0:
+            raise UserError(f"max_retries must not be negative, not {max_retries}")
+        self.address = address
+        self.threads = cpus_per_cell
+        self.gpus_per_cell = gpus_per_cell
+        self.max_retries = max_retries
+        # Cells at once: a guess until connected (this machine's cores), then from the cluster's nodes.
+        self.jobs = max(1, usable_cores() // cpus_per_cell)
+
+    # -- connecting
+
+    def _connect(self, ray: Any) -> str:
+        """'started' (a Ray instance of our own), 'connected' (a cluster) or 'reused' (the caller's)."""
+        if ray.is_initialized():
+            return "reused"
+        quiet = {"log_to_driver": False, "logging_level": logging.ERROR}
+        if self.address is None:
+            cores = usable_cores()
+            if self.threads > cores:
+                raise UserError(f"--cpus-per-cell {self.threads} is more than this machine's {cores} usable cores")
+            # Ray sends usage statistics unless told not to; a benchmark run should not, unless the user asked.
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            ray.init(num_cpus=cores, include_dashboard=False, **quiet)
+            return "started"
+        try:
+            if self.address.startswith("ray://"):
+                ray.init(address=self.address)  # Ray Client: other init arguments would go to the server
+            else:
+                ray.init(address=self.address, **quiet)
+        except (ConnectionError, RuntimeError, ValueError) as error:
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise UserError(f"cannot connect to the Ray cluster at {self.address}: {first}") from None
+        return "connected"
+
+    def _capacity(self, ray: Any) -> int:
+        """How many cells the live nodes can run at once."""
+        total = 0
+        for node in ray.nodes():
+            if not node.get("Alive", False):
+                continue
+            resources = node.get("Resources", {})
+            fits = int(resources.get("CPU", 0) // self.threads)
+            if self.gpus_per_cell > 0:
+                fits = min(fits, int(resources.get("GPU", 0) / self.gpus_per_cell + 1e-9))
+            total += fits
+        return total
+
+    # -- running
+
+    def run(self, cells: Sequence[Cell]) -> Iterator[Finished]:
+        if not cells:
+            return
+        ray = import_ray()
+        mode = self._connect(ray)
+        pending: dict[Any, Cell] = {}
+        try:
+            capacity = self._capacity(ray)
+            if capacity == 0 and mode == "started":
+                gpus = f" and {self.gpus_per_cell:g} GPU" if self.gpus_per_cell else ""
+                raise UserError(f"this machine cannot run a cell of {self.threads} CPU{gpus}: too few CPUs or no GPU")
+            # On a cluster a node may join later (autoscaling): keep a guess of 1 rather than refuse.
+            self.jobs = max(1, capacity)
+            fit = ray.remote(_fit_remote).options(
+                num_cpus=self.threads,
+                num_gpus=self.gpus_per_cell,
+                max_retries=self.max_retries,
+                retry_exceptions=False,
+                name="dropbench-cell",
+            )
+            data_env = os.environ.get(DATA_ENV)
+            if data_env:
+                data_env = str(Path(data_env).expanduser().resolve())  # workers do not share our cwd
+            kill_hook = (os.environ.get(TEST_KILL_ONCE_ENV) or None, os.environ.get(TEST_KILL_ALWAYS_ENV) == "1")
+            copies: dict[str, list] = {}
+            for cell in cells:
+                task = cell.task.name
+                if task not in copies:  # once per task of the run; only a cluster needs the driver's copy
+                    copies[task] = [ray.put(load_task_data(task)) if mode != "started" else None]
+                pending[fit.remote(cell, copies[task], data_env, self.threads, kill_hook)] = cell
+            ours = _versions()
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)  # a timeout keeps Ctrl-C prompt
+                for ref in done:
+                    cell = pending.pop(ref)
+                    result, started_at = self._outcome(ray, ref, ours)
+                    yield cell, result, started_at
+        finally:
+            # Normal end: nothing pending. An error, a UserError from a cell, Ctrl-C or a consumer that
+            # stopped early: stop the running cells now and drop the queued ones (they rerun on resume).
+            for ref in pending:
+                with contextlib.suppress(Exception):  # already finished, or its node is gone: nothing to stop
+                    ray.cancel(ref, force=True)
+            if mode != "reused":
+                ray.shutdown()  # stops a Ray instance we started; from a cluster it only disconnects
+
+    def _outcome(self, ray: Any, ref: Any, ours: dict[str, str]) -> tuple[CellResult, str]:
+        """A finished task's (result, started_at); a system failure after retries is a failed cell."""
+        try:
+            result, started_at, theirs = ray.get(ref)
+        except ray.exceptions.RayTaskError as error:  # an exception escaped the task: not retried
+            cause = getattr(error, "cause", None)
+            if isinstance(cause, UserError):
+                raise cause from None
+            return _failed(cause if isinstance(cause, BaseException) else error), utc_now()
+        except ray.exceptions.RayError as error:  # worker crashed, node died, object lost, cancelled
+            return _failed(error), utc_now()
+        if theirs != ours:
+            raise UserError(
+                f"a Ray worker runs dropbench {theirs['dropbench']} with torch {theirs['torch']}, the driver "
+                f"dropbench {ours['dropbench']} with torch {ours['torch']}: install the same versions on every node"
+            )
+        return result, started_at

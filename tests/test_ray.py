@@ -1,0 +1,137 @@
+"""The Ray executor: same figures as a local run, a killed worker retried, a dying cell failed, Ray missing."""
+
+import sys
+import time
+
+import pandas as pd
+import pytest
+from conftest import make_cell
+
+ray = pytest.importorskip("ray")
+
+from dropbench import ray_executor  # noqa: E402 - only once Ray is known to be there
+from dropbench.data import load_task_data  # noqa: E402
+from dropbench.errors import UserError  # noqa: E402
+from dropbench.executors import LocalExecutor  # noqa: E402
+from dropbench.merge import CIRCUMSTANCE_COLUMNS  # noqa: E402
+from dropbench.ray_executor import RayExecutor  # noqa: E402
+from dropbench.runner import run_suite  # noqa: E402
+from dropbench.suite import Overrides, apply_overrides, load_suite  # noqa: E402
+from dropbench.train import fit_cell  # noqa: E402
+
+GRID = Overrides(tasks=("wine", "breast-cancer"), keep_rates=(0.5, 1.0), regularizers=("none", "l2"), seeds=2, epochs=3)
+CELLS = 2 * 2 * 2 * 2
+
+
+def figures(path):
+    frame = pd.read_csv(path).drop(columns=sorted(CIRCUMSTANCE_COLUMNS))
+    return frame.set_index("cell_id").sort_index()
+
+
+@pytest.fixture(scope="module")
+def suite():
+    return apply_overrides(load_suite("quick"), GRID)
+
+
+@pytest.fixture(scope="module")
+def reference(suite, tmp_path_factory):
+    out = tmp_path_factory.mktemp("local") / "local.csv"
+    run_suite(suite, out, executor=LocalExecutor(threads=1))
+    return figures(out)
+
+
+@pytest.fixture(scope="module")
+def shared_ray():
+    """One small Ray instance for the tests after the first; RayExecutor uses a connection it finds."""
+    assert not ray.is_initialized()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+
+
+def test_a_ray_run_of_its_own_gives_the_local_figures(suite, reference, tmp_path, monkeypatch):
+    # First in the file, before `shared_ray`: this run starts a Ray instance of its own and stops it.
+    monkeypatch.setattr(ray_executor, "usable_cores", lambda: 2)
+    executor = RayExecutor(cpus_per_cell=1)
+    assert (executor.name, executor.threads, executor.jobs) == ("ray", 1, 2)
+    out = tmp_path / "ray.csv"
+    summary = run_suite(suite, out, executor=executor)
+    assert not ray.is_initialized()  # the instance it started is shut down
+    frame = pd.read_csv(out)
+    assert len(frame) == CELLS and frame["cell_id"].is_unique and (frame["status"] == "ok").all()
+    assert summary.counts["ok"] == CELLS and executor.jobs == 2
+    pd.testing.assert_frame_equal(figures(out), reference)
+
+
+def test_a_worker_killed_mid_cell_is_retried_and_the_file_ends_complete(
+    suite, reference, tmp_path, monkeypatch, shared_ray
+):
+    marker = tmp_path / "killed"
+    monkeypatch.setenv("DROPBENCH_TEST_RAY_KILL_ONCE", str(marker))
+    out = tmp_path / "ray.csv"
+    run_suite(suite, out, executor=RayExecutor(cpus_per_cell=1, max_retries=2))
+    assert marker.read_text()  # the hook fired: this cell's worker was killed once
+    frame = pd.read_csv(out)
+    assert len(frame) == CELLS and frame["cell_id"].is_unique and (frame["status"] == "ok").all()
+    assert marker.read_text() in set(frame["cell_id"])
+    pd.testing.assert_frame_equal(figures(out), reference)
+    assert ray.is_initialized()  # a connection it found is left as it was
+
+
+def test_a_cell_that_keeps_dying_is_failed_after_its_retries_and_the_run_goes_on(
+    suite, reference, tmp_path, monkeypatch, shared_ray
+):
+    marker = tmp_path / "killed"
+    monkeypatch.setenv("DROPBENCH_TEST_RAY_KILL_ONCE", str(marker))
+    monkeypatch.setenv("DROPBENCH_TEST_RAY_KILL_ALWAYS", "1")
+    out = tmp_path / "ray.csv"
+    started = time.perf_counter()
+    summary = run_suite(suite, out, executor=RayExecutor(max_retries=1))
+    assert time.perf_counter() - started < 20
+    frame = pd.read_csv(out, keep_default_na=False).set_index("cell_id")
+    victim = marker.read_text()
+    assert len(frame) == CELLS and summary.counts == {"ok": CELLS - 1, "failed": 1}
+    assert frame.loc[victim, "status"] == "failed"
+    assert frame.loc[victim, "error"].startswith("WorkerCrashedError: ")
+    ok = frame.drop(index=victim).reset_index()
+    ok.to_csv(tmp_path / "ok.csv", index=False)
+    pd.testing.assert_frame_equal(figures(tmp_path / "ok.csv"), reference.drop(index=victim))
+
+
+def test_a_user_error_in_a_task_reaches_the_caller_unwrapped(shared_ray):
+    def bad_data():
+        raise UserError("wine: the data is bad")
+
+    ref = ray.remote(bad_data).options(max_retries=0, retry_exceptions=False).remote()
+    executor = RayExecutor()
+    with pytest.raises(UserError, match="^wine: the data is bad$") as caught:
+        executor._outcome(ray, ref, ray_executor._versions())
+    assert type(caught.value) is UserError
+
+
+def test_a_worker_without_the_files_uses_the_drivers_copy(monkeypatch, shared_ray):
+    cell = make_cell(task="wine", keep=0.5, epochs=2)
+    data = load_task_data("wine")
+    copy = [ray.put(data)]
+
+    def missing(name):
+        raise UserError(f"{name}: not found")
+
+    monkeypatch.setattr(ray_executor, "load_task_data", missing)
+    monkeypatch.setattr(ray_executor, "_driver_copies", {})
+    monkeypatch.setenv("DROPBENCH_OFFLINE", "0")  # the task body sets both; monkeypatch restores them
+    monkeypatch.delenv("DROPBENCH_DATA", raising=False)
+    result, started_at, _ = ray_executor._fit_remote(cell, copy, None, 1, (None, False))
+    expected = fit_cell(cell, data)
+    assert (result.status, result.test_loss, result.curves) == ("ok", expected.test_loss, expected.curves)
+    assert started_at.endswith("Z") and ray_executor._driver_copies["wine"] is not data  # fetched from the store
+    with pytest.raises(UserError, match="not found"):  # no driver's copy (a Ray instance of our own)
+        ray_executor._driver_data("breast-cancer", [None])
+
+
+def test_without_ray_a_user_error_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with pytest.raises(UserError, match=r"pip install 'dropbench\[ray\]'"):
+        RayExecutor()
+    with pytest.raises(UserError, match="needs Ray"):
+        ray_executor.import_ray()
