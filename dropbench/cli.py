@@ -24,9 +24,9 @@ EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 class CommaList(click.ParamType):
     """'a,b,c' -> ('a', 'b', 'c'); with `keep_rates`, floats each in (0, 1]."""
 
-    def __init__(self, keep_rates: bool = False) -> None:
-        self.keep_rates = keep_rates
-        self.name = "P,P,..." if keep_rates else "NAME,NAME,..."
+    def __init__(self, keep_rates: bool = False, integers: bool = False) -> None:
+        self.keep_rates, self.integers = keep_rates, integers
+        self.name = "P,P,..." if keep_rates else "N,N,..." if integers else "NAME,NAME,..."
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> tuple:
         if isinstance(value, tuple):
@@ -34,6 +34,14 @@ class CommaList(click.ParamType):
         items = [item.strip() for item in str(value).split(",") if item.strip()]
         if not items:
             self.fail("expected a comma-separated list", param, ctx)
+        if self.integers:
+            try:
+                numbers = tuple(int(item) for item in items)
+            except ValueError:
+                self.fail(f"{value!r} is not a list of whole numbers", param, ctx)
+            if min(numbers) < 1:
+                self.fail(f"{value!r}: sizes must be ≥ 1", param, ctx)
+            return numbers
         if not self.keep_rates:
             return tuple(items)
         try:
@@ -79,12 +87,48 @@ def data_options(command: Callable) -> Callable:
     )(command)  # fmt: skip
 
 
-@cli.command()
+# Shown under `run --help` without importing torch; tests/test_catalogue.py keeps it equal to the registries.
+RUN_EPILOG = """\b
+Regularizers (--reg; combine with +, e.g. max-norm+early-stopping), strength and default:
+  none             -
+  l1               λ 1e-05         penalty λ·Σ|w| on weights
+  l2               λ 0.0001        penalty (λ/2)·Σw² on weights (= SGD weight_decay)
+  max-norm         c 3             each hidden unit's incoming weights rescaled to norm ≤ c
+  weight-decay     λ 0.01          decoupled decay w ← w·(1 − lr·λ) (AdamW-style)
+  kl-sparsity      β 0.001         β·Σ KL(ρ‖ρ̂) on hidden activations, ρ = 0.05
+  label-smoothing  ε 0.1           targets (1 − ε)·one-hot + ε/K
+  mixup            α 0.2           convex mixes of example pairs, λ ~ Beta(α, α)
+  early-stopping   patience 10     stop after that many epochs without a lower validation loss
+
+\b
+Dropout kinds (--dropout), all keyed by the keep rate p:
+  bernoulli    inverted dropout: x·m/p, m ~ Bernoulli(p) per unit and example
+  gaussian     multiplicative noise N(1, (1−p)/p)
+  dropconnect  Bernoulli mask on the weights of hidden layers (one mask per batch)
+  alpha        for SELU MLPs: keeps mean 0 and variance 1 (Klambauer et al. 2017)
+  spatial      whole channels of conv maps (cnn models)
+"""
+
+
+@cli.command(epilog=RUN_EPILOG)
 @click.argument("suite", required=False)
 @click.option("--task", "tasks", type=CommaList(), help="Run these tasks (from the suite or the registry).")
 @click.option("--keep", "keep_rates", type=CommaList(keep_rates=True), help="Hidden-unit keep rates, e.g. 0.5,1.0.")
 @click.option("--input-keep", "input_keep_rates", type=CommaList(keep_rates=True), help="Input keep rates.")
 @click.option("--reg", "regularizers", type=CommaList(), help="Regularizers, e.g. none,l2,max-norm+early-stopping.")
+@click.option(
+    "--dropout",
+    "dropouts",
+    type=CommaList(),
+    help="Dropout kinds: bernoulli, gaussian, dropconnect, alpha (SELU MLPs), spatial (conv nets).",
+)
+@click.option(
+    "--train-size",
+    "train_sizes",
+    type=CommaList(integers=True),
+    help="Training-set sizes (stratified subsamples of the training split), e.g. 100,1000.",
+)
+@click.option("--mc-samples", type=click.IntRange(min=0), help="MC dropout at evaluation: T stochastic passes.")
 @click.option("--seeds", type=click.IntRange(min=1), help="Number of seeds (0..N-1).")
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs for every task.")
 @click.option(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .errors import UserError
-from .report import CONFIG_COLUMNS, latest_rows
+from .report import CONFIG_COLUMNS, latest_rows, with_config_defaults
 from .stats import PAIRED_METHODS, holm, paired_difference
 
 HIGHER_IS_BETTER = ("test_acc", "val_acc", "train_acc")
@@ -43,8 +43,10 @@ class Comparison:
     regularizer: str
     strength: str
     keep_rate: float
+    layer_keep_rates: str
     input_keep_rate: float
     dropout: str
+    train_size: int
     n_pairs: int
     base_mean: float
     new_mean: float
@@ -80,13 +82,12 @@ class CompareResult:
 
 
 def _with_metric(frame: pd.DataFrame, metric: str, side: str) -> pd.DataFrame:
+    frame = with_config_defaults(frame)  # files of earlier schemas lack the newer configuration columns
     needed = {"cell_id", "seed", "status", *CONFIG_COLUMNS, "test_acc" if metric == "test_error" else metric}
     missing = sorted(needed - set(frame.columns))
     if missing:
         raise UserError(f"{side} results lack the columns {', '.join(missing)}")
-    frame = latest_rows(frame).copy()
-    # Text columns read from a CSV are '' when empty, built by hand they may be NaN: group them alike.
-    frame["strength"] = frame["strength"].fillna("")
+    frame = latest_rows(frame)
     values = 1.0 - frame["test_acc"].astype(float) if metric == "test_error" else frame[metric].astype(float)
     frame["_value"] = values
     return frame
@@ -172,7 +173,10 @@ def compare(
         if config["task"] not in measured:
             continue
         for column in CONFIG_COLUMNS:
-            config[column] = float(config[column]) if column.endswith("keep_rate") else str(config[column])
+            if column.endswith("keep_rate"):
+                config[column] = float(config[column])
+            else:
+                config[column] = int(config[column]) if column == "train_size" else str(config[column])
         test = paired_difference(finite["_value_base"].tolist(), finite["_value_new"].tolist(), method=method,
                                  confidence=1 - alpha)  # fmt: skip
         drafts.append(

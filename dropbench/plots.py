@@ -23,13 +23,13 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from .errors import UserError  # noqa: E402
-from .report import CONFIG_COLUMNS, latest_rows, summarize  # noqa: E402
+from .report import CONFIG_COLUMNS, latest_rows, summarize, with_config_defaults  # noqa: E402
 
 FORMATS = ("png", "svg")
 PNG_DPI = 150
 MAX_CURVES = 8
 # Settings that, when a task has several values of them, split a regularizer's line and name it in the label.
-SPLIT_COLUMNS = ("input_keep_rate", "dropout", "model")
+SPLIT_COLUMNS = ("layer_keep_rates", "input_keep_rate", "dropout", "train_size", "model")
 KEEP_LABEL = "keep rate p (hidden units)"
 BASELINE_LABEL = "baseline (none, keep 1.0)"
 
@@ -54,6 +54,10 @@ def _label(row: pd.Series, varying: Sequence[str]) -> str:
     """'l2 (0.0001)', then whatever else varies in the task: '· in 0.8', '· bernoulli', '· mlp-1024x2'."""
     strength = row["strength"] if isinstance(row["strength"], str) else ""
     label = row["regularizer"] + (f" ({strength})" if strength else "")
+    if "layer_keep_rates" in varying and row["layer_keep_rates"]:
+        label += f" · layers {row['layer_keep_rates']}"
+    if "train_size" in varying:
+        label += f" · n={row['train_size'] or 'all'}"
     if "input_keep_rate" in varying:
         label += f" · in {row['input_keep_rate']:g}"
     if "dropout" in varying:
@@ -204,7 +208,7 @@ def plot_learning_curves(epochs: pd.DataFrame, rows: pd.DataFrame, task: str) ->
     """Per configuration, the mean over its ok seeds of the training-mode loss (dashed) and the validation
     loss (solid) at each epoch, averaged over the cells that reached that epoch (early stopping ends cells
     at different epochs). At most 8 configurations: the baseline, then the best by mean test figure."""
-    rows = latest_rows(rows[rows["task"] == task])
+    rows = with_config_defaults(latest_rows(rows[rows["task"] == task]))
     if rows.empty:
         raise UserError(f"no results for task '{task}'")
     summary = _with_labels(summarize(rows))

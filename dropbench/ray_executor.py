@@ -50,6 +50,10 @@ TEST_KILL_ONCE_ENV = "DROPBENCH_TEST_RAY_KILL_ONCE"
 TEST_KILL_ALWAYS_ENV = "DROPBENCH_TEST_RAY_KILL_ALWAYS"
 
 
+# What ray.init (or we, before it) sets in this process's environment; put back when the run ends.
+_RAY_SETS_ENV = ("RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE")
+
+
 def import_ray() -> Any:
     """The ray module, or a UserError that says how to install it."""
     try:
@@ -190,8 +194,14 @@ class RayExecutor:
             else:
                 ray.init(address=self.address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as error:
-            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-            raise UserError(f"cannot connect to the Ray cluster at {self.address}: {first}") from None
+            while error.__cause__ is not None:  # Ray wraps the telling error (refused, auth token) in a vague one
+                error = error.__cause__
+            text = str(error).strip()
+            lines = text.splitlines() or [type(error).__name__]
+            telling = (
+                lines[-1] if "Traceback (most recent call last)" in text else lines[0]
+            )  # a nested error's last line
+            raise UserError(f"cannot connect to the Ray cluster at {self.address}: {telling.strip()}") from None
         return "connected"
 
     def _capacity(self, ray: Any) -> int:
@@ -213,9 +223,10 @@ class RayExecutor:
         if not cells:
             return
         ray = import_ray()
-        mode = self._connect(ray)
-        pending: dict[Any, Cell] = {}
+        saved_env = {key: os.environ.get(key) for key in _RAY_SETS_ENV}
+        mode, pending = "", dict[Any, Cell]()
         try:
+            mode = self._connect(ray)
             capacity = self._capacity(ray)
             if capacity == 0 and mode == "started":
                 gpus = f" and {self.gpus_per_cell:g} GPU" if self.gpus_per_cell else ""
@@ -252,8 +263,13 @@ class RayExecutor:
             for ref in pending:
                 with contextlib.suppress(Exception):  # already finished, or its node is gone: nothing to stop
                     ray.cancel(ref, force=True)
-            if mode != "reused":
+            if mode in ("started", "connected"):
                 ray.shutdown()  # stops a Ray instance we started; from a cluster it only disconnects
+            for key, value in saved_env.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
     def _outcome(self, ray: Any, ref: Any, ours: dict[str, str]) -> tuple[CellResult, str]:
         """A finished task's (result, started_at); a system failure after retries is a failed cell."""

@@ -15,7 +15,7 @@ BASELINE_MARK = "◆"
 BEST_MARK = "★"
 BETTER_MARK = "▲"
 WORSE_MARK = "▼"
-VARYING = ("input_keep_rate", "dropout", "model")
+VARYING = ("layer_keep_rates", "input_keep_rate", "dropout", "train_size", "model")
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,10 @@ def view_for(metric: str, classification: bool) -> MetricView:
 
 def row_label(row: pd.Series, varying: set[str]) -> str:
     label = row["regularizer"] + (f" {row['strength']}" if row["strength"] else "")
+    if "layer_keep_rates" in varying and row["layer_keep_rates"]:
+        label += f" · layers {row['layer_keep_rates']}"
+    if "train_size" in varying:
+        label += f" · n={row['train_size'] or 'all'}"
     if "input_keep_rate" in varying:
         label += f" · in {row['input_keep_rate']:g}"
     if "dropout" in varying:

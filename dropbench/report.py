@@ -5,9 +5,22 @@ import pandas as pd
 from .errors import UserError
 from .stats import holm, mean_ci, paired_difference
 
-CONFIG_COLUMNS = ("task", "model", "regularizer", "strength", "keep_rate", "input_keep_rate", "dropout")
+CONFIG_COLUMNS = (
+    "task", "model", "regularizer", "strength", "keep_rate", "layer_keep_rates", "input_keep_rate", "dropout",
+    "train_size",
+)  # fmt: skip
 SUMMARY_METRICS = ("gap_acc", "gap_loss", "test_acc", "test_loss", "train_acc", "train_loss", "fit_seconds")
-OPTIONAL_METRICS = ("test_error", "test_ece")  # summarized when the frame has them
+OPTIONAL_METRICS = ("test_error", "test_ece", "test_nll", "test_acc_mc", "test_nll_mc", "test_ece_mc")
+
+
+def with_config_defaults(frame: pd.DataFrame) -> pd.DataFrame:
+    """Configuration columns filled where empty (and present in files of earlier schemas)."""
+    frame = frame.copy()
+    frame["strength"] = frame["strength"].fillna("")
+    frame["layer_keep_rates"] = frame["layer_keep_rates"].fillna("") if "layer_keep_rates" in frame else ""
+    sizes = pd.to_numeric(frame["train_size"], errors="coerce") if "train_size" in frame else 0
+    frame["train_size"] = sizes.fillna(0).astype(int) if "train_size" in frame else 0
+    return frame
 
 
 def latest_rows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -16,7 +29,8 @@ def latest_rows(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def is_baseline(frame: pd.DataFrame) -> pd.Series:
-    """The baseline of a task: no regularizer and no dropout anywhere (keep rate 1.0, input 1.0)."""
+    """The baseline of a task: no regularizer and no dropout anywhere (keep rate 1.0, input 1.0); one per
+    model and training-set size, each configuration being compared with the baseline of its own."""
     return (frame["regularizer"] == "none") & (frame["keep_rate"] == 1.0) & (frame["input_keep_rate"] == 1.0)
 
 
@@ -36,8 +50,7 @@ def summarize(frame: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS) -
     """Per configuration: `n` ok cells, `not_ok` others, and `<metric>_mean/_sd/_ci` over the ok cells'
     seeds (`_ci` is the half-width of the 95% t-interval). Cells that failed or diverged are counted,
     not averaged."""
-    frame = latest_rows(frame).copy()
-    frame["strength"] = frame["strength"].fillna("")
+    frame = with_config_defaults(latest_rows(frame))
     if "test_acc" in frame:
         frame["test_error"] = 1.0 - frame["test_acc"]
     metrics = tuple(dict.fromkeys([*metrics, *(m for m in OPTIONAL_METRICS if m in frame)]))
@@ -47,7 +60,7 @@ def summarize(frame: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS) -
         record = dict(zip(CONFIG_COLUMNS, key))
         record.update(n=len(ok), not_ok=len(group) - len(ok), seeds=len(group))
         for metric in metrics:
-            estimate = mean_ci(ok[metric].astype(float).tolist())
+            estimate = mean_ci(pd.to_numeric(ok[metric], errors="coerce").astype(float).tolist())
             record.update({f"{metric}_mean": estimate.mean, f"{metric}_sd": estimate.sd,
                            f"{metric}_ci": estimate.half_width})  # fmt: skip
         records.append(record)
@@ -85,15 +98,17 @@ def baseline_tests(frame: pd.DataFrame, metric: str, *, method: str = "t", alpha
     by seed: delta = configuration − baseline with its CI, a paired test (t or Wilcoxon), p-values
     Holm-corrected across the task's configurations, and whether the change is a significant
     improvement or degradation of `metric`."""
-    frame = with_metric(latest_rows(frame), metric)
-    frame = frame[frame["status"] == "ok"].assign(strength=frame["strength"].fillna(""))
+    frame = with_metric(with_config_defaults(latest_rows(frame)), metric)
+    frame = frame[frame["status"] == "ok"]
     records = []
     for _, task_rows in frame.groupby("task", sort=False):
         base_rows = task_rows[is_baseline(task_rows)]
         task_records = []
         for key, group in task_rows.groupby(list(CONFIG_COLUMNS), sort=False, dropna=False):
             config = dict(zip(CONFIG_COLUMNS, key))
-            base = base_rows[base_rows["model"] == config["model"]]
+            base = base_rows[
+                (base_rows["model"] == config["model"]) & (base_rows["train_size"] == config["train_size"])
+            ]
             if base.empty or bool(is_baseline(group).all()):
                 continue
             base_by_seed = base.drop_duplicates("seed").set_index("seed")[metric]

@@ -24,7 +24,9 @@ from filelock import FileLock
 
 from .errors import UserError
 
-SCHEMA_VERSION = 2  # 2: provenance columns python/scikit-learn versions, host, cpu, threads
+# 2: provenance columns python/scikit-learn versions, host, cpu, threads
+# 3: layer_keep_rates, train_size, calibration (test_nll, test_ece) and MC dropout columns
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -38,9 +40,11 @@ class ResultRow:
     model: str
     regularizer: str
     strength: str
-    keep_rate: float
+    keep_rate: float  # the hidden keep rate; with per-layer rates, their mean (the rates in layer_keep_rates)
+    layer_keep_rates: str  # per-layer rates as "0.8/0.5", empty when one rate serves every layer
     input_keep_rate: float
     dropout: str
+    train_size: int  # 0: the whole training split; n: a stratified subsample of n rows of it
     seed: int
     # budget
     max_epochs: int
@@ -58,6 +62,12 @@ class ResultRow:
     test_acc: float
     gap_acc: float  # train_acc - test_acc
     gap_loss: float  # test_loss - train_loss
+    test_nll: float  # negative log-likelihood of the test labels (= test_loss for classification)
+    test_ece: float  # expected calibration error, 15 equal-width bins
+    mc_samples: int  # passes of MC dropout behind the *_mc figures (0: not measured)
+    test_acc_mc: float
+    test_nll_mc: float
+    test_ece_mc: float
     # cost
     fit_seconds: float
     n_params: int

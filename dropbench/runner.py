@@ -56,17 +56,20 @@ def _gap(train: float, test: float) -> float:
     return train - test
 
 
-def make_row(cell: Cell, result: CellResult, started_at: str, provenance: dict[str, str]) -> ResultRow:
+def make_row(cell: Cell, result: CellResult, started_at: str, provenance: dict[str, object]) -> ResultRow:
     task, reg = cell.task, cell.regularizer
     return ResultRow(
         cell_id=cell.cell_id, suite=cell.suite, task=task.name, model=task.model.label,
-        regularizer=reg.name, strength=reg.strength_label, keep_rate=cell.keep_rate,
-        input_keep_rate=cell.input_keep_rate, dropout=cell.dropout, seed=cell.seed,
+        regularizer=reg.name, strength=reg.strength_label, keep_rate=cell.mean_keep_rate,
+        layer_keep_rates=cell.keep_label, input_keep_rate=cell.input_keep_rate, dropout=cell.dropout,
+        train_size=cell.train_size, seed=cell.seed,
         max_epochs=task.epochs, epochs_run=result.epochs_run, best_epoch=result.best_epoch,
         batch_size=task.batch_size, optimizer=task.optimizer.name, lr=task.optimizer.lr,
         train_loss=result.train_loss, train_acc=result.train_acc, val_loss=result.val_loss,
         val_acc=result.val_acc, test_loss=result.test_loss, test_acc=result.test_acc,
         gap_acc=_gap(result.train_acc, result.test_acc), gap_loss=_gap(result.test_loss, result.train_loss),
+        test_nll=result.test_nll, test_ece=result.test_ece, mc_samples=cell.mc_samples,
+        test_acc_mc=result.test_acc_mc, test_nll_mc=result.test_nll_mc, test_ece_mc=result.test_ece_mc,
         fit_seconds=result.fit_seconds, n_params=result.n_params, status=result.status, error=result.error,
         started_at=started_at, **provenance,
     )  # fmt: skip

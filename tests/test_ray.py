@@ -49,18 +49,30 @@ def shared_ray():
     ray.shutdown()
 
 
-def test_a_ray_run_of_its_own_gives_the_local_figures(suite, reference, tmp_path, monkeypatch):
-    # First in the file, before `shared_ray`: this run starts a Ray instance of its own and stops it.
+def test_a_ray_instance_of_its_own_is_stopped_also_when_a_cell_raises_a_user_error(monkeypatch):
+    # First in the file, before `shared_ray` connects this process: this run starts a Ray instance of its
+    # own. A cell of a task the worker cannot load raises UserError there; it reaches us as a UserError,
+    # the other cells are cancelled and the instance is shut down.
+    assert not ray.is_initialized()
     monkeypatch.setattr(ray_executor, "usable_cores", lambda: 2)
     executor = RayExecutor(cpus_per_cell=1)
     assert (executor.name, executor.threads, executor.jobs) == ("ray", 1, 2)
+    cells = [make_cell(task="wine"), make_cell(task="no-such-task"), make_cell(task="wine", seed=1)]
+    with pytest.raises(UserError, match="^unknown task 'no-such-task'") as caught:
+        list(executor.run(cells))
+    assert type(caught.value) is UserError and not ray.is_initialized()
+
+
+def test_a_ray_run_gives_the_local_figures(suite, reference, tmp_path, shared_ray):
+    executor = RayExecutor(cpus_per_cell=1)
     out = tmp_path / "ray.csv"
     summary = run_suite(suite, out, executor=executor)
-    assert not ray.is_initialized()  # the instance it started is shut down
     frame = pd.read_csv(out)
     assert len(frame) == CELLS and frame["cell_id"].is_unique and (frame["status"] == "ok").all()
-    assert summary.counts["ok"] == CELLS and executor.jobs == 2
+    assert summary.counts["ok"] == CELLS and executor.jobs == 2  # the instance's 2 CPUs, 1 per cell
+    assert (frame["threads"] == 1).all()
     pd.testing.assert_frame_equal(figures(out), reference)
+    assert ray.is_initialized()  # a connection it found is left as it was
 
 
 def test_a_worker_killed_mid_cell_is_retried_and_the_file_ends_complete(
@@ -75,7 +87,6 @@ def test_a_worker_killed_mid_cell_is_retried_and_the_file_ends_complete(
     assert len(frame) == CELLS and frame["cell_id"].is_unique and (frame["status"] == "ok").all()
     assert marker.read_text() in set(frame["cell_id"])
     pd.testing.assert_frame_equal(figures(out), reference)
-    assert ray.is_initialized()  # a connection it found is left as it was
 
 
 def test_a_cell_that_keeps_dying_is_failed_after_its_retries_and_the_run_goes_on(

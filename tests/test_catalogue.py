@@ -1,0 +1,211 @@
+"""The catalogue against its definitions: penalties, decay, sparsity, smoothing, mixup, sweeps, sizes, MC."""
+
+import math
+import re
+import textwrap
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_cell
+
+from dropbench.cli import RUN_EPILOG, main
+from dropbench.config import ModelConfig, OptimizerConfig
+from dropbench.data import TASKS, load_task_data
+from dropbench.dropout import DROPOUT_KINDS, AlphaDropout, DropConnectLinear, GaussianDropout
+from dropbench.models import build_model, count_parameters, init_parameters_
+from dropbench.regularizers import REGULARIZERS, apply_weight_decay_, kl_sparsity_penalty
+from dropbench.stats import expected_calibration_error
+from dropbench.suite import load_suite
+from dropbench.train import data_loss, fit_cell, subsample_training, train_model
+
+
+def test_decoupled_weight_decay_matches_adamw_on_weights_only():
+    torch.manual_seed(0)
+    ours = build_model(ModelConfig(hidden=(16,)), (8,), 3, (1.0,), 1.0)
+    theirs = build_model(ModelConfig(hidden=(16,)), (8,), 3, (1.0,), 1.0)
+    theirs.load_state_dict(ours.state_dict())
+    lr, decay = 0.01, 0.1
+    opt_ours = torch.optim.Adam(ours.parameters(), lr=lr)
+    weights = [p for n, p in theirs.named_parameters() if n.endswith("weight")]
+    biases = [p for n, p in theirs.named_parameters() if n.endswith("bias")]
+    opt_theirs = torch.optim.AdamW([{"params": weights, "weight_decay": decay}, {"params": biases, "weight_decay": 0}],
+                                   lr=lr)  # fmt: skip
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    for _ in range(10):
+        for model, opt in ((ours, opt_ours), (theirs, opt_theirs)):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            if model is ours:
+                apply_weight_decay_(model.penalized_weights(), lr, decay)
+            opt.step()
+    for (name, a), (_, b) in zip(ours.named_parameters(), theirs.named_parameters()):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_kl_sparsity_matches_a_direct_computation():
+    g = torch.Generator().manual_seed(1)
+    h1, h2 = torch.rand(50, 7, generator=g) * 0.3, torch.rand(50, 4, generator=g)
+    rho, beta = 0.05, 0.7
+    expected = 0.0
+    for h in (h1, h2):
+        for j in range(h.shape[1]):
+            r = min(max(float(h[:, j].double().mean()), 1e-6), 1 - 1e-6)
+            expected += rho * math.log(rho / r) + (1 - rho) * math.log((1 - rho) / (1 - r))
+    assert kl_sparsity_penalty([h1, h2], rho, beta).item() == pytest.approx(beta * expected, rel=1e-5)
+    h = h1.clone().requires_grad_(True)
+    kl_sparsity_penalty([h], rho, beta).backward()
+    # d/dρ̂ KL = -ρ/ρ̂ + (1-ρ)/(1-ρ̂), spread evenly over the batch by the mean.
+    r = h1.mean(0)
+    torch.testing.assert_close(h.grad[0], beta * (-rho / r + (1 - rho) / (1 - r)) / 50)
+
+
+def test_ece_matches_a_hand_computed_example():
+    # Bins of width 1/15: 0.95 and 0.98 share bin 15 (acc 1/2, conf 0.965); 0.55 is alone in bin 9 (acc 0),
+    # 0.7 alone in bin 11 (acc 1). ECE = (2/4)|0.5-0.965| + (1/4)|0-0.55| + (1/4)|1-0.7| = 0.445
+    assert expected_calibration_error([0.95, 0.98, 0.55, 0.7], [True, False, False, True]) == pytest.approx(0.445)
+    assert expected_calibration_error([1.0, 1.0], [True, True]) == 0.0
+
+
+def test_label_smoothing_is_the_mixed_target_cross_entropy():
+    logits, y = torch.randn(6, 4), torch.tensor([0, 1, 2, 3, 0, 1])
+    eps = 0.1
+    log_p = logits.log_softmax(1)
+    target = torch.full((6, 4), eps / 4)
+    target[torch.arange(6), y] += 1 - eps
+    expected = -(target * log_p).sum(1).mean()
+    torch.testing.assert_close(data_loss(logits, y, True, smoothing=eps), expected)
+
+
+def test_fixed_pn_widens_each_layer_to_n_over_p():
+    config = ModelConfig(hidden=(256, 512), fixed_pn=True)
+    assert config.widths((0.5, 0.25)) == (512, 2048)
+    assert config.widths((1.0, 1.0)) == (256, 512)
+    model = build_model(config, (20,), 3, (0.5, 0.5), 1.0)
+    assert [layer.out_features for layer in model.hidden] == [512, 1024]
+
+
+def test_per_layer_keep_rates_and_kinds_build_the_right_layers():
+    mlp = build_model(ModelConfig(hidden=(8, 8)), (4,), 2, (0.8, 0.5), 1.0, "gaussian")
+    assert [type(d) for d in mlp.hidden_dropout] == [GaussianDropout, GaussianDropout]
+    assert [d.keep for d in mlp.hidden_dropout] == [0.8, 0.5]
+    connect = build_model(ModelConfig(hidden=(8,)), (4,), 2, (0.5,), 1.0, "dropconnect")
+    assert isinstance(connect.hidden[0], DropConnectLinear) and connect.hidden[0].keep == 0.5
+    selu = build_model(ModelConfig(hidden=(400,)), (300,), 2, (0.9,), 1.0, "alpha")
+    assert isinstance(selu.hidden_dropout[0], AlphaDropout) and selu.selu
+    init_parameters_(selu, torch.Generator().manual_seed(0))
+    assert selu.hidden[0].weight.std().item() == pytest.approx(1 / math.sqrt(300), rel=0.02)  # LeCun normal
+
+
+def test_strength_sweeps_become_cells(tmp_path):
+    path = tmp_path / "s.toml"
+    path.write_text(
+        textwrap.dedent("""
+        regularizers = ["l2", "l1+l2"]
+        keep_rates = [1.0]
+        seeds = 1
+        [regularizer.l2]
+        strength = { log = [1e-6, 1e-2], num = 5 }
+        [regularizer.l1]
+        strength = [1e-5, 1e-4]
+        [[task]]
+        name = "wine"
+    """)
+    )
+    suite = load_suite(str(path))
+    labels = [r.strength_label for r in suite.regularizers]
+    assert labels[:5] == ["1e-06", "1e-05", "0.0001", "0.001", "0.01"]
+    assert len(labels) == 5 + 2 * 5 and "1e-05+0.01" in labels
+    assert len({c.cell_id for c in suite.cells()}) == 15
+
+
+def test_train_size_is_a_stratified_subsample_shared_by_every_cell():
+    data = load_task_data("digits")
+    small = subsample_training(data, 200)
+    again = subsample_training(data, 200)
+    assert len(small.y_train) == 200 and torch.equal(small.y_train, again.y_train)
+    counts = torch.bincount(small.y_train, minlength=10).double()
+    assert counts.min() >= 17 and counts.max() <= 23  # stratified: 20 of each digit, ±rounding
+    assert torch.equal(small.x_test, data.x_test)  # the test set is untouched
+
+
+def test_mc_dropout_adds_calibrated_figures():
+    cell = make_cell("synthetic", keep=0.5, epochs=3, hidden=(64,))
+    plain = fit_cell(cell, load_task_data("synthetic"))
+    assert math.isnan(plain.test_acc_mc) and 0 <= plain.test_ece <= 1
+    assert plain.test_nll == plain.test_loss
+    mc_cell = replace(cell, mc_samples=20)
+    mc = fit_cell(mc_cell, load_task_data("synthetic"))
+    assert 0.4 < mc.test_acc_mc <= 1 and mc.test_nll_mc > 0 and 0 <= mc.test_ece_mc <= 1
+    assert mc.test_nll_mc != mc.test_nll
+
+
+def test_mixup_and_label_smoothing_train_and_figures_stay_plain():
+    data = load_task_data("wine")
+    for reg in ("mixup", "label-smoothing"):
+        model, result = train_model(make_cell("wine", reg=reg, epochs=3), data)
+        assert result.status == "ok"
+    with pytest.raises(Exception, match="label-smoothing needs a classification task"):
+        train_model(make_cell("diabetes", reg="label-smoothing", epochs=1,
+                              optimizer=OptimizerConfig("adam", lr=1e-3)), load_task_data("diabetes"))  # fmt: skip
+
+
+def test_run_help_and_regularizers_document_every_entry(capsys):
+    for name, info in REGULARIZERS.items():
+        line = next(line for line in RUN_EPILOG.splitlines() if line.strip().startswith(name + " "))
+        if info.default_strength is not None:
+            assert format(info.default_strength, "g") in line, name
+    for kind in DROPOUT_KINDS:
+        assert re.search(rf"^\s+{kind}\s", RUN_EPILOG, re.M), kind
+    main(["run", "--help"])
+    assert "kl-sparsity" in capsys.readouterr().out
+    assert main(["regularizers"]) == 0
+    listed = capsys.readouterr().out
+    assert all(name in listed for name in REGULARIZERS)
+
+
+# ---- one tiny epoch of every registered task × regularizer × dropout kind
+
+SHARED = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "data"
+FASHION = __import__("pathlib").Path("/usr/share/datasets/fashion-mnist")
+
+
+def _available(task):
+    info = TASKS[task]
+    if info.source is None:
+        return True
+    if task == "fashion-mnist":
+        return FASHION.is_dir() or (SHARED / "fashion-mnist").is_dir()
+    return (SHARED / info.source.folder).is_dir()
+
+
+def _kinds(task):
+    return [k for k in DROPOUT_KINDS if k != ("alpha" if task == "cifar10" else "spatial")]
+
+
+SMOKE = [(t, r, k) for t in sorted(TASKS) for r in REGULARIZERS for k in _kinds(t)]
+
+
+@pytest.mark.parametrize(("task", "reg", "kind"), SMOKE)
+def test_smoke_every_task_regularizer_and_dropout_kind(task, reg, kind, monkeypatch):
+    if not _available(task):
+        pytest.skip(f"no data for {task} on this machine")
+    if reg == "label-smoothing" and not TASKS[task].classification:
+        pytest.skip("label smoothing is for classification")
+    monkeypatch.setenv("DROPBENCH_DATA", str(SHARED))
+    monkeypatch.setenv("DROPBENCH_OFFLINE", "1")
+    data = load_task_data(task)
+    small = subsample_training(data, 60) if len(data.y_train) > 1000 else data
+    small = replace(small, x_val=small.x_val[:200], y_val=small.y_val[:200], x_test=small.x_test[:200],
+                    y_test=small.y_test[:200])  # fmt: skip
+    model = ModelConfig("cnn", (16,), (4,)) if task == "cifar10" else ModelConfig(hidden=(16,))
+    optimizer = OptimizerConfig("adam", lr=1e-3)
+    cell = make_cell(task, reg=reg, keep=0.5, epochs=1, hidden=(16,), optimizer=optimizer, input_keep=0.8)
+    cell = replace(cell, dropout=kind, task=replace(cell.task, model=model))
+    result = fit_cell(cell, small)
+    assert result.status == "ok", result.error
+    assert math.isfinite(result.test_loss) and result.n_params == count_parameters(
+        build_model(model, small.input_shape, small.n_outputs, cell.layer_keep_rates, 0.8, kind)
+    )
+    assert np.isfinite(result.train_loss)
