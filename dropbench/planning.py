@@ -46,8 +46,9 @@ def estimated_cost(cell: Cell) -> float:
         for channels in model.channels:
             weights += 9 * previous * channels * pixels
             pixels, previous = pixels / 4, channels
-    steps = math.ceil(info.train_rows / cell.task.batch_size)
-    per_epoch = 6 * weights * info.train_rows / FLOPS_PER_SECOND + steps * SECONDS_PER_STEP
+    rows = cell.train_size or info.train_rows
+    steps = math.ceil(rows / cell.task.batch_size)
+    per_epoch = 6 * weights * rows / FLOPS_PER_SECOND + steps * SECONDS_PER_STEP
     return cell.task.epochs * per_epoch
 
 
