@@ -141,6 +141,18 @@ Dropout kinds (--dropout), all keyed by the keep rate p:
     type=click.IntRange(min=1),
     help="Worker processes [default: one per usable core]; 1 runs in this process.",
 )
+@click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    default="cpu",
+    show_default=True,
+    help="Where cells train; auto picks CUDA when a GPU is visible (one worker per GPU by default).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "bf16"]),
+    help="bf16: autocast of the training forward pass (weights and optimizer stay fp32) [default: fp32].",
+)
 @click.option("--threads", type=click.IntRange(min=1), help="Torch threads per process [default: usable cores / jobs].")
 @click.option("--shard", help="Run only part I of N of the grid (e.g. 2/3), balanced by estimated cost.")
 @click.option("--rerun-failed", is_flag=True, help="Run again the cells the file holds as failed or diverged.")
@@ -155,7 +167,7 @@ Dropout kinds (--dropout), all keyed by the keep rate p:
 )
 @data_options
 def run(
-    suite: str | None, out: Path | None, jobs: int | None, threads: int | None, shard: str | None,
+    suite: str | None, out: Path | None, jobs: int | None, device: str, threads: int | None, shard: str | None,
     rerun_failed: bool, fresh: bool, dry_run: bool, quiet: bool, log_format: str, **overrides: object,
 ) -> int:  # fmt: skip
     """Run a suite and print its gap tables.
@@ -163,6 +175,7 @@ def run(
     SUITE is a bundled name ('quick', the default) or a path to a TOML file. Flags override the
     suite file. Running into an existing --out skips the cells it already holds.
     """
+    from .devices import resolve_device
     from .executors import make_executor
     from .planning import Shard
     from .runner import default_out_path, plan_run, run_suite
@@ -171,7 +184,7 @@ def run(
 
     resolved = apply_overrides(load_suite(suite), Overrides(**overrides))  # type: ignore[arg-type]
     part = Shard.parse(shard) if shard else None
-    executor = make_executor(jobs, threads)
+    executor = make_executor(jobs, threads, resolve_device(device))
     if dry_run:
         from .terminal import print_plan
 

@@ -76,6 +76,7 @@ class Cell:
     seed: int
     train_size: int = 0  # a stratified subsample of the training split of this many rows; 0: all of it
     mc_samples: int = 0  # MC dropout at evaluation: passes averaged for the *_mc figures; 0: none
+    precision: str = "fp32"  # "bf16": autocast of the training forward pass (weights stay fp32)
 
     @property
     def layer_keep_rates(self) -> tuple[float, ...]:
@@ -101,6 +102,8 @@ class Cell:
         extra: dict[str, object] = {"train_size": self.train_size} if self.train_size else {}
         if self.mc_samples:
             extra["mc_samples"] = self.mc_samples
+        if self.precision != "fp32":
+            extra["precision"] = self.precision
         return {
             **extra,
             "task": self.task.name,

@@ -13,7 +13,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 import torch
 
 from .config import Cell
-from .data import load_task_data
+from .data import load_task_data_on
+from .devices import configure
 from .errors import UserError
 from .provenance import utc_now
 from .train import CellResult, fit_cell
@@ -28,12 +29,12 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
-def fit_safely(cell: Cell) -> CellResult:
+def fit_safely(cell: Cell, device: str = "cpu") -> CellResult:
     """Fit a cell; an exception in training is recorded as a failed cell, not a crashed run.
 
     Bad data (UserError) still stops the run: every other cell of that task would fail the same way.
     """
-    data = load_task_data(cell.task.name)
+    data = load_task_data_on(cell.task.name, device)
     try:
         return fit_cell(cell, data)
     except UserError:
@@ -46,27 +47,36 @@ class LocalExecutor:
     """Fit cells sequentially in this process with a deliberate thread count."""
 
     name = "local"
+    jobs = 1
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, device: str = "cpu") -> None:
         self.threads = threads or usable_cores()
+        self.device = device
 
     def run(self, cells: Sequence[Cell]) -> Iterator[Finished]:
         torch.set_num_threads(self.threads)
+        configure(self.device)
         for cell in cells:
             started_at = utc_now()
-            yield cell, fit_safely(cell), started_at
+            yield cell, fit_safely(cell, self.device), started_at
 
 
-def _init_worker(threads: int) -> None:
+def _init_worker(threads: int, device: str) -> None:
     # Ctrl-C reaches the whole process group; the driver alone decides what happens (it stops the pool),
     # so workers do not print a KeyboardInterrupt traceback each.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
+    configure(device)
+    global _WORKER_DEVICE
+    _WORKER_DEVICE = device
+
+
+_WORKER_DEVICE = "cpu"  # set once per worker process by _init_worker
 
 
 def _fit_in_worker(cell: Cell) -> tuple[CellResult, str]:
     started_at = utc_now()
-    return fit_safely(cell), started_at
+    return fit_safely(cell, _WORKER_DEVICE), started_at
 
 
 class PoolExecutor:
@@ -79,9 +89,10 @@ class PoolExecutor:
 
     name = "process-pool"
 
-    def __init__(self, jobs: int, threads: int | None = None) -> None:
+    def __init__(self, jobs: int, threads: int | None = None, device: str = "cpu") -> None:
         self.jobs = jobs
         self.threads = threads or max(1, usable_cores() // jobs)
+        self.device = device
 
     def run(self, cells: Sequence[Cell]) -> Iterator[Finished]:
         if not cells:
@@ -90,7 +101,7 @@ class PoolExecutor:
             max_workers=min(self.jobs, len(cells)),
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(self.threads,),
+            initargs=(self.threads, self.device),
         )
         pending: dict[Future, Cell] = {pool.submit(_fit_in_worker, cell): cell for cell in cells}
         try:
@@ -111,7 +122,9 @@ class PoolExecutor:
             pool.shutdown(wait=True)
 
 
-def make_executor(jobs: int | None = None, threads: int | None = None) -> LocalExecutor | PoolExecutor:
-    """`jobs` processes (default: one per usable core); 1 means this process, no pool."""
-    jobs = jobs or usable_cores()
-    return LocalExecutor(threads) if jobs == 1 else PoolExecutor(jobs, threads)
+def make_executor(
+    jobs: int | None = None, threads: int | None = None, device: str = "cpu"
+) -> LocalExecutor | PoolExecutor:
+    """`jobs` processes (default: one per usable core on the CPU, one on a GPU); 1 means this process."""
+    jobs = jobs or (1 if device == "cuda" else usable_cores())
+    return LocalExecutor(threads, device) if jobs == 1 else PoolExecutor(jobs, threads, device)

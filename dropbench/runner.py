@@ -9,6 +9,7 @@ from time import perf_counter
 
 from .config import Cell
 from .data import data_checksums, prepare_task
+from .devices import describe
 from .errors import UserError
 from .executors import LocalExecutor, PoolExecutor, make_executor
 from .planning import Shard, shard_cells
@@ -127,7 +128,7 @@ def _provenance(executor: LocalExecutor | PoolExecutor) -> dict[str, object]:
 
     found = machine()
     return {
-        "device": "cpu",
+        "device": describe(getattr(executor, "device", "cpu")),
         "threads": executor.threads,
         "host": found["host"],
         "cpu": found["cpu"],

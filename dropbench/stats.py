@@ -99,8 +99,8 @@ def expected_calibration_error(confidences: Sequence[float], correct: Sequence[b
     """ECE (Guo et al. 2017): Σ_b (|B_b| / n)·|accuracy(B_b) − mean confidence(B_b)| over `bins` equal-width
     confidence bins (0, 1/bins], …, ((bins−1)/bins, 1]; a confidence of exactly 0 falls in the first."""
     n = len(confidences)
-    if n == 0:
-        return math.nan
+    if n == 0 or any(math.isnan(c) for c in confidences):
+        return math.nan  # a diverged model: no calibration to speak of
     totals = [[0, 0.0, 0.0] for _ in range(bins)]  # count, sum of confidences, hits
     for confidence, hit in zip(confidences, correct):
         index = min(bins - 1, max(0, math.ceil(confidence * bins) - 1))

@@ -49,6 +49,7 @@ class Suite:
     seeds: tuple[int, ...]
     train_sizes: tuple[int, ...] = (0,)  # 0: the whole training split
     mc_samples: int = 0
+    precision: str = "fp32"
     # What a task named only on the command line (`--task wine`) is trained with.
     task_defaults: TaskConfig = field(repr=False, default=None)  # type: ignore[assignment]
     sweeps: dict[str, tuple[float, ...]] = field(repr=False, default_factory=dict)
@@ -62,7 +63,9 @@ class Suite:
             self.train_sizes, self.seeds,
         ):  # fmt: skip
             check_combination(task, keep, dropout, self.source)
-            cells.append(Cell(self.name, task, reg, keep, input_keep, dropout, seed, size, self.mc_samples))
+            cells.append(
+                Cell(self.name, task, reg, keep, input_keep, dropout, seed, size, self.mc_samples, self.precision)
+            )
         return cells
 
     def describe(self) -> dict[str, object]:
@@ -101,6 +104,7 @@ class Overrides:
     dropouts: tuple[str, ...] | None = None
     train_sizes: tuple[int, ...] | None = None
     mc_samples: int | None = None
+    precision: str | None = None
 
 
 # ---------------------------------------------------------------- finding a suite
@@ -440,4 +444,6 @@ def apply_overrides(suite: Suite, overrides: Overrides) -> Suite:
         changes["train_sizes"] = _train_sizes(list(overrides.train_sizes), "--train-size")
     if overrides.mc_samples is not None:
         changes["mc_samples"] = overrides.mc_samples
+    if overrides.precision is not None:
+        changes["precision"] = overrides.precision
     return replace(suite, **changes)

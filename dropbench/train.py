@@ -12,6 +12,7 @@ from torch import nn
 
 from .config import Cell, OptimizerConfig
 from .data import TaskData
+from .devices import autocast
 from .errors import UserError
 from .models import Network, build_model, count_parameters, init_parameters_
 from .regularizers import add_penalty_gradients_, apply_max_norm_, apply_weight_decay_, kl_sparsity_penalty
@@ -120,7 +121,7 @@ def measure_mc(model: Network, data: TaskData, passes: int, generator: torch.Gen
     x, y = data.x_test, data.y_test
     model.set_generator(generator)
     model.train()
-    probabilities = torch.zeros(len(y), data.n_outputs, dtype=torch.float64)
+    probabilities = torch.zeros(len(y), data.n_outputs, dtype=torch.float64, device=x.device)
     for _ in range(passes):
         for start in range(0, len(y), EVAL_BATCH):
             out = model(data.inputs(x[start : start + EVAL_BATCH]))
@@ -129,7 +130,7 @@ def measure_mc(model: Network, data: TaskData, passes: int, generator: torch.Gen
     probabilities /= passes
     confidence, predicted = probabilities.max(dim=1)
     correct = predicted == y
-    nll = -math.fsum(probabilities[torch.arange(len(y)), y].clamp_min(1e-12).log().tolist()) / len(y)
+    nll = -math.fsum(probabilities[torch.arange(len(y), device=x.device), y].clamp_min(1e-12).log().tolist()) / len(y)
     ece = expected_calibration_error(confidence.tolist(), correct.tolist(), bins=ECE_BINS)
     return Measured(nll, int(correct.sum()) / len(y), nll, ece)
 
@@ -160,7 +161,7 @@ class _Mixup:
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         lam = float(self.rng.beta(self.alpha, self.alpha))
-        partner = torch.randperm(len(x), generator=self.generator)
+        partner = torch.randperm(len(x), generator=self.generator).to(x.device)
         return lam * x + (1 - lam) * x[partner], partner, lam
 
 
@@ -175,17 +176,19 @@ def _train_one_epoch(
     penalized, constrained = model.penalized_weights(), model.max_norm_weights()
     loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     model.train()
-    for idx in torch.randperm(n, generator=order, device=x.device).split(batch):
+    # The permutation is drawn on the CPU (the order generator lives there) so every device sees the same batches.
+    for idx in torch.randperm(n, generator=order).to(x.device).split(batch):
         inputs, target = data.inputs(x[idx]), y[idx]
-        if mixup is not None:
-            inputs, partner, lam = mixup(inputs)
-            out = model(inputs)
-            loss = lam * data_loss(out, target, data.classification, smoothing=smoothing) + (1 - lam) * data_loss(
-                out, target[partner], data.classification, smoothing=smoothing
-            )
-        else:
-            out = model(inputs)
-            loss = data_loss(out, target, data.classification, smoothing=smoothing)
+        with autocast(x.device.type, cell.precision):
+            if mixup is not None:
+                inputs, partner, lam = mixup(inputs)
+                out = model(inputs)
+                loss = lam * data_loss(out, target, data.classification, smoothing=smoothing) + (1 - lam) * data_loss(
+                    out, target[partner], data.classification, smoothing=smoothing
+                )
+            else:
+                out = model(inputs)
+                loss = data_loss(out, target, data.classification, smoothing=smoothing)
         objective = loss
         if setting.kl_sparsity:
             objective = loss + kl_sparsity_penalty(model.activations, setting.kl_target, setting.kl_sparsity)
@@ -208,7 +211,8 @@ def fit_cell(cell: Cell, data: TaskData) -> CellResult:
     model, result = train_model(cell, data)
     measure_(result, model, data)
     if cell.mc_samples and data.classification:
-        mc = measure_mc(model, data, cell.mc_samples, make_generator(cell.cell_id, "mc-dropout"))
+        device = data.x_test.device
+        mc = measure_mc(model, data, cell.mc_samples, make_generator(cell.cell_id, "mc-dropout", device=device))
         result.test_acc_mc, result.test_nll_mc, result.test_ece_mc = mc.acc, mc.nll, mc.ece
     return result
 
@@ -232,10 +236,12 @@ def train_model(cell: Cell, data: TaskData) -> tuple[Network, CellResult]:
         raise UserError(f"label-smoothing needs a classification task; '{data.name}' is a regression")
     init = make_generator(cell.task.name, cell.seed, "init")
     order = make_generator(cell.task.name, cell.seed, "order")
-    masks = make_generator(cell.cell_id, "masks")
+    device = data.x_train.device
+    masks = make_generator(cell.cell_id, "masks", device=device)
     model = build_model(cell.task.model, data.input_shape, data.n_outputs, cell.layer_keep_rates,
                         cell.input_keep_rate, cell.dropout)  # fmt: skip
-    init_parameters_(model, init)
+    init_parameters_(model, init)  # on the CPU from a CPU generator: the same weights on every device
+    model.to(device)
     model.set_generator(masks)
     model.record = bool(setting.kl_sparsity)
     optimizer = make_optimizer(cell.task.optimizer, list(model.parameters()))

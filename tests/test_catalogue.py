@@ -209,3 +209,24 @@ def test_smoke_every_task_regularizer_and_dropout_kind(task, reg, kind, monkeypa
         build_model(model, small.input_shape, small.n_outputs, cell.layer_keep_rates, 0.8, kind)
     )
     assert np.isfinite(result.train_loss)
+
+
+def test_ece_of_a_diverged_model_is_nan_not_an_error():
+    assert math.isnan(expected_calibration_error([float("nan"), 0.5], [True, False]))
+
+
+def test_devices_and_precision():
+    from dropbench.devices import describe, resolve_device
+
+    assert resolve_device("cpu") == "cpu" and describe("cpu") == "cpu"
+    assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(Exception, match="no CUDA device"):
+            resolve_device("cuda")
+    data = load_task_data("wine")
+    assert data.to("cpu").x_train.data_ptr() == data.x_train.data_ptr()  # already there: nothing copied
+    cell = make_cell("wine", keep=0.5, epochs=2)
+    bf16 = replace(cell, precision="bf16")
+    assert bf16.cell_id != cell.cell_id
+    result = fit_cell(bf16, data)
+    assert result.status == "ok" and result.test_acc > 0.5

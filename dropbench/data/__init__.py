@@ -8,7 +8,7 @@ standardized once (float32).
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache, partial
 
 import numpy as np
@@ -58,6 +58,11 @@ class TaskData:
             return x
         return x.float().sub_(self.input_mean).mul_(self.input_inv_std)
 
+    def to(self, device: str | torch.device) -> "TaskData":
+        """The same data on another device (every tensor moved once; the cells of a run share them)."""
+        moved = {name: value.to(device) for name, value in self.__dict__.items() if isinstance(value, torch.Tensor)}
+        return replace(self, **moved)
+
     def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
         return getattr(self, f"x_{which}"), getattr(self, f"y_{which}")
 
@@ -105,6 +110,13 @@ def data_checksums(name: str) -> dict[str, str]:
     """The content SHA-256 of each file a task reads (empty for data that ships with scikit-learn)."""
     info = get_task(name)
     return {} if info.source is None else {f.name: f.content_sha256 for f in info.source.files}
+
+
+@cache
+def load_task_data_on(name: str, device: str) -> TaskData:
+    """A task's data on a device, moved there once per process."""
+    data = load_task_data(name)
+    return data if device == "cpu" else data.to(device)
 
 
 @cache
