@@ -225,8 +225,8 @@ def test_devices_and_precision():
             resolve_device("cuda")
     data = load_task_data("wine")
     assert data.to("cpu").x_train.data_ptr() == data.x_train.data_ptr()  # already there: nothing copied
-    cell = make_cell("wine", keep=0.5, epochs=2)
+    cell = make_cell("wine", keep=0.5, epochs=30)
     bf16 = replace(cell, precision="bf16")
     assert bf16.cell_id != cell.cell_id
-    result = fit_cell(bf16, data)
-    assert result.status == "ok" and result.test_acc > 0.5
+    low, full = fit_cell(bf16, data), fit_cell(cell, data)
+    assert low.status == "ok" and low.test_acc > 0.8 and abs(low.test_acc - full.test_acc) < 0.1
