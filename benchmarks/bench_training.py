@@ -1,0 +1,200 @@
+"""Training speed of dropbench against the obvious alternatives, measured in one run on this machine.
+
+    python benchmarks/bench_training.py            # ~5 minutes on 2 CPU cores
+    python benchmarks/bench_training.py --quick    # fewer samples and repeats, ~1 minute
+
+Two problems: an MNIST-sized MLP (784-1024-1024-10, batch 128, input keep 0.8, hidden 0.5) and a
+tabular-sized one (30-128-128-2, batch 32, the breast-cancer training split's 341 rows). Variants:
+  (a) tutorial: DataLoader(shuffle) + nn.Sequential with nn.Dropout + torch.optim.SGD
+  (b) dropbench's single-cell loop (train.train_model), with dropout and without (the dropout cost)
+  (c) dropbench's stacked trainer at K = 1, 4, 16, 64 models at once (samples/s counts all K models)
+  (d) scikit-learn's MLPClassifier (SGD, momentum 0.9; it has no dropout)
+Each variant runs in a fresh process (spawned), so its peak memory is its own; the figure is the median of
+the repeats. The matmul limit is the fp32 throughput of the model's own matmul shapes, measured in the same
+run; "% of limit" = 6 × weights × samples/s ÷ that throughput. Inputs are random tensors of the real shapes:
+speed does not depend on pixel values.
+"""
+
+import argparse
+import multiprocessing
+import resource
+import statistics
+import sys
+import time
+
+PROBLEMS = {
+    "mnist-mlp": {"n_in": 784, "hidden": (1024, 1024), "n_out": 10, "batch": 128, "samples": 12800,
+                  "input_keep": 0.8, "keep": 0.5},
+    "tabular-mlp": {"n_in": 30, "hidden": (128, 128), "n_out": 2, "batch": 32, "samples": 341,
+                    "input_keep": 0.8, "keep": 0.5},
+}  # fmt: skip
+STACK_SIZES = (1, 4, 16, 64)
+
+
+def _weights(p: dict) -> int:
+    widths = [p["n_in"], *p["hidden"], p["n_out"]]
+    return sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+
+
+def _task_data(p: dict, seed: int = 0):
+    import torch
+
+    from dropbench.data import TaskData
+
+    g = torch.Generator().manual_seed(seed)
+    n = p["samples"]
+    x = torch.randn(n, p["n_in"], generator=g)
+    y = torch.randint(0, p["n_out"], (n,), generator=g)
+    small_x, small_y = x[:256], y[:256]
+    return TaskData("bench", True, (p["n_in"],), p["n_out"], x, y, small_x, small_y, small_x, small_y)
+
+
+def _cell(p: dict, seed: int, keep: float, input_keep: float):
+    from dropbench.config import Cell, ModelConfig, OptimizerConfig, TaskConfig
+    from dropbench.regularizers import parse_regularizer
+
+    task = TaskConfig("bench", ModelConfig(hidden=p["hidden"]), OptimizerConfig(lr=0.01), p["batch"], 1)
+    return Cell("bench", task, parse_regularizer("none"), keep, input_keep, "bernoulli", seed)
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _variant(problem: str, variant: str, threads: int, queue) -> None:
+    """Runs in a spawned process: one measurement of samples/s and this process's peak memory."""
+    import torch
+
+    torch.set_num_threads(threads)
+    p = PROBLEMS[problem]
+    data = _task_data(p)
+    n = p["samples"]
+    if variant == "tutorial":
+        from torch import nn
+        from torch.utils.data import DataLoader, TensorDataset
+
+        layers, width = [nn.Dropout(1 - p["input_keep"])], p["n_in"]
+        for h in p["hidden"]:
+            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(1 - p["keep"])]
+            width = h
+        model = nn.Sequential(*layers, nn.Linear(width, p["n_out"]))
+        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        loader = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=p["batch"], shuffle=True)
+        start = time.perf_counter()
+        for xb, yb in loader:
+            loss = nn.functional.cross_entropy(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        seconds = time.perf_counter() - start
+        samples = n
+    elif variant in ("single", "single-no-dropout"):
+        from dropbench.train import train_model
+
+        keep, input_keep = (p["keep"], p["input_keep"]) if variant == "single" else (1.0, 1.0)
+        _, result = train_model(_cell(p, 0, keep, input_keep), data)
+        seconds, samples = result.fit_seconds, n
+    elif variant.startswith("stacked-"):
+        from dropbench.stacked import fit_stacked
+
+        k = int(variant.split("-")[1])
+        cells = [_cell(p, seed, p["keep"], p["input_keep"]) for seed in range(k)]
+        start = time.perf_counter()
+        fit_stacked(cells, data)
+        seconds, samples = time.perf_counter() - start, n * k
+    elif variant == "sklearn":
+        import warnings
+
+        from sklearn.exceptions import ConvergenceWarning
+        from sklearn.neural_network import MLPClassifier
+
+        clf = MLPClassifier(hidden_layer_sizes=p["hidden"], solver="sgd", momentum=0.9, learning_rate_init=0.01,
+                            batch_size=p["batch"], max_iter=1, shuffle=True, random_state=0)  # fmt: skip
+        x, y = data.x_train.numpy(), data.y_train.numpy()
+        start = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(x, y)
+        seconds, samples = time.perf_counter() - start, n
+    else:
+        raise ValueError(variant)
+    queue.put((samples / seconds, _peak_mib()))
+
+
+def matmul_limit(p: dict, threads: int) -> float:
+    """fp32 GFLOP/s of the model's own forward shapes (batch × in @ in × out), timed here."""
+    import torch
+
+    torch.set_num_threads(threads)
+    widths = [p["n_in"], *p["hidden"], p["n_out"]]
+    mats = [(torch.randn(p["batch"], a), torch.randn(a, b)) for a, b in zip(widths[:-1], widths[1:])]
+    flops = sum(2 * p["batch"] * a * b for a, b in zip(widths[:-1], widths[1:]))
+    for a, b in mats:
+        a @ b
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 1.0:
+        for a, b in mats:
+            a @ b
+        reps += 1
+    return flops * reps / (time.perf_counter() - start) / 1e9
+
+
+def measure(problem: str, variant: str, threads: int, repeats: int) -> tuple[float, float]:
+    ctx = multiprocessing.get_context("spawn")
+    rates, peaks = [], []
+    for _ in range(repeats):
+        queue = ctx.Queue()
+        proc = ctx.Process(target=_variant, args=(problem, variant, threads, queue))
+        proc.start()
+        rate, peak = queue.get(timeout=900)
+        proc.join()
+        rates.append(rate)
+        peaks.append(peak)
+    return statistics.median(rates), max(peaks)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples and one repeat")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads [default: all cores]")
+    args = parser.parse_args()
+    import os
+
+    threads = args.threads or len(os.sched_getaffinity(0))
+    repeats = 1 if args.quick else 3
+    if args.quick:
+        for p in PROBLEMS.values():
+            p["samples"] = min(p["samples"], 3200)
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for problem, p in PROBLEMS.items():
+        limit = matmul_limit(p, threads)
+        flops_per_sample = 6 * _weights(p)
+        table = Table(
+            title=f"{problem}: {p['n_in']}-{'-'.join(map(str, p['hidden']))}-{p['n_out']}, batch "
+            f"{p['batch']}, {threads} threads, matmul limit {limit:.0f} GFLOP/s",
+            title_justify="left",
+        )
+        for column in ("variant", "samples/s", "× tutorial", "% of matmul limit", "peak MiB"):
+            table.add_column(column, justify="right" if column != "variant" else "left")
+        variants = ["tutorial", "single", "single-no-dropout", *(f"stacked-{k}" for k in STACK_SIZES), "sklearn"]
+        results = {}
+        for variant in variants:
+            results[variant] = measure(problem, variant, threads, repeats)
+            console.print(f"  {problem} {variant}: {results[variant][0]:,.0f} samples/s", highlight=False)
+        base = results["tutorial"][0]
+        for variant in variants:
+            rate, peak = results[variant]
+            share = 100 * flops_per_sample * rate / (limit * 1e9)
+            table.add_row(variant, f"{rate:,.0f}", f"{rate / base:.2f}", f"{share:.0f}%", f"{peak:.0f}")
+        console.print(table)
+        ratio = results["single-no-dropout"][0] / results["single"][0]
+        console.print(f"dropout step cost: {ratio:.2f}× the step without dropout (input keep 0.8, hidden 0.5)")
+        stacked = results[f"stacked-{STACK_SIZES[2]}"][0] / results["single"][0]
+        console.print(f"stacked K=16: {stacked:.1f}× the cells per second of one-at-a-time training\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
