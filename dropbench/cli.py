@@ -64,6 +64,23 @@ def cli() -> None:
     """
 
 
+def statistics_options(test_help: str) -> Callable[[Callable], Callable]:
+    """--test and --alpha, shared by report and compare."""
+
+    def decorate(command: Callable) -> Callable:
+        command = click.option(
+            "--alpha",
+            type=click.FloatRange(0, 1, min_open=True, max_open=True),
+            default=0.05,
+            show_default=True,
+            help="Significance level, after Holm's correction.",
+        )(command)
+        return click.option("--test", "method", type=click.Choice(["t", "wilcoxon"]), default="t", show_default=True,
+                            help=test_help)(command)  # fmt: skip
+
+    return decorate
+
+
 def data_options(command: Callable) -> Callable:
     """--data-dir and --offline, passed on through the environment so worker processes see them too."""
 
@@ -268,15 +285,7 @@ def merge(inputs: tuple[Path, ...], out: Path) -> int:
     show_default=True,
     help="csv is wide: one row per task × regularizer, one column per keep rate.",
 )
-@click.option(
-    "--test",
-    "method",
-    type=click.Choice(["t", "wilcoxon"]),
-    default="t",
-    show_default=True,
-    help="Paired test against the baseline, per task, Holm-corrected.",
-)
-@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True)
+@statistics_options("Paired test against the baseline, per task, Holm-corrected.")
 @click.option("--reference", type=click.Choice(["srivastava2014"]), help="Published numbers beside matching rows.")
 def report(
     results: tuple[Path, ...], metric: str, tasks: tuple[str, ...] | None, best: bool, fmt: str, method: str,
@@ -332,15 +341,7 @@ def report(
     show_default=True,
     help="Tolerated worsening: percentage points for accuracies/errors, the metric's units otherwise.",
 )
-@click.option("--alpha", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.05, show_default=True)
-@click.option(
-    "--test",
-    "method",
-    type=click.Choice(["t", "wilcoxon"]),
-    default="t",
-    show_default=True,
-    help="Paired test over seeds (Wilcoxon needs 6+ seeds to ever reach p < 0.05).",
-)
+@statistics_options("Paired test over seeds (Wilcoxon needs 6+ seeds to ever reach p < 0.05).")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table", show_default=True)
 def compare(base: Path, new: Path, metric: str, max_drop: float, alpha: float, method: str, fmt: str) -> int:
     """Compare NEW results against BASE, cell by cell over seeds.

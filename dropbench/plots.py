@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from .errors import UserError  # noqa: E402
-from .report import CONFIG_COLUMNS, latest_rows, summarize, with_config_defaults  # noqa: E402
+from .report import CONFIG_COLUMNS, config_label, latest_rows, summarize, with_config_defaults  # noqa: E402
 
 FORMATS = ("png", "svg")
 PNG_DPI = 150
@@ -52,19 +52,7 @@ def _varying(rows: pd.DataFrame) -> list[str]:
 
 def _label(row: pd.Series, varying: Sequence[str]) -> str:
     """'l2 (0.0001)', then whatever else varies in the task: '· in 0.8', '· bernoulli', '· mlp-1024x2'."""
-    strength = row["strength"] if isinstance(row["strength"], str) else ""
-    label = row["regularizer"] + (f" ({strength})" if strength else "")
-    if "layer_keep_rates" in varying and row["layer_keep_rates"]:
-        label += f" · layers {row['layer_keep_rates']}"
-    if "train_size" in varying:
-        label += f" · n={row['train_size'] or 'all'}"
-    if "input_keep_rate" in varying:
-        label += f" · in {row['input_keep_rate']:g}"
-    if "dropout" in varying:
-        label += f" · {row['dropout']}"
-    if "model" in varying:
-        label += f" · {row['model']}"
-    return label
+    return config_label(row, list(varying), parenthesized=True)
 
 
 def _with_labels(rows: pd.DataFrame) -> pd.DataFrame:

@@ -9,7 +9,7 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
-from .report import CONFIG_COLUMNS
+from .report import CONFIG_COLUMNS, config_label
 
 BASELINE_MARK = "◆"
 BEST_MARK = "★"
@@ -56,21 +56,6 @@ def view_for(metric: str, classification: bool) -> MetricView:
     return VIEWS[metric]
 
 
-def row_label(row: pd.Series, varying: set[str]) -> str:
-    label = row["regularizer"] + (f" {row['strength']}" if row["strength"] else "")
-    if "layer_keep_rates" in varying and row["layer_keep_rates"]:
-        label += f" · layers {row['layer_keep_rates']}"
-    if "train_size" in varying:
-        label += f" · n={row['train_size'] or 'all'}"
-    if "input_keep_rate" in varying:
-        label += f" · in {row['input_keep_rate']:g}"
-    if "dropout" in varying:
-        label += f" · {row['dropout']}"
-    if "model" in varying:
-        label += f" · {row['model']}"
-    return label
-
-
 def keep_label(keep: float) -> str:
     return f"keep {keep:.1f}" if keep in (0.5, 1.0) else f"keep {keep:g}"
 
@@ -114,7 +99,7 @@ def task_grids(summary: pd.DataFrame, metric: str = "gap", tests: pd.DataFrame |
     for task, task_rows in summary.groupby("task", sort=False):
         classification = bool(task_rows["classification"].iloc[0])
         varying = {c for c in VARYING if task_rows[c].nunique() > 1}
-        labels = [row_label(r, varying) for _, r in task_rows.iterrows()]
+        labels = [config_label(r, varying) for _, r in task_rows.iterrows()]
         rows: dict[str, dict[float, pd.Series]] = {}
         for label, (_, row) in zip(labels, task_rows.iterrows()):
             rows.setdefault(label, {})[row["keep_rate"]] = row

@@ -167,3 +167,21 @@ def tests_for(
         if tasks:
             parts.append(baseline_tests(frame[frame["task"].isin(tasks)], column, method=method, alpha=alpha))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
+def config_label(row: pd.Series, varying: set[str] | list[str], *, parenthesized: bool = False) -> str:
+    """'l2 0.0001' (or 'l2 (0.0001)'), then whatever else varies within the task: per-layer keep rates,
+    training-set size, input keep rate, dropout kind, model."""
+    strength = row["strength"] if isinstance(row["strength"], str) else ""
+    label = row["regularizer"] + ((f" ({strength})" if parenthesized else f" {strength}") if strength else "")
+    if "layer_keep_rates" in varying and row["layer_keep_rates"]:
+        label += f" · layers {row['layer_keep_rates']}"
+    if "train_size" in varying:
+        label += f" · n={row['train_size'] or 'all'}"
+    if "input_keep_rate" in varying:
+        label += f" · in {row['input_keep_rate']:g}"
+    if "dropout" in varying:
+        label += f" · {row['dropout']}"
+    if "model" in varying:
+        label += f" · {row['model']}"
+    return label

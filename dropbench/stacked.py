@@ -1,0 +1,392 @@
+"""Train K cells of one task and architecture as one stacked model: per-step overhead paid once for K.
+
+Small networks are bound by per-step framework overhead, not arithmetic. K MLPs of the same widths
+become one set of stacked tensors (weights [K, out, in], biases [K, out]) trained with batched matmuls
+(`torch.baddbmm`); every member keeps the single-cell semantics of `train.train_model` exactly:
+
+- initialization: each member's MLP is built and initialized by `init_parameters_` from its own
+  (task, seed) init generator, then stacked, so it starts from bit-identical weights;
+- batch order: a `torch.randperm` per epoch from the member's own (task, seed) order generator (drawn on
+  the CPU, as the single trainer draws it), gathered per member into [K, B, ...];
+- dropout: masks drawn per member from its own (cell_id) mask generator, layer by layer in the order the
+  single-cell MLP draws them, with the member's own input and hidden keep rates (the same bits, so the
+  same masks as the single-cell run);
+- penalties: l1/l2 gradient additions on weights only, decoupled weight decay before the step, max-norm
+  on hidden rows after it, each with the member's own strength (0, or no max-norm, where it has none);
+- the loss is the sum of the members' mean minibatch losses, so each member's gradient is its own loss's
+  gradient; SGD (momentum, Nesterov) and Adam are elementwise, hence per member the single-cell update;
+- early stopping and divergence per member: a member that stops (patience) or diverges (non-finite loss)
+  is taken out of the stack at the end of that epoch, with its final weights (its best weights under
+  early stopping) kept aside; the others go on in a smaller stack with their optimizer state carried over.
+  A member out of the stack can no longer change.
+
+The figures agree with the single-cell trainer's to float32 rounding (batched and plain matmuls may
+round differently), not bit for bit. One host sync per epoch, for all members together.
+"""
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .config import Cell
+from .data import TaskData
+from .devices import autocast
+from .dropout import LANE_LEVELS, effective_keep_rate, random_bits
+from .models import MLP, build_model, count_parameters, init_parameters_
+from .seeding import make_generator
+from .train import EVAL_BATCH, CellResult, EpochRecord, make_optimizer, measure_, subsample_training
+
+STACKABLE_REGULARIZERS = frozenset({"none", "l1", "l2", "max-norm", "weight-decay", "early-stopping"})
+EVAL_ROWS = 4 * EVAL_BATCH  # rows of all members together per evaluation chunk: bounds eval memory at large K
+_LANE_MIN = -(LANE_LEVELS // 2)
+
+
+def stack_key(cell: Cell) -> tuple | None:
+    """Cells with equal keys can be trained in one stack; None: this cell must be trained alone.
+
+    Stackable: a plain MLP (not fixed p·n, whose widths depend on the keep rate), Bernoulli dropout (any
+    keep rates), no MC dropout, and a regularizer made only of none/l1/l2/max-norm/weight-decay/early-stopping
+    (any strengths). The key holds everything the members must share: task, train_size, hidden widths,
+    batch size, epochs, optimizer and precision.
+    """
+    model = cell.task.model
+    if model.kind != "mlp" or model.fixed_pn or cell.dropout != "bernoulli" or cell.mc_samples:
+        return None
+    if any(name not in STACKABLE_REGULARIZERS for name, _ in cell.regularizer.parts):
+        return None
+    task = cell.task
+    return (task.name, cell.train_size, tuple(model.hidden), task.batch_size, task.epochs, task.optimizer,
+            cell.precision)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _SitePlan:
+    """Dropout at one site (the input, or a hidden layer's output) for all members of a stack."""
+
+    draws: tuple[bool, ...]  # whether each member draws a mask here (keep < 1, as `Dropout` decides)
+    thresholds: torch.Tensor  # [K, 1, 1] int32: a lane is kept when below it (32768 keeps every int16 lane)
+    scales: torch.Tensor  # [K, 1, 1] float32: 1 / p_eff (1.0 for members that draw nothing)
+
+
+class StackedMLP:
+    """K MLPs of equal widths as stacked tensors, in `MLP.named_parameters()` order:
+    hidden.0.weight [K, out, in], hidden.0.bias [K, out], ..., output.weight, output.bias.
+
+    `keeps[k]` holds member k's keep rate per dropout site: the input, then each hidden layer.
+    `generators[k]` is member k's mask generator (on the parameters' device).
+    """
+
+    def __init__(
+        self, names: Sequence[str], params: Sequence[torch.Tensor], keeps: Sequence[tuple[float, ...]],
+        generators: Sequence[torch.Generator],
+    ) -> None:  # fmt: skip
+        self.names = list(names)
+        self.params = [p.detach().clone().requires_grad_(True) for p in params]
+        self.keeps = [tuple(k) for k in keeps]
+        self.generators = list(generators)
+        self.size = self.params[0].shape[0]
+        device = self.params[0].device
+        self._zeros: dict[tuple[int, int], torch.Tensor] = {}
+        self._plans: list[_SitePlan | None] = []
+        for site in range(len(self.weights)):
+            rates = [member[site] for member in self.keeps]
+            draws = tuple(p < 1.0 for p in rates)
+            if not any(draws):
+                self._plans.append(None)
+                continue
+            levels = [round(effective_keep_rate(p) * LANE_LEVELS) if d else LANE_LEVELS for p, d in zip(rates, draws)]
+            scales = [1.0 / effective_keep_rate(p) if d else 1.0 for p, d in zip(rates, draws)]
+            thresholds = torch.tensor([_LANE_MIN + level for level in levels], dtype=torch.int32, device=device)
+            scale = torch.tensor(scales, dtype=torch.float32, device=device)
+            self._plans.append(_SitePlan(draws, thresholds.view(-1, 1, 1), scale.view(-1, 1, 1)))
+
+    @classmethod
+    def from_members(
+        cls, members: Sequence[MLP], keeps: Sequence[tuple[float, ...]], generators: Sequence[torch.Generator]
+    ) -> "StackedMLP":
+        """Stack the parameters of K MLPs of equal widths (copied: the MLPs are left as they are)."""
+        named = [dict(m.named_parameters()) for m in members]
+        names = list(named[0])
+        params = [torch.stack([member[name].detach() for member in named]) for name in names]
+        return cls(names, params, keeps, generators)
+
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        """Every layer's weights, output layer last (the ones l1/l2/weight decay act on)."""
+        return self.params[0::2]
+
+    @property
+    def biases(self) -> list[torch.Tensor]:
+        return self.params[1::2]
+
+    def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
+        """Member k's parameters (copies) as a state_dict an `MLP` of the same widths loads."""
+        return {name: p[k].detach().clone() for name, p in zip(self.names, self.params)}
+
+    def subset(self, positions: Sequence[int]) -> "StackedMLP":
+        """A stack of the members at `positions` only: new parameter tensors, the same generators."""
+        index = torch.tensor(list(positions), dtype=torch.long, device=self.params[0].device)
+        params = [p.detach().index_select(0, index) for p in self.params]
+        keeps, generators = [self.keeps[i] for i in positions], [self.generators[i] for i in positions]
+        return StackedMLP(self.names, params, keeps, generators)
+
+    def site_mask(self, site: int, rows: int, width: int, dtype: torch.dtype) -> torch.Tensor | None:
+        """The members' dropout masks [K, rows, width] at one site, or None where no member drops.
+
+        Member k's mask is `dropout.keep_mask((rows, width), keep, generator_k)`: the same bits from its own
+        generator, the same threshold and scale; members that do not drop here draw nothing and keep all.
+        """
+        plan = self._plans[site]
+        if plan is None:
+            return None
+        device = self.params[0].device
+        lanes = []
+        for generator, draws in zip(self.generators, plan.draws):
+            if draws:
+                lanes.append(random_bits(rows * width, generator, device).view(rows, width))
+            else:
+                zeros = self._zeros.get((rows, width))
+                if zeros is None:
+                    zeros = self._zeros[(rows, width)] = torch.zeros(rows, width, dtype=torch.int16, device=device)
+                lanes.append(zeros)
+        kept = torch.stack(lanes) < plan.thresholds
+        return kept.to(dtype).mul_(plan.scales)
+
+    def forward(self, x: torch.Tensor, train: bool, shared: bool = False) -> torch.Tensor:
+        """Inputs [K, B, ...] (or, `shared`, one batch [B, ...] for every member) -> outputs [K, B, n_out].
+
+        In training, dropout masks follow the input and each hidden ReLU, as in `MLP.forward`.
+        """
+        h = x.flatten(1).expand(self.size, -1, -1) if shared else x.flatten(2)
+        last = len(self.weights) - 1
+        for site, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            if train:
+                mask = self.site_mask(site, h.shape[1], h.shape[2], h.dtype)
+                if mask is not None:
+                    h = h * mask
+            h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+            if site < last:
+                h = torch.relu(h)
+        return h
+
+
+def member_losses(out: torch.Tensor, target: torch.Tensor, classification: bool) -> torch.Tensor:
+    """Each member's mean loss [K] of outputs [K, B, C] against targets [K, B] (as `train.data_loss`)."""
+    k, b = target.shape
+    if classification:
+        losses = F.cross_entropy(out.reshape(k * b, -1), target.reshape(k * b), reduction="none")
+        return losses.view(k, b).mean(dim=1)
+    return F.mse_loss(out.squeeze(-1), target, reduction="none").mean(dim=1)
+
+
+@torch.inference_mode()
+def _evaluate(stack: StackedMLP, data: TaskData, which: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per member, in eval mode on the whole split: (sum of example losses [K] float64, correct count [K])."""
+    x, y = data.split(which)
+    rows = max(1, EVAL_ROWS // stack.size)
+    loss_sum = torch.zeros(stack.size, dtype=torch.float64, device=x.device)
+    correct = torch.zeros(stack.size, dtype=torch.float64, device=x.device)
+    for start in range(0, len(y), rows):
+        out = stack.forward(data.inputs(x[start : start + rows]), train=False, shared=True)
+        target = y[start : start + rows].expand(stack.size, -1)
+        k, b = target.shape
+        if data.classification:
+            losses = F.cross_entropy(out.reshape(k * b, -1), target.reshape(k * b), reduction="none").view(k, b)
+            predicted = out.softmax(dim=2).max(dim=2).indices
+            correct += (predicted == target).sum(dim=1).double()
+        else:
+            losses = F.mse_loss(out.squeeze(-1), target, reduction="none")
+        loss_sum += losses.double().sum(dim=1)
+    return loss_sum, correct
+
+
+@dataclass
+class _Members:
+    """The per-member settings of a stack as [K, 1, 1] tensors, rebuilt whenever the stack shrinks."""
+
+    l1: torch.Tensor | None
+    l2: torch.Tensor | None
+    decay: torch.Tensor | None  # the factor 1 - lr·λ of decoupled weight decay
+    max_norm: torch.Tensor | None  # c, or inf for members without max-norm
+
+    @classmethod
+    def of(cls, cells: Sequence[Cell], device: torch.device) -> "_Members":
+        def column(values: list[float], used: bool) -> torch.Tensor | None:
+            return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1) if used else None
+
+        settings = [cell.regularizer for cell in cells]
+        lr = cells[0].task.optimizer.lr
+        l1, l2 = [s.l1 for s in settings], [s.l2 for s in settings]
+        decay = [s.weight_decay for s in settings]
+        norms = [s.max_norm for s in settings]
+        return cls(
+            l1=column(l1, any(l1)),
+            l2=column(l2, any(l2)),
+            decay=column([1.0 - lr * d for d in decay], any(decay)),
+            max_norm=column([math.inf if c is None else c for c in norms], any(c is not None for c in norms)),
+        )
+
+
+def _train_one_epoch(
+    stack: StackedMLP, optimizer: torch.optim.Optimizer, members: _Members, cells: Sequence[Cell], data: TaskData,
+    orders: Sequence[torch.Generator],
+) -> torch.Tensor:  # fmt: skip
+    """One epoch of every member; returns the members' summed minibatch data losses [K] (float64, on device)."""
+    x, y = data.x_train, data.y_train
+    n, batch = len(y), cells[0].task.batch_size
+    precision = cells[0].precision
+    device = x.device
+    # Each member's permutation from its own order generator, drawn on the CPU as the single trainer draws it.
+    perms = torch.stack([torch.randperm(n, generator=order) for order in orders]).to(device)
+    loss_sum = torch.zeros(stack.size, dtype=torch.float64, device=device)
+    weights, hidden_weights = stack.weights, stack.weights[:-1]
+    for idx in perms.split(batch, dim=1):
+        inputs, target = data.inputs(x[idx]), y[idx]
+        with autocast(device.type, precision):
+            out = stack.forward(inputs, train=True)
+            losses = member_losses(out, target, data.classification)
+        optimizer.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        with torch.no_grad():
+            for weight in weights:  # penalties on weights only, as `add_penalty_gradients_`
+                if weight.grad is None:
+                    continue
+                if members.l2 is not None:
+                    weight.grad.addcmul_(weight, members.l2)
+                if members.l1 is not None:
+                    weight.grad.addcmul_(weight.sign(), members.l1)
+            if members.decay is not None:  # before the step, as `apply_weight_decay_`
+                for weight in weights:
+                    weight.mul_(members.decay)
+        optimizer.step()
+        if members.max_norm is not None:  # as `apply_max_norm_`: c / norm computed as reciprocal(norm) * c
+            with torch.no_grad():
+                for weight in hidden_weights:
+                    scale = weight.norm(dim=2, keepdim=True).clamp_min(1e-12).reciprocal().mul_(members.max_norm)
+                    weight.mul_(scale.clamp_max(1.0))
+        loss_sum += losses.detach().double() * idx.shape[1]
+    return loss_sum
+
+
+def _carry_optimizer(
+    old: torch.optim.Optimizer, new: torch.optim.Optimizer, old_params: Sequence[torch.Tensor],
+    new_params: Sequence[torch.Tensor], index: torch.Tensor,
+) -> None:  # fmt: skip
+    """Move the per-element optimizer state of the members at `index` to the smaller stack's optimizer."""
+    size = old_params[0].shape[0]
+    for old_param, new_param in zip(old_params, new_params):
+        state = old.state.get(old_param)
+        if not state:
+            continue
+        new.state[new_param] = {
+            key: (value.index_select(0, index) if value.dim() > 0 and value.shape[0] == size else value.clone())
+            if isinstance(value, torch.Tensor)
+            else value
+            for key, value in state.items()
+        }
+
+
+def _check_stackable(cells: Sequence[Cell]) -> None:
+    if not cells:
+        raise ValueError("fit_stacked needs at least one cell")
+    keys = {stack_key(cell) for cell in cells}
+    if None in keys:
+        bad = next(cell for cell in cells if stack_key(cell) is None)
+        raise ValueError(f"cell {bad.describe()} cannot be stacked (stack_key is None)")
+    if len(keys) > 1:
+        raise ValueError(f"cells of {len(keys)} different stack keys cannot be trained in one stack")
+
+
+def train_stacked(cells: Sequence[Cell], data: TaskData) -> tuple[list[MLP], list[CellResult]]:
+    """Train cells of one stack key together; per cell (in order), its MLP holding its final weights (the
+    best under early stopping) and its result with curves, as `train.train_model` returns for one cell.
+
+    `fit_seconds` is the shared wall time of the training loop divided by the number of cells.
+    """
+    _check_stackable(cells)
+    device = data.x_train.device
+    models: list[MLP] = []
+    keeps, mask_generators, orders = [], [], []
+    for cell in cells:
+        model = build_model(cell.task.model, data.input_shape, data.n_outputs, cell.layer_keep_rates,
+                            cell.input_keep_rate, cell.dropout)  # fmt: skip
+        init_parameters_(model, make_generator(cell.task.name, cell.seed, "init"))  # on the CPU, as train_model
+        models.append(model.to(device))
+        keeps.append((cell.input_keep_rate, *cell.layer_keep_rates))
+        mask_generators.append(make_generator(cell.cell_id, "masks", device=device))
+        orders.append(make_generator(cell.task.name, cell.seed, "order"))
+    stack = StackedMLP.from_members(models, keeps, mask_generators)
+    results = [CellResult(status="ok", n_params=count_parameters(models[0])) for _ in cells]
+    best_loss = [math.inf] * len(cells)
+    best_state: list[dict[str, torch.Tensor] | None] = [None] * len(cells)
+    final_state: list[dict[str, torch.Tensor] | None] = [None] * len(cells)
+    active = list(range(len(cells)))  # the cells still in the stack, by stack position
+    optimizer = make_optimizer(cells[0].task.optimizer, stack.params)
+    members = _Members.of(cells, device)
+    n_train, n_val = len(data.y_train), len(data.y_val)
+
+    started = time.perf_counter()
+    for epoch in range(1, cells[0].task.epochs + 1):
+        active_cells = [cells[i] for i in active]
+        fit_sum = _train_one_epoch(stack, optimizer, members, active_cells, data, [orders[i] for i in active])
+        val_sum, val_correct = _evaluate(stack, data, "val")
+        fit_sums, val_sums, corrects = torch.stack([fit_sum, val_sum, val_correct]).tolist()  # the one host sync
+        finished: list[int] = []
+        for position, i in enumerate(active):
+            result, patience = results[i], cells[i].regularizer.patience
+            fit_loss, val_loss = fit_sums[position] / n_train, val_sums[position] / n_val
+            val_acc = int(corrects[position]) / n_val if data.classification else math.nan
+            result.curves.append(EpochRecord(epoch, fit_loss, val_loss, val_acc))
+            result.epochs_run = epoch
+            if not (math.isfinite(fit_loss) and math.isfinite(val_loss)):
+                result.status, result.error = "diverged", f"non-finite loss at epoch {epoch}"
+                finished.append(position)
+            elif val_loss < best_loss[i]:
+                best_loss[i], result.best_epoch = val_loss, epoch
+                if patience is not None:
+                    best_state[i] = stack.member_state_dict(position)
+            elif patience is not None and epoch - result.best_epoch >= patience:
+                finished.append(position)
+        if epoch == cells[0].task.epochs:
+            finished = list(range(len(active)))
+        for position in finished:
+            i = active[position]
+            final_state[i] = best_state[i] if best_state[i] is not None else stack.member_state_dict(position)
+        if len(finished) == len(active):
+            break
+        if finished:  # take the finished members out: they can no longer change, the others train on
+            positions = [p for p in range(len(active)) if p not in finished]
+            index = torch.tensor(positions, dtype=torch.long, device=device)
+            smaller = stack.subset(positions)
+            new_optimizer = make_optimizer(cells[0].task.optimizer, smaller.params)
+            _carry_optimizer(optimizer, new_optimizer, stack.params, smaller.params, index)
+            stack, optimizer = smaller, new_optimizer
+            active = [active[p] for p in positions]
+            members = _Members.of([cells[i] for i in active], device)
+    elapsed = time.perf_counter() - started
+    for model, result, state in zip(models, results, final_state):
+        if state is not None:
+            model.load_state_dict(state)
+        result.fit_seconds = elapsed / len(cells)
+    return models, results
+
+
+def fit_stacked(cells: Sequence[Cell], data: TaskData) -> list[CellResult]:
+    """Train cells of one `stack_key` as one stacked model; one CellResult per cell, in order, with the
+    figures `train.fit_cell` gives (measured per member in eval mode on each whole split, on its best
+    weights under early stopping).
+
+    `fit_seconds` of each result is the stack's shared training wall time divided by the number of
+    cells, not that cell's own time. Raises ValueError when the cells do not share one non-None key.
+    """
+    _check_stackable(cells)
+    if cells[0].train_size:
+        data = subsample_training(data, cells[0].train_size)
+    models, results = train_stacked(cells, data)
+    for model, result in zip(models, results):
+        measure_(result, model, data)
+    return results
