@@ -7,8 +7,12 @@ A cell's numbers do not depend on where it ran: every random stream is derived f
 import multiprocessing
 import os
 import signal
+import threading
+import time
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 
 import torch
 
@@ -20,6 +24,7 @@ from .provenance import utc_now
 from .train import CellResult, fit_cell
 
 Finished = tuple[Cell, CellResult, str]  # (cell, result, started_at)
+WORKER_DEATHS_ALLOWED = 2  # a cell in flight when two worker processes died is written as failed
 
 
 def usable_cores() -> int:
@@ -61,10 +66,19 @@ class LocalExecutor:
             yield cell, fit_safely(cell, self.device), started_at
 
 
+def _exit_with_parent(parent: int) -> None:
+    # A driver killed with SIGKILL cannot stop its pool; without this a worker would finish its cell
+    # (minutes, on a big net) for nobody. Poll the parent and leave as soon as it is gone.
+    while os.getppid() == parent:
+        time.sleep(1.0)
+    os._exit(1)
+
+
 def _init_worker(threads: int, device: str) -> None:
     # Ctrl-C reaches the whole process group; the driver alone decides what happens (it stops the pool),
     # so workers do not print a KeyboardInterrupt traceback each.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     torch.set_num_threads(threads)
     configure(device)
     global _WORKER_DEVICE
@@ -94,32 +108,55 @@ class PoolExecutor:
         self.threads = threads or max(1, usable_cores() // jobs)
         self.device = device
 
-    def run(self, cells: Sequence[Cell]) -> Iterator[Finished]:
-        if not cells:
-            return
-        pool = ProcessPoolExecutor(
-            max_workers=min(self.jobs, len(cells)),
+    def _start(self, workers: int) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
             initargs=(self.threads, self.device),
         )
-        pending: dict[Future, Cell] = {pool.submit(_fit_in_worker, cell): cell for cell in cells}
-        try:
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for future in done:
-                    cell = pending.pop(future)
-                    result, started_at = future.result()
-                    yield cell, result, started_at
-        finally:
-            if pending:  # an error or Ctrl-C: drop the cells not started and stop the running ones now
-                # concurrent.futures has no public way to stop a running task before Python 3.14; a cell
-                # in flight is lost either way (it is rerun on resume), so end its worker at once.
-                workers = list((getattr(pool, "_processes", None) or {}).values())
-                pool.shutdown(wait=False, cancel_futures=True)
-                for process in workers:
-                    process.terminate()
-            pool.shutdown(wait=True)
+
+    def run(self, cells: Sequence[Cell]) -> Iterator[Finished]:
+        """Keep each worker fed with one cell at a time, so the cells in flight are known: when a worker
+        dies (killed, out of memory) the pool breaks, those cells are retried once in a fresh pool and a
+        cell that was in flight at two breakages is written as failed; the others are not affected."""
+        queue, strikes = deque(cells), Counter[str]()
+        while queue:
+            pool = self._start(min(self.jobs, len(queue)))
+            in_flight: dict[Future, Cell] = {}
+            try:
+                while queue or in_flight:
+                    while queue and len(in_flight) < self.jobs:
+                        cell = queue.popleft()
+                        in_flight[pool.submit(_fit_in_worker, cell)] = cell
+                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
+                        break
+                    for future in done:
+                        cell = in_flight.pop(future)
+                        result, started_at = future.result()
+                        yield cell, result, started_at
+            finally:
+                if in_flight:  # a broken pool, an error or Ctrl-C: stop the workers still running, now
+                    _stop(pool)
+                else:
+                    pool.shutdown(wait=True)
+            for cell in in_flight.values():  # the pool broke under these cells
+                strikes[cell.cell_id] += 1
+                if strikes[cell.cell_id] >= WORKER_DEATHS_ALLOWED:
+                    error = "worker process died while fitting this cell (killed, or out of memory?)"
+                    yield cell, CellResult(status="failed", error=error), utc_now()
+                else:
+                    queue.appendleft(cell)
+
+
+def _stop(pool: ProcessPoolExecutor) -> None:
+    # concurrent.futures has no public way to stop a running task before Python 3.14; a cell in flight is
+    # lost either way (it is rerun on resume), so end its worker at once.
+    workers = list((getattr(pool, "_processes", None) or {}).values())
+    pool.shutdown(wait=False, cancel_futures=True)
+    for process in workers:
+        process.terminate()
 
 
 def make_executor(

@@ -28,6 +28,7 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,17 @@ def _failed(error: BaseException) -> CellResult:
     return CellResult(status="failed", error=f"{type(error).__name__}: {lines[0] if lines else ''}".rstrip(": "))
 
 
+def _check_reachable(address: str, timeout_s: float = 10.0) -> None:
+    """Refuse a HOST:PORT nobody answers on at once: ray.init would retry it for many minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():  # "auto", or a form Ray itself will judge
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as error:
+        raise UserError(f"cannot connect to the Ray cluster at {address}: {error.strerror or error}") from None
+
+
 class RayExecutor:
     """Fit each cell as a Ray task on a local Ray instance (address None) or an existing cluster.
 
@@ -188,6 +200,7 @@ class RayExecutor:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             ray.init(num_cpus=cores, include_dashboard=False, **quiet)
             return "started"
+        _check_reachable(self.address)
         try:
             if self.address.startswith("ray://"):
                 ray.init(address=self.address)  # Ray Client: other init arguments would go to the server
@@ -198,9 +211,8 @@ class RayExecutor:
                 error = error.__cause__
             text = str(error).strip()
             lines = text.splitlines() or [type(error).__name__]
-            telling = (
-                lines[-1] if "Traceback (most recent call last)" in text else lines[0]
-            )  # a nested error's last line
+            # A message that embeds a traceback ends with the error that tells (a refused connection, a token).
+            telling = lines[-1] if "Traceback (most recent call last)" in text else lines[0]
             raise UserError(f"cannot connect to the Ray cluster at {self.address}: {telling.strip()}") from None
         return "connected"
 
@@ -282,7 +294,7 @@ class RayExecutor:
             return _failed(cause if isinstance(cause, BaseException) else error), utc_now()
         except ray.exceptions.RayError as error:  # worker crashed, node died, object lost, cancelled
             return _failed(error), utc_now()
-        if theirs != ours:
+        if any(theirs[key] != ours[key] and "unknown" not in (theirs[key], ours[key]) for key in ours):
             raise UserError(
                 f"a Ray worker runs dropbench {theirs['dropbench']} with torch {theirs['torch']}, the driver "
                 f"dropbench {ours['dropbench']} with torch {ours['torch']}: install the same versions on every node"

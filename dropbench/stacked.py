@@ -1,7 +1,7 @@
 """Train K cells of one task and architecture as one stacked model: per-step overhead paid once for K.
 
 Small networks are bound by per-step framework overhead, not arithmetic. K MLPs of the same widths
-become one set of stacked tensors (weights [K, out, in], biases [K, out]) trained with batched matmuls
+become one set of stacked tensors (weights [K, in, out], biases [K, out]) trained with batched matmuls
 (`torch.baddbmm`); every member keeps the single-cell semantics of `train.train_model` exactly:
 
 - initialization: each member's MLP is built and initialized by `init_parameters_` from its own
@@ -63,6 +63,11 @@ def stack_key(cell: Cell) -> tuple | None:
             cell.precision)  # fmt: skip
 
 
+def _stored(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """A weight between `nn.Linear`'s [out, in] and the stack's [in, out] (its own inverse); biases as they are."""
+    return tensor.transpose(-1, -2).contiguous() if name.endswith("weight") else tensor
+
+
 @dataclass(frozen=True)
 class _SitePlan:
     """Dropout at one site (the input, or a hidden layer's output) for all members of a stack."""
@@ -74,7 +79,12 @@ class _SitePlan:
 
 class StackedMLP:
     """K MLPs of equal widths as stacked tensors, in `MLP.named_parameters()` order:
-    hidden.0.weight [K, out, in], hidden.0.bias [K, out], ..., output.weight, output.bias.
+    hidden.0.weight, hidden.0.bias, ..., output.weight, output.bias.
+
+    Weights are held as [K, in, out], each member's `nn.Linear` weight transposed, so the forward pass is
+    `x @ W` and autograd hands back gradients in the parameters' own layout (with [K, out, in] and
+    `W.transpose`, every step paid a copy of every weight gradient: 2x slower at width 1024).
+    Biases are [K, out].
 
     `keeps[k]` holds member k's keep rate per dropout site: the input, then each hidden layer.
     `generators[k]` is member k's mask generator (on the parameters' device).
@@ -111,12 +121,12 @@ class StackedMLP:
         """Stack the parameters of K MLPs of equal widths (copied: the MLPs are left as they are)."""
         named = [dict(m.named_parameters()) for m in members]
         names = list(named[0])
-        params = [torch.stack([member[name].detach() for member in named]) for name in names]
+        params = [torch.stack([_stored(name, member[name].detach()) for member in named]) for name in names]
         return cls(names, params, keeps, generators)
 
     @property
     def weights(self) -> list[torch.Tensor]:
-        """Every layer's weights, output layer last (the ones l1/l2/weight decay act on)."""
+        """Every layer's weights [K, in, out], output layer last (the ones l1/l2/weight decay act on)."""
         return self.params[0::2]
 
     @property
@@ -125,7 +135,7 @@ class StackedMLP:
 
     def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
         """Member k's parameters (copies) as a state_dict an `MLP` of the same widths loads."""
-        return {name: p[k].detach().clone() for name, p in zip(self.names, self.params)}
+        return {name: _stored(name, p[k].detach()).clone() for name, p in zip(self.names, self.params)}
 
     def subset(self, positions: Sequence[int]) -> "StackedMLP":
         """A stack of the members at `positions` only: new parameter tensors, the same generators."""
@@ -168,7 +178,7 @@ class StackedMLP:
                 mask = self.site_mask(site, h.shape[1], h.shape[2], h.dtype)
                 if mask is not None:
                     h = h * mask
-            h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+            h = torch.baddbmm(bias.unsqueeze(1), h, weight)
             if site < last:
                 h = torch.relu(h)
         return h
@@ -265,8 +275,8 @@ def _train_one_epoch(
         optimizer.step()
         if members.max_norm is not None:  # as `apply_max_norm_`: c / norm computed as reciprocal(norm) * c
             with torch.no_grad():
-                for weight in hidden_weights:
-                    scale = weight.norm(dim=2, keepdim=True).clamp_min(1e-12).reciprocal().mul_(members.max_norm)
+                for weight in hidden_weights:  # a hidden unit's incoming weights: a column of [in, out]
+                    scale = weight.norm(dim=1, keepdim=True).clamp_min(1e-12).reciprocal().mul_(members.max_norm)
                     weight.mul_(scale.clamp_max(1.0))
         loss_sum += losses.detach().double() * idx.shape[1]
     return loss_sum

@@ -120,6 +120,15 @@ def test_a_user_error_in_a_task_reaches_the_caller_unwrapped(shared_ray):
     assert type(caught.value) is UserError
 
 
+def test_a_worker_with_other_versions_stops_the_run(shared_ray):
+    def other_versions():
+        return None, "2026-01-01T00:00:00Z", {"dropbench": "0.0.1", "torch": "1.0.0"}
+
+    ref = ray.remote(other_versions).remote()
+    with pytest.raises(UserError, match="install the same versions on every node"):
+        RayExecutor()._outcome(ray, ref, ray_executor._versions())
+
+
 def test_a_worker_without_the_files_uses_the_drivers_copy(monkeypatch, shared_ray):
     cell = make_cell(task="wine", keep=0.5, epochs=2)
     data = load_task_data("wine")

@@ -10,6 +10,7 @@ import sys
 import time
 
 import pandas as pd
+import pytest
 
 from dropbench.cli import main
 from dropbench.merge import CIRCUMSTANCE_COLUMNS
@@ -196,3 +197,53 @@ def test_provenance_in_rows_and_sidecar(tmp_path):
     meta = json.loads((tmp_path / "r.json").read_text())
     assert meta["runs"][0]["machine"]["cpu_count"] >= 1 and meta["data_files"] == {"wine": {}, "breast-cancer": {}}
     time.sleep(0)
+
+
+def _pool_workers(driver: int) -> list[int]:
+    children = subprocess.run(["pgrep", "-P", str(driver), "-f", "spawn_main"], capture_output=True, text=True)
+    return [int(pid) for pid in children.stdout.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _wait_for_rows(path, count: int, timeout: float) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if path.exists() and len(path.read_text().splitlines()) > count:
+            return
+        time.sleep(0.3)
+    pytest.fail(f"fewer than {count} rows in {path} after {timeout} s")
+
+
+POOL_GRID = ["run", "--task", "synthetic", "--keep", "0.5,0.8,1.0", "--reg", "none,l2", "--seeds", "2",
+             "--epochs", "40", "--jobs", "2", "-q"]  # fmt: skip
+
+
+def test_pool_workers_leave_when_the_driver_is_killed(tmp_path):
+    out = tmp_path / "r.csv"
+    proc = subprocess.Popen(cli(*POOL_GRID, "--out", str(out)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_rows(out, 2, 120)  # the workers are past their start-up once cells have finished
+    workers = _pool_workers(proc.pid)
+    assert workers, "no pool workers found"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    deadline = time.time() + 20
+    while time.time() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.5)
+    assert not any(_alive(pid) for pid in workers)
+
+
+def test_a_worker_that_dies_is_replaced_and_its_cell_retried(tmp_path):
+    out = tmp_path / "r.csv"
+    proc = subprocess.Popen(cli(*POOL_GRID, "--out", str(out)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_rows(out, 2, 120)
+    os.kill(_pool_workers(proc.pid)[0], signal.SIGKILL)
+    assert proc.wait(timeout=300) == 0
+    frame = pd.read_csv(out)
+    assert len(frame) == 12 and frame["cell_id"].is_unique and (frame["status"] == "ok").all()

@@ -1,0 +1,236 @@
+"""The stacked trainer: per member, the single-cell trainer's numbers (dropout off: to float32 rounding)."""
+
+import math
+import statistics
+from dataclasses import asdict, replace
+
+import pytest
+import torch
+from conftest import make_cell
+
+from dropbench.config import ModelConfig, OptimizerConfig
+from dropbench.data import load_task_data
+from dropbench.dropout import keep_mask
+from dropbench.models import build_model, init_parameters_
+from dropbench.regularizers import parse_regularizer
+from dropbench.seeding import make_generator
+from dropbench.stacked import StackedMLP, fit_stacked, stack_key, train_stacked
+from dropbench.train import fit_cell, train_model
+
+TOL = 1e-5
+SGD = OptimizerConfig(lr=0.05, momentum=0.9)
+ADAM = OptimizerConfig(name="adam", lr=0.003)
+# (regularizer, strengths) of the equivalence cells: one per kind of per-member setting
+MIXED = [
+    ("none", {}),
+    ("l2", {"l2": 1e-3}),
+    ("l1+l2", {"l1": 1e-4, "l2": 1e-3}),
+    ("max-norm", {"max-norm": 1.0}),
+]
+
+
+def figures(result):
+    return {k: v for k, v in asdict(result).items() if k not in ("fit_seconds", "curves")}
+
+
+def assert_same_figures(stacked, single):
+    a, b = figures(stacked), figures(single)
+    assert a.keys() == b.keys()
+    for key in a:
+        if isinstance(a[key], float):
+            assert a[key] == pytest.approx(b[key], abs=TOL, nan_ok=True), key
+        else:
+            assert a[key] == b[key], key
+    assert len(stacked.curves) == len(single.curves)
+    for p, q in zip(stacked.curves, single.curves):
+        assert p.epoch == q.epoch
+        for name in ("fit_loss", "val_loss", "val_acc"):
+            assert getattr(p, name) == pytest.approx(getattr(q, name), abs=TOL, nan_ok=True)
+
+
+def max_difference(state_a, state_b):
+    assert state_a.keys() == state_b.keys()
+    return max((state_a[k] - state_b[k]).abs().max().item() for k in state_a)
+
+
+@pytest.mark.parametrize("optimizer", [SGD, ADAM], ids=["sgd-momentum", "adam"])
+def test_parameters_after_51_steps_equal_the_single_cell_trainers(optimizer):
+    """Dropout off: 3 epochs of digits' 1,079 training rows at batch 64 are 3 x 17 = 51 optimizer steps;
+    every member's weights then equal those `train_model` reaches for that cell alone."""
+    data = load_task_data("digits")
+    assert 3 * math.ceil(len(data.y_train) / 64) >= 50
+    cells = [
+        make_cell("digits", reg=reg, strengths=strengths, seed=seed, hidden=(32, 32), epochs=3, optimizer=optimizer)
+        for seed, (reg, strengths) in enumerate(MIXED)
+    ]
+    models, results = train_stacked(cells, data)
+    for cell, model, result in zip(cells, models, results):
+        single, single_result = train_model(cell, data)
+        assert max_difference(model.state_dict(), single.state_dict()) < TOL
+        assert result.epochs_run == single_result.epochs_run == 3
+
+
+def test_member_state_dict_round_trips_through_an_mlp():
+    data = load_task_data("digits")
+    cells = [make_cell("digits", seed=seed, hidden=(32, 16)) for seed in range(3)]
+    members = []
+    for cell in cells:
+        model = build_model(cell.task.model, data.input_shape, data.n_outputs, cell.layer_keep_rates, 1.0)
+        init_parameters_(model, make_generator(cell.task.name, cell.seed, "init"))
+        members.append(model)
+    stack = StackedMLP.from_members(members, [(1.0, 1.0, 1.0)] * 3, [torch.Generator()] * 3)
+    assert [tuple(w.shape) for w in stack.weights] == [(3, 32, 64), (3, 16, 32), (3, 10, 16)]
+    x = data.inputs(data.x_val[:50])
+    out = stack.forward(x, train=False, shared=True)
+    for k, member in enumerate(members):
+        fresh = build_model(cells[k].task.model, data.input_shape, data.n_outputs, cells[k].layer_keep_rates, 1.0)
+        fresh.load_state_dict(stack.member_state_dict(k))
+        assert max_difference(fresh.state_dict(), member.state_dict()) == 0.0
+        member.eval()
+        assert torch.allclose(out[k], member(x), atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "precision"),
+    [(OptimizerConfig(lr=0.1, momentum=0.9), "fp32"), (OptimizerConfig(name="adam", lr=0.01), "bf16")],
+    ids=["sgd-fp32", "adam-bf16"],
+)
+def test_final_figures_equal_fit_cells_with_early_stopping_and_max_norm(optimizer, precision):
+    """Members stop at different epochs (taken out of the stack then, their optimizer state carried over
+    to the smaller stack); the others train on unchanged."""
+    data = load_task_data("synthetic")
+    specs = [
+        ("early-stopping", {"early-stopping": 2}, 0),
+        ("early-stopping", {"early-stopping": 4}, 1),
+        ("max-norm+early-stopping", {"max-norm": 1.5, "early-stopping": 3}, 2),
+        ("weight-decay", {"weight-decay": 0.05}, 3),
+        ("none", {}, 4),
+    ]
+    cells = [
+        make_cell("synthetic", reg=reg, strengths=strengths, seed=seed, hidden=(64, 64), epochs=12, optimizer=optimizer)
+        for reg, strengths, seed in specs
+    ]
+    cells = [replace(cell, precision=precision) for cell in cells]
+    stacked = fit_stacked(cells, data)
+    singles = [fit_cell(cell, data) for cell in cells]
+    for result, single in zip(stacked, singles):
+        assert_same_figures(result, single)
+    epochs = [r.epochs_run for r in singles]
+    assert min(epochs) < 12 and len(set(epochs)) >= 3  # early stopping did happen, at different epochs
+    assert all(r.status == "ok" for r in stacked)
+
+
+def test_regression_and_train_size_subsample():
+    data = load_task_data("diabetes")
+    cells = [
+        replace(make_cell("diabetes", reg=reg, strengths=s, seed=seed, hidden=(32,), epochs=4), train_size=150)
+        for seed, (reg, s) in enumerate(MIXED)
+    ]
+    for result, cell in zip(fit_stacked(cells, data), cells):
+        single = fit_cell(cell, data)
+        assert math.isnan(result.test_acc) and math.isnan(single.test_acc)
+        assert_same_figures(result, single)
+
+
+def test_with_dropout_stacked_and_single_accuracies_agree_over_seeds():
+    """Keep 0.5: over 8 seeds the stacked and the single-cell test accuracies are indistinguishable."""
+    data = load_task_data("synthetic")
+    cells = [make_cell("synthetic", keep=0.5, seed=seed, hidden=(64,), epochs=10) for seed in range(8)]
+    stacked = [r.test_acc for r in fit_stacked(cells, data)]
+    single = [fit_cell(cell, data).test_acc for cell in cells]
+    spread = math.sqrt(statistics.variance(stacked) / 8 + statistics.variance(single) / 8)
+    assert abs(statistics.mean(stacked) - statistics.mean(single)) < 3 * spread + 0.005
+
+
+def test_each_member_draws_its_masks_from_its_own_generator():
+    data = load_task_data("synthetic")
+    cells = [make_cell("synthetic", keep=keep, seed=0, hidden=(256,), input_keep=0.8) for keep in (0.5, 0.9, 1.0)]
+    device = data.x_train.device
+    generators = [make_generator(cell.cell_id, "masks", device=device) for cell in cells]
+    members = [build_model(c.task.model, data.input_shape, data.n_outputs, c.layer_keep_rates, 0.8) for c in cells]
+    keeps = [(c.input_keep_rate, *c.layer_keep_rates) for c in cells]
+    stack = StackedMLP.from_members(members, keeps, generators)
+    masks = stack.site_mask(1, 64, 256, torch.float32)  # the hidden layer's masks, [3, 64, 256]
+    for k, cell in enumerate(cells):
+        keep = cell.keep_rate
+        if keep < 1.0:  # the very mask the single-cell MLP draws first for this layer from a fresh generator
+            expected = keep_mask((64, 256), keep, make_generator(cell.cell_id, "masks", device=device))
+            assert torch.equal(masks[k], expected)
+        kept = (masks[k] > 0).double().mean().item()
+        assert kept == pytest.approx(keep, abs=0.02)
+    assert not torch.equal(masks[0] > 0, masks[1] > 0)
+
+
+def test_stack_key_groups_what_shares_an_architecture_and_a_budget():
+    base = make_cell("digits", hidden=(32, 32))
+    key = stack_key(base)
+    assert key is not None
+    same = [
+        make_cell("digits", hidden=(32, 32), seed=5),
+        make_cell("digits", hidden=(32, 32), keep=0.5, input_keep=0.8),
+        make_cell("digits", hidden=(32, 32), keep=(0.5, 0.8)),
+        make_cell("digits", reg="l1+l2+max-norm+weight-decay+early-stopping", hidden=(32, 32)),
+        make_cell("digits", reg="l2", strengths={"l2": 0.1}, hidden=(32, 32)),
+    ]
+    assert all(stack_key(cell) == key for cell in same)
+    other = [
+        make_cell("wine", hidden=(32, 32)),
+        make_cell("digits", hidden=(32, 16)),
+        make_cell("digits", hidden=(32, 32), epochs=4),
+        make_cell("digits", hidden=(32, 32), batch_size=32),
+        make_cell("digits", hidden=(32, 32), optimizer=ADAM),
+        replace(base, train_size=500),
+    ]
+    assert len({stack_key(cell) for cell in other} | {key}) == len(other) + 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda c: replace(c, dropout="gaussian"),
+        lambda c: replace(c, dropout="dropconnect"),
+        lambda c: replace(c, mc_samples=10),
+        lambda c: replace(c, regularizer=parse_regularizer("mixup")),
+        lambda c: replace(c, regularizer=parse_regularizer("label-smoothing")),
+        lambda c: replace(c, regularizer=parse_regularizer("kl-sparsity")),
+        lambda c: replace(c, regularizer=parse_regularizer("l2+mixup")),
+        lambda c: replace(c, task=replace(c.task, model=ModelConfig(kind="cnn", channels=(8,), hidden=(32,)))),
+        lambda c: replace(c, task=replace(c.task, model=ModelConfig(hidden=(32,), fixed_pn=True))),
+    ],
+    ids=["gaussian", "dropconnect", "mc", "mixup", "label-smoothing", "kl-sparsity", "l2+mixup", "cnn", "fixed-pn"],
+)
+def test_stack_key_is_none_for_what_cannot_be_stacked(change):
+    cell = change(make_cell("digits"))
+    assert stack_key(cell) is None
+    with pytest.raises(ValueError):
+        fit_stacked([make_cell("digits"), cell], load_task_data("digits"))
+
+
+def test_cells_of_different_keys_are_refused():
+    with pytest.raises(ValueError):
+        fit_stacked([make_cell("digits"), make_cell("digits", epochs=4)], load_task_data("digits"))
+
+
+def test_a_diverging_member_is_marked_and_the_others_are_untouched():
+    data = load_task_data("digits")
+    cells = [
+        make_cell("digits", reg="l2", strengths={"l2": 1e-3}, seed=0, hidden=(32,), epochs=4),
+        make_cell("digits", reg="l2", strengths={"l2": 1e6}, seed=1, hidden=(32,), epochs=4),  # explodes
+        make_cell("digits", reg="max-norm+early-stopping", seed=2, hidden=(32,), epochs=4),
+    ]
+    stacked = fit_stacked(cells, data)
+    assert stacked[1].status == "diverged" and "non-finite" in stacked[1].error
+    assert stacked[1].epochs_run == 1
+    for k in (0, 2):
+        assert stacked[k].status == "ok"
+        assert_same_figures(stacked[k], fit_cell(cells[k], data))
+    single = fit_cell(cells[1], data)
+    assert single.status == "diverged" and single.epochs_run == stacked[1].epochs_run
+
+
+def test_fit_seconds_is_the_shared_time_split_evenly_and_n_params_is_one_members():
+    data = load_task_data("wine")
+    cells = [make_cell("wine", seed=seed, hidden=(16,), epochs=2) for seed in range(4)]
+    results = fit_stacked(cells, data)
+    assert len({r.fit_seconds for r in results}) == 1 and results[0].fit_seconds > 0
+    assert all(r.n_params == 13 * 16 + 16 + 16 * 3 + 3 for r in results)
