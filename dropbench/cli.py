@@ -171,6 +171,23 @@ Dropout kinds (--dropout), all keyed by the keep rate p:
     help="bf16: autocast of the training forward pass (weights and optimizer stay fp32) [default: fp32].",
 )
 @click.option("--threads", type=click.IntRange(min=1), help="Torch threads per process [default: usable cores / jobs].")
+@click.option(
+    "--executor",
+    "executor_kind",
+    type=click.Choice(["local", "ray"]),
+    default="local",
+    show_default=True,
+    help="local: this machine (a process pool); ray: every cell a Ray task (pip install 'dropbench[ray]').",
+)
+@click.option("--address", help="Ray cluster to use (auto, HOST:PORT, ray://HOST:10001) [default: start one].")
+@click.option("--cpus-per-cell", type=click.IntRange(min=1), default=1, show_default=True, help="Ray: CPUs per cell.")
+@click.option(
+    "--gpus-per-cell",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="Ray: GPUs per cell; fractions let small models share a card.",
+)
 @click.option("--shard", help="Run only part I of N of the grid (e.g. 2/3), balanced by estimated cost.")
 @click.option("--rerun-failed", is_flag=True, help="Run again the cells the file holds as failed or diverged.")
 @click.option("--fresh", is_flag=True, help="Move an existing --out aside (NAME.<time>.bak.csv) and start over.")
@@ -184,7 +201,8 @@ Dropout kinds (--dropout), all keyed by the keep rate p:
 )
 @data_options
 def run(
-    suite: str | None, out: Path | None, jobs: int | None, device: str, threads: int | None, shard: str | None,
+    suite: str | None, out: Path | None, jobs: int | None, device: str, threads: int | None,
+    executor_kind: str, address: str | None, cpus_per_cell: int, gpus_per_cell: float, shard: str | None,
     rerun_failed: bool, fresh: bool, dry_run: bool, quiet: bool, log_format: str, **overrides: object,
 ) -> int:  # fmt: skip
     """Run a suite and print its gap tables.
@@ -201,7 +219,16 @@ def run(
 
     resolved = apply_overrides(load_suite(suite), Overrides(**overrides))  # type: ignore[arg-type]
     part = Shard.parse(shard) if shard else None
-    executor = make_executor(jobs, threads, resolve_device(device))
+    if executor_kind == "ray":
+        from .ray_executor import RayExecutor
+
+        if jobs or threads:
+            raise UserError("--jobs and --threads are for the local executor; with Ray use --cpus-per-cell")
+        executor = RayExecutor(address, cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell)
+    else:
+        if address:
+            raise UserError("--address needs --executor ray")
+        executor = make_executor(jobs, threads, resolve_device(device))
     if dry_run:
         from .terminal import print_plan
 

@@ -1,12 +1,14 @@
 """Run cells as Ray tasks: on a Ray instance started for the run on this machine, or on a cluster.
 
 Each cell is one Ray task asking for `cpus_per_cell` CPUs (its torch thread count) and `gpus_per_cell`
-GPUs (fractions allowed). A worker process that dies mid-cell (killed, out of memory, its node lost) is
-retried by Ray up to `max_retries` times; a cell that still cannot finish is written as a failed row and
-the run goes on. An exception in training is a failed row already (`fit_safely`), so exceptions are
-never retried; bad data (UserError) stops the run, as it does locally. Results stream back as cells
-finish and the driver stays the only writer, so resume, shards and merge work as with the local
-executors; a cell's figures do not depend on where it ran.
+GPUs (fractions allowed: 0.25 puts four cells on one GPU); a cell given a GPU trains on CUDA (Ray makes
+the GPU it assigns the only one the worker sees), one without on the CPU. A worker process that dies
+mid-cell (killed, out of memory, its node lost) is retried by Ray up to `max_retries` times; a cell that
+still cannot finish is written as a failed row and the run goes on. An exception in training is a
+failed row already (`fit_safely`), so exceptions are never retried; bad data (UserError) stops the run,
+as it does locally. Results stream back as cells finish and the driver stays the only writer, so
+resume, shards and merge work as with the local executors; a cell's figures do not depend on where it
+ran.
 
 How data travels. The driver has already made every task's files present and verified (`run_suite`
 calls `prepare_task`). A worker first loads a task from its own node (`load_task_data`, with
@@ -36,6 +38,7 @@ from typing import Any
 from .config import Cell
 from .data import TaskData, load_task_data
 from .data.fetch import DATA_ENV, OFFLINE_ENV
+from .devices import configure
 from .errors import UserError
 from .executors import Finished, fit_safely, usable_cores
 from .provenance import package_version, utc_now
@@ -66,8 +69,9 @@ def import_ray() -> Any:
 
 # ---------------------------------------------------------------- in the worker
 
-# Tasks whose data this worker process got from the driver (its node lacks the files): loaded once.
-_driver_copies: dict[str, TaskData] = {}
+# Tasks whose data this worker process got from the driver (its node lacks the files): loaded once,
+# moved to the device once; keyed by (task, device).
+_driver_copies: dict[tuple[str, str], TaskData] = {}
 
 
 def _test_kill_hook(cell: Cell, marker: str | None, always: bool) -> None:
@@ -85,11 +89,11 @@ def _test_kill_hook(cell: Cell, marker: str | None, always: bool) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _driver_data(name: str, driver_copy: list) -> TaskData | None:
+def _driver_data(name: str, driver_copy: list, device: str) -> TaskData | None:
     """None when this node has the task's files (fit_safely then loads them from the process cache);
-    otherwise the driver's copy from the object store. UserError when neither is there."""
-    if name in _driver_copies:
-        return _driver_copies[name]
+    otherwise the driver's copy from the object store, on `device`. UserError when neither is there."""
+    if (name, device) in _driver_copies:
+        return _driver_copies[name, device]
     try:
         load_task_data(name)
         return None
@@ -98,8 +102,9 @@ def _driver_data(name: str, driver_copy: list) -> TaskData | None:
             raise
     import ray
 
-    _driver_copies[name] = ray.get(driver_copy[0])
-    return _driver_copies[name]
+    data: TaskData = ray.get(driver_copy[0])
+    _driver_copies[name, device] = data if device == "cpu" else data.to(device)
+    return _driver_copies[name, device]
 
 
 def _fit_with(cell: Cell, data: TaskData) -> CellResult:
@@ -113,12 +118,22 @@ def _fit_with(cell: Cell, data: TaskData) -> CellResult:
 
 
 def _fit_remote(
-    cell: Cell, driver_copy: list, data_env: str | None, threads: int, kill_hook: tuple[str | None, bool]
+    cell: Cell,
+    driver_copy: list,
+    data_env: str | None,
+    threads: int,
+    device: str,
+    kill_hook: tuple[str | None, bool],
 ) -> tuple[CellResult, str, dict[str, str]]:
     """The body of a cell's Ray task: (result, started_at, the worker's versions)."""
     import torch
 
     torch.set_num_threads(threads)
+    if device == "cuda" and not torch.cuda.is_available():  # Ray gave the task a GPU; this torch cannot use it
+        raise UserError(
+            f"a Ray worker on {os.uname().nodename} has no CUDA device torch can use (torch {torch.__version__})"
+        )
+    configure(device)
     if data_env is None:
         os.environ.pop(DATA_ENV, None)
     else:
@@ -126,8 +141,8 @@ def _fit_remote(
     os.environ[OFFLINE_ENV] = "1"  # the driver prepared the files; a worker reads, never downloads
     _test_kill_hook(cell, *kill_hook)
     started_at = utc_now()
-    data = _driver_data(cell.task.name, driver_copy)
-    result = fit_safely(cell) if data is None else _fit_with(cell, data)
+    data = _driver_data(cell.task.name, driver_copy, device)
+    result = fit_safely(cell, device) if data is None else _fit_with(cell, data)
     return result, started_at, _versions()
 
 
@@ -182,6 +197,9 @@ class RayExecutor:
         self.threads = cpus_per_cell
         self.gpus_per_cell = gpus_per_cell
         self.max_retries = max_retries
+        # A cell given a GPU trains on it (Ray makes the GPUs it assigns the only ones the worker sees);
+        # a cell without one on the CPU, as Ray hides the GPUs from it.
+        self.device = "cuda" if gpus_per_cell > 0 else "cpu"
         # Cells at once: a guess until connected (this machine's cores), then from the cluster's nodes.
         self.jobs = max(1, usable_cores() // cpus_per_cell)
 
@@ -261,7 +279,7 @@ class RayExecutor:
                 task = cell.task.name
                 if task not in copies:  # once per task of the run; only a cluster needs the driver's copy
                     copies[task] = [ray.put(load_task_data(task)) if mode != "started" else None]
-                pending[fit.remote(cell, copies[task], data_env, self.threads, kill_hook)] = cell
+                pending[fit.remote(cell, copies[task], data_env, self.threads, self.device, kill_hook)] = cell
             ours = _versions()
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)  # a timeout keeps Ctrl-C prompt

@@ -6,12 +6,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from time import perf_counter
+from typing import TYPE_CHECKING
 
 from .config import Cell
 from .data import data_checksums, prepare_task
 from .devices import describe
 from .errors import UserError
 from .executors import LocalExecutor, PoolExecutor, make_executor
+
+if TYPE_CHECKING:
+    from .ray_executor import RayExecutor
 from .planning import Shard, shard_cells
 from .provenance import command_line, git_commit, machine, package_version, utc_now, utc_stamp, versions
 from .results import SCHEMA_VERSION, ResultRow, ResultStore
@@ -123,7 +127,7 @@ def plan_run(suite: Suite, csv_path: Path, *, shard: Shard | None = None, rerun_
     return Plan(csv_path, cells, written, todo, rerun)
 
 
-def _provenance(executor: LocalExecutor | PoolExecutor) -> dict[str, object]:
+def _provenance(executor: "LocalExecutor | PoolExecutor | RayExecutor") -> dict[str, object]:
     import torch
 
     found = machine()
@@ -145,7 +149,7 @@ def run_suite(
     out: str | Path | None = None,
     *,
     reporter: Reporter | None = None,
-    executor: LocalExecutor | PoolExecutor | None = None,
+    executor: "LocalExecutor | PoolExecutor | RayExecutor | None" = None,
     shard: Shard | None = None,
     rerun_failed: bool = False,
     fresh: bool = False,

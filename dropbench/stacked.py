@@ -12,7 +12,8 @@ become one set of stacked tensors (weights [K, in, out], biases [K, out]) traine
   single-cell MLP draws them, with the member's own input and hidden keep rates (the same bits, so the
   same masks as the single-cell run);
 - penalties: l1/l2 gradient additions on weights only, decoupled weight decay before the step, max-norm
-  on hidden rows after it, each with the member's own strength (0, or no max-norm, where it has none);
+  on each hidden unit's incoming weights after it, each with the member's own strength (0, or no
+  max-norm, where it has none);
 - the loss is the sum of the members' mean minibatch losses, so each member's gradient is its own loss's
   gradient; SGD (momentum, Nesterov) and Adam are elementwise, hence per member the single-cell update;
 - early stopping and divergence per member: a member that stops (patience) or diverges (non-finite loss)
@@ -20,8 +21,13 @@ become one set of stacked tensors (weights [K, in, out], biases [K, out]) traine
   early stopping) kept aside; the others go on in a smaller stack with their optimizer state carried over.
   A member out of the stack can no longer change.
 
-The figures agree with the single-cell trainer's to float32 rounding (batched and plain matmuls may
-round differently), not bit for bit. One host sync per epoch, for all members together.
+The figures agree with the single-cell trainer's to float32 rounding: on the CPU build this was written
+on they came out bit for bit equal (fp32 and bf16), but batched and plain matmuls may round differently
+elsewhere (other BLAS, GPUs). One host sync per epoch, for all members together.
+
+Where it pays: per-step overhead is paid once for K, arithmetic is not saved. On a 2-core CPU, 1 thread,
+8 cells of digits: 5x the cells per second at widths (64, 64), 1.5x at (256, 256), and 0.7-0.9x (slower)
+at (1024, 1024), where K-times larger activations fall out of cache.
 """
 
 import math
@@ -276,7 +282,9 @@ def _train_one_epoch(
         if members.max_norm is not None:  # as `apply_max_norm_`: c / norm computed as reciprocal(norm) * c
             with torch.no_grad():
                 for weight in hidden_weights:  # a hidden unit's incoming weights: a column of [in, out]
-                    scale = weight.norm(dim=1, keepdim=True).clamp_min(1e-12).reciprocal().mul_(members.max_norm)
+                    # Each column's norm from a contiguous row as `apply_max_norm_` takes it: the same rounding.
+                    norms = weight.transpose(1, 2).contiguous().norm(dim=2).unsqueeze(1)
+                    scale = norms.clamp_min(1e-12).reciprocal().mul_(members.max_norm)
                     weight.mul_(scale.clamp_max(1.0))
         loss_sum += losses.detach().double() * idx.shape[1]
     return loss_sum

@@ -141,12 +141,12 @@ def test_a_worker_without_the_files_uses_the_drivers_copy(monkeypatch, shared_ra
     monkeypatch.setattr(ray_executor, "_driver_copies", {})
     monkeypatch.setenv("DROPBENCH_OFFLINE", "0")  # the task body sets both; monkeypatch restores them
     monkeypatch.delenv("DROPBENCH_DATA", raising=False)
-    result, started_at, _ = ray_executor._fit_remote(cell, copy, None, 1, (None, False))
+    result, started_at, _ = ray_executor._fit_remote(cell, copy, None, 1, "cpu", (None, False))
     expected = fit_cell(cell, data)
     assert (result.status, result.test_loss, result.curves) == ("ok", expected.test_loss, expected.curves)
-    assert started_at.endswith("Z") and ray_executor._driver_copies["wine"] is not data  # fetched from the store
+    assert started_at.endswith("Z") and ray_executor._driver_copies["wine", "cpu"] is not data  # fetched from the store
     with pytest.raises(UserError, match="not found"):  # no driver's copy (a Ray instance of our own)
-        ray_executor._driver_data("breast-cancer", [None])
+        ray_executor._driver_data("breast-cancer", [None], "cpu")
 
 
 def test_without_ray_a_user_error_says_how_to_install_it(monkeypatch):
@@ -155,3 +155,18 @@ def test_without_ray_a_user_error_says_how_to_install_it(monkeypatch):
         RayExecutor()
     with pytest.raises(UserError, match="needs Ray"):
         ray_executor.import_ray()
+
+
+def test_cli_without_ray_says_how_to_install_it(monkeypatch, capsys):
+    from dropbench.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    assert main(["run", "--task", "wine", "--executor", "ray", "-q"]) == 2
+    assert "pip install 'dropbench[ray]'" in capsys.readouterr().err
+
+
+def test_cli_address_needs_the_ray_executor(capsys):
+    from dropbench.cli import main
+
+    assert main(["run", "--task", "wine", "--address", "auto", "-q"]) == 2
+    assert "--address needs --executor ray" in capsys.readouterr().err

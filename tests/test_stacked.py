@@ -33,19 +33,19 @@ def figures(result):
     return {k: v for k, v in asdict(result).items() if k not in ("fit_seconds", "curves")}
 
 
-def assert_same_figures(stacked, single):
+def assert_same_figures(stacked, single, tol=TOL):
     a, b = figures(stacked), figures(single)
     assert a.keys() == b.keys()
     for key in a:
         if isinstance(a[key], float):
-            assert a[key] == pytest.approx(b[key], abs=TOL, nan_ok=True), key
+            assert a[key] == pytest.approx(b[key], abs=tol, nan_ok=True), key
         else:
             assert a[key] == b[key], key
     assert len(stacked.curves) == len(single.curves)
     for p, q in zip(stacked.curves, single.curves):
         assert p.epoch == q.epoch
         for name in ("fit_loss", "val_loss", "val_acc"):
-            assert getattr(p, name) == pytest.approx(getattr(q, name), abs=TOL, nan_ok=True)
+            assert getattr(p, name) == pytest.approx(getattr(q, name), abs=tol, nan_ok=True)
 
 
 def max_difference(state_a, state_b):
@@ -79,7 +79,7 @@ def test_member_state_dict_round_trips_through_an_mlp():
         init_parameters_(model, make_generator(cell.task.name, cell.seed, "init"))
         members.append(model)
     stack = StackedMLP.from_members(members, [(1.0, 1.0, 1.0)] * 3, [torch.Generator()] * 3)
-    assert [tuple(w.shape) for w in stack.weights] == [(3, 32, 64), (3, 16, 32), (3, 10, 16)]
+    assert [tuple(w.shape) for w in stack.weights] == [(3, 64, 32), (3, 32, 16), (3, 16, 10)]  # [K, in, out]
     x = data.inputs(data.x_val[:50])
     out = stack.forward(x, train=False, shared=True)
     for k, member in enumerate(members):
@@ -114,7 +114,9 @@ def test_final_figures_equal_fit_cells_with_early_stopping_and_max_norm(optimize
     stacked = fit_stacked(cells, data)
     singles = [fit_cell(cell, data) for cell in cells]
     for result, single in zip(stacked, singles):
-        assert_same_figures(result, single)
+        # bf16 rounds the forward pass to 8 bits: a batched matmul that rounds differently (not the case on
+        # this CPU, where the figures agree exactly) would show far above float32's 1e-5.
+        assert_same_figures(result, single, TOL if precision == "fp32" else 1e-3)
     epochs = [r.epochs_run for r in singles]
     assert min(epochs) < 12 and len(set(epochs)) >= 3  # early stopping did happen, at different epochs
     assert all(r.status == "ok" for r in stacked)
@@ -234,3 +236,29 @@ def test_fit_seconds_is_the_shared_time_split_evenly_and_n_params_is_one_members
     results = fit_stacked(cells, data)
     assert len({r.fit_seconds for r in results}) == 1 and results[0].fit_seconds > 0
     assert all(r.n_params == 13 * 16 + 16 + 16 * 3 + 3 for r in results)
+
+
+def test_image_inputs_normalized_per_batch_train_like_the_single_cell():
+    """uint8 images [N, C, H, W] normalized batch by batch (`data.inputs`) reach each member as they reach
+    the single-cell MLP, dropout on the inputs and hidden units included."""
+    digits = load_task_data("digits")
+    generator = torch.Generator().manual_seed(0)
+
+    def images(n):
+        return torch.randint(0, 256, (n, 1, 8, 8), dtype=torch.uint8, generator=generator)
+
+    data = replace(
+        digits,
+        input_shape=(1, 8, 8),
+        x_train=images(len(digits.y_train)),
+        x_val=images(len(digits.y_val)),
+        x_test=images(len(digits.y_test)),
+        input_mean=torch.full((1, 1, 1, 1), 127.5),
+        input_inv_std=torch.full((1, 1, 1, 1), 1 / 74.0),
+    )
+    cells = [
+        make_cell("digits", keep=keep, input_keep=0.8, seed=seed, hidden=(32,), epochs=2)
+        for seed, keep in [(0, 0.5), (1, 1.0), (2, 0.8)]
+    ]
+    for result, cell in zip(fit_stacked(cells, data), cells):
+        assert_same_figures(result, fit_cell(cell, data))
