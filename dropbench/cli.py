@@ -179,6 +179,11 @@ Dropout kinds (--dropout), all keyed by the keep rate p:
     show_default=True,
     help="local: this machine (a process pool); ray: every cell a Ray task (pip install 'dropbench[ray]').",
 )
+@click.option(
+    "--no-stack",
+    is_flag=True,
+    help="Train every cell alone (by default compatible small cells train as one stacked model).",
+)
 @click.option("--address", help="Ray cluster to use (auto, HOST:PORT, ray://HOST:10001) [default: start one].")
 @click.option("--cpus-per-cell", type=click.IntRange(min=1), default=1, show_default=True, help="Ray: CPUs per cell.")
 @click.option(
@@ -202,7 +207,8 @@ Dropout kinds (--dropout), all keyed by the keep rate p:
 @data_options
 def run(
     suite: str | None, out: Path | None, jobs: int | None, device: str, threads: int | None,
-    executor_kind: str, address: str | None, cpus_per_cell: int, gpus_per_cell: float, shard: str | None,
+    no_stack: bool, executor_kind: str, address: str | None, cpus_per_cell: int, gpus_per_cell: float,
+    shard: str | None,
     rerun_failed: bool, fresh: bool, dry_run: bool, quiet: bool, log_format: str, **overrides: object,
 ) -> int:  # fmt: skip
     """Run a suite and print its gap tables.
@@ -228,7 +234,7 @@ def run(
     else:
         if address:
             raise UserError("--address needs --executor ray")
-        executor = make_executor(jobs, threads, resolve_device(device))
+        executor = make_executor(jobs, threads, resolve_device(device), stack=not no_stack)
     if dry_run:
         from .terminal import print_plan
 

@@ -21,6 +21,7 @@ from .data import load_task_data_on
 from .devices import configure
 from .errors import UserError
 from .provenance import utc_now
+from .stacked import WorkUnit, fit_stacked, work_units
 from .train import CellResult, fit_cell
 
 Finished = tuple[Cell, CellResult, str]  # (cell, result, started_at)
@@ -48,22 +49,38 @@ def fit_safely(cell: Cell, device: str = "cpu") -> CellResult:
         return CellResult(status="failed", error=f"{type(error).__name__}: {error}")
 
 
+def fit_unit(unit: WorkUnit, device: str = "cpu") -> list[tuple[Cell, CellResult]]:
+    """Fit a unit of work: one cell, or a group trained as one stacked model. If a stacked group fails
+    for any reason but bad data, its cells are fitted one by one, so one bad cell fails alone."""
+    if not unit.stacked:
+        return [(cell, fit_safely(cell, device)) for cell in unit.cells]
+    data = load_task_data_on(unit.cells[0].task.name, device)
+    try:
+        return list(zip(unit.cells, fit_stacked(unit.cells, data)))
+    except UserError:
+        raise
+    except Exception:  # noqa: BLE001 - the single-cell trainer then records each cell's own failure
+        return [(cell, fit_safely(cell, device)) for cell in unit.cells]
+
+
 class LocalExecutor:
     """Fit cells sequentially in this process with a deliberate thread count."""
 
     name = "local"
     jobs = 1
 
-    def __init__(self, threads: int | None = None, device: str = "cpu") -> None:
+    def __init__(self, threads: int | None = None, device: str = "cpu", stack: bool = True) -> None:
         self.threads = threads or usable_cores()
         self.device = device
+        self.stack = stack
 
     def run(self, cells: Sequence[Cell]) -> Iterator[Finished]:
         torch.set_num_threads(self.threads)
         configure(self.device)
-        for cell in cells:
+        for unit in work_units(cells, jobs=1, stack=self.stack, device=self.device):
             started_at = utc_now()
-            yield cell, fit_safely(cell, self.device), started_at
+            for cell, result in fit_unit(unit, self.device):
+                yield cell, result, started_at
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -88,9 +105,9 @@ def _init_worker(threads: int, device: str) -> None:
 _WORKER_DEVICE = "cpu"  # set once per worker process by _init_worker
 
 
-def _fit_in_worker(cell: Cell) -> tuple[CellResult, str]:
+def _fit_in_worker(unit: WorkUnit) -> tuple[list[CellResult], str]:
     started_at = utc_now()
-    return fit_safely(cell, _WORKER_DEVICE), started_at
+    return [result for _, result in fit_unit(unit, _WORKER_DEVICE)], started_at
 
 
 class PoolExecutor:
@@ -103,10 +120,11 @@ class PoolExecutor:
 
     name = "process-pool"
 
-    def __init__(self, jobs: int, threads: int | None = None, device: str = "cpu") -> None:
+    def __init__(self, jobs: int, threads: int | None = None, device: str = "cpu", stack: bool = True) -> None:
         self.jobs = jobs
         self.threads = threads or max(1, usable_cores() // jobs)
         self.device = device
+        self.stack = stack
 
     def _start(self, workers: int) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
@@ -120,34 +138,39 @@ class PoolExecutor:
         """Keep each worker fed with one cell at a time, so the cells in flight are known: when a worker
         dies (killed, out of memory) the pool breaks, those cells are retried once in a fresh pool and a
         cell that was in flight at two breakages is written as failed; the others are not affected."""
-        queue, strikes = deque(cells), Counter[str]()
+        units = work_units(cells, jobs=self.jobs, stack=self.stack, device=self.device)
+        queue, strikes = deque(units), Counter[str]()
         while queue:
             pool = self._start(min(self.jobs, len(queue)))
-            in_flight: dict[Future, Cell] = {}
+            in_flight: dict[Future, WorkUnit] = {}
             try:
                 while queue or in_flight:
                     while queue and len(in_flight) < self.jobs:
-                        cell = queue.popleft()
-                        in_flight[pool.submit(_fit_in_worker, cell)] = cell
+                        unit = queue.popleft()
+                        in_flight[pool.submit(_fit_in_worker, unit)] = unit
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
                         break
                     for future in done:
-                        cell = in_flight.pop(future)
-                        result, started_at = future.result()
-                        yield cell, result, started_at
+                        unit = in_flight.pop(future)
+                        results, started_at = future.result()
+                        for cell, result in zip(unit.cells, results):
+                            yield cell, result, started_at
             finally:
                 if in_flight:  # a broken pool, an error or Ctrl-C: stop the workers still running, now
                     _stop(pool)
                 else:
                     pool.shutdown(wait=True)
-            for cell in in_flight.values():  # the pool broke under these cells
-                strikes[cell.cell_id] += 1
-                if strikes[cell.cell_id] >= WORKER_DEATHS_ALLOWED:
-                    error = "worker process died while fitting this cell (killed, or out of memory?)"
-                    yield cell, CellResult(status="failed", error=error), utc_now()
+            for unit in in_flight.values():  # the pool broke under these cells
+                key = unit.cells[0].cell_id
+                strikes[key] += 1
+                if strikes[key] < WORKER_DEATHS_ALLOWED:
+                    queue.appendleft(unit)
+                elif len(unit.cells) > 1:  # a stacked group: retry its cells in groups of one to find the culprit
+                    queue.extendleft(WorkUnit([cell], stacked=True) for cell in unit.cells)
                 else:
-                    queue.appendleft(cell)
+                    error = "worker process died while fitting this cell (killed, or out of memory?)"
+                    yield unit.cells[0], CellResult(status="failed", error=error), utc_now()
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
@@ -160,8 +183,9 @@ def _stop(pool: ProcessPoolExecutor) -> None:
 
 
 def make_executor(
-    jobs: int | None = None, threads: int | None = None, device: str = "cpu"
+    jobs: int | None = None, threads: int | None = None, device: str = "cpu", stack: bool = True
 ) -> LocalExecutor | PoolExecutor:
-    """`jobs` processes (default: one per usable core on the CPU, one on a GPU); 1 means this process."""
+    """`jobs` processes (default: one per usable core on the CPU, one on a GPU); 1 means this process.
+    `stack`: train compatible cells as one stacked model (see stacked.work_units)."""
     jobs = jobs or (1 if device == "cuda" else usable_cores())
-    return LocalExecutor(threads, device) if jobs == 1 else PoolExecutor(jobs, threads, device)
+    return LocalExecutor(threads, device, stack) if jobs == 1 else PoolExecutor(jobs, threads, device, stack)

@@ -139,3 +139,14 @@ def test_a_process_pool_gives_the_same_figures_as_one_process(tmp_path):
     a = pd.read_csv(alone).drop(columns=TIMING).set_index("cell_id").sort_index()
     b = pd.read_csv(pooled).drop(columns=TIMING).set_index("cell_id").sort_index()
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_stacked_and_single_cell_training_give_the_same_figures(tmp_path):
+    _, stacked = run_small(tmp_path, "stacked.csv")
+    _, alone = run_small(tmp_path, "alone.csv", ["--no-stack"])
+    a = pd.read_csv(stacked).drop(columns=TIMING).set_index("cell_id").sort_index()
+    b = pd.read_csv(alone).drop(columns=TIMING).set_index("cell_id").sort_index()
+    assert (a["test_acc"].fillna(-1) == b["test_acc"].fillna(-1)).all()
+    assert ((a["epochs_run"] == b["epochs_run"]) & (a["best_epoch"] == b["best_epoch"])).all()
+    for column in ("train_loss", "val_loss", "test_loss"):
+        assert (a[column] - b[column]).abs().max() < 1e-5  # bmm and mm round the last bits differently

@@ -168,7 +168,8 @@ def test_json_log_lines_one_per_cell(tmp_path, capsys):
     assert events[0]["event"] == "start" and events[-1]["event"] == "finish"
 
 
-def test_failed_cells_are_recorded_the_run_goes_on_and_exits_1(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("stacked", [False, True])
+def test_failed_cells_are_recorded_the_run_goes_on_and_exits_1(tmp_path, monkeypatch, capsys, stacked):
     import dropbench.executors as executors
 
     real = executors.fit_cell
@@ -178,9 +179,14 @@ def test_failed_cells_are_recorded_the_run_goes_on_and_exits_1(tmp_path, monkeyp
             raise RuntimeError("simulated failure")
         return real(cell, data)
 
+    def broken_stack(cells, data):
+        raise RuntimeError("simulated stacked failure")
+
     monkeypatch.setattr(executors, "fit_cell", flaky)
+    # A stacked group that raises is fitted again cell by cell, so the one bad cell fails alone.
+    monkeypatch.setattr(executors, "fit_stacked", broken_stack)
     out = tmp_path / "r.csv"
-    assert main(["run", *GRID, "--out", str(out)]) == 1
+    assert main(["run", *GRID, "--out", str(out), *([] if stacked else ["--no-stack"])]) == 1
     frame = pd.read_csv(out)
     failed = frame[frame["status"] == "failed"]
     assert len(frame) == GRID_CELLS and len(failed) == 4
