@@ -79,7 +79,6 @@ def summarize(frame: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS) -
 
 REPORT_METRICS = ("gap_acc", "gap_loss", "test_acc", "test_error", "test_loss", "test_ece", "fit_seconds")
 HIGHER_IS_BETTER = frozenset({"test_acc", "train_acc", "val_acc"})
-PAIRING_COLUMNS = ("task", "model", "dropout")  # a configuration is compared with the baseline of its model
 
 
 def with_metric(frame: pd.DataFrame, metric: str) -> pd.DataFrame:

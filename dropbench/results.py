@@ -89,9 +89,7 @@ class ResultRow:
 
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow))
 EPOCH_COLUMNS: tuple[str, ...] = ("cell_id", "epoch", "fit_loss", "val_loss", "val_acc")
-IDENTITY_COLUMNS: tuple[str, ...] = COLUMNS[: COLUMNS.index("seed") + 1]
 TEXT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow) if f.type is str)
-STATUSES = ("ok", "diverged", "failed")
 
 
 def format_value(value: object) -> str:

@@ -110,7 +110,8 @@ def verified_content(path: Path, file: DataFile, source: DataSource) -> bytes:
 
 
 @lru_cache(maxsize=32)
-def _verified_once(path: Path, size: int, mtime_ns: int, expected: str) -> bool:
+def _verified_once(path: Path, size: int, mtime_ns: int, expected: str) -> bool:  # noqa: ARG001 - cache key
+    """Checked once per process per file version: size and mtime are part of the cache key."""
     content = read_content(path)
     return hashlib.sha256(content).hexdigest() == expected
 
