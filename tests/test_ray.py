@@ -1,7 +1,6 @@
 """The Ray executor: same figures as a local run, a killed worker retried, a dying cell failed, Ray missing."""
 
 import sys
-import time
 
 import pandas as pd
 import pytest
@@ -96,9 +95,7 @@ def test_a_cell_that_keeps_dying_is_failed_after_its_retries_and_the_run_goes_on
     monkeypatch.setenv("DROPBENCH_TEST_RAY_KILL_ONCE", str(marker))
     monkeypatch.setenv("DROPBENCH_TEST_RAY_KILL_ALWAYS", "1")
     out = tmp_path / "ray.csv"
-    started = time.perf_counter()
     summary = run_suite(suite, out, executor=RayExecutor(max_retries=1))
-    assert time.perf_counter() - started < 20
     frame = pd.read_csv(out, keep_default_na=False).set_index("cell_id")
     victim = marker.read_text()
     assert len(frame) == CELLS and summary.counts == {"ok": CELLS - 1, "failed": 1}
