@@ -10,6 +10,8 @@ and a lane is kept when it falls below `round(p * 65536)`. On this 2-core CPU a 
 (error <= 7.6e-6); the scale uses that *effective* rate, so the expectation is preserved exactly.
 """
 
+import math
+
 import torch
 from torch import nn
 
@@ -33,6 +35,18 @@ def random_bits(count: int, generator: torch.Generator, device: torch.device | s
     return draws.view(torch.int16)[:count]
 
 
+def lane_threshold(keep: float) -> int:
+    """The int16 lane value below which a unit is kept: kept with probability effective_keep_rate(keep)."""
+    return _LANE_MIN + round(effective_keep_rate(keep) * LANE_LEVELS)
+
+
+def kept_lanes(
+    shape: torch.Size | tuple[int, ...], keep: float, generator: torch.Generator, device: torch.device | str
+) -> torch.Tensor:
+    """The boolean "kept" mask behind every dropout kind: the same bits give the same units everywhere."""
+    return random_bits(math.prod(shape), generator, device).view(shape) < lane_threshold(keep)
+
+
 def keep_mask(
     shape: torch.Size | tuple[int, ...],
     keep: float,
@@ -42,13 +56,7 @@ def keep_mask(
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """A mask of 0 and 1/p_eff: each entry independently kept with probability p_eff."""
-    p_eff = effective_keep_rate(keep)
-    count = 1
-    for size in shape:
-        count *= size
-    threshold = _LANE_MIN + round(p_eff * LANE_LEVELS)
-    lanes = random_bits(count, generator, device).view(shape)
-    return (lanes < threshold).to(dtype).mul_(1.0 / p_eff)
+    return kept_lanes(shape, keep, generator, device).to(dtype).mul_(1.0 / effective_keep_rate(keep))
 
 
 class Dropout(nn.Module):
@@ -98,20 +106,6 @@ SELU_ALPHA = 1.6732632423543772  # alpha of Klambauer et al. 2017
 SELU_SATURATION = -SELU_SCALE * SELU_ALPHA  # alpha' = -lambda * alpha: SELU's limit as its input goes to -inf
 
 
-def _kept(
-    shape: torch.Size | tuple[int, ...], keep: float, generator: torch.Generator, device: torch.device | str
-) -> torch.Tensor:
-    """The boolean "kept" mask that `keep_mask` scales: the same bits and threshold, so the same draws.
-
-    A 0/1 mask as `keep_mask(...) * p_eff` would not be exact: float32(1 / p_eff) * p_eff need not be 1.
-    """
-    count = 1
-    for size in shape:
-        count *= size
-    threshold = _LANE_MIN + round(effective_keep_rate(keep) * LANE_LEVELS)
-    return random_bits(count, generator, device).view(shape) < threshold
-
-
 class GaussianDropout(Dropout):
     """Multiplicative Gaussian noise (Srivastava et al. 2014, section 10): y = x * (1 + sigma * eps).
 
@@ -154,7 +148,7 @@ class AlphaDropout(Dropout):
         if self.generator is None:
             raise RuntimeError("Dropout.set_generator must be called before training")
         a, b = alpha_dropout_affine(self.keep)
-        kept = _kept(x.shape, self.keep, self.generator, x.device)
+        kept = kept_lanes(x.shape, self.keep, self.generator, x.device)
         return torch.where(kept, x, SELU_SATURATION).mul_(a).add_(b)
 
 

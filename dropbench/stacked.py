@@ -41,14 +41,13 @@ import torch.nn.functional as F
 from .config import Cell
 from .data import TaskData
 from .devices import autocast
-from .dropout import LANE_LEVELS, effective_keep_rate, random_bits
+from .dropout import LANE_LEVELS, effective_keep_rate, lane_threshold, random_bits
 from .models import MLP, build_model, count_parameters, init_parameters_
 from .seeding import make_generator
 from .train import EVAL_BATCH, CellResult, EpochRecord, make_optimizer, measure_, subsample_training
 
 STACKABLE_REGULARIZERS = frozenset({"none", "l1", "l2", "max-norm", "weight-decay", "early-stopping"})
 EVAL_ROWS = 4 * EVAL_BATCH  # rows of all members together per evaluation chunk: bounds eval memory at large K
-_LANE_MIN = -(LANE_LEVELS // 2)
 
 
 def stack_key(cell: Cell) -> tuple | None:
@@ -114,9 +113,10 @@ class StackedMLP:
             if not any(draws):
                 self._plans.append(None)
                 continue
-            levels = [round(effective_keep_rate(p) * LANE_LEVELS) if d else LANE_LEVELS for p, d in zip(rates, draws)]
+            # A member that does not drop here keeps every lane: a threshold above the largest int16.
+            levels = [lane_threshold(p) if d else LANE_LEVELS // 2 for p, d in zip(rates, draws)]
             scales = [1.0 / effective_keep_rate(p) if d else 1.0 for p, d in zip(rates, draws)]
-            thresholds = torch.tensor([_LANE_MIN + level for level in levels], dtype=torch.int32, device=device)
+            thresholds = torch.tensor(levels, dtype=torch.int32, device=device)
             scale = torch.tensor(scales, dtype=torch.float32, device=device)
             self._plans.append(_SitePlan(draws, thresholds.view(-1, 1, 1), scale.view(-1, 1, 1)))
 
