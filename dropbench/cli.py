@@ -235,13 +235,12 @@ def run(
         if address:
             raise UserError("--address needs --executor ray")
         executor = make_executor(jobs, threads, resolve_device(device), stack=not no_stack)
+    out = out or default_out_path(resolved.name)
     if dry_run:
         from .terminal import print_plan
 
-        out = out or default_out_path(resolved.name)
         print_plan(plan_run(resolved, out, shard=part, rerun_failed=rerun_failed and not fresh), executor)
         return EXIT_OK
-    out = out or default_out_path(resolved.name)
     try:
         summary = run_suite(
             resolved,

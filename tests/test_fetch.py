@@ -70,7 +70,7 @@ def make_idx_files(folder, n_train=120, n_test=40):
     return tuple(files)
 
 
-def test_download_verifies_and_loads(server, tmp_path):
+def test_download_verifies_and_loads(server, tmp_path, monkeypatch):
     www, url = server
     (www / "mnist").mkdir()
     files = make_idx_files(www / "mnist")
@@ -78,23 +78,10 @@ def test_download_verifies_and_loads(server, tmp_path):
     data = tmp_path / "data"
     paths = ensure_source(source, data)
     assert all(p.parent == data / "toy" for p in paths.values())
-    raw = load_idx_task_from(source, data)
+    monkeypatch.setenv("DROPBENCH_DATA", str(data))
+    raw = load_idx_task(source)
     assert raw.x.shape == (120, 1, 28, 28) and raw.x_test.shape == (40, 1, 28, 28)
     assert source_status(source, data) == "present"
-
-
-def load_idx_task_from(source, data, monkeypatch=None):
-    import os
-
-    old = os.environ.get("DROPBENCH_DATA")
-    os.environ["DROPBENCH_DATA"] = str(data)
-    try:
-        return load_idx_task(source)
-    finally:
-        if old is None:
-            del os.environ["DROPBENCH_DATA"]
-        else:
-            os.environ["DROPBENCH_DATA"] = old
 
 
 def test_a_dead_mirror_and_a_missing_file_are_skipped_for_the_next(server, tmp_path):
@@ -167,7 +154,6 @@ def make_cifar_archive(path, extra_members=()):
     files = []
     with tarfile.open(path, "w:gz") as tar:
         for name in [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"]:
-            buffer = io.BytesIO()
             tmp = path.parent / name
             write_cifar10_batch(tmp, rng.integers(0, 256, (20, 3, 32, 32), dtype=np.uint8), np.arange(20) % 10)
             data = tmp.read_bytes()
@@ -175,13 +161,12 @@ def make_cifar_archive(path, extra_members=()):
             info.size = len(data)
             tar.addfile(info, io.BytesIO(data))
             files.append(DataFile(name, sha256(data)))
-            del buffer
         for member, data in extra_members:
             tar.addfile(member, io.BytesIO(data) if data else None)
     return tuple(files)
 
 
-def test_archive_members_are_extracted_safely(server, tmp_path):
+def test_archive_members_are_extracted_safely(server, tmp_path, monkeypatch):
     www, url = server
     evil = tarfile.TarInfo("cifar-10-batches-bin/../../evil.bin")
     evil.size = 4
@@ -199,18 +184,9 @@ def test_archive_members_are_extracted_safely(server, tmp_path):
     assert inside == sorted(f.name for f in files)
     assert not list(tmp_path.rglob("evil.bin")) and not (tmp_path / "absolute.bin").exists()
     assert not (data / "cifar10" / "link").exists()
-    raw = load_cifar_from(source, data)
+    monkeypatch.setenv("DROPBENCH_DATA", str(data))
+    raw = load_cifar10_task(source)
     assert raw.x.shape == (100, 3, 32, 32) and raw.x_test.shape == (20, 3, 32, 32)
-
-
-def load_cifar_from(source, data):
-    import os
-
-    os.environ["DROPBENCH_DATA"] = str(data)
-    try:
-        return load_cifar10_task(source)
-    finally:
-        del os.environ["DROPBENCH_DATA"]
 
 
 def test_an_archive_member_that_is_a_link_is_refused(server, tmp_path):

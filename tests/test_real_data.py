@@ -32,7 +32,7 @@ def test_training_on_the_real_fashion_mnist(tmp_path, monkeypatch):
     assert data.sizes() == (55000, 5000, 10000) and data.x_train.dtype == torch.uint8
     result = fit_cell(make_cell("fashion-mnist", keep=0.5, epochs=1, hidden=(128,), batch_size=128), data)
     assert result.status == "ok" and result.test_acc > 0.80
-    assert result.train_acc - result.test_acc == pytest.approx(result.train_acc - result.test_acc)
+    assert 0.80 < result.train_acc < 1.0  # one epoch at keep 0.5: fitted, and not memorized
 
 
 @needs_mnist

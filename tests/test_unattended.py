@@ -202,7 +202,6 @@ def test_provenance_in_rows_and_sidecar(tmp_path):
     assert row["threads"] >= 1 and row["schema_version"] == 3
     meta = json.loads((tmp_path / "r.json").read_text())
     assert meta["runs"][0]["machine"]["cpu_count"] >= 1 and meta["data_files"] == {"wine": {}, "breast-cancer": {}}
-    time.sleep(0)
 
 
 def _pool_workers(driver: int) -> list[int]:
