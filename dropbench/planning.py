@@ -82,3 +82,31 @@ def calibration(done_cells: list[Cell], fit_seconds: list[float]) -> float:
     if not pairs:
         return 1.0
     return math.fsum(s for _, s in pairs) / math.fsum(c for c, _ in pairs)
+
+
+@dataclass(frozen=True)
+class PlanLine:
+    """One line of a dry run: a task (or 'all'), its cells, those done, those to run, the estimated time."""
+
+    name: str
+    cells: int
+    done: int
+    todo: int
+    seconds: float
+
+
+def plan_summary(cells: list[Cell], todo: list[Cell], written: dict[str, dict[str, str]], jobs: int) -> tuple[
+    list[PlanLine], bool
+]:  # fmt: skip
+    """Per task and in all, what a run would do and how long it should take; and whether the estimate is
+    calibrated on cells the file already holds (their fit_seconds) rather than on the default rates."""
+    pending = {c.cell_id for c in todo}
+    done_cells = [c for c in cells if c.cell_id in written and c.cell_id not in pending]
+    scale = calibration(done_cells, [float(written[c.cell_id]["fit_seconds"] or "nan") for c in done_cells])
+    lines = []
+    for task in dict.fromkeys(c.task.name for c in cells):
+        mine = [c for c in cells if c.task.name == task]
+        left = [c for c in todo if c.task.name == task]
+        lines.append(PlanLine(task, len(mine), len(mine) - len(left), len(left), estimate_seconds(left, jobs, scale)))
+    lines.append(PlanLine("all", len(cells), len(cells) - len(todo), len(todo), estimate_seconds(todo, jobs, scale)))
+    return lines, bool(done_cells)

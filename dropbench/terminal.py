@@ -140,24 +140,18 @@ def print_plan(plan: Plan, executor: object) -> None:
     """--dry-run: per task, the cells of the grid (or shard), those done, those to run, a time estimate."""
     from rich.table import Table
 
-    from .planning import calibration, estimate_seconds
+    from .planning import plan_summary
 
-    done_cells = [c for c in plan.cells if c.cell_id in plan.written and c.cell_id not in plan.rerun]
-    scale = calibration(done_cells, [float(plan.written[c.cell_id]["fit_seconds"] or "nan") for c in done_cells])
     jobs = getattr(executor, "jobs", 1)
+    lines, calibrated = plan_summary(plan.cells, plan.todo, plan.written, jobs)
     table = Table(title=f"dry run -> {plan.csv_path}", title_justify="left")
     for column in ("task", "cells", "done", "to run", "estimated time"):
         table.add_column(column, justify="left" if column == "task" else "right")
-    tasks = dict.fromkeys(c.task.name for c in plan.cells)
-    for task in tasks:
-        cells = [c for c in plan.cells if c.task.name == task]
-        todo = [c for c in plan.todo if c.task.name == task]
-        table.add_row(task, str(len(cells)), str(len(cells) - len(todo)), str(len(todo)),
-                      _duration(estimate_seconds(todo, jobs, scale)))  # fmt: skip
-    table.add_row("all", str(len(plan.cells)), str(len(plan.cells) - len(plan.todo)), str(len(plan.todo)),
-                  _duration(estimate_seconds(plan.todo, jobs, scale)), style="bold")  # fmt: skip
+    for line in lines:
+        table.add_row(line.name, str(line.cells), str(line.done), str(line.todo), _duration(line.seconds),
+                      style="bold" if line.name == "all" else None)  # fmt: skip
     stdout_console().print(table)
-    basis = "measured on the cells already done" if done_cells else "this project's 2-core CPU rates"
+    basis = "measured on the cells already done" if calibrated else "this project's 2-core CPU rates"
     stdout_console().print(f"estimate from {basis}, over {jobs} worker process(es)", highlight=False)
 
 
