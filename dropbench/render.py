@@ -131,6 +131,32 @@ def _caption(grid: Grid, tested: bool) -> str:
     return f"{grid.view.explanation}\n{legend}"
 
 
+def _table_rows(grid: Grid) -> list[tuple[str, list[tuple[pd.Series | None, tuple[str, str, str]]]]]:
+    """Each row label with, per keep rate, its summary row (None where the grid has no cell) and the
+    cell's (value, test figure, marks) text: what every table format shows."""
+    rows = []
+    for label, by_keep in grid.rows:
+        cells = []
+        for keep in grid.keep_rates:
+            row = by_keep.get(keep)
+            cells.append((row, ("", "", "") if row is None else _cell_parts(grid, row)))
+        rows.append((label, cells))
+    return rows
+
+
+def _rich_cell(grid: Grid, row: pd.Series | None, parts: tuple[str, str, str]) -> Text | str:
+    value, test, marks = parts
+    if row is None:
+        return ""
+    if row["n"] == 0:
+        return Text(value, style="red")
+    text = Text(value + "\n")
+    text.append(test + marks, style="bold green" if row.name == grid.best else "dim")
+    if row["not_ok"]:
+        text.append(f"\n{row['not_ok']} not ok", style="red")
+    return text
+
+
 def rich_tables(grids: list[Grid], tested: bool = False) -> list[Table]:
     tables = []
     for grid in grids:
@@ -140,23 +166,8 @@ def rich_tables(grids: list[Grid], tested: bool = False) -> list[Table]:
         table.add_column("regularizer", style="bold")
         for keep in grid.keep_rates:
             table.add_column(keep_label(keep), justify="right")
-        for label, by_keep in grid.rows:
-            cells: list[Text | str] = []
-            for keep in grid.keep_rates:
-                row = by_keep.get(keep)
-                if row is None:
-                    cells.append("")
-                    continue
-                value, test, marks = _cell_parts(grid, row)
-                if row["n"] == 0:
-                    cells.append(Text(value, style="red"))
-                    continue
-                text = Text(value + "\n")
-                text.append(test + marks, style="bold green" if row.name == grid.best else "dim")
-                if row["not_ok"]:
-                    text.append(f"\n{row['not_ok']} not ok", style="red")
-                cells.append(text)
-            table.add_row(label, *cells)
+        for label, cells in _table_rows(grid):
+            table.add_row(label, *(_rich_cell(grid, row, parts) for row, parts in cells))
         tables.append(table)
     return tables
 
@@ -173,16 +184,9 @@ def markdown(grids: list[Grid], tested: bool = False) -> str:
         out.write(f"### {grid.task} · {grid.view.title} · mean ± 95% CI over {grid.seeds} seeds\n\n")
         out.write("| regularizer | " + " | ".join(keep_label(k) for k in grid.keep_rates) + " |\n")
         out.write("|---|" + "---:|" * len(grid.keep_rates) + "\n")
-        for label, by_keep in grid.rows:
-            cells = []
-            for keep in grid.keep_rates:
-                row = by_keep.get(keep)
-                if row is None:
-                    cells.append("")
-                    continue
-                value, test, marks = _cell_parts(grid, row)
-                cells.append(f"{value}<br>{test}{marks}" if test else value)
-            out.write(f"| {label} | " + " | ".join(c.replace("|", "\\|") for c in cells) + " |\n")
+        for label, cells in _table_rows(grid):
+            texts = [f"{v}<br>{t}{m}" if t else v for _, (v, t, m) in cells]
+            out.write(f"| {label} | " + " | ".join(c.replace("|", "\\|") for c in texts) + " |\n")
         out.write("\n" + _caption(grid, tested).replace("\n", "  \n") + "\n\n")
     return out.getvalue()
 
