@@ -3,11 +3,15 @@
 This is the one place where a keep rate meets randomness. PyTorch's `nn.Dropout` takes the *drop*
 probability; nothing here calls it, so there is no conversion to get wrong.
 
-Masks come from raw random bits rather than `torch.rand`: one 64-bit draw yields four 16-bit lanes,
-and a lane is kept when it falls below `round(p * 65536)`. On this 2-core CPU a p = 0.5 mask for a
-256x1024 activation costs ~0.9 ms this way against ~4.3 ms for `F.dropout` (and ~3.6 ms for the
-256x1024 @ 1024x1024 matmul beside it). The keep rate is thereby rounded to the nearest 1/65536
-(error <= 7.6e-6); the scale uses that *effective* rate, so the expectation is preserved exactly.
+Masks come from raw random bits rather than `torch.rand` or `bernoulli_`: full-range int64 draws are
+cut into lanes, and a unit is kept when its lane falls below a threshold. The keep rate is rounded to
+the nearest 1/65536 (error <= 7.6e-6) and the scale uses that *effective* rate, so the expectation is
+preserved exactly. A lane is as narrow as that rate allows: p = 0.5 needs 1 bit per unit, 0.25 and
+0.75 need 2, 0.8 needs all 16. The distribution is the same either way; only the number of draws
+changes. On this 2-core CPU a 128x1024 mask costs ~60 us at p = 0.5 (1-bit lanes), ~250 us at
+p = 0.8 (16-bit lanes), ~1 ms with `F.dropout`; the 128x1024 @ 1024x1024 matmul beside it ~1.4 ms.
+Masks are written as floats straight from the comparison (`torch.lt(..., out=float)`): a bool mask
+converted afterwards costs five times as much.
 """
 
 import math
@@ -15,9 +19,10 @@ import math
 import torch
 from torch import nn
 
-LANE_BITS = 16
-LANES_PER_WORD = 64 // LANE_BITS
+LANE_BITS = 16  # the widest lane: keep rates are realised to 1/65536
 LANE_LEVELS = 1 << LANE_BITS
+LANE_WIDTHS = (1, 2, 4, 8, 16)  # lane widths that tile a byte (or, at 16, an int16)
+WORD_BITS = 64
 _LANE_MIN = -(1 << (LANE_BITS - 1))
 
 
@@ -26,25 +31,113 @@ def effective_keep_rate(keep: float) -> float:
     return max(1, round(keep * LANE_LEVELS)) / LANE_LEVELS
 
 
-def random_bits(count: int, generator: torch.Generator, device: torch.device | str) -> torch.Tensor:
-    """`count` uniform int16 values from ceil(count / 4) full-range int64 draws."""
-    words = -(-count // LANES_PER_WORD)
-    # random_(from=-2**63, to=None) draws all 64 bits; the default random_() leaves the top bit at 0,
-    # which would make every fourth lane non-negative and bias the mask.
-    draws = torch.empty(words, dtype=torch.int64, device=device).random_(-(2**63), None, generator=generator)
-    return draws.view(torch.int16)[:count]
+def _keep_levels(keep: float) -> int:
+    """effective_keep_rate(keep) * 65536, an integer in [1, 65536]."""
+    return round(effective_keep_rate(keep) * LANE_LEVELS)
+
+
+def lane_bits(keep: float) -> int:
+    """The fewest bits per unit (of LANE_WIDTHS) whose lanes realise effective_keep_rate(keep) exactly:
+    the 16-bit level count with its trailing zero bits dropped. 1 at p = 0.5, 2 at 0.25 and 0.75."""
+    levels = _keep_levels(keep)
+    trailing_zeros = (levels & -levels).bit_length() - 1
+    needed = LANE_BITS - trailing_zeros
+    return next(bits for bits in LANE_WIDTHS if bits >= needed)
 
 
 def lane_threshold(keep: float) -> int:
-    """The int16 lane value below which a unit is kept: kept with probability effective_keep_rate(keep)."""
-    return _LANE_MIN + round(effective_keep_rate(keep) * LANE_LEVELS)
+    """The lane value below which a unit is kept, for lanes of lane_bits(keep) bits: unsigned values in
+    [0, 2**bits) for narrow lanes, int16 values for 16-bit lanes. P(lane < threshold) = effective rate."""
+    bits = lane_bits(keep)
+    levels = _keep_levels(keep) >> (LANE_BITS - bits)
+    return _LANE_MIN + levels if bits == LANE_BITS else levels
+
+
+def random_words(count: int, bits: int, generator: torch.Generator, device: torch.device | str) -> torch.Tensor:
+    """Full-range int64 draws enough for `count` lanes of `bits` bits."""
+    words = -(-count * bits // WORD_BITS)
+    # random_(from=-2**63, to=None) draws all 64 bits; the default random_() leaves the top bit at 0,
+    # which would make the top lane of every word non-uniform and bias the mask.
+    return torch.empty(words, dtype=torch.int64, device=device).random_(-(2**63), None, generator=generator)
+
+
+def random_bits(count: int, generator: torch.Generator, device: torch.device | str) -> torch.Tensor:
+    """`count` uniform int16 values (16-bit lanes) from ceil(count / 4) full-range int64 draws."""
+    return random_words(count, LANE_BITS, generator, device).view(torch.int16)[:count]
+
+
+_FIELD_CACHE: dict[tuple[int, str], torch.Tensor] = {}
+_LIMIT_CACHE: dict[tuple[float, str], torch.Tensor] = {}
+
+
+def lane_fields(bits: int, device: torch.device | str) -> torch.Tensor:
+    """The byte masks [lanes per byte, 1] (uint8) that isolate each lane of a byte, lowest lane first."""
+    key = (bits, str(device))
+    if key not in _FIELD_CACHE:
+        field = (1 << bits) - 1
+        _FIELD_CACHE[key] = torch.tensor(
+            [field << shift for shift in range(0, 8, bits)], dtype=torch.uint8, device=device
+        ).unsqueeze(1)
+    return _FIELD_CACHE[key]
+
+
+def lane_limits(bits: int, thresholds: torch.Tensor) -> torch.Tensor:
+    """Per-lane limits to compare the words' lanes against, from thresholds of shape [..., 1, 1].
+
+    A narrow lane is compared where it sits in its byte, (byte & field) < threshold << shift, which is
+    lane < threshold without shifting every byte: [..., lanes per byte, 1] uint8. 16-bit lanes compare
+    as int16 against the threshold itself.
+    """
+    if bits == LANE_BITS:
+        return thresholds.to(torch.int16)
+    shifts = torch.arange(0, 8, bits, device=thresholds.device).view(-1, 1)
+    return (thresholds << shifts).to(torch.uint8)
+
+
+def kept_from_words(
+    words: torch.Tensor, bits: int, limits: torch.Tensor, count: int, *, dtype: torch.dtype = torch.bool
+) -> torch.Tensor:
+    """1 where a unit is kept, 0 where dropped: [..., count] from draws [..., W], as `dtype`.
+
+    Lanes are laid out lane-major within each row of words: unit i is lane i // B of byte i % B (B bytes
+    per row). Broadcasting the lane axis outside the bytes keeps every elementwise pass contiguous;
+    broadcasting it innermost is ten times slower on CPU.
+    """
+    if bits == LANE_BITS:
+        lanes = words.view(torch.int16).unsqueeze(-2)  # [..., 1, 4W]
+    else:
+        octets = words.view(torch.uint8).unsqueeze(-2)  # [..., 1, 8W]
+        lanes = octets if bits == 8 else octets & lane_fields(bits, words.device)
+    shape = torch.broadcast_shapes(lanes.shape, limits.shape)
+    out = torch.empty(shape, dtype=dtype, device=words.device)
+    torch.lt(lanes, limits, out=out)  # written in `dtype` directly: a bool mask cast to float costs 5x more
+    return out.flatten(-2)[..., :count]
+
+
+def _single_limits(keep: float, device: torch.device | str) -> torch.Tensor:
+    """lane_limits for one keep rate, made once per rate and device: building them costs as much as a mask."""
+    key = (keep, str(device))
+    if key not in _LIMIT_CACHE:
+        threshold = torch.tensor(lane_threshold(keep), device=device).view(1, 1)
+        _LIMIT_CACHE[key] = lane_limits(lane_bits(keep), threshold)
+    return _LIMIT_CACHE[key]
+
+
+def _mask_lanes(
+    shape: torch.Size | tuple[int, ...], keep: float, generator: torch.Generator, device: torch.device | str,
+    dtype: torch.dtype,
+) -> torch.Tensor:  # fmt: skip
+    count, bits = math.prod(shape), lane_bits(keep)
+    words = random_words(count, bits, generator, device)
+    limits = _single_limits(keep, device)
+    return kept_from_words(words, bits, limits, count, dtype=dtype).view(shape)
 
 
 def kept_lanes(
     shape: torch.Size | tuple[int, ...], keep: float, generator: torch.Generator, device: torch.device | str
 ) -> torch.Tensor:
     """The boolean "kept" mask behind every dropout kind: the same bits give the same units everywhere."""
-    return random_bits(math.prod(shape), generator, device).view(shape) < lane_threshold(keep)
+    return _mask_lanes(shape, keep, generator, device, torch.bool)
 
 
 def keep_mask(
@@ -56,7 +149,7 @@ def keep_mask(
     device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """A mask of 0 and 1/p_eff: each entry independently kept with probability p_eff."""
-    return kept_lanes(shape, keep, generator, device).to(dtype).mul_(1.0 / effective_keep_rate(keep))
+    return _mask_lanes(shape, keep, generator, device, dtype).mul_(1.0 / effective_keep_rate(keep))
 
 
 class Dropout(nn.Module):

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from .config import Cell
 from .data import TaskData
 from .devices import autocast
-from .dropout import LANE_LEVELS, effective_keep_rate, lane_threshold, random_bits
+from .dropout import effective_keep_rate, kept_from_words, lane_bits, lane_limits, lane_threshold, random_words
 from .models import MLP, build_model, count_parameters, init_parameters_
 from .seeding import make_generator
 from .train import EVAL_BATCH, CellResult, EpochRecord, make_optimizer, measure_, subsample_training
@@ -74,12 +74,41 @@ def _stored(name: str, tensor: torch.Tensor) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
+class _LaneGroup:
+    """The members of a stack that draw masks of one lane width at a site (`dropout.lane_bits`)."""
+
+    members: tuple[int, ...]  # positions in the stack
+    index: torch.Tensor  # the same positions, as a tensor for index_copy_
+    bits: int
+    limits: torch.Tensor  # [len(members), lanes per byte (1 for 16-bit lanes), 1]: `dropout.lane_limits`
+
+
+@dataclass(frozen=True)
 class _SitePlan:
     """Dropout at one site (the input, or a hidden layer's output) for all members of a stack."""
 
-    draws: tuple[bool, ...]  # whether each member draws a mask here (keep < 1, as `Dropout` decides)
-    thresholds: torch.Tensor  # [K, 1, 1] int32: a lane is kept when below it (32768 keeps every int16 lane)
+    groups: tuple[_LaneGroup, ...]
+    whole: bool  # one group holding every member in stack order: its masks need no assembly
     scales: torch.Tensor  # [K, 1, 1] float32: 1 / p_eff (1.0 for members that draw nothing)
+
+
+def _site_plan(rates: Sequence[float], device: torch.device) -> _SitePlan | None:
+    """How a site's masks are drawn: members grouped by lane width, so each group is one batched comparison."""
+    draws = [p < 1.0 for p in rates]  # as `Dropout` decides: keep = 1 draws nothing
+    if not any(draws):
+        return None
+    by_width: dict[int, list[int]] = {}
+    for k, (p, d) in enumerate(zip(rates, draws)):
+        if d:
+            by_width.setdefault(lane_bits(p), []).append(k)
+    groups = []
+    for bits, members in sorted(by_width.items()):
+        thresholds = torch.tensor([lane_threshold(rates[k]) for k in members], device=device).view(-1, 1, 1)
+        index = torch.tensor(members, dtype=torch.long, device=device)
+        groups.append(_LaneGroup(tuple(members), index, bits, lane_limits(bits, thresholds)))
+    scales = [1.0 / effective_keep_rate(p) if d else 1.0 for p, d in zip(rates, draws)]
+    whole = len(groups) == 1 and groups[0].members == tuple(range(len(rates)))
+    return _SitePlan(tuple(groups), whole, torch.tensor(scales, device=device).view(-1, 1, 1))
 
 
 class StackedMLP:
@@ -105,20 +134,7 @@ class StackedMLP:
         self.generators = list(generators)
         self.size = self.params[0].shape[0]
         device = self.params[0].device
-        self._zeros: dict[tuple[int, int], torch.Tensor] = {}
-        self._plans: list[_SitePlan | None] = []
-        for site in range(len(self.weights)):
-            rates = [member[site] for member in self.keeps]
-            draws = tuple(p < 1.0 for p in rates)
-            if not any(draws):
-                self._plans.append(None)
-                continue
-            # A member that does not drop here keeps every lane: a threshold above the largest int16.
-            levels = [lane_threshold(p) if d else LANE_LEVELS // 2 for p, d in zip(rates, draws)]
-            scales = [1.0 / effective_keep_rate(p) if d else 1.0 for p, d in zip(rates, draws)]
-            thresholds = torch.tensor(levels, dtype=torch.int32, device=device)
-            scale = torch.tensor(scales, dtype=torch.float32, device=device)
-            self._plans.append(_SitePlan(draws, thresholds.view(-1, 1, 1), scale.view(-1, 1, 1)))
+        self._plans = [_site_plan([member[site] for member in self.keeps], device) for site in range(len(self.weights))]
 
     @classmethod
     def from_members(
@@ -159,18 +175,19 @@ class StackedMLP:
         plan = self._plans[site]
         if plan is None:
             return None
-        device = self.params[0].device
-        lanes = []
-        for generator, draws in zip(self.generators, plan.draws):
-            if draws:
-                lanes.append(random_bits(rows * width, generator, device).view(rows, width))
-            else:
-                zeros = self._zeros.get((rows, width))
-                if zeros is None:
-                    zeros = self._zeros[(rows, width)] = torch.zeros(rows, width, dtype=torch.int16, device=device)
-                lanes.append(zeros)
-        kept = torch.stack(lanes) < plan.thresholds
-        return kept.to(dtype).mul_(plan.scales)
+        device, count = self.params[0].device, rows * width
+        masks = []
+        for group in plan.groups:
+            words = torch.stack([random_words(count, group.bits, self.generators[k], device) for k in group.members])
+            kept = kept_from_words(words, group.bits, group.limits, count, dtype=dtype)
+            masks.append(kept.view(len(group.members), rows, width))
+        if plan.whole:
+            mask = masks[0]
+        else:
+            mask = torch.ones(self.size, rows, width, dtype=dtype, device=device)  # drawing nothing keeps all
+            for group, kept in zip(plan.groups, masks):
+                mask.index_copy_(0, group.index, kept)
+        return mask.mul_(plan.scales)
 
     def forward(self, x: torch.Tensor, train: bool, shared: bool = False) -> torch.Tensor:
         """Inputs [K, B, ...] (or, `shared`, one batch [B, ...] for every member) -> outputs [K, B, n_out].

@@ -5,7 +5,16 @@ import math
 import pytest
 import torch
 
-from dropbench.dropout import Dropout, effective_keep_rate, keep_mask, random_bits
+from dropbench.dropout import (
+    LANE_WIDTHS,
+    Dropout,
+    effective_keep_rate,
+    keep_mask,
+    kept_lanes,
+    lane_bits,
+    lane_threshold,
+    random_bits,
+)
 from dropbench.models import MLP, init_parameters_
 
 N = 1_000_000
@@ -15,7 +24,7 @@ def gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
-@pytest.mark.parametrize("keep", [0.1, 0.5, 0.8, 0.95])
+@pytest.mark.parametrize("keep", [0.1, 0.25, 0.5, 0.75, 0.8, 0.9375, 3 / 256, 0.95])
 def test_units_are_kept_at_the_keep_rate(keep):
     mask = keep_mask((1000, 1000), keep, gen())
     kept = (mask != 0).double().mean().item()
@@ -110,3 +119,39 @@ def test_mlp_drops_inputs_and_hidden_units_at_their_own_rates():
     model.eval()
     x = torch.randn(5, 100)
     assert torch.equal(model(x), model(x))  # eval mode: deterministic
+
+
+@pytest.mark.parametrize(
+    ("keep", "bits"),
+    [(0.5, 1), (0.25, 2), (0.75, 2), (0.0625, 4), (0.9375, 4), (3 / 256, 8), (255 / 256, 8), (0.8, 16), (0.1, 16)],
+)
+def test_a_lane_is_as_narrow_as_the_effective_keep_rate_allows(keep, bits):
+    assert lane_bits(keep) == bits
+    assert lane_bits(keep) in LANE_WIDTHS
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.25, 0.75, 0.0625, 0.9375, 3 / 256, 255 / 256, 0.8, 0.1, 0.999, 1 / 65536])
+def test_the_threshold_keeps_exactly_the_effective_rate_of_all_lane_values(keep):
+    """Counted over every value a lane can take, not sampled: narrow lanes change the draws, not the rate."""
+    bits, threshold = lane_bits(keep), lane_threshold(keep)
+    values = torch.arange(-(2**15), 2**15) if bits == 16 else torch.arange(2**bits)
+    kept = int((values < threshold).sum())
+    assert kept / len(values) == effective_keep_rate(keep)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.25, 0.0625])
+def test_every_lane_position_of_a_narrow_mask_is_kept_at_the_rate_and_independent(keep):
+    """Narrow lanes share bytes: unit i is lane i // B of byte i % B. Each of a byte's lanes must be kept at
+    the rate, and the lanes of one byte must not move together."""
+    per_byte = 8 // lane_bits(keep)
+    rows = N // per_byte
+    kept = kept_lanes((per_byte, rows), keep, gen(11), "cpu").double()  # row j: lane j of every byte
+    standard_error = math.sqrt(keep * (1 - keep) / rows)
+    assert torch.all((kept.mean(dim=1) - keep).abs() < 4 * standard_error)
+    correlations = torch.corrcoef(kept)[~torch.eye(per_byte, dtype=torch.bool)]
+    assert torch.all(correlations.abs() < 4 / math.sqrt(rows))
+
+
+def test_kept_lanes_and_keep_mask_mark_the_same_units():
+    for keep in (0.5, 0.75, 0.8):
+        assert torch.equal(kept_lanes((300, 70), keep, gen(12), "cpu"), keep_mask((300, 70), keep, gen(12)) != 0)

@@ -144,15 +144,20 @@ def test_with_dropout_stacked_and_single_accuracies_agree_over_seeds():
     assert abs(statistics.mean(stacked) - statistics.mean(single)) < 3 * spread + 0.005
 
 
-def test_each_member_draws_its_masks_from_its_own_generator():
+@pytest.mark.parametrize(
+    "hidden_keeps",
+    [(0.5, 0.9, 1.0), (0.25, 0.75), (0.8, 0.9)],
+    ids=["mixed lane widths and a member without dropout", "one 2-bit group", "one 16-bit group"],
+)
+def test_each_member_draws_its_masks_from_its_own_generator(hidden_keeps):
     data = load_task_data("synthetic")
-    cells = [make_cell("synthetic", keep=keep, seed=0, hidden=(256,), input_keep=0.8) for keep in (0.5, 0.9, 1.0)]
+    cells = [make_cell("synthetic", keep=keep, seed=0, hidden=(256,), input_keep=0.8) for keep in hidden_keeps]
     device = data.x_train.device
     generators = [make_generator(cell.cell_id, "masks", device=device) for cell in cells]
     members = [build_model(c.task.model, data.input_shape, data.n_outputs, c.layer_keep_rates, 0.8) for c in cells]
     keeps = [(c.input_keep_rate, *c.layer_keep_rates) for c in cells]
     stack = StackedMLP.from_members(members, keeps, generators)
-    masks = stack.site_mask(1, 64, 256, torch.float32)  # the hidden layer's masks, [3, 64, 256]
+    masks = stack.site_mask(1, 64, 256, torch.float32)  # the hidden layer's masks, [K, 64, 256]
     for k, cell in enumerate(cells):
         keep = cell.keep_rate
         if keep < 1.0:  # the very mask the single-cell MLP draws first for this layer from a fresh generator
