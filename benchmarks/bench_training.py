@@ -1,20 +1,25 @@
 """Training speed of dropbench against the obvious alternatives, measured in one run on this machine.
 
-    python benchmarks/bench_training.py            # ~5 minutes on 2 CPU cores
-    python benchmarks/bench_training.py --quick    # fewer samples and repeats, ~1 minute
+    python benchmarks/bench_training.py            # ~6 minutes on 2 CPU cores
+    python benchmarks/bench_training.py --quick    # fewer samples and one repeat, ~2 minutes
 
 Two problems: an MNIST-sized MLP (784-1024-1024-10, batch 128, input keep 0.8, hidden 0.5; one epoch of
 12,800 rows) and a tabular-sized one (30-128-128-2, batch 32; 20 epochs of the breast-cancer training
 split's 341 rows). Every variant times its training loop with a validation pass per epoch, after a warm-up
 training in the same process. Variants:
   (a) tutorial: DataLoader(shuffle) + nn.Sequential with nn.Dropout + torch.optim.SGD
-  (b) dropbench's single-cell loop (train.train_model), with dropout and without (the dropout cost)
-  (c) dropbench's stacked trainer at K = 1, 4, 16, 64 models at once (samples/s counts all K models)
+  (b) dropbench's single-cell loop (train.train_model), with dropout and without
+  (c) dropbench's stacked trainer at K = 1, 4, 16, 64 models at once (samples/s counts all K models; a stack
+      of K trains on 4/K of the rows per model, at least 8 batches, so large stacks do not dominate the run)
   (d) scikit-learn's MLPClassifier (SGD, momentum 0.9; it has no dropout)
-Each variant runs in a fresh process (spawned), so its peak memory is its own; the figure is the median of
-the repeats. The matmul limit is the fp32 throughput of the model's own matmul shapes, measured in the same
-run; "% of limit" = 6 × weights × samples/s ÷ that throughput. Inputs are random tensors of the real shapes:
-speed does not depend on pixel values.
+Each variant runs in a fresh process (spawned), so its peak memory is its own; repeats go round-robin over
+the variants and the figure is their median. The matmul limit is the fp32 throughput of the model's own
+forward matmul shapes, measured in the same run; "% of limit" = 6 × weights × samples/s ÷ that throughput.
+
+The dropout cost is measured apart, in one process: dropbench's training step (`train.Training.step`) with
+dropout and without, and the forward matmuls, taken in turn on the same batches, medians of 300 each; a
+ratio of medians taken side by side is what a shared machine's drifting speed leaves intact.
+Inputs are random tensors of the real shapes: speed does not depend on pixel values.
 """
 
 import argparse
@@ -31,6 +36,8 @@ PROBLEMS = {
                     "epochs": 20, "input_keep": 0.8, "keep": 0.5},
 }  # fmt: skip
 STACK_SIZES = (1, 4, 16, 64)
+STACK_SAMPLE_FACTOR = 4  # a stack of K trains on at most 4/K of the rows per model (a rate does not need more)
+STEP_PAIRS = 300  # interleaved dropout / no-dropout steps for the step-cost ratio
 
 
 def _weights(p: dict) -> int:
@@ -117,10 +124,14 @@ def _variant(problem: str, variant: str, threads: int, queue) -> None:
         from dropbench.stacked import train_stacked
 
         k = int(variant.split("-")[1])
+        # K models see K times the samples: fewer rows each keeps large stacks to the others' running time.
+        rows = max(8 * p["batch"], min(p["samples"], STACK_SAMPLE_FACTOR * p["samples"] // k))
+        p = dict(p, samples=rows)
+        data = _task_data(p)
         cells = [_cell(p, seed, p["keep"], p["input_keep"]) for seed in range(k)]
         start = time.perf_counter()
         train_stacked(cells, data)  # the training loop with per-epoch validation, as train_model
-        seconds, samples = time.perf_counter() - start, n * k
+        seconds, samples = time.perf_counter() - start, rows * p["epochs"] * k
     elif variant == "sklearn":
         import warnings
 
@@ -158,18 +169,61 @@ def matmul_limit(p: dict, threads: int) -> float:
     return flops * reps / (time.perf_counter() - start) / 1e9
 
 
-def measure(problem: str, variant: str, threads: int, repeats: int) -> tuple[float, float]:
+def _spawned(target, *args):
     ctx = multiprocessing.get_context("spawn")
-    rates, peaks = [], []
-    for _ in range(repeats):
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_variant, args=(problem, variant, threads, queue))
-        proc.start()
-        rate, peak = queue.get(timeout=900)
-        proc.join()
-        rates.append(rate)
-        peaks.append(peak)
-    return statistics.median(rates), max(peaks)
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, queue))
+    proc.start()
+    result = queue.get(timeout=900)
+    proc.join()
+    return result
+
+
+def measure(problem: str, variants: list[str], threads: int, repeats: int, log) -> dict[str, tuple[float, float]]:
+    """Median samples/s and max peak MiB per variant. Repeats go round-robin over the variants, so a slow
+    spell of a shared machine lands on every variant rather than on one."""
+    rates: dict[str, list[float]] = {v: [] for v in variants}
+    peaks: dict[str, list[float]] = {v: [] for v in variants}
+    for repeat in range(repeats):
+        for variant in variants:
+            rate, peak = _spawned(_variant, problem, variant, threads)
+            log(f"  {problem} {variant} ({repeat + 1}/{repeats}): {rate:,.0f} samples/s")
+            rates[variant].append(rate)
+            peaks[variant].append(peak)
+    return {v: (statistics.median(rates[v]), max(peaks[v])) for v in variants}
+
+
+def _step_costs(problem: str, threads: int, queue) -> None:
+    """Runs in a spawned process: median seconds of dropbench's training step (`train.Training.step`) with
+    dropout and without, and of the forward-shape matmuls, taken in turn on the same batches."""
+    import torch
+
+    from dropbench.train import Training
+
+    torch.set_num_threads(threads)
+    p = PROBLEMS[problem]
+    data = _task_data(dict(p, samples=max(p["samples"], 4096)))
+    _warm_up(p)
+    trainings = {
+        "dropout": Training(_cell(p, 0, p["keep"], p["input_keep"]), data),
+        "no dropout": Training(_cell(p, 0, 1.0, 1.0), data),
+    }
+    widths = [p["n_in"], *p["hidden"], p["n_out"]]
+    mats = [(torch.randn(p["batch"], a), torch.randn(a, b)) for a, b in zip(widths[:-1], widths[1:])]
+    times: dict[str, list[float]] = {"dropout": [], "no dropout": [], "matmuls": []}
+    order = torch.randperm(len(data.y_train)).split(p["batch"])
+    for i in range(STEP_PAIRS + 20):
+        idx = order[i % (len(order) - 1)]  # full batches only
+        for name, training in trainings.items():
+            training.model.train()
+            start = time.perf_counter()
+            training.step(idx)
+            times[name].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        for a, b in mats:
+            a @ b
+        times["matmuls"].append(time.perf_counter() - start)
+    queue.put({name: statistics.median(t[20:]) for name, t in times.items()})  # the first 20 warm up
 
 
 def main() -> None:
@@ -199,18 +253,23 @@ def main() -> None:
         for column in ("variant", "samples/s", "× tutorial", "% of matmul limit", "peak MiB"):
             table.add_column(column, justify="right" if column != "variant" else "left")
         variants = ["tutorial", "single", "single-no-dropout", *(f"stacked-{k}" for k in STACK_SIZES), "sklearn"]
-        results = {}
-        for variant in variants:
-            results[variant] = measure(problem, variant, threads, repeats)
-            console.print(f"  {problem} {variant}: {results[variant][0]:,.0f} samples/s", highlight=False)
+        results = measure(problem, variants, threads, repeats, lambda line: console.print(line, highlight=False))
         base = results["tutorial"][0]
         for variant in variants:
             rate, peak = results[variant]
             share = 100 * flops_per_sample * rate / (limit * 1e9)
             table.add_row(variant, f"{rate:,.0f}", f"{rate / base:.2f}", f"{share:.0f}%", f"{peak:.0f}")
         console.print(table)
-        ratio = results["single-no-dropout"][0] / results["single"][0]
-        console.print(f"dropout step cost: {ratio:.2f}× the step without dropout (input keep 0.8, hidden 0.5)")
+        steps = _spawned(_step_costs, problem, threads)
+        ratio = steps["dropout"] / steps["no dropout"]
+        # The forward matmuls do 2 of the step's 6 FLOPs per weight and sample: share = 3 x their time / step's.
+        shares = {name: 300 * steps["matmuls"] / steps[name] for name in ("dropout", "no dropout")}
+        console.print(
+            f"training step (median of {STEP_PAIRS}, taken in turn): {1e3 * steps['dropout']:.2f} ms with dropout "
+            f"(input keep {p['input_keep']}, hidden {p['keep']}), {1e3 * steps['no dropout']:.2f} ms without: "
+            f"[bold]{ratio:.2f}×[/]; {shares['dropout']:.0f}% / {shares['no dropout']:.0f}% of the matmul limit",
+            highlight=False,
+        )
         stacked = results[f"stacked-{STACK_SIZES[2]}"][0] / results["single"][0]
         console.print(f"stacked K=16: {stacked:.1f}× the cells per second of one-at-a-time training\n")
 

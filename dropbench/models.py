@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .dropout import DropConnectLinear, Dropout, SpatialDropout, make_dropout
+from .dropout import ActivationNoise, DropConnectLinear, Dropout, SpatialDropout, make_dropout
 from .errors import UserError
 
 MODEL_KINDS = ("mlp", "cnn")
@@ -28,7 +28,7 @@ class Network(nn.Module):
 
     def set_generator(self, generator: torch.Generator) -> None:
         for module in self.modules():
-            if isinstance(module, Dropout | DropConnectLinear):
+            if isinstance(module, ActivationNoise | DropConnectLinear):
                 module.set_generator(generator)
 
 
@@ -56,7 +56,7 @@ class MLP(Network):
         self.input_dropout = make_dropout(_activation_noise(kind), input_keep)
         if kind == "dropconnect":
             self.hidden = nn.ModuleList(DropConnectLinear(a, b, p) for a, b, p in zip(widths[:-1], widths[1:], keeps))
-            self.hidden_dropout = nn.ModuleList(nn.Identity() for _ in hidden)
+            self.hidden_dropout = nn.ModuleList(Dropout(1.0) for _ in hidden)  # the identity: weights are masked
         else:
             self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
             self.hidden_dropout = nn.ModuleList(make_dropout(_activation_noise(kind), p) for p in keeps)
@@ -67,11 +67,15 @@ class MLP(Network):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_dropout(x.flatten(1))  # images arrive as [N, C, H, W]
         self.activations = []
-        for layer, dropout in zip(self.hidden, self.hidden_dropout):
-            x = torch.selu(layer(x)) if self.selu else torch.relu(layer(x))
-            if self.record:
-                self.activations.append(x)
-            x = dropout(x)
+        for layer, noise in zip(self.hidden, self.hidden_dropout):
+            z = layer(x)
+            if self.selu or self.record:
+                h = torch.selu(z) if self.selu else torch.relu(z)
+                if self.record:
+                    self.activations.append(h)  # before the noise: the penalties see the units themselves
+                x = noise(h)
+            else:
+                x = noise.relu_then_drop_(z)
         return self.output(x)
 
 

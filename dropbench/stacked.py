@@ -41,7 +41,15 @@ import torch.nn.functional as F
 from .config import Cell
 from .data import TaskData
 from .devices import autocast
-from .dropout import effective_keep_rate, kept_from_words, lane_bits, lane_limits, lane_threshold, random_words
+from .dropout import (
+    effective_keep_rate,
+    kept_from_words,
+    lane_bits,
+    lane_limits,
+    lane_threshold,
+    random_words,
+    relu_dropout_,
+)
 from .models import MLP, build_model, count_parameters, init_parameters_
 from .seeding import make_generator
 from .train import EVAL_BATCH, CellResult, EpochRecord, make_optimizer, measure_, subsample_training
@@ -166,44 +174,46 @@ class StackedMLP:
         keeps, generators = [self.keeps[i] for i in positions], [self.generators[i] for i in positions]
         return StackedMLP(self.names, params, keeps, generators)
 
-    def site_mask(self, site: int, rows: int, width: int, dtype: torch.dtype) -> torch.Tensor | None:
-        """The members' dropout masks [K, rows, width] at one site, or None where no member drops.
+    def site_kept(self, site: int, rows: int, width: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The members' kept units [K, rows, width] (uint8 0/1) at one site and their scales [K, 1, 1] (1/p_eff),
+        or None where no member drops.
 
-        Member k's mask is `dropout.keep_mask((rows, width), keep, generator_k)`: the same bits from its own
-        generator, the same threshold and scale; members that do not drop here draw nothing and keep all.
+        Member k's units are `dropout.kept_units((rows, width), keep, generator_k)`: the same bits from its own
+        generator, the same threshold; members that do not drop here draw nothing and keep all (scale 1).
         """
         plan = self._plans[site]
         if plan is None:
             return None
         device, count = self.params[0].device, rows * width
-        masks = []
+        kept_by_group = []
         for group in plan.groups:
             words = torch.stack([random_words(count, group.bits, self.generators[k], device) for k in group.members])
-            kept = kept_from_words(words, group.bits, group.limits, count, dtype=dtype)
-            masks.append(kept.view(len(group.members), rows, width))
+            kept = kept_from_words(words, group.bits, group.limits, count, dtype=torch.uint8)
+            kept_by_group.append(kept.view(len(group.members), rows, width))
         if plan.whole:
-            mask = masks[0]
-        else:
-            mask = torch.ones(self.size, rows, width, dtype=dtype, device=device)  # drawing nothing keeps all
-            for group, kept in zip(plan.groups, masks):
-                mask.index_copy_(0, group.index, kept)
-        return mask.mul_(plan.scales)
+            return kept_by_group[0], plan.scales
+        kept = torch.ones(self.size, rows, width, dtype=torch.uint8, device=device)  # drawing nothing keeps all
+        for group, group_kept in zip(plan.groups, kept_by_group):
+            kept.index_copy_(0, group.index, group_kept)
+        return kept, plan.scales
 
     def forward(self, x: torch.Tensor, train: bool, shared: bool = False) -> torch.Tensor:
         """Inputs [K, B, ...] (or, `shared`, one batch [B, ...] for every member) -> outputs [K, B, n_out].
 
-        In training, dropout masks follow the input and each hidden ReLU, as in `MLP.forward`.
+        In training, dropout follows the input and each hidden ReLU (fused with it), as in `MLP.forward`.
         """
         h = x.flatten(1).expand(self.size, -1, -1) if shared else x.flatten(2)
+        masking = self.site_kept(0, h.shape[1], h.shape[2]) if train else None
+        if masking is not None:
+            kept, scales = masking
+            h = torch.mul(h, kept).mul_(scales)
         last = len(self.weights) - 1
         for site, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            if train:
-                mask = self.site_mask(site, h.shape[1], h.shape[2], h.dtype)
-                if mask is not None:
-                    h = h * mask
             h = torch.baddbmm(bias.unsqueeze(1), h, weight)
-            if site < last:
-                h = torch.relu(h)
+            if site == last:
+                break
+            masking = self.site_kept(site + 1, h.shape[1], h.shape[2]) if train else None
+            h = torch.relu_(h) if masking is None else relu_dropout_(h, *masking)
         return h
 
 

@@ -167,43 +167,67 @@ class _Mixup:
         return lam * x + (1 - lam) * x[partner], partner, lam
 
 
-def _train_one_epoch(
-    model: Network, optimizer: torch.optim.Optimizer, cell: Cell, data: TaskData, order: torch.Generator,
-    mixup: _Mixup | None,
-) -> float:  # fmt: skip
-    x, y = data.x_train, data.y_train
-    n, batch = len(y), cell.task.batch_size
-    setting = cell.regularizer
-    lr, smoothing = cell.task.optimizer.lr, setting.label_smoothing
-    penalized, constrained = model.penalized_weights(), model.max_norm_weights()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-    model.train()
-    # The permutation is drawn on the CPU (the order generator lives there) so every device sees the same batches.
-    for idx in torch.randperm(n, generator=order).to(x.device).split(batch):
-        inputs, target = data.inputs(x[idx]), y[idx]
-        with autocast(x.device.type, cell.precision):
-            if mixup is not None:
-                inputs, partner, lam = mixup(inputs)
-                out = model(inputs)
+class Training:
+    """One cell's model, optimizer and random streams, and its training step.
+
+    Random streams: initialization and batch order from (task, seed), shared by every cell that
+    differs only in regularizer or keep rate (common random numbers); masks from the whole cell.
+    """
+
+    def __init__(self, cell: Cell, data: TaskData) -> None:
+        setting = cell.regularizer
+        if setting.label_smoothing and not data.classification:
+            raise UserError(f"label-smoothing needs a classification task; '{data.name}' is a regression")
+        self.cell, self.data = cell, data
+        device = data.x_train.device
+        self.order = make_generator(cell.task.name, cell.seed, "order")
+        self.model = build_model(cell.task.model, data.input_shape, data.n_outputs, cell.layer_keep_rates,
+                                 cell.input_keep_rate, cell.dropout)  # fmt: skip
+        init_parameters_(self.model, make_generator(cell.task.name, cell.seed, "init"))  # CPU: same on every device
+        self.model.to(device)
+        self.model.set_generator(make_generator(cell.cell_id, "masks", device=device))
+        self.model.record = bool(setting.kl_sparsity)
+        self.optimizer = make_optimizer(cell.task.optimizer, list(self.model.parameters()))
+        self.mixup = _Mixup(setting.mixup, cell.cell_id) if setting.mixup else None
+        self.penalized, self.constrained = self.model.penalized_weights(), self.model.max_norm_weights()
+
+    def step(self, idx: torch.Tensor) -> torch.Tensor:
+        """One SGD step on the training rows `idx`; returns the minibatch data loss (on the device, no sync)."""
+        cell, data, setting = self.cell, self.data, self.cell.regularizer
+        inputs, target = data.inputs(data.x_train[idx]), data.y_train[idx]
+        smoothing = setting.label_smoothing
+        with autocast(inputs.device.type, cell.precision):
+            if self.mixup is not None:
+                inputs, partner, lam = self.mixup(inputs)
+                out = self.model(inputs)
                 loss = lam * data_loss(out, target, data.classification, smoothing=smoothing) + (1 - lam) * data_loss(
                     out, target[partner], data.classification, smoothing=smoothing
                 )
             else:
-                out = model(inputs)
+                out = self.model(inputs)
                 loss = data_loss(out, target, data.classification, smoothing=smoothing)
         objective = loss
         if setting.kl_sparsity:
-            objective = loss + kl_sparsity_penalty(model.activations, setting.kl_target, setting.kl_sparsity)
-        optimizer.zero_grad(set_to_none=True)
+            objective = loss + kl_sparsity_penalty(self.model.activations, setting.kl_target, setting.kl_sparsity)
+        self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
-        add_penalty_gradients_(penalized, setting)
-        if setting.weight_decay:
-            apply_weight_decay_(penalized, lr, setting.weight_decay)  # before the step, as AdamW does
-        optimizer.step()
+        add_penalty_gradients_(self.penalized, setting)
+        if setting.weight_decay:  # before the step, as AdamW does
+            apply_weight_decay_(self.penalized, cell.task.optimizer.lr, setting.weight_decay)
+        self.optimizer.step()
         if setting.max_norm is not None:
-            apply_max_norm_(constrained, setting.max_norm)
-        loss_sum += loss.detach().double() * len(idx)
-    return loss_sum.item() / n  # the epoch's one host sync
+            apply_max_norm_(self.constrained, setting.max_norm)
+        return loss.detach()
+
+    def run_epoch(self) -> float:
+        """One pass over the training rows in a fresh seeded order; the mean minibatch data loss."""
+        n, device = len(self.data.y_train), self.data.x_train.device
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        self.model.train()
+        # The permutation is drawn on the CPU (the order generator lives there) so every device sees the same batches.
+        for idx in torch.randperm(n, generator=self.order).to(device).split(self.cell.task.batch_size):
+            loss_sum += self.step(idx).double() * len(idx)
+        return loss_sum.item() / n  # the epoch's one host sync
 
 
 def fit_cell(cell: Cell, data: TaskData) -> CellResult:
@@ -228,33 +252,14 @@ def measure_(result: CellResult, model: nn.Module, data: TaskData) -> None:
 
 
 def train_model(cell: Cell, data: TaskData) -> tuple[Network, CellResult]:
-    """Train one cell; returns the model (best weights under early stopping) and its curves so far.
-
-    Random streams: initialization and batch order from (task, seed), shared by every cell that
-    differs only in regularizer or keep rate (common random numbers); masks from the whole cell.
-    """
-    setting = cell.regularizer
-    if setting.label_smoothing and not data.classification:
-        raise UserError(f"label-smoothing needs a classification task; '{data.name}' is a regression")
-    init = make_generator(cell.task.name, cell.seed, "init")
-    order = make_generator(cell.task.name, cell.seed, "order")
-    device = data.x_train.device
-    masks = make_generator(cell.cell_id, "masks", device=device)
-    model = build_model(cell.task.model, data.input_shape, data.n_outputs, cell.layer_keep_rates,
-                        cell.input_keep_rate, cell.dropout)  # fmt: skip
-    init_parameters_(model, init)  # on the CPU from a CPU generator: the same weights on every device
-    model.to(device)
-    model.set_generator(masks)
-    model.record = bool(setting.kl_sparsity)
-    optimizer = make_optimizer(cell.task.optimizer, list(model.parameters()))
-    mixup = _Mixup(setting.mixup, cell.cell_id) if setting.mixup else None
-    patience = setting.patience
-
+    """Train one cell; returns the model (best weights under early stopping) and its curves so far."""
+    training = Training(cell, data)
+    model, patience = training.model, cell.regularizer.patience
     result = CellResult(status="ok", n_params=count_parameters(model))
     best_loss, best_state = math.inf, None
     started = time.perf_counter()
     for epoch in range(1, cell.task.epochs + 1):
-        fit_loss = _train_one_epoch(model, optimizer, cell, data, order, mixup)
+        fit_loss = training.run_epoch()
         val_loss, val_acc = evaluate(model, data, "val")
         result.curves.append(EpochRecord(epoch, fit_loss, val_loss, val_acc))
         result.epochs_run = epoch

@@ -110,15 +110,48 @@ def test_mlp_drops_inputs_and_hidden_units_at_their_own_rates():
     model.set_generator(gen(10))
     seen = {}
     model.input_dropout.register_forward_hook(lambda m, i, o: seen.__setitem__("input", o))
-    model.hidden_dropout[0].register_forward_hook(lambda m, i, o: seen.__setitem__("hidden", (i[0], o)))
+    # The hidden layer's output is rewritten in place by the fused ReLU + dropout: keep a copy.
+    model.hidden[0].register_forward_hook(lambda m, i, o: seen.__setitem__("z", o.detach().clone()))
+    model.output.register_forward_hook(lambda m, i, o: seen.__setitem__("hidden", i[0]))
     model.train()(torch.ones(500, 100))
     assert abs((seen["input"] != 0).double().mean().item() - 0.8) < 0.01
-    hidden_in, hidden_out = seen["hidden"]
-    active = hidden_in != 0
-    assert abs((hidden_out[active] != 0).double().mean().item() - 0.5) < 0.01
+    active = seen["z"] > 0
+    assert abs((seen["hidden"][active] != 0).double().mean().item() - 0.5) < 0.01
+    assert torch.all(seen["hidden"][~active] == 0)
     model.eval()
     x = torch.randn(5, 100)
     assert torch.equal(model(x), model(x))  # eval mode: deterministic
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.8])
+def test_fused_relu_dropout_equals_relu_then_dropout_in_values_and_gradients(keep):
+    """The fused layer computes its backward from its output alone; it must match autograd through the
+    plain ReLU and dropout exactly: same units, same values, same gradient for the weights below it."""
+    x = torch.randn(64, 32, generator=gen(20))
+    upstream = torch.randn(64, 48, generator=gen(21))
+    grads, outputs = [], []
+    for fused in (True, False):
+        w = torch.randn(32, 48, generator=gen(22)).requires_grad_()
+        layer = Dropout(keep).train()
+        layer.set_generator(gen(23))
+        z = x @ w
+        y = layer.relu_then_drop_(z) if fused else layer(torch.relu(z))
+        (y * upstream).sum().backward()
+        outputs.append(y.detach())
+        grads.append(w.grad)
+    assert torch.equal(outputs[0], outputs[1])
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-6, atol=1e-6)
+    assert (outputs[0] == 0).double().mean().item() > 0.4  # ReLU and dropout both zeroed units here
+
+
+def test_fused_relu_dropout_is_a_plain_relu_in_eval_mode_and_at_keep_one():
+    z = torch.randn(64, 32, generator=gen(24))
+    for layer in (Dropout(0.5).eval(), Dropout(1.0).train()):
+        g = gen(25)
+        layer.set_generator(g)
+        state = g.get_state()
+        assert torch.equal(layer.relu_then_drop_(z.clone()), torch.relu(z))
+        assert torch.equal(g.get_state(), state)
 
 
 @pytest.mark.parametrize(

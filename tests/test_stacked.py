@@ -10,7 +10,7 @@ from conftest import make_cell
 
 from dropbench.config import ModelConfig, OptimizerConfig
 from dropbench.data import load_task_data
-from dropbench.dropout import keep_mask
+from dropbench.dropout import effective_keep_rate, kept_units
 from dropbench.models import build_model, init_parameters_
 from dropbench.regularizers import parse_regularizer
 from dropbench.seeding import make_generator
@@ -157,15 +157,15 @@ def test_each_member_draws_its_masks_from_its_own_generator(hidden_keeps):
     members = [build_model(c.task.model, data.input_shape, data.n_outputs, c.layer_keep_rates, 0.8) for c in cells]
     keeps = [(c.input_keep_rate, *c.layer_keep_rates) for c in cells]
     stack = StackedMLP.from_members(members, keeps, generators)
-    masks = stack.site_mask(1, 64, 256, torch.float32)  # the hidden layer's masks, [K, 64, 256]
+    kept, scales = stack.site_kept(1, 64, 256)  # the hidden layer's units, [K, 64, 256], and 1/p_eff [K, 1, 1]
     for k, cell in enumerate(cells):
         keep = cell.keep_rate
-        if keep < 1.0:  # the very mask the single-cell MLP draws first for this layer from a fresh generator
-            expected = keep_mask((64, 256), keep, make_generator(cell.cell_id, "masks", device=device))
-            assert torch.equal(masks[k], expected)
-        kept = (masks[k] > 0).double().mean().item()
-        assert kept == pytest.approx(keep, abs=0.02)
-    assert not torch.equal(masks[0] > 0, masks[1] > 0)
+        if keep < 1.0:  # the very units the single-cell MLP keeps first in this layer, from a fresh generator
+            expected = kept_units((64, 256), keep, make_generator(cell.cell_id, "masks", device=device), device)
+            assert torch.equal(kept[k], expected)
+        assert scales[k].item() == pytest.approx(1 / effective_keep_rate(keep), rel=1e-7)
+        assert kept[k].double().mean().item() == pytest.approx(keep, abs=0.02)
+    assert not torch.equal(kept[0], kept[1])
 
 
 def test_stack_key_groups_what_shares_an_architecture_and_a_budget():
