@@ -4,6 +4,7 @@ Results stream back to the caller as cells finish; the caller (the runner) is th
 A cell's numbers do not depend on where it ran: every random stream is derived from the cell itself.
 """
 
+import atexit
 import multiprocessing
 import os
 import signal
@@ -96,6 +97,10 @@ def _init_worker(threads: int, device: str) -> None:
     # so workers do not print a KeyboardInterrupt traceback each.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    # A worker's results are sent before it exits; the interpreter's own teardown with torch loaded then
+    # takes ~1.4 s per process, which the driver's pool shutdown would wait for. Registered after torch's
+    # handlers, this one runs first and skips the rest.
+    atexit.register(os._exit, 0)
     torch.set_num_threads(threads)
     configure(device)
     global _WORKER_DEVICE

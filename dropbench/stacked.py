@@ -86,17 +86,22 @@ class _LaneGroup:
     """The members of a stack that draw masks of one lane width at a site (`dropout.lane_bits`)."""
 
     members: tuple[int, ...]  # positions in the stack
-    index: torch.Tensor  # the same positions, as a tensor for index_copy_
     bits: int
     limits: torch.Tensor  # [len(members), lanes per byte (1 for 16-bit lanes), 1]: `dropout.lane_limits`
 
 
 @dataclass(frozen=True)
 class _SitePlan:
-    """Dropout at one site (the input, or a hidden layer's output) for all members of a stack."""
+    """Dropout at one site (the input, or a hidden layer's output) for all members of a stack.
+
+    The groups' masks, then all-ones rows for the members that draw nothing, are concatenated; `order`
+    puts the rows back in stack order (None where they already are). One index_select of whole rows:
+    index_copy_ into a mask of ones costs ten times as much on CPU.
+    """
 
     groups: tuple[_LaneGroup, ...]
-    whole: bool  # one group holding every member in stack order: its masks need no assembly
+    keep_all: int  # how many members draw nothing here
+    order: torch.Tensor | None  # [K] row of the concatenation that each stack member takes
     scales: torch.Tensor  # [K, 1, 1] float32: 1 / p_eff (1.0 for members that draw nothing)
 
 
@@ -112,11 +117,16 @@ def _site_plan(rates: Sequence[float], device: torch.device) -> _SitePlan | None
     groups = []
     for bits, members in sorted(by_width.items()):
         thresholds = torch.tensor([lane_threshold(rates[k]) for k in members], device=device).view(-1, 1, 1)
-        index = torch.tensor(members, dtype=torch.long, device=device)
-        groups.append(_LaneGroup(tuple(members), index, bits, lane_limits(bits, thresholds)))
-    scales = [1.0 / effective_keep_rate(p) if d else 1.0 for p, d in zip(rates, draws)]
-    whole = len(groups) == 1 and groups[0].members == tuple(range(len(rates)))
-    return _SitePlan(tuple(groups), whole, torch.tensor(scales, device=device).view(-1, 1, 1))
+        groups.append(_LaneGroup(tuple(members), bits, lane_limits(bits, thresholds)))
+    keep_all = [k for k, d in enumerate(draws) if not d]
+    concatenated = [k for group in groups for k in group.members] + keep_all
+    order = None
+    if concatenated != list(range(len(rates))):
+        order = torch.empty(len(rates), dtype=torch.long)
+        order[torch.tensor(concatenated)] = torch.arange(len(rates))
+        order = order.to(device)
+    scales = torch.tensor([1.0 / effective_keep_rate(p) if d else 1.0 for p, d in zip(rates, draws)], device=device)
+    return _SitePlan(tuple(groups), len(keep_all), order, scales.view(-1, 1, 1))
 
 
 class StackedMLP:
@@ -185,17 +195,15 @@ class StackedMLP:
         if plan is None:
             return None
         device, count = self.params[0].device, rows * width
-        kept_by_group = []
+        blocks = []
         for group in plan.groups:
             words = torch.stack([random_words(count, group.bits, self.generators[k], device) for k in group.members])
             kept = kept_from_words(words, group.bits, group.limits, count, dtype=torch.uint8)
-            kept_by_group.append(kept.view(len(group.members), rows, width))
-        if plan.whole:
-            return kept_by_group[0], plan.scales
-        kept = torch.ones(self.size, rows, width, dtype=torch.uint8, device=device)  # drawing nothing keeps all
-        for group, group_kept in zip(plan.groups, kept_by_group):
-            kept.index_copy_(0, group.index, group_kept)
-        return kept, plan.scales
+            blocks.append(kept.view(len(group.members), rows, width))
+        if plan.keep_all:
+            blocks.append(torch.ones(plan.keep_all, rows, width, dtype=torch.uint8, device=device))
+        kept = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+        return (kept if plan.order is None else kept.index_select(0, plan.order)), plan.scales
 
     def forward(self, x: torch.Tensor, train: bool, shared: bool = False) -> torch.Tensor:
         """Inputs [K, B, ...] (or, `shared`, one batch [B, ...] for every member) -> outputs [K, B, n_out].
