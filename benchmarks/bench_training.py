@@ -86,6 +86,10 @@ def _variant(problem: str, variant: str, threads: int, queue) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    if variant.startswith(("single", "stacked")):
+        from dropbench.devices import configure
+
+        configure("cpu")  # what a dropbench worker process sets up before it trains
     p = PROBLEMS[problem]
     data = _task_data(p)
     n = p["samples"] * p["epochs"]  # samples processed by a variant's training loop
@@ -198,9 +202,11 @@ def _step_costs(problem: str, threads: int, queue) -> None:
     dropout and without, and of the forward-shape matmuls, taken in turn on the same batches."""
     import torch
 
+    from dropbench.devices import configure
     from dropbench.train import Training
 
     torch.set_num_threads(threads)
+    configure("cpu")
     p = PROBLEMS[problem]
     data = _task_data(dict(p, samples=max(p["samples"], 4096)))
     _warm_up(p)
