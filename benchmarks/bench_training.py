@@ -13,12 +13,14 @@ training in the same process. Variants:
       of K trains on 4/K of the rows per model, at least 8 batches, so large stacks do not dominate the run)
   (d) scikit-learn's MLPClassifier (SGD, momentum 0.9; it has no dropout)
 Each variant runs in a fresh process (spawned), so its peak memory is its own; repeats go round-robin over
-the variants and the figure is their median. The matmul limit is the fp32 throughput of the model's own
-forward matmul shapes, measured in the same run; "% of limit" = 6 × weights × samples/s ÷ that throughput.
+the variants and the figures are their medians. The matmul limit is the fp32 throughput of the model's own
+forward matmul shapes, measured in each variant's process before it is timed (the table uses the median);
+"% of limit" = 6 × weights × samples/s ÷ that throughput.
 
-The dropout cost is measured apart, in one process: dropbench's training step (`train.Training.step`) with
-dropout and without, and the forward matmuls, taken in turn on the same batches, medians of 300 each; a
-ratio of medians taken side by side is what a shared machine's drifting speed leaves intact.
+Shared hosts have slow spells (2-5x, for seconds to minutes, were seen here) that move samples/s between
+processes. The ratios that matter are therefore also measured in one process, step by step and taken in
+turn: the tutorial's step (its DataLoader fetch included), dropbench's step (`train.Training.step`) with
+dropout and without, and the forward matmuls; medians of 300 each. A slow spell hits all four alike.
 Inputs are random tensors of the real shapes: speed does not depend on pixel values.
 """
 
@@ -28,6 +30,7 @@ import resource
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 
 PROBLEMS = {
     "mnist-mlp": {"n_in": 784, "hidden": (1024, 1024), "n_out": 10, "batch": 128, "samples": 12800,
@@ -77,6 +80,22 @@ def _warm_up(p: dict) -> None:
     train_stacked([_cell(tiny, s, p["keep"], p["input_keep"]) for s in range(2)], data)
 
 
+def _tutorial(p: dict, data):
+    """(a): nn.Sequential with nn.Dropout (which takes the drop rate), torch.optim.SGD, a shuffling DataLoader."""
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    layers, width = [nn.Dropout(1 - p["input_keep"])], p["n_in"]
+    for h in p["hidden"]:
+        layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(1 - p["keep"])]
+        width = h
+    model = nn.Sequential(*layers, nn.Linear(width, p["n_out"]))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    loader = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=p["batch"], shuffle=True)
+    return model, opt, loader
+
+
 def _peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -94,17 +113,12 @@ def _variant(problem: str, variant: str, threads: int, queue) -> None:
     data = _task_data(p)
     n = p["samples"] * p["epochs"]  # samples processed by a variant's training loop
     _warm_up(p)
+    # The machine's speed right now, in this process: shares of it survive a slow spell of a shared host.
+    limit = matmul_limit(p, threads)
     if variant == "tutorial":
         from torch import nn
-        from torch.utils.data import DataLoader, TensorDataset
 
-        layers, width = [nn.Dropout(1 - p["input_keep"])], p["n_in"]
-        for h in p["hidden"]:
-            layers += [nn.Linear(width, h), nn.ReLU(), nn.Dropout(1 - p["keep"])]
-            width = h
-        model = nn.Sequential(*layers, nn.Linear(width, p["n_out"]))
-        opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-        loader = DataLoader(TensorDataset(data.x_train, data.y_train), batch_size=p["batch"], shuffle=True)
+        model, opt, loader = _tutorial(p, data)
         start = time.perf_counter()
         for _ in range(p["epochs"]):
             model.train()
@@ -152,7 +166,7 @@ def _variant(problem: str, variant: str, threads: int, queue) -> None:
         seconds, samples = time.perf_counter() - start, n
     else:
         raise ValueError(variant)
-    queue.put((samples / seconds, _peak_mib()))
+    queue.put((samples / seconds, _peak_mib(), limit))
 
 
 def matmul_limit(p: dict, threads: int) -> float:
@@ -183,24 +197,40 @@ def _spawned(target, *args):
     return result
 
 
-def measure(problem: str, variants: list[str], threads: int, repeats: int, log) -> dict[str, tuple[float, float]]:
-    """Median samples/s and max peak MiB per variant. Repeats go round-robin over the variants, so a slow
-    spell of a shared machine lands on every variant rather than on one."""
+@dataclass
+class Measured:
+    rate: float  # median samples/s
+    share: float  # that rate's FLOPs over the median matmul limit of the problem's processes
+    peak: float  # largest peak RSS, MiB
+
+
+def measure(problem: str, variants: list[str], threads: int, repeats: int, log) -> dict[str, Measured]:
+    """Per variant: median samples/s, its share of the matmul limit, max peak MiB. Repeats go round-robin
+    over the variants, so a slow spell of a shared machine lands on every variant rather than on one."""
     rates: dict[str, list[float]] = {v: [] for v in variants}
     peaks: dict[str, list[float]] = {v: [] for v in variants}
+    limits: list[float] = []
     for repeat in range(repeats):
         for variant in variants:
-            rate, peak = _spawned(_variant, problem, variant, threads)
-            log(f"  {problem} {variant} ({repeat + 1}/{repeats}): {rate:,.0f} samples/s")
+            rate, peak, limit = _spawned(_variant, problem, variant, threads)
+            log(f"  {problem} {variant} ({repeat + 1}/{repeats}): {rate:,.0f} samples/s, limit {limit:.0f} GFLOP/s")
             rates[variant].append(rate)
             peaks[variant].append(peak)
-    return {v: (statistics.median(rates[v]), max(peaks[v])) for v in variants}
+            limits.append(limit)
+    limit = statistics.median(limits) * 1e9
+    flops_per_sample = 6 * _weights(PROBLEMS[problem])
+    return {
+        v: Measured(statistics.median(rates[v]), flops_per_sample * statistics.median(rates[v]) / limit, max(peaks[v]))
+        for v in variants
+    }
 
 
 def _step_costs(problem: str, threads: int, queue) -> None:
-    """Runs in a spawned process: median seconds of dropbench's training step (`train.Training.step`) with
-    dropout and without, and of the forward-shape matmuls, taken in turn on the same batches."""
+    """Runs in a spawned process: median seconds of a training step of the tutorial style (its DataLoader
+    fetch included), of dropbench's step (`train.Training.step`) with dropout and without, and of the
+    forward-shape matmuls, taken in turn, over and over: ratios of these survive a shared host's slow spells."""
     import torch
+    from torch import nn
 
     from dropbench.devices import configure
     from dropbench.train import Training
@@ -210,18 +240,37 @@ def _step_costs(problem: str, threads: int, queue) -> None:
     p = PROBLEMS[problem]
     data = _task_data(dict(p, samples=max(p["samples"], 4096)))
     _warm_up(p)
+    model, opt, loader = _tutorial(p, data)
+    batches = iter(loader)
+
+    def tutorial_step() -> None:
+        nonlocal batches
+        xb, yb = next(batches, (None, None))
+        if xb is None or len(xb) < p["batch"]:  # a new epoch (full batches only, as below)
+            batches = iter(loader)
+            xb, yb = next(batches)
+        loss = nn.functional.cross_entropy(model(xb), yb)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
     trainings = {
         "dropout": Training(_cell(p, 0, p["keep"], p["input_keep"]), data),
         "no dropout": Training(_cell(p, 0, 1.0, 1.0), data),
     }
     widths = [p["n_in"], *p["hidden"], p["n_out"]]
     mats = [(torch.randn(p["batch"], a), torch.randn(a, b)) for a, b in zip(widths[:-1], widths[1:])]
-    times: dict[str, list[float]] = {"dropout": [], "no dropout": [], "matmuls": []}
+    times: dict[str, list[float]] = {"tutorial": [], "dropout": [], "no dropout": [], "matmuls": []}
     order = torch.randperm(len(data.y_train)).split(p["batch"])
+    model.train()
+    for training in trainings.values():
+        training.model.train()
     for i in range(STEP_PAIRS + 20):
         idx = order[i % (len(order) - 1)]  # full batches only
+        start = time.perf_counter()
+        tutorial_step()
+        times["tutorial"].append(time.perf_counter() - start)
         for name, training in trainings.items():
-            training.model.train()
             start = time.perf_counter()
             training.step(idx)
             times[name].append(time.perf_counter() - start)
@@ -249,34 +298,36 @@ def main() -> None:
 
     console = Console()
     for problem, p in PROBLEMS.items():
-        limit = matmul_limit(p, threads)
-        flops_per_sample = 6 * _weights(p)
+        variants = ["tutorial", "single", "single-no-dropout", *(f"stacked-{k}" for k in STACK_SIZES), "sklearn"]
+        results = measure(problem, variants, threads, repeats, lambda line: console.print(line, highlight=False))
         table = Table(
             title=f"{problem}: {p['n_in']}-{'-'.join(map(str, p['hidden']))}-{p['n_out']}, batch "
-            f"{p['batch']}, {threads} threads, matmul limit {limit:.0f} GFLOP/s",
+            f"{p['batch']}, {threads} threads",
             title_justify="left",
         )
         for column in ("variant", "samples/s", "× tutorial", "% of matmul limit", "peak MiB"):
             table.add_column(column, justify="right" if column != "variant" else "left")
-        variants = ["tutorial", "single", "single-no-dropout", *(f"stacked-{k}" for k in STACK_SIZES), "sklearn"]
-        results = measure(problem, variants, threads, repeats, lambda line: console.print(line, highlight=False))
-        base = results["tutorial"][0]
+        base = results["tutorial"].rate
         for variant in variants:
-            rate, peak = results[variant]
-            share = 100 * flops_per_sample * rate / (limit * 1e9)
-            table.add_row(variant, f"{rate:,.0f}", f"{rate / base:.2f}", f"{share:.0f}%", f"{peak:.0f}")
+            m = results[variant]
+            table.add_row(variant, f"{m.rate:,.0f}", f"{m.rate / base:.2f}", f"{100 * m.share:.0f}%", f"{m.peak:.0f}")
         console.print(table)
-        steps = _spawned(_step_costs, problem, threads)
-        ratio = steps["dropout"] / steps["no dropout"]
-        # The forward matmuls do 2 of the step's 6 FLOPs per weight and sample: share = 3 x their time / step's.
-        shares = {name: 300 * steps["matmuls"] / steps[name] for name in ("dropout", "no dropout")}
         console.print(
-            f"training step (median of {STEP_PAIRS}, taken in turn): {1e3 * steps['dropout']:.2f} ms with dropout "
-            f"(input keep {p['input_keep']}, hidden {p['keep']}), {1e3 * steps['no dropout']:.2f} ms without: "
-            f"[bold]{ratio:.2f}×[/]; {shares['dropout']:.0f}% / {shares['no dropout']:.0f}% of the matmul limit",
+            "× tutorial: ratio of the shares of the matmul limit, each measured in its own process", highlight=False
+        )
+        steps = _spawned(_step_costs, problem, threads)
+        # The forward matmuls do 2 of the step's 6 FLOPs per weight and sample: share = 3 x their time / step's.
+        share = {name: 300 * steps["matmuls"] / steps[name] for name in ("tutorial", "dropout", "no dropout")}
+        console.print(
+            f"training steps (medians of {STEP_PAIRS}, taken in turn): tutorial {1e3 * steps['tutorial']:.2f} ms "
+            f"({share['tutorial']:.0f}% of the matmul limit); dropbench {1e3 * steps['dropout']:.2f} ms "
+            f"({share['dropout']:.0f}%, [bold]{steps['tutorial'] / steps['dropout']:.2f}×[/] the tutorial's speed); "
+            f"without dropout {1e3 * steps['no dropout']:.2f} ms ({share['no dropout']:.0f}%): the dropout step costs "
+            f"[bold]{steps['dropout'] / steps['no dropout']:.2f}×[/] (input keep {p['input_keep']}, "
+            f"hidden {p['keep']})",
             highlight=False,
         )
-        stacked = results[f"stacked-{STACK_SIZES[2]}"][0] / results["single"][0]
+        stacked = results[f"stacked-{STACK_SIZES[2]}"].rate / results["single"].rate
         console.print(f"stacked K=16: {stacked:.1f}× the cells per second of one-at-a-time training\n")
 
 
