@@ -312,9 +312,6 @@ def main() -> None:
             m = results[variant]
             table.add_row(variant, f"{m.rate:,.0f}", f"{m.rate / base:.2f}", f"{100 * m.share:.0f}%", f"{m.peak:.0f}")
         console.print(table)
-        console.print(
-            "× tutorial: ratio of the shares of the matmul limit, each measured in its own process", highlight=False
-        )
         steps = _spawned(_step_costs, problem, threads)
         # The forward matmuls do 2 of the step's 6 FLOPs per weight and sample: share = 3 x their time / step's.
         share = {name: 300 * steps["matmuls"] / steps[name] for name in ("tutorial", "dropout", "no dropout")}
