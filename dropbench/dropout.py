@@ -61,11 +61,6 @@ def random_words(count: int, bits: int, generator: torch.Generator, device: torc
     return torch.empty(words, dtype=torch.int64, device=device).random_(-(2**63), None, generator=generator)
 
 
-def random_bits(count: int, generator: torch.Generator, device: torch.device | str) -> torch.Tensor:
-    """`count` uniform int16 values (16-bit lanes) from ceil(count / 4) full-range int64 draws."""
-    return random_words(count, LANE_BITS, generator, device).view(torch.int16)[:count]
-
-
 _FIELD_CACHE: dict[tuple[int, str], torch.Tensor] = {}
 _LIMIT_CACHE: dict[tuple[float, str], torch.Tensor] = {}
 
@@ -161,7 +156,7 @@ class _ReluDropout(torch.autograd.Function):
     Where y > 0 the unit was kept and z > 0, so dy/dz = scale; elsewhere it is 0. The gradient is thus
     threshold_backward(grad, y, 0) * scale: no mask is kept for the backward pass, and y is the tensor
     the next layer's matmul saves anyway. In place because a matmul's output is not needed by its own
-    backward, and rewriting it while it is still in cache is ~4x cheaper than writing fresh memory.
+    backward, and rewriting it while it is still in cache costs about half as much as writing fresh memory.
     """
 
     @staticmethod

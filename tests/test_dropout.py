@@ -13,7 +13,7 @@ from dropbench.dropout import (
     kept_lanes,
     lane_bits,
     lane_threshold,
-    random_bits,
+    random_words,
 )
 from dropbench.models import MLP, init_parameters_
 
@@ -79,7 +79,7 @@ def test_keep_rates_outside_0_1_are_refused(keep):
 def test_every_lane_of_the_random_bits_is_uniform():
     # torch's default int64 random_() never sets the top bit; a mask built on it would keep every
     # fourth unit with probability 1 at keep 0.5. Each 16-bit lane must be negative half the time.
-    lanes = random_bits(4 * 250_000, gen(4), "cpu").view(-1, 4)
+    lanes = random_words(4 * 250_000, 16, gen(4), "cpu").view(torch.int16).view(-1, 4)
     negative = (lanes < 0).double().mean(dim=0)
     assert torch.all((negative - 0.5).abs() < 4 * math.sqrt(0.25 / 250_000))
 
