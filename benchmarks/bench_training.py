@@ -169,22 +169,32 @@ def _variant(problem: str, variant: str, threads: int, queue) -> None:
     queue.put((samples / seconds, _peak_mib(), limit))
 
 
+def _forward_matmuls(p: dict):
+    """The model's forward matmul shapes (batch × in @ in × out) as random operands: the limit's workload."""
+    import torch
+
+    widths = [p["n_in"], *p["hidden"], p["n_out"]]
+    mats = [(torch.randn(p["batch"], a), torch.randn(a, b)) for a, b in zip(widths[:-1], widths[1:])]
+
+    def run() -> None:
+        for a, b in mats:
+            a @ b
+
+    return run
+
+
 def matmul_limit(p: dict, threads: int) -> float:
-    """fp32 GFLOP/s of the model's own forward shapes (batch × in @ in × out), timed here."""
+    """fp32 GFLOP/s of the model's own forward shapes, timed here for one second."""
     import torch
 
     torch.set_num_threads(threads)
-    widths = [p["n_in"], *p["hidden"], p["n_out"]]
-    mats = [(torch.randn(p["batch"], a), torch.randn(a, b)) for a, b in zip(widths[:-1], widths[1:])]
-    flops = sum(2 * p["batch"] * a * b for a, b in zip(widths[:-1], widths[1:]))
-    for a, b in mats:
-        a @ b
+    matmuls = _forward_matmuls(p)
+    matmuls()
     reps, start = 0, time.perf_counter()
     while time.perf_counter() - start < 1.0:
-        for a, b in mats:
-            a @ b
+        matmuls()
         reps += 1
-    return flops * reps / (time.perf_counter() - start) / 1e9
+    return 2 * p["batch"] * _weights(p) * reps / (time.perf_counter() - start) / 1e9
 
 
 def _spawned(target, *args):
@@ -258,8 +268,7 @@ def _step_costs(problem: str, threads: int, queue) -> None:
         "dropout": Training(_cell(p, 0, p["keep"], p["input_keep"]), data),
         "no dropout": Training(_cell(p, 0, 1.0, 1.0), data),
     }
-    widths = [p["n_in"], *p["hidden"], p["n_out"]]
-    mats = [(torch.randn(p["batch"], a), torch.randn(a, b)) for a, b in zip(widths[:-1], widths[1:])]
+    matmuls = _forward_matmuls(p)
     times: dict[str, list[float]] = {"tutorial": [], "dropout": [], "no dropout": [], "matmuls": []}
     order = torch.randperm(len(data.y_train)).split(p["batch"])
     model.train()
@@ -275,8 +284,7 @@ def _step_costs(problem: str, threads: int, queue) -> None:
             training.step(idx)
             times[name].append(time.perf_counter() - start)
         start = time.perf_counter()
-        for a, b in mats:
-            a @ b
+        matmuls()
         times["matmuls"].append(time.perf_counter() - start)
     queue.put({name: statistics.median(t[20:]) for name, t in times.items()})  # the first 20 warm up
 

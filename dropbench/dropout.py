@@ -90,7 +90,7 @@ def lane_limits(bits: int, thresholds: torch.Tensor) -> torch.Tensor:
 
 
 def kept_from_words(
-    words: torch.Tensor, bits: int, limits: torch.Tensor, count: int, *, dtype: torch.dtype = torch.bool
+    words: torch.Tensor, bits: int, limits: torch.Tensor, count: int, *, dtype: torch.dtype
 ) -> torch.Tensor:
     """1 where a unit is kept, 0 where dropped: [..., count] from draws [..., W], as `dtype`.
 
@@ -129,13 +129,6 @@ def kept_units(
     words = random_words(count, bits, generator, device)
     limits = _single_limits(keep, device)
     return kept_from_words(words, bits, limits, count, dtype=dtype).view(shape)
-
-
-def kept_lanes(
-    shape: torch.Size | tuple[int, ...], keep: float, generator: torch.Generator, device: torch.device | str
-) -> torch.Tensor:
-    """`kept_units` as booleans."""
-    return kept_units(shape, keep, generator, device, torch.bool)
 
 
 def keep_mask(
@@ -292,7 +285,7 @@ class AlphaDropout(ActivationNoise):
         if not self.active:
             return x
         a, b = alpha_dropout_affine(self.keep)
-        kept = kept_lanes(x.shape, self.keep, self._generator(), x.device)
+        kept = kept_units(x.shape, self.keep, self._generator(), x.device, torch.bool)
         return torch.where(kept, x, SELU_SATURATION).mul_(a).add_(b)
 
 

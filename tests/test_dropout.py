@@ -10,7 +10,7 @@ from dropbench.dropout import (
     Dropout,
     effective_keep_rate,
     keep_mask,
-    kept_lanes,
+    kept_units,
     lane_bits,
     lane_threshold,
     random_words,
@@ -178,13 +178,15 @@ def test_every_lane_position_of_a_narrow_mask_is_kept_at_the_rate_and_independen
     the rate, and the lanes of one byte must not move together."""
     per_byte = 8 // lane_bits(keep)
     rows = N // per_byte
-    kept = kept_lanes((per_byte, rows), keep, gen(11), "cpu").double()  # row j: lane j of every byte
+    kept = kept_units((per_byte, rows), keep, gen(11), "cpu").double()  # row j: lane j of every byte
     standard_error = math.sqrt(keep * (1 - keep) / rows)
     assert torch.all((kept.mean(dim=1) - keep).abs() < 4 * standard_error)
     correlations = torch.corrcoef(kept)[~torch.eye(per_byte, dtype=torch.bool)]
     assert torch.all(correlations.abs() < 4 / math.sqrt(rows))
 
 
-def test_kept_lanes_and_keep_mask_mark_the_same_units():
+def test_kept_units_as_booleans_and_keep_mask_mark_the_same_units():
     for keep in (0.5, 0.75, 0.8):
-        assert torch.equal(kept_lanes((300, 70), keep, gen(12), "cpu"), keep_mask((300, 70), keep, gen(12)) != 0)
+        assert torch.equal(
+            kept_units((300, 70), keep, gen(12), "cpu", torch.bool), keep_mask((300, 70), keep, gen(12)) != 0
+        )
