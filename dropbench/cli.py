@@ -60,7 +60,8 @@ def cli() -> None:
     """Benchmark dropout and the regularizers it is weighed against.
 
     \b
-    Exit codes: 0 done; 1 cells that failed or diverged; 2 bad input; 130 interrupted.
+    Exit codes: 0 done; 1 cells that failed or diverged, or a regression found by compare; 2 bad input
+    (compare: nothing comparable); 130 interrupted.
     """
 
 
@@ -380,6 +381,8 @@ def compare(base: Path, new: Path, metric: str, max_drop: float, alpha: float, m
 
     Exits 1 only where a worsening is both significant (Holm-corrected) and beyond --max-drop;
     'inconclusive' where the interval straddles the threshold; cells missing on one side are listed.
+    Exits 2 when nothing is comparable: no cell in common, or no matched pair ok on both sides. A
+    configuration without an ok pair beside comparable ones is listed as 'not comparable'.
     """
     from .compare import compare as compare_results
     from .results import read_results
@@ -388,6 +391,9 @@ def compare(base: Path, new: Path, metric: str, max_drop: float, alpha: float, m
     result = compare_results(read_results(base), read_results(new), metric=metric, max_drop=max_drop, alpha=alpha,
                              method=method)  # fmt: skip
     print_comparison(result, fmt)
+    if result.exit_code == EXIT_BAD_INPUT:
+        # Printed first (the report and its verdict line); then the one line on stderr that CI logs show.
+        raise UserError(result.reason)
     return result.exit_code
 
 

@@ -3,6 +3,9 @@
 Cells are matched by cell_id (the suite name is not part of it), so the same cell in two files pairs up
 seed by seed. Each configuration gets a paired test of NEW - BASE over its seeds; p-values are
 Holm-corrected within each task, since a suite tests many configurations of a task at once.
+
+As a CI gate the comparison must not pass on nothing: a configuration without a single pair that is ok on
+both sides is "not comparable", and when no configuration is comparable the exit code is 2, not 0.
 """
 
 import math
@@ -29,14 +32,17 @@ LOWER_IS_BETTER = (
 METRICS = HIGHER_IS_BETTER + LOWER_IS_BETTER
 # Fractions in [0, 1] that people read in percent: their max_drop is given in percentage points.
 PERCENT_METRICS = ("test_acc", "val_acc", "train_acc", "test_error", "test_ece", "gap_acc")
-VERDICTS = ("regression", "improvement", "inconclusive", "no change")
+VERDICTS = ("regression", "improvement", "inconclusive", "no change", "not comparable")
+# The whole comparison's verdict, one per exit code.
+OVERALL_VERDICTS = {0: "no regression", 1: "regression", 2: "not comparable"}
 
 
 @dataclass(frozen=True)
 class Comparison:
     """One configuration: BASE and NEW means over the paired seeds, delta = NEW - BASE in the metric's
     units with its confidence interval, the Holm-adjusted p-value (`p_raw` before adjustment), the
-    verdict, and how many matched cells were not ok on each side (those are not in the statistics)."""
+    verdict, how many cells matched and how many of them were not ok on each side (those are not in the
+    statistics). With no pair ok on both sides (n_pairs 0) the verdict is "not comparable"."""
 
     task: str
     model: str
@@ -58,6 +64,7 @@ class Comparison:
     verdict: str
     base_not_ok: int = 0
     new_not_ok: int = 0
+    n_matched: int = 0
 
     @property
     def config(self) -> dict[str, object]:
@@ -66,7 +73,8 @@ class Comparison:
 
 @dataclass(frozen=True)
 class CompareResult:
-    """All compared configurations plus the cells found on one side only."""
+    """All compared configurations plus the cells found on one side only; `reason` says why nothing was
+    comparable, and is empty whenever at least one configuration was."""
 
     rows: list[Comparison]
     missing_in_new: list[str]
@@ -75,10 +83,23 @@ class CompareResult:
     max_drop: float
     alpha: float
     method: str = "t"
+    reason: str = ""
+
+    @property
+    def comparable(self) -> list[Comparison]:
+        return [row for row in self.rows if row.verdict != "not comparable"]
 
     @property
     def exit_code(self) -> int:
+        """2 when nothing was comparable (a gate that tested nothing must not pass), 1 on a regression, else 0.
+        Configurations that are not comparable beside comparable ones are reported, not fatal."""
+        if not self.comparable:
+            return 2
         return 1 if any(row.verdict == "regression" for row in self.rows) else 0
+
+    @property
+    def verdict(self) -> str:
+        return OVERALL_VERDICTS[self.exit_code]
 
 
 def _with_metric(frame: pd.DataFrame, metric: str, side: str) -> pd.DataFrame:
@@ -128,6 +149,36 @@ def _verdict(worse_mean: float, worse_low: float, worse_high: float, p: float, a
     if worse_high > limit:
         return "inconclusive"
     return "no change"
+
+
+def _cells_of(frame: pd.DataFrame) -> str:
+    """'36 cells of wine, digits', or 'no cells'."""
+    if frame.empty:
+        return "no cells"
+    return f"{len(frame)} cells of {', '.join(dict.fromkeys(frame['task'].astype(str)))}"
+
+
+def _why_nothing_compares(base: pd.DataFrame, new: pd.DataFrame, pairs: pd.DataFrame, metric: str,
+                          measured: set[str]) -> str:  # fmt: skip
+    """Why not a single pair could be tested (the first reason that holds): the line a user sees with exit 2."""
+    if pairs.empty:
+        return f"BASE and NEW have no cell in common (BASE: {_cells_of(base)}; NEW: {_cells_of(new)})"
+    shared_tasks = ", ".join(dict.fromkeys(pairs["task"].astype(str)))
+    pairs = pairs[pairs["task"].isin(measured)]
+    if pairs.empty:
+        return f"{metric} is not measured on the tasks BASE and NEW share ({shared_tasks}: losses only, no accuracy)"
+    total = len(pairs)
+    base_bad, new_bad = int((pairs["status_base"] != "ok").sum()), int((pairs["status_new"] != "ok").sum())
+    if base_bad == total and new_bad == total:
+        return f"every matched cell failed or diverged in both BASE and NEW ({total} of {total})"
+    for side, bad in (("NEW", new_bad), ("BASE", base_bad)):
+        if bad == total:
+            return f"every matched cell of {side} failed or diverged ({total} of {total})"
+    both_ok = int(((pairs["status_base"] == "ok") & (pairs["status_new"] == "ok")).sum())
+    if both_ok == 0:
+        return (f"no matched cell is ok on both sides (failed or diverged: BASE {base_bad} of "
+                f"{total}, NEW {new_bad} of {total})")  # fmt: skip
+    return f"none of the {both_ok} cells ok on both sides has a {metric} value on both"
 
 
 def compare(
@@ -191,6 +242,7 @@ def compare(
                 p_raw=test.p_value,
                 base_not_ok=int((group["status_base"] != "ok").sum()),
                 new_not_ok=int((group["status_new"] != "ok").sum()),
+                n_matched=len(group),
             )
         )
 
@@ -205,6 +257,13 @@ def compare(
         p = adjusted[i]
         # The worsening interval is the delta interval mirrored for higher-is-better metrics.
         worse = sorted((sign * draft["ci_low"], sign * draft["ci_high"]))
-        verdict = _verdict(sign * draft["delta"], worse[0], worse[1], p, alpha, limit)
+        if draft["n_pairs"] == 0:
+            # Every pair failed on one side or the other: there is no difference to test, so no verdict of
+            # "no change" either (its p is NaN, so Holm leaves it out of the task's family).
+            verdict = "not comparable"
+        else:
+            verdict = _verdict(sign * draft["delta"], worse[0], worse[1], p, alpha, limit)
         rows.append(Comparison(**draft, p_value=p, verdict=verdict))
-    return CompareResult(rows, missing_in_new, missing_in_base, metric, max_drop, alpha, method)
+    comparable = any(row.verdict != "not comparable" for row in rows)
+    reason = "" if comparable else "nothing to compare: " + _why_nothing_compares(base, new, pairs, metric, measured)
+    return CompareResult(rows, missing_in_new, missing_in_base, metric, max_drop, alpha, method, reason)

@@ -19,7 +19,7 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from .compare import PERCENT_METRICS, CompareResult
+from .compare import PERCENT_METRICS, VERDICTS, CompareResult
 from .config import Cell
 from .results import ResultRow
 from .runner import Plan, Reporter, RunSummary
@@ -226,50 +226,120 @@ def print_reference(matched: pd.DataFrame, name: str, fmt: str, tasks: list[str]
     stdout_console().print(table)
 
 
-def print_comparison(result: "CompareResult", fmt: str) -> None:
-    """compare: each configuration's delta with its CI and verdict, then the cells missing on either side."""
-    if fmt == "json":
-        payload = {
-            "metric": result.metric, "max_drop": result.max_drop, "alpha": result.alpha, "exit_code": result.exit_code,
-            "rows": [{k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(r).items()}
-                     for r in result.rows],
-            "missing_in_new": result.missing_in_new, "missing_in_base": result.missing_in_base,
-        }  # fmt: skip
-        sys.stdout.write(json.dumps(payload, indent=2, default=str) + "\n")
-        return
-    scale = 100 if result.metric in PERCENT_METRICS else 1
-    unit = " pp" if scale == 100 else ""
-    styles = {"regression": "bold red", "improvement": "green", "inconclusive": "yellow", "no change": ""}
+TEST_NAMES = {"t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test"}
+VERDICT_STYLES = {"regression": "bold red", "improvement": "green", "inconclusive": "yellow", "no change": "",
+                  "not comparable": "bold yellow", "no regression": "bold green"}  # fmt: skip
+LISTED_CELLS = 20  # missing cells listed per side in the table and markdown; JSON lists all of them
+
+
+def _units(result: CompareResult) -> tuple[int, str]:
+    """Scale and unit suffix for display: percentage points for accuracy-like metrics."""
+    return (100, " pp") if result.metric in PERCENT_METRICS else (1, "")
+
+
+def verdict_summary(result: CompareResult) -> str:
+    """The whole comparison in one line that ends with the exit code, e.g. '1 of 12 configurations worse in
+    test_acc beyond 0.5 pp (paired t-test, Holm per task, α = 0.05); 11 no change; exit 1'."""
+    if result.exit_code == 2:
+        return f"{result.reason or 'nothing to compare'}; exit 2"
+    _, unit = _units(result)
+    counts = Counter(r.verdict for r in result.rows)
+    noun = "configuration" if len(result.rows) == 1 else "configurations"
+    test = f"{TEST_NAMES[result.method]}, Holm per task, α = {result.alpha:g}"
+    worse = f"worse in {result.metric} beyond {result.max_drop:g}{unit}"
+    parts = [f"{counts['regression']} of {len(result.rows)} {noun} {worse} ({test})"]
+    others = [f"{counts[v]} {v}" for v in VERDICTS if v != "regression" and counts[v]]
+    others += [f"{len(cells)} cells only in {side}" for side, cells in
+               (("BASE", result.missing_in_new), ("NEW", result.missing_in_base)) if cells]  # fmt: skip
+    if others:
+        parts.append(", ".join(others))
+    return "; ".join([*parts, f"exit {result.exit_code}"])
+
+
+def _shown(value: float, spec: str) -> str:
+    """A figure, or a dash where there is none (a configuration without a single ok pair)."""
+    return "–" if value != value else format(value, spec)
+
+
+def _comparison_lines(result: CompareResult) -> list[tuple[str, ...]]:
+    """One tuple of display strings per configuration, the verdict last."""
+    scale, unit = _units(result)
     lines = []
     for r in result.rows:
         config = f"{r.task} {r.regularizer} {r.strength} keep {r.keep_rate:g}".replace("  ", " ")
-        delta = f"{r.delta * scale:+.2f}{unit}"
-        ci = f"[{r.ci_low * scale:+.2f}, {r.ci_high * scale:+.2f}]" if r.ci_low == r.ci_low else "n<2"
+        delta = "–" if r.delta != r.delta else f"{r.delta * scale:+.2f}{unit}"
+        if r.ci_low == r.ci_low:
+            ci = f"[{r.ci_low * scale:+.2f}, {r.ci_high * scale:+.2f}]"
+        else:
+            ci = "n<2" if r.n_pairs == 1 else "–"
         p = f"{r.p_value:.3g}" if r.p_value == r.p_value else ""
-        lines.append((config, f"{r.base_mean * scale:.3f}", f"{r.new_mean * scale:.3f}", delta, ci, p, str(r.n_pairs),
-                      r.verdict))  # fmt: skip
+        # Failed or diverged cells stay out of the statistics; shown here so that they cannot hide.
+        not_ok = f"{r.base_not_ok}/{r.new_not_ok}" if r.base_not_ok or r.new_not_ok else ""
+        lines.append((config, _shown(r.base_mean * scale, ".3f"), _shown(r.new_mean * scale, ".3f"), delta, ci, p,
+                      str(r.n_pairs), not_ok, r.verdict))  # fmt: skip
+    return lines
+
+
+COMPARISON_COLUMNS = ("configuration", "base", "new", "delta", "95% CI", "p (Holm)", "pairs", "not ok (base/new)",
+                      "verdict")  # fmt: skip
+
+
+def _missing_lines(result: CompareResult) -> list[str]:
+    """The cells found on one side only, at most LISTED_CELLS per side."""
+    out = []
+    for side, cells in (("new", result.missing_in_new), ("base", result.missing_in_base)):
+        out += [f"missing in {side}: {cell}" for cell in cells[:LISTED_CELLS]]
+        if len(cells) > LISTED_CELLS:
+            out.append(f"missing in {side}: … and {len(cells) - LISTED_CELLS} more (--format json lists all)")
+    return out
+
+
+def _comparison_json(result: CompareResult) -> dict:
+    return {
+        "metric": result.metric, "max_drop": result.max_drop, "alpha": result.alpha, "method": result.method,
+        "verdict": result.verdict, "exit_code": result.exit_code, "summary": verdict_summary(result),
+        "reason": result.reason or None,
+        "rows": [{k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(r).items()}
+                 for r in result.rows],
+        "missing_in_new": result.missing_in_new, "missing_in_base": result.missing_in_base,
+    }  # fmt: skip
+
+
+def _comparison_markdown(result: CompareResult) -> str:
+    """A heading, the table (when anything matched), the missing cells, and last the verdict line a CI job
+    summary shows."""
+    _, unit = _units(result)
+    out = [f"### compare · {result.metric} · max drop {result.max_drop:g}{unit} · alpha {result.alpha:g}"]
+    if result.rows:
+        out += ["", "| " + " | ".join(COMPARISON_COLUMNS) + " |", "|---|---:|---:|---:|---|---:|---:|---:|---|"]
+        out += ["| " + " | ".join(line) + " |" for line in _comparison_lines(result)]
+    out += [line for missing in _missing_lines(result) for line in ("", missing)]
+    out += ["", f"**Verdict: {result.verdict}** — {verdict_summary(result)}"]
+    return "\n".join(out) + "\n"
+
+
+def print_comparison(result: CompareResult, fmt: str) -> None:
+    """compare: each configuration's delta with its CI and verdict, the cells missing on either side, and the
+    verdict of the whole comparison with its exit code, in every format."""
+    if fmt == "json":
+        sys.stdout.write(json.dumps(_comparison_json(result), indent=2, default=str) + "\n")
+        return
     if fmt == "markdown":
-        out = [f"### compare · {result.metric} · max drop {result.max_drop:g}{unit} · alpha {result.alpha:g}\n",
-               "| configuration | base | new | delta | 95% CI | p (Holm) | pairs | verdict |",
-               "|---|---:|---:|---:|---|---:|---:|---|"]  # fmt: skip
-        out += ["| " + " | ".join(line) + " |" for line in lines]
-        out += [f"\nmissing in new: {m}" for m in result.missing_in_new]
-        out += [f"\nmissing in base: {m}" for m in result.missing_in_base]
-        sys.stdout.write("\n".join(out) + "\n")
+        sys.stdout.write(_comparison_markdown(result))
         return
     from rich.table import Table
 
-    table = Table(title=f"compare · {result.metric} (new − base) · max drop {result.max_drop:g}{unit} · "
-                  f"alpha {result.alpha:g}", title_justify="left")  # fmt: skip
-    for column in ("configuration", "base", "new", "delta", "95% CI", "p (Holm)", "pairs", "verdict"):
-        table.add_column(column)
-    for line in lines:
-        table.add_row(*line[:-1], Text(line[-1], style=styles[line[-1]]))
+    _, unit = _units(result)
     console = stdout_console()
-    console.print(table)
-    for m in result.missing_in_new:
-        console.print(f"missing in new: {m}", highlight=False, markup=False)
-    for m in result.missing_in_base:
-        console.print(f"missing in base: {m}", highlight=False, markup=False)
-    verdicts = ", ".join(f"{n} {v}" for v, n in Counter(r.verdict for r in result.rows).items())
-    console.print(f"{verdicts or 'nothing matched'}; exit code {result.exit_code}", highlight=False)
+    if result.rows:
+        table = Table(title=f"compare · {result.metric} (new − base) · max drop {result.max_drop:g}{unit} · "
+                      f"alpha {result.alpha:g}", title_justify="left")  # fmt: skip
+        for column in COMPARISON_COLUMNS:
+            table.add_column(column)
+        for line in _comparison_lines(result):
+            table.add_row(*line[:-1], Text(line[-1], style=VERDICT_STYLES[line[-1]]))
+        console.print(table)
+    for line in _missing_lines(result):
+        console.print(line, highlight=False, markup=False)
+    verdict = Text(f"Verdict: {result.verdict}", style=VERDICT_STYLES[result.verdict])
+    console.print(verdict + Text(f" — {verdict_summary(result)}"), highlight=False)
