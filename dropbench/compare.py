@@ -151,6 +151,12 @@ def _verdict(worse_mean: float, worse_low: float, worse_high: float, p: float, a
     return "no change"
 
 
+def _tasks_without_the_metric(frame: pd.DataFrame) -> set[str]:
+    """Tasks whose ok cells all lack the metric (accuracies of a regression task)."""
+    ok = frame[frame["status"] == "ok"]
+    return set(ok["task"]) - set(ok.dropna(subset="_value")["task"])
+
+
 def _cells_of(frame: pd.DataFrame) -> str:
     """'36 cells of wine, digits', or 'no cells'."""
     if frame.empty:
@@ -159,12 +165,12 @@ def _cells_of(frame: pd.DataFrame) -> str:
 
 
 def _why_nothing_compares(base: pd.DataFrame, new: pd.DataFrame, pairs: pd.DataFrame, metric: str,
-                          measured: set[str]) -> str:  # fmt: skip
+                          unmeasured: set[str]) -> str:  # fmt: skip
     """Why not a single pair could be tested (the first reason that holds): the line a user sees with exit 2."""
     if pairs.empty:
         return f"BASE and NEW have no cell in common (BASE: {_cells_of(base)}; NEW: {_cells_of(new)})"
     shared_tasks = ", ".join(dict.fromkeys(pairs["task"].astype(str)))
-    pairs = pairs[pairs["task"].isin(measured)]
+    pairs = pairs[~pairs["task"].isin(unmeasured)]
     if pairs.empty:
         return f"{metric} is not measured on the tasks BASE and NEW share ({shared_tasks}: losses only, no accuracy)"
     total = len(pairs)
@@ -214,14 +220,15 @@ def compare(
 
     # BASE's configuration columns describe the pair (they equal NEW's: both are part of the cell_id).
     pairs = base.merge(new[["cell_id", "status", "_value"]], on="cell_id", suffixes=("_base", "_new"))
-    # Accuracy metrics of a regression task are NaN throughout: the metric does not apply, nothing to compare.
-    measured = set(pd.concat([base, new]).dropna(subset="_value")["task"])
+    # Accuracy metrics of a regression task are NaN in every ok cell: the metric does not apply, nothing to
+    # compare. A task without a single ok cell tells nothing of the kind: it stays, to be seen as not comparable.
+    unmeasured = _tasks_without_the_metric(pd.concat([base, new]))
     drafts = []
     for key, group in pairs.groupby(list(CONFIG_COLUMNS), sort=False, dropna=False):
         ok = group[(group["status_base"] == "ok") & (group["status_new"] == "ok")]
         finite = ok[ok["_value_base"].notna() & ok["_value_new"].notna()]
         config = dict(zip(CONFIG_COLUMNS, key))
-        if config["task"] not in measured:
+        if config["task"] in unmeasured:
             continue
         for column in CONFIG_COLUMNS:
             if column.endswith("keep_rate"):
@@ -265,5 +272,5 @@ def compare(
             verdict = _verdict(sign * draft["delta"], worse[0], worse[1], p, alpha, limit)
         rows.append(Comparison(**draft, p_value=p, verdict=verdict))
     comparable = any(row.verdict != "not comparable" for row in rows)
-    reason = "" if comparable else "nothing to compare: " + _why_nothing_compares(base, new, pairs, metric, measured)
+    reason = "" if comparable else "nothing to compare: " + _why_nothing_compares(base, new, pairs, metric, unmeasured)
     return CompareResult(rows, missing_in_new, missing_in_base, metric, max_drop, alpha, method, reason)

@@ -1,9 +1,11 @@
+import json
 import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from dropbench.cli import main
 from dropbench.compare import compare
 from dropbench.errors import UserError
 from dropbench.results import COLUMNS, read_results
@@ -207,3 +209,150 @@ def test_wilcoxon_method_is_used_for_the_p_value():
     assert result.method == "wilcoxon"
     assert result.rows[0].p_value == pytest.approx(0.0625)
     assert result.rows[0].verdict == "inconclusive"
+
+
+# --- compare as a CI gate: it must not pass on nothing ------------------------------------------------------
+
+
+def failed(rows, status="failed"):
+    """The same cells, each not ok and without figures (as a crashed or diverged run writes them)."""
+    return [dict(r, status=status, test_acc=float("nan"), suite="new") for r in rows]
+
+
+def run_cli(tmp_path, capsys, base, new, *args):
+    """`dropbench compare BASE NEW ...` in-process: (exit code, stdout, stderr)."""
+    frame(base).to_csv(tmp_path / "base.csv", index=False)
+    frame(new).to_csv(tmp_path / "new.csv", index=False)
+    code = main(["compare", str(tmp_path / "base.csv"), str(tmp_path / "new.csv"), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def last_line(text):
+    return [line for line in text.splitlines() if line.strip()][-1]
+
+
+def test_no_cell_in_common_exits_2_with_one_line_saying_why(tmp_path, capsys):
+    base = base_rows("wine") + base_rows("wine", reg="l2")
+    result = compare(frame(base), frame(accs([0.0] * 5, task="digits")))
+    assert result.rows == [] and result.exit_code == 2 and result.verdict == "not comparable"
+
+    code, out, err = run_cli(tmp_path, capsys, base, accs([0.0] * 5, task="digits"))
+    assert code == 2
+    assert err == ("dropbench: error: nothing to compare: BASE and NEW have no cell in common "
+                   "(BASE: 10 cells of wine; NEW: 5 cells of digits)\n")  # fmt: skip
+    assert "Traceback" not in out + err
+    assert last_line(out).startswith("Verdict: not comparable — nothing to compare") and out.endswith("exit 2\n")
+
+
+def test_every_new_cell_failed_is_not_comparable_and_exits_2(tmp_path, capsys):
+    base = base_rows() + base_rows(reg="l2", keep=0.5)
+    result = compare(frame(base), frame(failed(base)))
+    # Before: two configurations of "no change" and exit 0, a gate passing on a run that produced nothing.
+    assert [r.verdict for r in result.rows] == ["not comparable"] * 2
+    assert [(r.n_pairs, r.n_matched, r.base_not_ok, r.new_not_ok) for r in result.rows] == [(0, 5, 0, 5)] * 2
+    assert result.exit_code == 2
+    assert result.reason == "nothing to compare: every matched cell of NEW failed or diverged (10 of 10)"
+
+    code, out, err = run_cli(tmp_path, capsys, base, failed(base, status="diverged"))
+    assert code == 2
+    assert err == "dropbench: error: nothing to compare: every matched cell of NEW failed or diverged (10 of 10)\n"
+    assert out.count("not comparable") >= 3  # both configurations listed, and the verdict
+
+
+def test_the_reason_names_the_side_that_failed():
+    base = base_rows()
+    only_base = compare(frame(failed(base)), frame(accs([0.0] * 5)))
+    assert only_base.reason == "nothing to compare: every matched cell of BASE failed or diverged (5 of 5)"
+    both = compare(frame(failed(base)), frame(failed(base)))
+    assert both.reason == "nothing to compare: every matched cell failed or diverged in both BASE and NEW (5 of 5)"
+    assert [r.verdict for r in both.rows] == ["not comparable"]  # listed, though no cell has a figure
+    # Seeds 0-1 failed in BASE, seeds 2-4 in NEW: each side has ok cells, but never the same seed.
+    crossed = compare(frame(failed(base[:2]) + base[2:]), frame(accs([0.0] * 2) + failed(accs([0.0] * 5)[2:])))
+    assert crossed.exit_code == 2
+    assert crossed.reason == ("nothing to compare: no matched cell is ok on both sides "
+                              "(failed or diverged: BASE 2 of 5, NEW 3 of 5)")  # fmt: skip
+
+
+def test_accuracy_of_regression_tasks_only_is_not_comparable():
+    nan = float("nan")
+    housing = [row("housing", seed=s, test_acc=nan, train_acc=nan, val_acc=nan) for s in SEEDS]
+    result = compare(frame(housing), frame(housing))
+    assert result.exit_code == 2
+    assert result.reason.startswith("nothing to compare: test_acc is not measured on the tasks BASE and NEW share")
+    assert "(housing: losses only" in result.reason
+    assert compare(frame(housing), frame(housing), metric="test_loss").exit_code == 0
+
+
+def test_a_configuration_that_failed_beside_comparable_ones_is_listed_and_the_others_decide(tmp_path, capsys):
+    base = base_rows() + base_rows(reg="l2", keep=0.5)
+    regressed = accs([-0.030, -0.031, -0.029, -0.0305, -0.0295])
+    result = compare(frame(base), frame(regressed + failed(base_rows(reg="l2", keep=0.5))))
+    by_reg = {r.regularizer: r for r in result.rows}
+    assert by_reg["l2"].verdict == "not comparable" and by_reg["l2"].new_not_ok == 5
+    assert by_reg["none"].verdict == "regression" and result.exit_code == 1 and result.reason == ""
+    # The failed configuration is no test: Holm's family is the one comparable configuration.
+    assert by_reg["none"].p_value == by_reg["none"].p_raw and math.isnan(by_reg["l2"].p_value)
+
+    fine = accs([0.0] * 5) + failed(base_rows(reg="l2", keep=0.5))
+    code, out, err = run_cli(tmp_path, capsys, base, fine, "--format", "markdown")
+    assert code == 0 and err == ""
+    assert "| digits l2 keep 0.5 | – | – | – | – |  | 0 | 0/5 | not comparable |" in out
+    assert last_line(out).startswith("**Verdict: no regression** — 0 of 2 configurations worse in test_acc beyond")
+    assert last_line(out).endswith("; 1 no change, 1 not comparable; exit 0")
+
+
+@pytest.mark.parametrize(
+    ("deltas", "verdict", "code"),
+    [([-0.030, -0.031, -0.029, -0.0305, -0.0295], "regression", 1), ([0.0] * 5, "no regression", 0)],
+)
+def test_markdown_ends_with_one_verdict_line_naming_the_exit_code(tmp_path, capsys, deltas, verdict, code):
+    exit_code, out, _ = run_cli(tmp_path, capsys, base_rows(), accs(deltas), "--format", "markdown")
+    assert exit_code == code
+    others = "" if code else "1 no change; "
+    assert last_line(out) == (f"**Verdict: {verdict}** — {code} of 1 configuration worse in test_acc beyond 0.5 pp "
+                              f"(paired t-test, Holm per task, α = 0.05); {others}exit {code}")  # fmt: skip
+    assert sum("Verdict" in text for text in out.splitlines()) == 1
+
+
+def test_markdown_and_table_of_nothing_comparable_end_with_the_reason_and_exit_2(tmp_path, capsys):
+    base = base_rows()
+    code, out, _ = run_cli(tmp_path, capsys, base, failed(base), "--format", "markdown")
+    assert code == 2
+    assert last_line(out) == ("**Verdict: not comparable** — nothing to compare: every matched cell of NEW failed or "
+                              "diverged (5 of 5); exit 2")  # fmt: skip
+    code, out, _ = run_cli(tmp_path, capsys, base, accs([0.0] * 5, task="wine"), "--format", "markdown")
+    assert code == 2 and "|---|" not in out  # no empty table when no cell matched
+
+
+def test_json_carries_the_verdict_and_exit_code(tmp_path, capsys):
+    base = base_rows() + base_rows(reg="l2", keep=0.5)
+    new = accs([-0.030, -0.031, -0.029, -0.0305, -0.0295]) + failed(base_rows(reg="l2", keep=0.5))
+    code, out, _ = run_cli(tmp_path, capsys, base, new, "--format", "json")
+    payload = json.loads(out)
+    assert code == 1 and payload["exit_code"] == 1 and payload["verdict"] == "regression"
+    assert payload["reason"] is None and payload["summary"].endswith("exit 1")
+    assert [r["verdict"] for r in payload["rows"]] == ["regression", "not comparable"]
+    assert payload["rows"][1]["delta"] is None
+
+    code, out, err = run_cli(tmp_path, capsys, base, failed(base), "--format", "json")
+    payload = json.loads(out)  # still one valid document on stdout for a CI step to read
+    assert code == 2 and payload["exit_code"] == 2 and payload["verdict"] == "not comparable"
+    assert payload["reason"] == "nothing to compare: every matched cell of NEW failed or diverged (10 of 10)"
+    assert err.startswith("dropbench: error: nothing to compare")
+
+
+def test_table_ends_with_the_verdict_and_a_regression_still_exits_1(tmp_path, capsys):
+    code, out, err = run_cli(tmp_path, capsys, base_rows(), accs([-0.030, -0.031, -0.029, -0.0305, -0.0295]))
+    assert code == 1 and err == ""
+    assert last_line(out).startswith("Verdict: regression — 1 of 1 configuration worse") and out.endswith("exit 1\n")
+
+
+def test_long_missing_lists_are_cut_in_the_table_but_not_in_json(tmp_path, capsys):
+    # Six configurations in BASE, one in NEW: 25 cells missing in NEW.
+    base = [r for keep in (0.4, 0.5, 0.6, 0.7, 0.8, 0.9) for r in base_rows(keep=keep)]
+    code, out, _ = run_cli(tmp_path, capsys, base, base_rows(keep=0.5))
+    assert code == 0 and out.count("missing in new:") == 21
+    assert "missing in new: … and 5 more (--format json lists all)" in out
+    code, out, _ = run_cli(tmp_path, capsys, base, base_rows(keep=0.5), "--format", "json")
+    assert len(json.loads(out)["missing_in_new"]) == 25

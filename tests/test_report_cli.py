@@ -99,7 +99,20 @@ def test_compare_exit_codes(results, tmp_path, capsys):
     partial = tmp_path / "partial.csv"
     pd.read_csv(results).iloc[:-3].to_csv(partial, index=False)
     assert main(["compare", str(results), str(partial), "--format", "json"]) == 0
-    assert len(json.loads(capsys.readouterr().out)["missing_in_new"]) == 3
+    payload = json.loads(capsys.readouterr().out)
+    assert len(payload["missing_in_new"]) == 3 and (payload["verdict"], payload["exit_code"]) == ("no regression", 0)
+
+
+def test_compare_against_a_run_that_failed_everywhere_exits_2(results, tmp_path, capsys):
+    frame = pd.read_csv(results)
+    frame["status"], frame["error"], frame["test_acc"] = "failed", "RuntimeError: boom", float("nan")
+    broken = tmp_path / "broken.csv"
+    frame.to_csv(broken, index=False)
+    assert main(["compare", str(results), str(broken), "--format", "markdown"]) == 2
+    out, err = capsys.readouterr()
+    # wine's 12 cells: diabetes is a regression task, so test_acc does not apply to it either way.
+    assert err == "dropbench: error: nothing to compare: every matched cell of NEW failed or diverged (12 of 12)\n"
+    assert out.rstrip().splitlines()[-1].startswith("**Verdict: not comparable**") and out.rstrip().endswith("exit 2")
 
 
 def test_plots_are_valid_png_and_svg_of_the_expected_size(results, tmp_path, capsys):
