@@ -172,7 +172,7 @@ def _why_nothing_compares(base: pd.DataFrame, new: pd.DataFrame, pairs: pd.DataF
     shared_tasks = ", ".join(dict.fromkeys(pairs["task"].astype(str)))
     pairs = pairs[~pairs["task"].isin(unmeasured)]
     if pairs.empty:
-        return f"{metric} is not measured on the tasks BASE and NEW share ({shared_tasks}: losses only, no accuracy)"
+        return f"{metric} is not measured in any ok cell of the tasks BASE and NEW share ({shared_tasks})"
     total = len(pairs)
     base_bad, new_bad = int((pairs["status_base"] != "ok").sum()), int((pairs["status_new"] != "ok").sum())
     if base_bad == total and new_bad == total:
@@ -265,8 +265,8 @@ def compare(
         # The worsening interval is the delta interval mirrored for higher-is-better metrics.
         worse = sorted((sign * draft["ci_low"], sign * draft["ci_high"]))
         if draft["n_pairs"] == 0:
-            # Every pair failed on one side or the other: there is no difference to test, so no verdict of
-            # "no change" either (its p is NaN, so Holm leaves it out of the task's family).
+            # No pair is ok with a value on both sides: there is no difference to test, so no "no change"
+            # either (its p is NaN, so Holm leaves it out of the task's family).
             verdict = "not comparable"
         else:
             verdict = _verdict(sign * draft["delta"], worse[0], worse[1], p, alpha, limit)
