@@ -18,6 +18,10 @@ REPORT_METRICS = ("gap_acc", "gap_loss", "test_acc", "test_error", "test_loss", 
 COMPARE_METRICS = ("test_acc", "val_acc", "train_acc", "test_loss", "test_error", "val_loss", "train_loss",
                    "test_ece", "fit_seconds", "gap_acc", "gap_loss")  # fmt: skip
 
+# The paired tests that may mark a result (stats.MARK_METHODS; a test keeps the two equal): both hold their
+# false-positive rate at few seeds with whole-example accuracies (tests/test_significance_simulation.py).
+MARK_METHODS = ("sign-flip", "wilcoxon")
+
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
@@ -76,8 +80,8 @@ def statistics_options(test_help: str) -> Callable[[Callable], Callable]:
             show_default=True,
             help="Significance level, after Holm's correction.",
         )(command)
-        return click.option("--test", "method", type=click.Choice(["t", "wilcoxon"]), default="t", show_default=True,
-                            help=test_help)(command)  # fmt: skip
+        return click.option("--test", "method", type=click.Choice(MARK_METHODS), default=MARK_METHODS[0],
+                            show_default=True, help=test_help)(command)  # fmt: skip
 
     return decorate
 
@@ -309,24 +313,28 @@ def merge(inputs: tuple[Path, ...], out: Path) -> int:
     help="What the cells show; 'gap' is gap_acc for classification tasks, gap_loss for regression.",
 )
 @click.option("--task", "tasks", type=CommaList(), help="Only these tasks.")
-@click.option("--best", is_flag=True, help="Only the best configuration of each task, with its gain over the baseline.")
+@click.option("--best", is_flag=True, help="Only the configuration of each task chosen on validation, with its gain.")
+@click.option("--paired", is_flag=True, help="Also the paired difference to the baseline behind every mark.")
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(["table", "markdown", "csv", "json"]),
     default="table",
     show_default=True,
-    help="csv is wide: one row per task × regularizer, one column per keep rate.",
+    help="csv is wide: one row per task × regularizer, one column per keep rate (with --paired: the tests, long).",
 )
 @statistics_options("Paired test against the baseline, per task, Holm-corrected.")
 @click.option("--reference", type=click.Choice(["srivastava2014"]), help="Published numbers beside matching rows.")
 def report(
-    results: tuple[Path, ...], metric: str, tasks: tuple[str, ...] | None, best: bool, fmt: str, method: str,
-    alpha: float, reference: str | None,
+    results: tuple[Path, ...], metric: str, tasks: tuple[str, ...] | None, best: bool, paired: bool, fmt: str,
+    method: str, alpha: float, reference: str | None,
 ) -> int:  # fmt: skip
-    """Summarize results CSVs (partial or resumed ones too): mean ± CI over seeds, tests against the baseline."""
-    from .render import as_json, markdown, rich_tables, task_grids, wide_csv
-    from .report import best_configurations, failed_cells, summarize, tests_for
+    """Summarize results CSVs (partial or resumed ones too): mean ± CI over seeds, tests against the baseline.
+
+    Every choice (★, --best, --reference) is made on the validation split; test figures only report it.
+    """
+    from .render import as_json, markdown, paired_markdown, paired_tables, rich_tables, task_grids, wide_csv
+    from .report import best_report, failed_cells, summarize, tests_for
     from .results import read_results
     from .terminal import print_best, print_failed, print_reference, stdout_console
 
@@ -338,20 +346,20 @@ def report(
                             f"{', '.join(dict.fromkeys(frame['task']))}")  # fmt: skip
         frame = frame[frame["task"].isin(tasks)]
     summary = summarize(frame)
-    tests = tests_for(frame, summary, metric, method=method, alpha=alpha)
     if best:
-        print_best(best_configurations(summary), frame, method=method)
+        print_best(best_report(frame, summary, method=method, alpha=alpha), fmt)
         return EXIT_OK
-    grids = task_grids(summary, metric, tests)
+    tests = tests_for(frame, summary, metric, method=method, alpha=alpha)
+    grids = task_grids(summary, metric, tests, alpha)
     if fmt == "markdown":
-        click.echo(markdown(grids, tested=True), nl=False)
+        click.echo(markdown(grids, tested=True) + (paired_markdown(grids) if paired else ""), nl=False)
     elif fmt == "csv":
-        click.echo(wide_csv(grids), nl=False)
+        click.echo(tests.to_csv(index=False, float_format="%.6g") if paired else wide_csv(grids), nl=False)
     elif fmt == "json":
         click.echo(as_json(summary, tests, metric), nl=False)
     else:
         console = stdout_console()
-        for table in rich_tables(grids, tested=True):
+        for table in rich_tables(grids, tested=True) + (paired_tables(grids) if paired else []):
             console.print(table)
             console.print()
         print_failed(failed_cells(frame))

@@ -16,7 +16,7 @@ import pandas as pd
 
 from .errors import UserError
 from .report import CONFIG_COLUMNS, latest_rows, with_config_defaults
-from .stats import PAIRED_METHODS, holm, paired_difference
+from .stats import DEFAULT_METHOD, MARK_METHODS, holm, paired_difference
 
 HIGHER_IS_BETTER = ("test_acc", "val_acc", "train_acc")
 LOWER_IS_BETTER = (
@@ -53,6 +53,7 @@ class Comparison:
     input_keep_rate: float
     dropout: str
     train_size: int
+    setup: str  # the training setup (report.CONFIG_COLUMNS): cells of other setups are other configurations
     n_pairs: int
     base_mean: float
     new_mean: float
@@ -82,7 +83,7 @@ class CompareResult:
     metric: str
     max_drop: float
     alpha: float
-    method: str = "t"
+    method: str = DEFAULT_METHOD
     reason: str = ""
 
     @property
@@ -194,7 +195,7 @@ def compare(
     metric: str = "test_acc",
     max_drop: float = 0.5,
     alpha: float = 0.05,
-    method: str = "t",
+    method: str = DEFAULT_METHOD,
 ) -> CompareResult:
     """Pair BASE and NEW cells by cell_id and test each configuration's NEW - BASE difference over seeds.
 
@@ -202,8 +203,8 @@ def compare(
     otherwise. The confidence interval is at level 1 - alpha, so it agrees with the uncorrected test."""
     if metric not in METRICS:
         raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-    if method not in PAIRED_METHODS:
-        raise UserError(f"unknown test {method!r}; choose one of {', '.join(PAIRED_METHODS)}")
+    if method not in MARK_METHODS:
+        raise UserError(f"unknown test {method!r}; choose one of {', '.join(MARK_METHODS)}")
     if not 0 < alpha < 1:
         raise UserError(f"alpha must be between 0 and 1, got {alpha:g}")
     if not max_drop >= 0:

@@ -1,5 +1,6 @@
 """The frozen descriptions a grid is made of: model, optimizer, task settings, and the cell itself."""
 
+import math
 from dataclasses import asdict, dataclass
 from functools import cached_property
 
@@ -45,6 +46,18 @@ class OptimizerConfig:
     nesterov: bool = False  # SGD only
     betas: tuple[float, float] = (0.9, 0.999)  # Adam only: torch's defaults
 
+    @property
+    def label(self) -> str:
+        """The CSV's `optimizer`: the name, with whatever else besides lr and momentum changes its steps."""
+        if self.name == "adam":
+            return "adam" if self.betas == (0.9, 0.999) else f"adam({self.betas[0]:g},{self.betas[1]:g})"
+        return "sgd-nesterov" if self.nesterov else "sgd"
+
+    @property
+    def momentum_value(self) -> float:
+        """The CSV's `momentum` (NaN for Adam, whose betas play that part)."""
+        return self.momentum if self.name == "sgd" else math.nan
+
     def as_identity(self) -> dict[str, object]:
         """Only the fields that affect training, so an unused default never changes a cell_id."""
         if self.name == "adam":
@@ -61,6 +74,10 @@ class TaskConfig:
     optimizer: OptimizerConfig
     batch_size: int
     epochs: int
+
+
+# The identity fields a grid varies within one task; every other field is the task's training setup.
+GRID_AXES = ("regularizer", "strength", "keep_rate", "input_keep_rate", "dropout", "train_size", "seed")
 
 
 @dataclass(frozen=True)
@@ -118,6 +135,19 @@ class Cell:
             "dropout": self.dropout,
             "seed": self.seed,
         }
+
+    def setup_identity(self) -> dict[str, object]:
+        """Everything that changes training except the grid's axes (regularizer and strength, keep rates,
+        dropout kind, training-set size, seed): what a configuration shares with its task's baseline."""
+        identity = self.identity()
+        for axis in GRID_AXES:
+            identity.pop(axis, None)
+        return identity
+
+    @cached_property
+    def setup_id(self) -> str:
+        """12 hex digits of setup_identity(): cells with different ids are never pooled or paired."""
+        return f"{derive_seed(self.setup_identity()):016x}"[-12:]
 
     @cached_property
     def cell_id(self) -> str:

@@ -1,25 +1,49 @@
-"""Aggregate a results table over seeds: one row per configuration with mean ± CI of each figure."""
+"""Aggregate a results table over seeds: one row per configuration with mean ± CI of each figure.
+
+A configuration is everything that changes training. The grid's axes have columns of their own; the rest
+(optimizer, lr, momentum, batch size, epochs, precision, MC samples, and whatever else the cell's setup_id
+hashes) is folded into one `setup` key, so cells that differ in any training setting are never pooled as
+seeds, and each configuration is paired with the baseline of its own setup.
+"""
+
+import hashlib
+import math
 
 import pandas as pd
 
 from .errors import UserError
-from .stats import holm, mean_ci, paired_difference
+from .stats import DEFAULT_METHOD, holm, mean_ci, paired_difference
 
 CONFIG_COLUMNS = (
     "task", "model", "regularizer", "strength", "keep_rate", "layer_keep_rates", "input_keep_rate", "dropout",
-    "train_size",
+    "train_size", "setup",
 )  # fmt: skip
-SUMMARY_METRICS = ("gap_acc", "gap_loss", "test_acc", "test_loss", "train_acc", "train_loss", "fit_seconds")
+# Training settings shown where they vary within a task (files merged from runs of other settings).
+SETUP_COLUMNS = ("optimizer", "lr", "momentum", "batch_size", "max_epochs", "precision", "mc_samples")
+SUMMARY_METRICS = ("gap_acc", "gap_loss", "test_acc", "test_loss", "train_acc", "train_loss", "val_acc", "val_loss",
+                   "fit_seconds")  # fmt: skip
 OPTIONAL_METRICS = ("test_error", "test_ece", "test_nll", "test_acc_mc", "test_nll_mc", "test_ece_mc")
 
 
+def _setup_key(frame: pd.DataFrame) -> pd.Series:
+    """The setup_id where the file has one; for files of earlier schemas, a hash of the setup columns they have."""
+    present = [c for c in SETUP_COLUMNS if c in frame]
+    text = frame[present].apply(lambda column: column.map(str)).agg("|".join, axis=1) if present else ""
+    derived = text.map(lambda t: "~" + hashlib.blake2b(t.encode(), digest_size=6).hexdigest())
+    if "setup_id" not in frame:
+        return derived
+    ids = frame["setup_id"].astype("string").fillna("")
+    return ids.where(ids != "", derived).astype(str)
+
+
 def with_config_defaults(frame: pd.DataFrame) -> pd.DataFrame:
-    """Configuration columns filled where empty (and present in files of earlier schemas)."""
+    """Configuration columns filled where empty (and present in files of earlier schemas), plus `setup`."""
     frame = frame.copy()
     frame["strength"] = frame["strength"].fillna("")
     frame["layer_keep_rates"] = frame["layer_keep_rates"].fillna("") if "layer_keep_rates" in frame else ""
     sizes = pd.to_numeric(frame["train_size"], errors="coerce") if "train_size" in frame else 0
     frame["train_size"] = sizes.fillna(0).astype(int) if "train_size" in frame else 0
+    frame["setup"] = _setup_key(frame) if len(frame) else pd.Series(dtype=str)
     return frame
 
 
@@ -59,6 +83,7 @@ def summarize(frame: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS) -
         ok = group[group["status"] == "ok"]
         record = dict(zip(CONFIG_COLUMNS, key))
         record.update(n=len(ok), not_ok=len(group) - len(ok), seeds=len(group))
+        record.update({column: group[column].iloc[0] for column in SETUP_COLUMNS if column in group})
         for metric in metrics:
             estimate = mean_ci(pd.to_numeric(ok[metric], errors="coerce").astype(float).tolist())
             record.update({f"{metric}_mean": estimate.mean, f"{metric}_sd": estimate.sd,
@@ -72,7 +97,24 @@ def summarize(frame: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS) -
     # A task is a classification task when any of its cells measured an accuracy.
     has_acc = frame.groupby("task")["test_acc"].apply(lambda s: s.notna().any())
     summary["classification"] = summary["task"].map(has_acc).astype(bool)
+    summary["best"] = chosen_on_validation(summary)
     return summary
+
+
+def chosen_on_validation(summary: pd.DataFrame) -> pd.Series:
+    """Per task, the configuration with the best mean *validation* figure (accuracy, or loss for regression):
+    the test split is looked at once, to report the chosen configuration, never to choose it."""
+    chosen = pd.Series(False, index=summary.index)
+    for _, task_rows in summary[summary["n"] > 0].groupby("task", sort=False):
+        if task_rows["classification"].iloc[0]:
+            scores = task_rows["val_acc_mean"].dropna()
+            index = scores.idxmax() if len(scores) else None
+        else:
+            scores = task_rows["val_loss_mean"].dropna()
+            index = scores.idxmin() if len(scores) else None
+        if index is not None:
+            chosen[index] = True
+    return chosen
 
 
 # ---------------------------------------------------------------- against the baseline, over seeds
@@ -92,11 +134,14 @@ def with_metric(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     return frame
 
 
-def baseline_tests(frame: pd.DataFrame, metric: str, *, method: str = "t", alpha: float = 0.05) -> pd.DataFrame:
-    """Each configuration against its task's baseline (none, keep 1.0, input 1.0; same model), paired
-    by seed: delta = configuration − baseline with its CI, a paired test (t or Wilcoxon), p-values
-    Holm-corrected across the task's configurations, and whether the change is a significant
-    improvement or degradation of `metric`."""
+def baseline_tests(
+    frame: pd.DataFrame, metric: str, *, method: str = DEFAULT_METHOD, alpha: float = 0.05
+) -> pd.DataFrame:
+    """Each configuration against its task's baseline (none, keep 1.0, input 1.0; same model, training-set
+    size and setup), paired by seed: delta = configuration − baseline with its 95% t-interval, the p-value
+    of a paired test (the exact sign-flip test by default), Holm-corrected across the task's `family`
+    configurations, and whether the change is a significant improvement or degradation of `metric`.
+    `min_p` is the smallest p-value the test can give at that many pairs."""
     frame = with_metric(with_config_defaults(latest_rows(frame)), metric)
     frame = frame[frame["status"] == "ok"]
     records = []
@@ -106,45 +151,78 @@ def baseline_tests(frame: pd.DataFrame, metric: str, *, method: str = "t", alpha
         for key, group in task_rows.groupby(list(CONFIG_COLUMNS), sort=False, dropna=False):
             config = dict(zip(CONFIG_COLUMNS, key))
             base = base_rows[
-                (base_rows["model"] == config["model"]) & (base_rows["train_size"] == config["train_size"])
+                (base_rows["model"] == config["model"])
+                & (base_rows["train_size"] == config["train_size"])
+                & (base_rows["setup"] == config["setup"])
             ]
             if base.empty or bool(is_baseline(group).all()):
                 continue
-            base_by_seed = base.drop_duplicates("seed").set_index("seed")[metric]
-            mine = group.set_index("seed")[metric]
+            base_by_seed, mine = _by_seed(base, metric), _by_seed(group, metric)
             seeds = sorted(set(mine.index) & set(base_by_seed.index))
             test = paired_difference(base_by_seed.loc[seeds].tolist(), mine.loc[seeds].tolist(), method=method)
             task_records.append({**config, "pairs": test.n, "delta": test.mean_diff, "delta_low": test.ci_low,
-                                 "delta_high": test.ci_high, "p_raw": test.p_value})  # fmt: skip
+                                 "delta_high": test.ci_high, "p_raw": test.p_value, "min_p": test.min_p})  # fmt: skip
         for record, p in zip(task_records, holm([r["p_raw"] for r in task_records])):
             better = record["delta"] > 0 if metric in HIGHER_IS_BETTER else record["delta"] < 0
             significant = p == p and p < alpha
-            record.update(p_value=p, significant=significant,
+            record.update(p_value=p, significant=significant, method=method, family=len(task_records),
                           change=("improvement" if better else "degradation") if significant else "")  # fmt: skip
             records.append(record)
-    columns = [
-        *CONFIG_COLUMNS,
-        "pairs",
-        "delta",
-        "delta_low",
-        "delta_high",
-        "p_raw",
-        "p_value",
-        "significant",
-        "change",
-    ]
-    return pd.DataFrame.from_records(records, columns=columns)
+    return pd.DataFrame.from_records(records, columns=list(TEST_COLUMNS))
+
+
+TEST_COLUMNS = (*CONFIG_COLUMNS, "pairs", "delta", "delta_low", "delta_high", "p_raw", "min_p", "p_value", "method",
+                "family", "significant", "change")  # fmt: skip
+
+
+def _by_seed(rows: pd.DataFrame, metric: str) -> pd.Series:
+    """`metric` indexed by seed; one configuration holds each seed once (its cells share a setup), so a
+    repeat means the rows were not one configuration after all, and pairing them would pool trainings."""
+    repeated = rows["seed"][rows["seed"].duplicated()]
+    if len(repeated):
+        row = rows.iloc[0]
+        raise UserError(f"{row['task']} {row['regularizer']} keep {row['keep_rate']:g}: seed {repeated.iloc[0]} "
+                        "appears in more than one cell of one configuration; these results mix trainings")  # fmt: skip
+    return rows.set_index("seed")[metric]
 
 
 def best_configurations(summary: pd.DataFrame) -> pd.DataFrame:
-    """Per task, the configuration with the best mean test figure (accuracy, or MSE for regression)."""
-    rows = []
-    for _, task_rows in summary[summary["n"] > 0].groupby("task", sort=False):
-        if task_rows["classification"].iloc[0]:
-            rows.append(task_rows.loc[task_rows["test_acc_mean"].idxmax()])
-        else:
-            rows.append(task_rows.loc[task_rows["test_loss_mean"].idxmin()])
-    return pd.DataFrame(rows).reset_index(drop=True)
+    """Per task, the configuration chosen on validation (see chosen_on_validation), with its test figures."""
+    return summary[summary["best"]].reset_index(drop=True)
+
+
+BEST_COLUMNS = ("task", "configuration", "keep_rate", "chosen_on", "val_mean", "test_metric", "test_mean", "test_ci",
+                "gain", "gain_low", "gain_high", "p_value", "method", "family", "seeds")  # fmt: skip
+
+
+def best_report(
+    frame: pd.DataFrame, summary: pd.DataFrame, *, method: str = DEFAULT_METHOD, alpha: float = 0.05
+) -> pd.DataFrame:
+    """`report --best`: per task the configuration chosen on mean validation accuracy (loss for regression),
+    its test figure with its 95% CI, and its paired test-figure gain over the baseline with the gain's 95%
+    t-interval and Holm-adjusted p (the family: all of the task's configurations, since the choice was one
+    of them). Figures are fractions (accuracy) or losses, unscaled."""
+    varying = {c for c in ("model", "train_size", "input_keep_rate", "dropout", *SETUP_COLUMNS, "setup")
+               if c in summary and summary[c].nunique() > 1}  # fmt: skip
+    records = []
+    for _, row in best_configurations(summary).iterrows():
+        classification = bool(row["classification"])
+        metric = "test_acc" if classification else "test_loss"
+        tests = baseline_tests(frame[frame["task"] == row["task"]], metric, method=method, alpha=alpha)
+        mine = tests[(tests[list(CONFIG_COLUMNS)].astype(str) == row[list(CONFIG_COLUMNS)].astype(str)).all(axis=1)]
+        test = mine.iloc[0] if len(mine) else None
+        records.append({
+            "task": row["task"], "configuration": config_label(row, varying), "keep_rate": row["keep_rate"],
+            "chosen_on": "val_acc" if classification else "val_loss",
+            "val_mean": row["val_acc_mean" if classification else "val_loss_mean"], "test_metric": metric,
+            "test_mean": row[f"{metric}_mean"], "test_ci": row[f"{metric}_ci"],
+            "gain": math.nan if test is None else test["delta"],
+            "gain_low": math.nan if test is None else test["delta_low"],
+            "gain_high": math.nan if test is None else test["delta_high"],
+            "p_value": math.nan if test is None else test["p_value"], "method": method,
+            "family": 0 if test is None else int(test["family"]), "seeds": int(row["n"]),
+        })  # fmt: skip
+    return pd.DataFrame.from_records(records, columns=list(BEST_COLUMNS))
 
 
 def failed_cells(frame: pd.DataFrame) -> pd.DataFrame:
@@ -154,7 +232,7 @@ def failed_cells(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def tests_for(
-    frame: pd.DataFrame, summary: pd.DataFrame, metric: str, *, method: str = "t", alpha: float = 0.05
+    frame: pd.DataFrame, summary: pd.DataFrame, metric: str, *, method: str = DEFAULT_METHOD, alpha: float = 0.05
 ) -> pd.DataFrame:
     """Baseline tests of `metric`; for 'gap', of gap_acc on classification tasks and gap_loss on regression."""
     if metric != "gap":
@@ -183,4 +261,13 @@ def config_label(row: pd.Series, varying: set[str] | list[str], *, parenthesized
         label += f" · {row['dropout']}"
     if "model" in varying:
         label += f" · {row['model']}"
+    for column in SETUP_COLUMNS:
+        if column in varying and column in row:
+            label += f" · {SETUP_LABELS[column]} {row[column]}"
+    if "setup" in varying and not any(c in varying for c in SETUP_COLUMNS):
+        label += f" · setup {row['setup']}"
     return label
+
+
+SETUP_LABELS = {"optimizer": "opt", "lr": "lr", "momentum": "momentum", "batch_size": "batch", "max_epochs": "epochs",
+                "precision": "precision", "mc_samples": "mc"}  # fmt: skip

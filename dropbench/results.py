@@ -26,7 +26,8 @@ from .errors import UserError
 
 # 2: provenance columns python/scikit-learn versions, host, cpu, threads
 # 3: layer_keep_rates, train_size, calibration (test_nll, test_ece) and MC dropout columns
-SCHEMA_VERSION = 3
+# 4: momentum, precision, setup_id: a configuration is everything that changes training
+SCHEMA_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,11 @@ class ResultRow:
     epochs_run: int
     best_epoch: int
     batch_size: int
-    optimizer: str
+    optimizer: str  # sgd, sgd-nesterov, adam, or adam(b1,b2) with betas other than torch's
     lr: float
+    momentum: float  # SGD's momentum; empty for Adam
+    precision: str  # fp32, or bf16 autocast of the training forward pass
+    setup_id: str  # hash of every training setting but the grid's axes: cells of one configuration share it
     # figures, all measured in eval mode on the whole split after training
     train_loss: float
     train_acc: float

@@ -2,7 +2,7 @@
 
 import platform
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from time import perf_counter
@@ -18,7 +18,7 @@ if TYPE_CHECKING:
     from .ray_executor import RayExecutor
 from .planning import Shard, shard_cells
 from .provenance import command_line, git_commit, machine, package_version, utc_now, utc_stamp, versions
-from .results import SCHEMA_VERSION, ResultRow, ResultStore
+from .results import SCHEMA_VERSION, ResultRow, ResultStore, format_value
 from .suite import Suite
 from .train import CellResult
 
@@ -69,7 +69,8 @@ def make_row(cell: Cell, result: CellResult, started_at: str, provenance: dict[s
         layer_keep_rates=cell.keep_label, input_keep_rate=cell.input_keep_rate, dropout=cell.dropout,
         train_size=cell.train_size, seed=cell.seed,
         max_epochs=task.epochs, epochs_run=result.epochs_run, best_epoch=result.best_epoch,
-        batch_size=task.batch_size, optimizer=task.optimizer.name, lr=task.optimizer.lr,
+        batch_size=task.batch_size, optimizer=task.optimizer.label, lr=task.optimizer.lr,
+        momentum=task.optimizer.momentum_value, precision=cell.precision, setup_id=cell.setup_id,
         train_loss=result.train_loss, train_acc=result.train_acc, val_loss=result.val_loss,
         val_acc=result.val_acc, test_loss=result.test_loss, test_acc=result.test_acc,
         gap_acc=_gap(result.train_acc, result.test_acc), gap_loss=_gap(result.test_loss, result.train_loss),
@@ -98,6 +99,36 @@ def _metadata(store: ResultStore, suite: Suite, executor_name: str, command: str
     }
 
 
+# The row's training-setup columns, named in a refusal; setup_id catches whatever has no column of its own.
+SETUP_COLUMNS = ("model", "optimizer", "lr", "momentum", "batch_size", "max_epochs", "precision", "mc_samples")
+
+
+def setup_values(cell: Cell) -> dict[str, str]:
+    """The cell's SETUP_COLUMNS as its CSV row writes them."""
+    task = cell.task
+    values = {"model": task.model.label, "optimizer": task.optimizer.label, "lr": task.optimizer.lr,
+              "momentum": task.optimizer.momentum_value, "batch_size": task.batch_size, "max_epochs": task.epochs,
+              "precision": cell.precision, "mc_samples": cell.mc_samples}  # fmt: skip
+    return {column: format_value(value) for column, value in values.items()}
+
+
+def setup_conflict(written: Iterable[dict[str, str]], cells: list[Cell]) -> str | None:
+    """Why these cells may not join a file holding `written` rows: a task trained with other settings there
+    (one file, one setup per task, so reports never pool or pair different trainings); None when they may."""
+    ours = {cell.task.name: cell for cell in cells}
+    for row in written:
+        cell = ours.get(row["task"])
+        if cell is None or row.get("setup_id") == cell.setup_id:
+            continue
+        mine = setup_values(cell)
+        for column in SETUP_COLUMNS:
+            if row.get(column) != mine[column]:
+                return (f"its {row['task']} cells were trained with {column} = {row.get(column) or 'none'}, "
+                        f"this run asks {column} = {mine[column] or 'none'}")  # fmt: skip
+        return f"its {row['task']} cells were trained with another setup (setup_id {row.get('setup_id')})"
+    return None
+
+
 @dataclass
 class Plan:
     """What a run into `csv_path` will do: this shard's cells, those already written, those to run."""
@@ -119,6 +150,9 @@ def plan_run(suite: Suite, csv_path: Path, *, shard: Shard | None = None, rerun_
             f"{csv_path}: holds results of suite '{others[0]}', not '{suite.name}'; write to another --out, "
             "or pass --fresh to set the old file aside"
         )
+    conflict = setup_conflict(written.values(), suite.cells())
+    if conflict:
+        raise UserError(f"{csv_path}: {conflict}; write to another --out, or pass --fresh to set the old file aside")
     cells = shard_cells(suite.cells(), shard)
     ours = {cell.cell_id for cell in cells}
     written = {cell_id: row for cell_id, row in written.items() if cell_id in ours}

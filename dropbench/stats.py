@@ -4,6 +4,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from scipy import stats as _scipy_stats
 
 
@@ -33,7 +34,8 @@ def mean_ci(values: Sequence[float], confidence: float = 0.95) -> Estimate:
 
 @dataclass(frozen=True)
 class PairedTest:
-    """Mean of the paired differences b - a, its t confidence interval and a two-sided p-value."""
+    """Mean of the paired differences b - a, its t confidence interval and a two-sided p-value; `min_p` is
+    the smallest p-value the test could give at this n (a sign-flip test at 3 seeds can never go below 0.25)."""
 
     n: int
     mean_diff: float
@@ -41,16 +43,71 @@ class PairedTest:
     ci_high: float
     p_value: float
     method: str
+    min_p: float = math.nan
 
 
-PAIRED_METHODS = ("t", "wilcoxon")
+PAIRED_METHODS = ("sign-flip", "t", "wilcoxon")
+# The exact sign-flip test: valid at any number of seeds for any distribution of the differences that is
+# symmetric under the null (which swapping a configuration with its baseline within a seed guarantees),
+# ties and whole-example accuracies included. Its price: p >= 2 / 2^n, so marks need enough seeds.
+DEFAULT_METHOD = "sign-flip"
+# The tests allowed to mark a result: both hold their false-positive rate at a few seeds with whole-example
+# accuracies and common random numbers (tests/test_significance_simulation.py). The t-test does not (its
+# rate reached 5.8% at 10 seeds there), so it serves intervals, not marks.
+MARK_METHODS = ("sign-flip", "wilcoxon")
+TEST_NAMES = {"sign-flip": "exact sign-flip test", "t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test"}
+EXACT_SIGN_FLIPS_UP_TO = 16  # 2^16 sign patterns enumerated; beyond, a fixed-seed Monte Carlo
+MONTE_CARLO_FLIPS = 200_000
+# Differences closer than this (relative to their scale) are the same number: accuracies in whole examples
+# come out of floating-point sums a few ulps apart, and a test must not read that as spread.
+RELATIVE_TOLERANCE = 1e-9
+
+
+def sign_flip_p_value(diffs: Sequence[float]) -> float:
+    """Two-sided exact paired permutation test: the share of the 2^n sign patterns whose |Σ ±d_i| is at least
+    the observed |Σ d_i| (Fisher 1935; Good, Permutation Tests, 2005, §3). Zero differences flip to themselves."""
+    d = np.asarray(diffs, dtype=float)
+    n = len(d)
+    if n == 0:
+        return math.nan
+    scale = float(np.abs(d).sum())
+    if scale == 0.0:
+        return 1.0
+    tolerance = RELATIVE_TOLERANCE * scale
+    observed = abs(float(d.sum()))
+    if n <= EXACT_SIGN_FLIPS_UP_TO:
+        patterns = (np.arange(2**n)[:, None] >> np.arange(n)) & 1
+        sums = (1 - 2 * patterns) @ d
+        return float(np.mean(np.abs(sums) >= observed - tolerance))
+    rng = np.random.default_rng(0)  # fixed: the same data always give the same p-value
+    signs = 1 - 2 * rng.integers(0, 2, size=(MONTE_CARLO_FLIPS, n))
+    hits = int(np.sum(np.abs(signs @ d) >= observed - tolerance))
+    return (hits + 1) / (MONTE_CARLO_FLIPS + 1)  # the observed pattern counts itself: never p = 0
+
+
+def smallest_p_value(n: int, method: str = DEFAULT_METHOD) -> float:
+    """The smallest two-sided p-value `method` can give with n pairs (0 for the t-test: no floor)."""
+    if n < 1:
+        return math.nan
+    if method == "t":
+        return 0.0
+    return min(1.0, 2.0 / 2**n)  # sign-flip and Wilcoxon: all differences of one sign
+
+
+def _has_spread(diffs: Sequence[float]) -> bool:
+    scale = max(abs(d) for d in diffs)
+    return max(diffs) - min(diffs) > RELATIVE_TOLERANCE * scale
 
 
 def paired_difference(
-    a: Sequence[float], b: Sequence[float], *, method: str = "t", confidence: float = 0.95
+    a: Sequence[float], b: Sequence[float], *, method: str = DEFAULT_METHOD, confidence: float = 0.95
 ) -> PairedTest:
-    """d = b - a over the pairs where both are numbers; t-interval of mean(d) and the p-value of the paired
-    t-test (method "t") or of the Wilcoxon signed-rank test (method "wilcoxon"). n < 2: NaN interval and p."""
+    """d = b - a over the pairs where both are numbers: the t-interval of mean(d), and the two-sided p-value of
+    the exact sign-flip test (default), the paired t-test or the Wilcoxon signed-rank test. n < 2: NaN.
+
+    The t-test gives no p-value (NaN) when the differences have no spread beyond rounding: its statistic is
+    then 0/0 or a ratio of rounding noise, not evidence (three differences of exactly one test example each
+    gave p = 1e-29 before this rule)."""
     if method not in PAIRED_METHODS:
         raise ValueError(f"unknown paired test method {method!r}; use one of {', '.join(PAIRED_METHODS)}")
     if not 0 < confidence < 1:
@@ -61,24 +118,24 @@ def paired_difference(
     estimate = mean_ci(diffs, confidence)
     n, mean = estimate.n, estimate.mean
     if n < 2:
-        return PairedTest(n, mean, math.nan, math.nan, math.nan, method)
+        return PairedTest(n, mean, math.nan, math.nan, math.nan, method, smallest_p_value(n, method))
     ci_low, ci_high = mean - estimate.half_width, mean + estimate.half_width
-    constant = all(d == diffs[0] for d in diffs)
-    if method == "wilcoxon" and all(d == 0 for d in diffs):
-        # scipy warns and divides by zero when every difference is zero; nothing differs, so p = 1.
-        p = 1.0
+    spread = _has_spread(diffs)
+    if not spread:
+        # Equal differences (to rounding): no spread, so the interval is the value itself.
+        ci_low = ci_high = mean = diffs[0]
+    if all(d == 0 for d in diffs):
+        p = 1.0  # nothing differs (scipy's Wilcoxon would divide by zero)
+    elif method == "sign-flip":
+        p = sign_flip_p_value(diffs)
     elif method == "wilcoxon":
         p = float(_scipy_stats.wilcoxon(diffs, alternative="two-sided").pvalue)
-    elif constant:
-        # The t statistic is 0/0 or ±inf: no spread means no doubt about the sign.
-        p = 1.0 if diffs[0] == 0 else 0.0
+    elif not spread:
+        p = math.nan
     else:
         t = mean / (estimate.sd / math.sqrt(n))
         p = float(2 * _scipy_stats.t.sf(abs(t), n - 1))
-    if constant:
-        # fsum rounding can leave a spread of a few ulps; equal differences have none.
-        ci_low = ci_high = mean = diffs[0]
-    return PairedTest(n, mean, ci_low, ci_high, p, method)
+    return PairedTest(n, mean, ci_low, ci_high, p, method, smallest_p_value(n, method))
 
 
 def holm(p_values: Sequence[float]) -> list[float]:

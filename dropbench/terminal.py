@@ -23,6 +23,7 @@ from .compare import PERCENT_METRICS, VERDICTS, CompareResult
 from .config import Cell
 from .results import ResultRow
 from .runner import Plan, Reporter, RunSummary
+from .stats import TEST_NAMES
 from .suite import Suite
 
 WIDE = 140  # off a terminal rich would assume 80 columns and wrap the tables
@@ -177,31 +178,18 @@ def print_failed(failed: pd.DataFrame) -> None:
                       f"{row['error']}", highlight=False, markup=False)  # fmt: skip
 
 
-def print_best(best: pd.DataFrame, frame: pd.DataFrame, method: str) -> None:
-    """--best: per task the best configuration, its CI, and its paired gain over the baseline."""
-    from rich.table import Table
+def print_best(best: pd.DataFrame, fmt: str) -> None:
+    """report --best in the asked format: per task the configuration chosen on validation and its gain."""
+    from .render import best_markdown, best_table, frame_json
 
-    from .report import CONFIG_COLUMNS, baseline_tests
-
-    table = Table(title="best configuration per task (by mean test accuracy, or test MSE)", title_justify="left")
-    for column in ("task", "configuration", "test figure (95% CI)", "gain over baseline (95% CI)", "p (Holm)", "seeds"):
-        table.add_column(column)
-    for _, row in best.iterrows():
-        metric = "test_acc" if row["classification"] else "test_loss"
-        tests = baseline_tests(frame[frame["task"] == row["task"]], metric, method=method)
-        match = tests.merge(row.to_frame().T[list(CONFIG_COLUMNS)].astype(tests.dtypes[list(CONFIG_COLUMNS)]))
-        scale, unit = (100, " pp") if row["classification"] else (1, "")
-        percent = "%" if scale == 100 else ""
-        figure = f"{row[metric + '_mean'] * scale:.2f} ± {row[metric + '_ci'] * scale:.2f}{percent}"
-        if match.empty:
-            gain, p = "it is the baseline", ""
-        else:
-            t = match.iloc[0]
-            gain = f"{t['delta'] * scale:+.2f}{unit} [{t['delta_low'] * scale:+.2f}, {t['delta_high'] * scale:+.2f}]"
-            p = f"{t['p_value']:.3g}" if t["p_value"] == t["p_value"] else "n<2"
-        config = f"{row['regularizer']} {row['strength']} keep {row['keep_rate']:g}".replace("  ", " ")
-        table.add_row(row["task"], config, figure, gain, p, str(row["n"]))
-    stdout_console().print(table)
+    if fmt == "json":
+        sys.stdout.write(frame_json(best, "best"))
+    elif fmt == "csv":
+        sys.stdout.write(best.to_csv(index=False, float_format="%.6g"))
+    elif fmt == "markdown":
+        sys.stdout.write(best_markdown(best))
+    else:
+        stdout_console().print(best_table(best))
 
 
 def print_reference(matched: pd.DataFrame, name: str, fmt: str, tasks: list[str]) -> None:
@@ -226,7 +214,6 @@ def print_reference(matched: pd.DataFrame, name: str, fmt: str, tasks: list[str]
     stdout_console().print(table)
 
 
-TEST_NAMES = {"t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test"}
 VERDICT_STYLES = {"regression": "bold red", "improvement": "green", "inconclusive": "yellow", "no change": "",
                   "not comparable": "bold yellow", "no regression": "bold green"}  # fmt: skip
 LISTED_CELLS = 20  # missing cells listed per side in the table and markdown; JSON lists all of them

@@ -199,7 +199,7 @@ def test_provenance_in_rows_and_sidecar(tmp_path):
     assert main(["run", *GRID, "--seeds", "1", "--out", str(out)]) == 0
     row = pd.read_csv(out).iloc[0]
     assert row["python_version"].count(".") == 2 and row["sklearn_version"] and row["host"] and row["cpu"]
-    assert row["threads"] >= 1 and row["schema_version"] == 3
+    assert row["threads"] >= 1 and row["schema_version"] == 4
     meta = json.loads((tmp_path / "r.json").read_text())
     assert meta["runs"][0]["machine"]["cpu_count"] >= 1 and meta["data_files"] == {"wine": {}, "breast-cancer": {}}
 
