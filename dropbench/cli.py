@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from .errors import UserError
+from .keeprates import keep_rate_problem
 
 # Names only (no heavy imports): kept in step with report.REPORT_METRICS and compare.METRICS by a test.
 REPORT_METRICS = ("gap_acc", "gap_loss", "test_acc", "test_error", "test_loss", "test_ece", "fit_seconds")
@@ -22,7 +23,7 @@ EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class CommaList(click.ParamType):
-    """'a,b,c' -> ('a', 'b', 'c'); with `keep_rates`, floats each in (0, 1]."""
+    """'a,b,c' -> ('a', 'b', 'c'); with `keep_rates`, floats each a rate the masks realise (1/65536 to 1)."""
 
     def __init__(self, keep_rates: bool = False, integers: bool = False) -> None:
         self.keep_rates, self.integers = keep_rates, integers
@@ -49,8 +50,8 @@ class CommaList(click.ParamType):
         except ValueError:
             self.fail(f"{value!r} is not a list of numbers", param, ctx)
         for rate in rates:
-            if not 0.0 < rate <= 1.0:
-                self.fail(f"keep rate {rate:g} is outside (0, 1] (1.0 means no dropout)", param, ctx)
+            if problem := keep_rate_problem(rate):
+                self.fail(problem, param, ctx)
         return rates
 
 

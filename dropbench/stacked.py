@@ -42,6 +42,7 @@ from .config import Cell
 from .data import TaskData
 from .devices import autocast
 from .dropout import (
+    drops_units,
     effective_keep_rate,
     kept_from_words,
     lane_bits,
@@ -107,7 +108,7 @@ class _SitePlan:
 
 def _site_plan(rates: Sequence[float], device: torch.device) -> _SitePlan | None:
     """How a site's masks are drawn: members grouped by lane width, so each group is one batched comparison."""
-    draws = [p < 1.0 for p in rates]  # as `Dropout` decides: keep = 1 draws nothing
+    draws = [drops_units(p) for p in rates]  # as `Dropout` decides: a rate that rounds to 1 draws nothing
     if not any(draws):
         return None
     by_width: dict[int, list[int]] = {}

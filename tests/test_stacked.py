@@ -168,6 +168,38 @@ def test_each_member_draws_its_masks_from_its_own_generator(hidden_keeps):
     assert not torch.equal(kept[0], kept[1])
 
 
+def test_rates_near_one_keep_and_preserve_the_mean_at_the_rate_the_lanes_realise():
+    """0.999995 rounds to 1: all kept, scale 1, nothing drawn (its 1-bit lanes once kept 7 units in 8);
+    65535/65536 is the largest rate below 1 the lanes realise. Expected rates are computed here."""
+    data = load_task_data("synthetic")
+    hidden_keeps = (0.999995, 65535 / 65536, 0.5)
+    cells = [make_cell("synthetic", keep=keep, seed=0, hidden=(256,)) for keep in hidden_keeps]
+    generators = [make_generator(cell.cell_id, "masks") for cell in cells]
+    states = [g.get_state() for g in generators]
+    members = [build_model(c.task.model, data.input_shape, data.n_outputs, c.layer_keep_rates, 1.0) for c in cells]
+    stack = StackedMLP.from_members(members, [(1.0, *c.layer_keep_rates) for c in cells], generators)
+    rows, width = 4000, 1000
+    kept, scales = stack.site_kept(1, rows, width)
+    n = rows * width
+    for k, keep in enumerate(hidden_keeps):
+        p = round(keep * 65536) / 65536
+        assert abs(kept[k].double().mean().item() - p) <= 4 * math.sqrt(p * (1 - p) / n), keep
+        y = kept[k] * scales[k]  # the layer's output for units that were all 1 before dropout
+        assert abs(y.double().mean().item() - 1.0) <= 4 * math.sqrt((1 - p) / p / n), keep
+        assert scales[k].item() == pytest.approx(1 / p, rel=1e-7)
+    assert torch.equal(generators[0].get_state(), states[0])  # the member at 0.999995 drew nothing
+    assert kept[1].double().mean().item() < 1
+
+
+def test_a_rate_that_rounds_to_one_trains_exactly_as_keep_one_stacked_and_alone():
+    data = load_task_data("synthetic")
+    near, one = (make_cell("synthetic", keep=keep, input_keep=keep, hidden=(32,), epochs=2) for keep in (0.999995, 1.0))
+    assert near.cell_id != one.cell_id  # other mask streams: equal figures mean neither drew a mask
+    for near_result, one_result in (fit_stacked([near, one], data), (fit_cell(near, data), fit_cell(one, data))):
+        assert figures(near_result) == figures(one_result)
+        assert near_result.curves == one_result.curves
+
+
 def test_stack_key_groups_what_shares_an_architecture_and_a_budget():
     base = make_cell("digits", hidden=(32, 32))
     key = stack_key(base)
