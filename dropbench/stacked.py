@@ -432,7 +432,7 @@ def train_stacked(cells: Sequence[Cell], data: TaskData) -> tuple[list[MLP], lis
 def fit_stacked(cells: Sequence[Cell], data: TaskData) -> list[CellResult]:
     """Train cells of one `stack_key` as one stacked model; one CellResult per cell, in order, with the
     figures `train.fit_cell` gives (measured per member in eval mode on each whole split, on its best
-    weights under early stopping).
+    weights under early stopping; NaN for a member that diverged).
 
     `fit_seconds` of each result is the stack's shared training wall time divided by the number of
     cells, not that cell's own time. Raises ValueError when the cells do not share one non-None key.
@@ -442,7 +442,8 @@ def fit_stacked(cells: Sequence[Cell], data: TaskData) -> list[CellResult]:
         data = subsample_training(data, cells[0].train_size)
     models, results = train_stacked(cells, data)
     for model, result in zip(models, results):
-        measure_(result, model, data)
+        if result.status != "diverged":  # as fit_cell: a diverged member's figures stay NaN
+            measure_(result, model, data)
     return results
 
 

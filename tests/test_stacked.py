@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import make_cell
 
+from dropbench import stacked as stacked_module
 from dropbench.config import ModelConfig, OptimizerConfig
 from dropbench.data import load_task_data
 from dropbench.dropout import effective_keep_rate, kept_units
@@ -18,6 +19,9 @@ from dropbench.stacked import StackedMLP, fit_stacked, stack_key, train_stacked
 from dropbench.train import fit_cell, train_model
 
 TOL = 1e-5
+# Every figure of a result; a diverged cell's are all NaN.
+FIGURES = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "test_nll", "test_ece",
+           "test_acc_mc", "test_nll_mc", "test_ece_mc")  # fmt: skip
 SGD = OptimizerConfig(lr=0.05, momentum=0.9)
 ADAM = OptimizerConfig(name="adam", lr=0.003)
 # (regularizer, strengths) of the equivalence cells: one per kind of per-member setting
@@ -260,11 +264,37 @@ def test_a_diverging_member_is_marked_and_the_others_are_untouched():
     stacked = fit_stacked(cells, data)
     assert stacked[1].status == "diverged" and "non-finite" in stacked[1].error
     assert stacked[1].epochs_run == 1
+    assert all(math.isnan(getattr(stacked[1], name)) for name in FIGURES)
     for k in (0, 2):
         assert stacked[k].status == "ok"
         assert_same_figures(stacked[k], fit_cell(cells[k], data))
     single = fit_cell(cells[1], data)
     assert single.status == "diverged" and single.epochs_run == stacked[1].epochs_run
+    assert_same_figures(stacked[1], single)
+
+
+def test_a_member_diverging_after_its_best_epoch_has_no_figures(monkeypatch):
+    """Member 1 diverges at epoch 2 under early stopping: its restored epoch-1 weights are finite and would
+    measure real-looking figures, but the run diverged, so it reports none. The others are measured."""
+    data = load_task_data("digits")
+    cells = [make_cell("digits", reg="early-stopping", seed=seed, hidden=(32,), epochs=4) for seed in range(3)]
+    epochs = []
+    train_one_epoch = stacked_module._train_one_epoch
+
+    def member_1_diverges_at_epoch_2(stack, *args):
+        epochs.append(1)
+        fit_sum = train_one_epoch(stack, *args)
+        if len(epochs) == 2:
+            fit_sum[1] = math.nan
+        return fit_sum
+
+    monkeypatch.setattr(stacked_module, "_train_one_epoch", member_1_diverges_at_epoch_2)
+    results = fit_stacked(cells, data)
+    diverged = results[1]
+    assert diverged.status == "diverged" and diverged.epochs_run == 2 and diverged.best_epoch == 1
+    assert all(math.isnan(getattr(diverged, name)) for name in FIGURES)
+    for k in (0, 2):
+        assert results[k].status == "ok" and 0 < results[k].test_acc <= 1
 
 
 def test_fit_seconds_is_the_shared_time_split_evenly_and_n_params_is_one_members():
