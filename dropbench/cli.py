@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from .errors import UserError
+from .keeprates import keep_rate_problem
 
 # Names only (no heavy imports): kept in step with report.REPORT_METRICS and compare.METRICS by a test.
 REPORT_METRICS = ("gap_acc", "gap_loss", "test_acc", "test_error", "test_loss", "test_ece", "fit_seconds")
@@ -26,7 +27,7 @@ EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 class CommaList(click.ParamType):
-    """'a,b,c' -> ('a', 'b', 'c'); with `keep_rates`, floats each in (0, 1]."""
+    """'a,b,c' -> ('a', 'b', 'c'); with `keep_rates`, floats each a rate the masks realise (1/65536 to 1)."""
 
     def __init__(self, keep_rates: bool = False, integers: bool = False) -> None:
         self.keep_rates, self.integers = keep_rates, integers
@@ -53,8 +54,8 @@ class CommaList(click.ParamType):
         except ValueError:
             self.fail(f"{value!r} is not a list of numbers", param, ctx)
         for rate in rates:
-            if not 0.0 < rate <= 1.0:
-                self.fail(f"keep rate {rate:g} is outside (0, 1] (1.0 means no dropout)", param, ctx)
+            if problem := keep_rate_problem(rate):
+                self.fail(problem, param, ctx)
         return rates
 
 
@@ -117,7 +118,7 @@ Regularizers (--reg; combine with +, e.g. max-norm+early-stopping), strength and
   l2               λ 0.0001        penalty (λ/2)·Σw² on weights (= SGD weight_decay)
   max-norm         c 3             each hidden unit's incoming weights rescaled to norm ≤ c
   weight-decay     λ 0.01          decoupled decay w ← w·(1 − lr·λ) (AdamW-style)
-  kl-sparsity      β 0.001         β·Σ KL(ρ‖ρ̂) on hidden activations, ρ = 0.05
+  kl-sparsity      β 0.001         β·Σ (ρ/ρ̂ − log(ρ/ρ̂) − 1) over hidden units (Itakura–Saito), ρ = 0.05
   label-smoothing  ε 0.1           targets (1 − ε)·one-hot + ε/K
   mixup            α 0.2           convex mixes of example pairs, λ ~ Beta(α, α)
   early-stopping   patience 10     stop after that many epochs without a lower validation loss

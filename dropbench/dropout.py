@@ -6,12 +6,14 @@ probability; nothing here calls it, so there is no conversion to get wrong.
 Masks come from raw random bits rather than `torch.rand` or `bernoulli_`: full-range int64 draws are
 cut into lanes, and a unit is kept when its lane falls below a threshold. The keep rate is rounded to
 the nearest 1/65536 (error <= 7.6e-6) and the scale uses that *effective* rate, so the expectation is
-preserved exactly. A lane is as narrow as that rate allows: p = 0.5 needs 1 bit per unit, 0.25 and
-0.75 need 2, 0.8 needs all 16. The distribution is the same either way; only the number of draws
-changes. Masks are uint8, written straight by the comparison (a bool mask cast afterwards costs more
-than the comparison). Between matmuls, as in training, on this project's 2-core CPU a 128x1024 mask
-costs ~0.2-0.3 ms at p = 0.5 and ~0.4 ms at p = 0.8, against ~2.5 ms for `F.dropout` and ~1.3 ms for
-the 128x1024 @ 1024x1024 matmul beside it. After a ReLU, dropout is fused with it (`relu_dropout_`).
+preserved exactly. A rate within 2^-17 of 1 rounds to 1 and is no dropout at all: nothing is drawn.
+Rates below 1/65536 are refused (`keeprates.keep_rate_problem`). A lane is as narrow as that rate
+allows: p = 0.5 needs 1 bit per unit, 0.25 and 0.75 need 2, 0.8 needs all 16. The distribution is the
+same either way; only the number of draws changes. Masks are uint8, written straight by the comparison
+(a bool mask cast afterwards costs more than the comparison). Between matmuls, as in training, on this
+project's 2-core CPU a 128x1024 mask costs ~0.2-0.3 ms at p = 0.5 and ~0.4 ms at p = 0.8, against
+~2.5 ms for `F.dropout` and ~1.3 ms for the 128x1024 @ 1024x1024 matmul beside it. After a ReLU,
+dropout is fused with it (`relu_dropout_`).
 """
 
 import math
@@ -19,8 +21,8 @@ import math
 import torch
 from torch import nn
 
-LANE_BITS = 16  # the widest lane: keep rates are realised to 1/65536
-LANE_LEVELS = 1 << LANE_BITS
+from .keeprates import LANE_BITS, LANE_LEVELS, keep_rate_problem
+
 LANE_WIDTHS = (1, 2, 4, 8, 16)  # lane widths that tile a byte (or, at 16, an int16)
 WORD_BITS = 64
 _LANE_MIN = -(1 << (LANE_BITS - 1))
@@ -36,10 +38,24 @@ def _keep_levels(keep: float) -> int:
     return round(effective_keep_rate(keep) * LANE_LEVELS)
 
 
+def drops_units(keep: float) -> bool:
+    """Whether a mask at this keep rate needs random bits: not where the rate rounds to 1 (all units kept)."""
+    return _keep_levels(keep) < LANE_LEVELS
+
+
+def _lane_levels(keep: float) -> int:
+    """_keep_levels(keep), refused at 65536 (a rate that rounds to 1): its threshold, 2**bits, does not fit the
+    uint8 or int16 the lanes are compared as, and wrapped round to keep 7 units in 8."""
+    levels = _keep_levels(keep)
+    if levels == LANE_LEVELS:
+        raise ValueError(f"keep rate {keep:g} rounds to 1: it keeps every unit and draws no lanes")
+    return levels
+
+
 def lane_bits(keep: float) -> int:
     """The fewest bits per unit (of LANE_WIDTHS) whose lanes realise effective_keep_rate(keep) exactly:
     the 16-bit level count with its trailing zero bits dropped. 1 at p = 0.5, 2 at 0.25 and 0.75."""
-    levels = _keep_levels(keep)
+    levels = _lane_levels(keep)
     trailing_zeros = (levels & -levels).bit_length() - 1
     needed = LANE_BITS - trailing_zeros
     return next(bits for bits in LANE_WIDTHS if bits >= needed)
@@ -49,7 +65,7 @@ def lane_threshold(keep: float) -> int:
     """The lane value below which a unit is kept, for lanes of lane_bits(keep) bits: unsigned values in
     [0, 2**bits) for narrow lanes, int16 values for 16-bit lanes. P(lane < threshold) = effective rate."""
     bits = lane_bits(keep)
-    levels = _keep_levels(keep) >> (LANE_BITS - bits)
+    levels = _lane_levels(keep) >> (LANE_BITS - bits)
     return _LANE_MIN + levels if bits == LANE_BITS else levels
 
 
@@ -124,7 +140,10 @@ def kept_units(
     dtype: torch.dtype = torch.uint8,
 ) -> torch.Tensor:  # fmt: skip
     """1 where a unit is kept, 0 where dropped: the bits behind every dropout kind, so the same bits give the
-    same units everywhere. uint8 by default: a quarter of a float mask's memory traffic."""
+    same units everywhere. uint8 by default: a quarter of a float mask's memory traffic. All ones, and no
+    draw, where the rate rounds to 1."""
+    if not drops_units(keep):
+        return torch.ones(shape, dtype=dtype, device=device)
     count, bits = math.prod(shape), lane_bits(keep)
     words = random_words(count, bits, generator, device)
     limits = _single_limits(keep, device)
@@ -177,14 +196,14 @@ def relu_dropout_(z: torch.Tensor, kept: torch.Tensor, scale: float | torch.Tens
 
 
 class ActivationNoise(nn.Module):
-    """Noise on a layer's units at keep rate `keep`; the identity in eval mode and at keep = 1, where it
-    draws no random numbers. The generator is set by the trainer (`set_generator`) so the noise comes
-    from the cell's own stream."""
+    """Noise on a layer's units at keep rate `keep`; the identity in eval mode and at keep = 1 (for the masked
+    kinds also at rates that round to 1), where it draws no random numbers. The generator is set by the
+    trainer (`set_generator`) so the noise comes from the cell's own stream."""
 
     def __init__(self, keep: float) -> None:
         super().__init__()
-        if not 0.0 < keep <= 1.0:
-            raise ValueError(f"keep rate must be in (0, 1], got {keep}")
+        if problem := keep_rate_problem(keep):
+            raise ValueError(problem)
         self.keep = keep
         self.generator: torch.Generator | None = None
 
@@ -193,7 +212,8 @@ class ActivationNoise(nn.Module):
 
     @property
     def active(self) -> bool:
-        return self.training and self.keep < 1.0
+        """Training with a keep rate that drops something; a rate that rounds to 1 is no dropout."""
+        return self.training and drops_units(self.keep)
 
     def relu_then_drop_(self, z: torch.Tensor) -> torch.Tensor:
         """ReLU then this noise; z is a layer's fresh output, which the ReLU may overwrite."""
@@ -255,6 +275,11 @@ class GaussianDropout(ActivationNoise):
     (not rounded to 1/65536 as the Bernoulli kinds round it).
     """
 
+    @property
+    def active(self) -> bool:
+        """At every keep rate below 1: the noise is not rounded to lanes, so nothing rounds to 1."""
+        return self.training and self.keep < 1.0
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.active:
             return x
@@ -295,7 +320,7 @@ class DropConnectLinear(nn.Linear):
     In training, y = x @ (W * M / p_eff)^T + b with M ~ Bernoulli(p_eff) per weight. One mask is drawn
     per forward call and shared by all examples of the minibatch: the common practical form. The
     paper's exact form draws a mask per example, which costs a copy of the weight matrix per example.
-    Eval mode and keep = 1 are a plain `nn.Linear` and draw no random numbers.
+    Eval mode and keep = 1 (or a rate that rounds to 1) are a plain `nn.Linear` and draw no random numbers.
 
     Not a `Dropout` subclass (it is an `nn.Linear`), so code that hands generators only to `Dropout`
     instances must also call `set_generator` here; training without one raises.
@@ -310,8 +335,8 @@ class DropConnectLinear(nn.Linear):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
-        if not 0.0 < keep <= 1.0:
-            raise ValueError(f"keep rate must be in (0, 1], got {keep}")
+        if problem := keep_rate_problem(keep):
+            raise ValueError(problem)
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.keep = keep
         self.generator: torch.Generator | None = None
@@ -320,7 +345,7 @@ class DropConnectLinear(nn.Linear):
         self.generator = generator
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.keep >= 1.0:
+        if not self.training or not drops_units(self.keep):
             return nn.functional.linear(x, self.weight, self.bias)
         if self.generator is None:
             raise RuntimeError("DropConnectLinear.set_generator must be called before training")

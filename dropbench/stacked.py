@@ -42,6 +42,7 @@ from .config import Cell
 from .data import TaskData
 from .devices import autocast
 from .dropout import (
+    drops_units,
     effective_keep_rate,
     kept_from_words,
     lane_bits,
@@ -107,7 +108,7 @@ class _SitePlan:
 
 def _site_plan(rates: Sequence[float], device: torch.device) -> _SitePlan | None:
     """How a site's masks are drawn: members grouped by lane width, so each group is one batched comparison."""
-    draws = [p < 1.0 for p in rates]  # as `Dropout` decides: keep = 1 draws nothing
+    draws = [drops_units(p) for p in rates]  # as `Dropout` decides: a rate that rounds to 1 draws nothing
     if not any(draws):
         return None
     by_width: dict[int, list[int]] = {}
@@ -431,7 +432,7 @@ def train_stacked(cells: Sequence[Cell], data: TaskData) -> tuple[list[MLP], lis
 def fit_stacked(cells: Sequence[Cell], data: TaskData) -> list[CellResult]:
     """Train cells of one `stack_key` as one stacked model; one CellResult per cell, in order, with the
     figures `train.fit_cell` gives (measured per member in eval mode on each whole split, on its best
-    weights under early stopping).
+    weights under early stopping; NaN for a member that diverged).
 
     `fit_seconds` of each result is the stack's shared training wall time divided by the number of
     cells, not that cell's own time. Raises ValueError when the cells do not share one non-None key.
@@ -441,7 +442,8 @@ def fit_stacked(cells: Sequence[Cell], data: TaskData) -> list[CellResult]:
         data = subsample_training(data, cells[0].train_size)
     models, results = train_stacked(cells, data)
     for model, result in zip(models, results):
-        measure_(result, model, data)
+        if result.status != "diverged":  # as fit_cell: a diverged member's figures stay NaN
+            measure_(result, model, data)
     return results
 
 

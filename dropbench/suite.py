@@ -13,6 +13,7 @@ from pathlib import Path
 from .config import Cell, ModelConfig, OptimizerConfig, TaskConfig
 from .data import get_task
 from .errors import UserError
+from .keeprates import keep_rate_problem
 from .models import MODEL_KINDS
 from .regularizers import REGULARIZERS, RegularizerSetting, expand_regularizer, validate_strength
 
@@ -179,11 +180,12 @@ def _list(value: object, where: str) -> list:
 
 
 def validate_keep_rates(values: object, where: str) -> tuple[float, ...]:
-    """Keep rates are probabilities of keeping a unit: each in (0, 1], sorted, without repeats."""
+    """Keep rates are probabilities of keeping a unit, each one the masks realise (1/65536 to 1): sorted,
+    without repeats."""
     rates = [_number(v, where) for v in _list(values, where)]
     for rate in rates:
-        if not 0.0 < rate <= 1.0:
-            raise UserError(f"{where}: keep rate {rate:g} is outside (0, 1] (1.0 means no dropout)")
+        if problem := keep_rate_problem(rate):
+            raise UserError(f"{where}: {problem}")
     if len(set(rates)) != len(rates):
         raise UserError(f"{where}: a keep rate is listed twice")
     return tuple(sorted(rates))

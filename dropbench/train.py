@@ -237,10 +237,13 @@ class Training:
 
 
 def fit_cell(cell: Cell, data: TaskData) -> CellResult:
-    """Train one cell and measure train/val/test in eval mode (on the best weights under early stopping)."""
+    """Train one cell and measure train/val/test in eval mode (on the best weights under early stopping).
+    A cell that diverged is not measured: its figures are NaN (empty in the CSV)."""
     if cell.train_size:
         data = subsample_training(data, cell.train_size)
     model, result = train_model(cell, data)
+    if result.status == "diverged":
+        return result  # a model gone non-finite measures nothing real: every figure stays NaN
     measure_(result, model, data)
     if cell.mc_samples and data.classification:
         device = data.x_test.device

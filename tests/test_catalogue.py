@@ -44,21 +44,48 @@ def test_decoupled_weight_decay_matches_adamw_on_weights_only():
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
 
 
+def itakura_saito(rho, rho_hat):
+    """KL(Exp(rho) || Exp(rho_hat)), written out here independently of dropbench."""
+    return rho / rho_hat - math.log(rho / rho_hat) - 1
+
+
 def test_kl_sparsity_matches_a_direct_computation():
     g = torch.Generator().manual_seed(1)
-    h1, h2 = torch.rand(50, 7, generator=g) * 0.3, torch.rand(50, 4, generator=g)
+    # The second layer's units are ReLU-like and very active: batch means near 1.5, most above 1.
+    h1, h2 = torch.rand(50, 7, generator=g) * 0.3, torch.rand(50, 4, generator=g) * 3
     rho, beta = 0.05, 0.7
     expected = 0.0
     for h in (h1, h2):
         for j in range(h.shape[1]):
-            r = min(max(float(h[:, j].double().mean()), 1e-6), 1 - 1e-6)
-            expected += rho * math.log(rho / r) + (1 - rho) * math.log((1 - rho) / (1 - r))
+            expected += itakura_saito(rho, float(h[:, j].double().mean()))
+    assert (h2.mean(0) >= 1).sum() >= 2
     assert kl_sparsity_penalty([h1, h2], rho, beta).item() == pytest.approx(beta * expected, rel=1e-5)
-    h = h1.clone().requires_grad_(True)
+
+
+def test_kl_sparsity_is_zero_at_the_target_and_positive_elsewhere_above_one_too():
+    rho = 0.05
+    means = torch.tensor([0.001, 0.01, 0.04, rho, 0.06, 0.5, 1.0, 2.0, 10.0])
+    penalties = [kl_sparsity_penalty([torch.full((8, 1), m.item())], rho, 1.0).item() for m in means]
+    assert penalties[3] == pytest.approx(0.0, abs=1e-6)
+    assert all(p > 1e-4 for i, p in enumerate(penalties) if i != 3)
+    assert penalties.index(min(penalties)) == 3
+
+
+def test_kl_sparsity_gradient_is_nonzero_for_units_at_or_above_one_and_pushes_toward_the_target():
+    """The Bernoulli KL clamped into (0, 1) gave units of batch mean ≥ 1 exactly zero gradient."""
+    rho, beta, batch = 0.05, 0.7, 40
+    g = torch.Generator().manual_seed(2)
+    means = torch.tensor([0.01, 0.03, 0.2, 1.0, 1.5, 4.0])
+    h = (torch.rand(batch, len(means), generator=g) * 2 * means).requires_grad_(True)  # ReLU-like, mean ≈ means
     kl_sparsity_penalty([h], rho, beta).backward()
-    # d/dρ̂ KL = -ρ/ρ̂ + (1-ρ)/(1-ρ̂), spread evenly over the batch by the mean.
-    r = h1.mean(0)
-    torch.testing.assert_close(h.grad[0], beta * (-rho / r + (1 - rho) / (1 - r)) / 50)
+    r = h.detach().double().mean(0)
+    # d/dρ̂ d_IS(ρ | ρ̂) = (ρ̂ − ρ)/ρ̂², spread evenly over the batch by the mean.
+    expected = (beta * (r - rho) / r**2 / batch).float()
+    torch.testing.assert_close(h.grad, expected.expand(batch, -1), rtol=1e-5, atol=0)
+    assert torch.all(h.grad[:, r >= 1] > 0)  # the most active units are pushed down, not ignored
+    # A small gradient step on each unit's activations moves its batch mean toward ρ, from either side.
+    stepped = (h.detach() - 1e-3 * h.grad / h.grad.abs().max()).double().mean(0)
+    assert torch.all((stepped - rho).abs() < (r - rho).abs())
 
 
 def test_ece_matches_a_hand_computed_example():

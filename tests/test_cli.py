@@ -103,6 +103,8 @@ def test_listing_commands(capsys):
         (["run", "--task", "mnsit"], "unknown task 'mnsit' (did you mean 'mnist'?); known: breast-cancer, cifar10,"),
         (["run", "--reg", "l3"], "unknown regularizer 'l3'"),
         (["run", "--keep", "0.5,1.5"], "keep rate 1.5 is outside (0, 1]"),
+        (["run", "--keep", "1e-9,0.5"], "keep rate 1e-09 is below 1/65536 ≈ 1.5e-05, the smallest rate the masks"),
+        (["run", "--input-keep", "1e-9"], "keep rate 1e-09 is below 1/65536 ≈ 1.5e-05, the smallest rate the masks"),
         (["run", "--keep", "half"], "is not a list of numbers"),
         (["run", "missing.toml"], "suite file not found: missing.toml"),
         (["run", "--seeds", "0"], "--seeds"),

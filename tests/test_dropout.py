@@ -7,7 +7,10 @@ import torch
 
 from dropbench.dropout import (
     LANE_WIDTHS,
+    AlphaDropout,
+    DropConnectLinear,
     Dropout,
+    SpatialDropout,
     effective_keep_rate,
     keep_mask,
     kept_units,
@@ -18,6 +21,8 @@ from dropbench.dropout import (
 from dropbench.models import MLP, init_parameters_
 
 N = 1_000_000
+TOP = 65535 / 65536  # the largest keep rate below 1 that 16-bit lanes realise
+NEAR_ONE = 0.999995  # in (1 - 2**-17, 1): rounds to 1, where its threshold once overflowed and kept 7 units in 8
 
 
 def gen(seed=0):
@@ -190,3 +195,59 @@ def test_kept_units_as_booleans_and_keep_mask_mark_the_same_units():
         assert torch.equal(
             kept_units((300, 70), keep, gen(12), "cpu", torch.bool), keep_mask((300, 70), keep, gen(12)) != 0
         )
+
+
+def realised(keep):
+    """The rate a mask must keep at: the nearest multiple of 1/65536 (computed here, not by dropbench)."""
+    return round(keep * 65536) / 65536
+
+
+@pytest.mark.parametrize("fused", [False, True], ids=["dropout", "relu-then-dropout"])
+@pytest.mark.parametrize("keep", [NEAR_ONE, TOP])
+def test_rates_near_one_keep_and_preserve_the_mean_at_the_rate_the_lanes_realise(keep, fused):
+    p, n = realised(keep), 4 * N
+    layer = Dropout(keep).train()
+    layer.set_generator(gen(30))
+    x = torch.full((2000, 2000), 3.0)
+    y = layer.relu_then_drop_(x.clone()) if fused else layer(x)
+    kept = (y != 0).double().mean().item()
+    assert abs(kept - p) <= 4 * math.sqrt(p * (1 - p) / n)  # exactly 1 where p is 1
+    assert abs(y.double().mean().item() - 3.0) <= 4 * 3.0 * math.sqrt((1 - p) / p / n)
+    if p < 1:  # some units dropped, the kept ones scaled by 1/p
+        assert kept < 1
+        assert torch.all(y[y != 0] == 3.0 / p)
+
+
+def test_a_rate_that_rounds_to_one_is_keep_one_exactly_and_draws_nothing():
+    """Every masked kind, and the masks themselves: the identity in training, the generator untouched."""
+    assert realised(NEAR_ONE) == 1.0
+    x = torch.rand(64, 8, 4, 4) + 0.5
+    flat = x.flatten(1)
+    g = gen(31)
+    state = g.get_state()
+    for layer in (Dropout(NEAR_ONE), SpatialDropout(NEAR_ONE), AlphaDropout(NEAR_ONE)):
+        layer.train().set_generator(g)
+        assert torch.equal(layer(x), x), type(layer).__name__
+    dropout = Dropout(NEAR_ONE).train()
+    dropout.set_generator(g)
+    assert torch.equal(dropout.relu_then_drop_(flat.clone()), flat)
+    linear = DropConnectLinear(128, 16, NEAR_ONE).train()
+    linear.set_generator(g)
+    assert torch.equal(linear(flat), torch.nn.functional.linear(flat, linear.weight, linear.bias))
+    assert torch.equal(keep_mask((300, 70), NEAR_ONE, g), torch.ones(300, 70))
+    assert torch.equal(kept_units((300, 70), NEAR_ONE, g, "cpu"), torch.ones(300, 70, dtype=torch.uint8))
+    assert torch.equal(g.get_state(), state)
+
+
+def test_lanes_are_refused_for_a_rate_that_rounds_to_one():
+    """No threshold of a lane keeps all its values in the type it is compared as: such a rate draws nothing."""
+    for helper in (lane_bits, lane_threshold):
+        with pytest.raises(ValueError, match="rounds to 1"):
+            helper(NEAR_ONE)
+
+
+@pytest.mark.parametrize("make", [Dropout, SpatialDropout, AlphaDropout, lambda p: DropConnectLinear(4, 4, p)])
+def test_rates_below_the_smallest_the_lanes_realise_are_refused(make):
+    with pytest.raises(ValueError, match=r"keep rate 1e-09 is below 1/65536 ≈ 1\.5e-05"):
+        make(1e-9)
+    assert make(1 / 65536).keep == 1 / 65536  # the smallest realisable rate itself is allowed

@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import make_cell
 
+from dropbench import stacked as stacked_module
 from dropbench.config import ModelConfig, OptimizerConfig
 from dropbench.data import load_task_data
 from dropbench.dropout import effective_keep_rate, kept_units
@@ -18,6 +19,9 @@ from dropbench.stacked import StackedMLP, fit_stacked, stack_key, train_stacked
 from dropbench.train import fit_cell, train_model
 
 TOL = 1e-5
+# Every figure of a result; a diverged cell's are all NaN.
+FIGURES = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "test_nll", "test_ece",
+           "test_acc_mc", "test_nll_mc", "test_ece_mc")  # fmt: skip
 SGD = OptimizerConfig(lr=0.05, momentum=0.9)
 ADAM = OptimizerConfig(name="adam", lr=0.003)
 # (regularizer, strengths) of the equivalence cells: one per kind of per-member setting
@@ -168,6 +172,38 @@ def test_each_member_draws_its_masks_from_its_own_generator(hidden_keeps):
     assert not torch.equal(kept[0], kept[1])
 
 
+def test_rates_near_one_keep_and_preserve_the_mean_at_the_rate_the_lanes_realise():
+    """0.999995 rounds to 1: all kept, scale 1, nothing drawn (its 1-bit lanes once kept 7 units in 8);
+    65535/65536 is the largest rate below 1 the lanes realise. Expected rates are computed here."""
+    data = load_task_data("synthetic")
+    hidden_keeps = (0.999995, 65535 / 65536, 0.5)
+    cells = [make_cell("synthetic", keep=keep, seed=0, hidden=(256,)) for keep in hidden_keeps]
+    generators = [make_generator(cell.cell_id, "masks") for cell in cells]
+    states = [g.get_state() for g in generators]
+    members = [build_model(c.task.model, data.input_shape, data.n_outputs, c.layer_keep_rates, 1.0) for c in cells]
+    stack = StackedMLP.from_members(members, [(1.0, *c.layer_keep_rates) for c in cells], generators)
+    rows, width = 4000, 1000
+    kept, scales = stack.site_kept(1, rows, width)
+    n = rows * width
+    for k, keep in enumerate(hidden_keeps):
+        p = round(keep * 65536) / 65536
+        assert abs(kept[k].double().mean().item() - p) <= 4 * math.sqrt(p * (1 - p) / n), keep
+        y = kept[k] * scales[k]  # the layer's output for units that were all 1 before dropout
+        assert abs(y.double().mean().item() - 1.0) <= 4 * math.sqrt((1 - p) / p / n), keep
+        assert scales[k].item() == pytest.approx(1 / p, rel=1e-7)
+    assert torch.equal(generators[0].get_state(), states[0])  # the member at 0.999995 drew nothing
+    assert kept[1].double().mean().item() < 1
+
+
+def test_a_rate_that_rounds_to_one_trains_exactly_as_keep_one_stacked_and_alone():
+    data = load_task_data("synthetic")
+    near, one = (make_cell("synthetic", keep=keep, input_keep=keep, hidden=(32,), epochs=2) for keep in (0.999995, 1.0))
+    assert near.cell_id != one.cell_id  # other mask streams: equal figures mean neither drew a mask
+    for near_result, one_result in (fit_stacked([near, one], data), (fit_cell(near, data), fit_cell(one, data))):
+        assert figures(near_result) == figures(one_result)
+        assert near_result.curves == one_result.curves
+
+
 def test_stack_key_groups_what_shares_an_architecture_and_a_budget():
     base = make_cell("digits", hidden=(32, 32))
     key = stack_key(base)
@@ -228,11 +264,37 @@ def test_a_diverging_member_is_marked_and_the_others_are_untouched():
     stacked = fit_stacked(cells, data)
     assert stacked[1].status == "diverged" and "non-finite" in stacked[1].error
     assert stacked[1].epochs_run == 1
+    assert all(math.isnan(getattr(stacked[1], name)) for name in FIGURES)
     for k in (0, 2):
         assert stacked[k].status == "ok"
         assert_same_figures(stacked[k], fit_cell(cells[k], data))
     single = fit_cell(cells[1], data)
     assert single.status == "diverged" and single.epochs_run == stacked[1].epochs_run
+    assert_same_figures(stacked[1], single)
+
+
+def test_a_member_diverging_after_its_best_epoch_has_no_figures(monkeypatch):
+    """Member 1 diverges at epoch 2 under early stopping: its restored epoch-1 weights are finite and would
+    measure real-looking figures, but the run diverged, so it reports none. The others are measured."""
+    data = load_task_data("digits")
+    cells = [make_cell("digits", reg="early-stopping", seed=seed, hidden=(32,), epochs=4) for seed in range(3)]
+    epochs = []
+    train_one_epoch = stacked_module._train_one_epoch
+
+    def member_1_diverges_at_epoch_2(stack, *args):
+        epochs.append(1)
+        fit_sum = train_one_epoch(stack, *args)
+        if len(epochs) == 2:
+            fit_sum[1] = math.nan
+        return fit_sum
+
+    monkeypatch.setattr(stacked_module, "_train_one_epoch", member_1_diverges_at_epoch_2)
+    results = fit_stacked(cells, data)
+    diverged = results[1]
+    assert diverged.status == "diverged" and diverged.epochs_run == 2 and diverged.best_epoch == 1
+    assert all(math.isnan(getattr(diverged, name)) for name in FIGURES)
+    for k in (0, 2):
+        assert results[k].status == "ok" and 0 < results[k].test_acc <= 1
 
 
 def test_fit_seconds_is_the_shared_time_split_evenly_and_n_params_is_one_members():

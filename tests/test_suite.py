@@ -1,3 +1,4 @@
+import math
 import textwrap
 
 import pytest
@@ -69,12 +70,25 @@ def test_overrides_replace_the_file_values(tmp_path):
     assert len(changed.cells()) == 2
 
 
+def test_the_smallest_keep_rate_the_masks_realise_is_allowed_and_the_next_float_below_is_not(tmp_path):
+    smallest = 2.0**-16
+    suite = load_suite(str(write(tmp_path, f"keep_rates = [{smallest!r}]\n[[task]]\nname = 'wine'\n")))
+    assert suite.keep_rates == (smallest,)
+    below = math.nextafter(smallest, 0.0)
+    with pytest.raises(UserError, match=r"is below 1/65536"):
+        load_suite(str(write(tmp_path, f"keep_rates = [{below!r}]\n[[task]]\nname = 'wine'\n", "b.toml")))
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
         ("keep_rate = [0.5]", "unknown key 'keep_rate' (did you mean 'keep_rates'?)"),
         ("keep_rates = [0.5, 1.2]", "keep rate 1.2 is outside (0, 1]"),
         ("keep_rates = [0.0]", "keep rate 0 is outside (0, 1]"),
+        ("keep_rates = [1e-9, 0.5]", "keep_rates: keep rate 1e-09 is below 1/65536 ≈ 1.5e-05, the smallest rate"),
+        ("keep_rates = [[0.5, 1e-9]]", "keep_rates: keep rate 1e-09 is below 1/65536"),
+        ("input_keep_rate = [1e-9, 1.0]", "input_keep_rate: keep rate 1e-09 is below 1/65536"),
+        ("model = { kind = 'cnn', channels = [8], conv_keep = 1e-9 }", "conv_keep: keep rate 1e-09 is below 1/65536"),
         ("keep_rates = 'half'", "expected a number"),
         ("regularizers = ['l3']", "unknown regularizer 'l3'"),
         ("seeds = 0", "expected an integer ≥ 1"),

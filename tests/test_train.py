@@ -1,14 +1,22 @@
 """Training measured the way the design says: eval mode, whole splits, right sets, reproducible."""
 
 import math
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import numpy as np
 import torch
 from conftest import make_cell
 
 from dropbench.data import load_task_data
-from dropbench.train import fit_cell, train_model
+from dropbench.results import format_value
+from dropbench.runner import make_row
+from dropbench.train import Training, fit_cell, train_model
+
+# Every figure a row holds; a diverged row holds none of them (epochs, best epoch and time stay).
+FIGURES = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "test_nll", "test_ece",
+           "test_acc_mc", "test_nll_mc", "test_ece_mc")  # fmt: skip
+PROVENANCE = ("device", "threads", "host", "cpu", "dropbench_version", "torch_version", "sklearn_version",
+              "python_version", "git_commit")  # fmt: skip
 
 TIMING = {"fit_seconds"}
 
@@ -68,6 +76,39 @@ def test_a_diverging_cell_is_marked_not_raised():
     data = load_task_data("diabetes")
     result = fit_cell(make_cell("diabetes", epochs=5, optimizer=OptimizerConfig(lr=10.0, momentum=0.9)), data)
     assert result.status == "diverged" and "non-finite" in result.error
+    assert all(math.isnan(getattr(result, name)) for name in FIGURES)
+
+
+def test_a_diverged_classifier_has_no_figures_even_where_its_restored_weights_are_finite(monkeypatch):
+    """Diverging at epoch 2 under early stopping restores the finite epoch-1 weights, which would measure
+    real-looking accuracies (and MC figures); the run diverged all the same, so its row holds none."""
+    epochs_run = []
+    run_epoch = Training.run_epoch
+
+    def diverging_at_epoch_2(self):
+        epochs_run.append(1)
+        loss = run_epoch(self)
+        return math.nan if len(epochs_run) == 2 else loss
+
+    monkeypatch.setattr(Training, "run_epoch", diverging_at_epoch_2)
+    cell = replace(make_cell("digits", reg="early-stopping", keep=0.5, epochs=4), mc_samples=3)
+    result = fit_cell(cell, load_task_data("digits"))
+    assert result.status == "diverged" and result.epochs_run == 2 and result.best_epoch == 1
+    assert result.fit_seconds > 0 and result.n_params > 0
+    assert all(math.isnan(getattr(result, name)) for name in FIGURES)
+    provenance = dict.fromkeys(PROVENANCE, "") | {"threads": 1}
+    row = make_row(cell, result, "2024-01-01T00:00:00Z", provenance)
+    assert row.status == "diverged"
+    assert all(format_value(getattr(row, name)) == "" for name in (*FIGURES, "gap_acc", "gap_loss"))
+
+
+def test_a_cell_that_blows_up_has_no_figures():
+    from dropbench.config import OptimizerConfig
+
+    cell = make_cell("digits", epochs=3, optimizer=OptimizerConfig(lr=1e4, momentum=0.9))
+    result = fit_cell(cell, load_task_data("digits"))
+    assert result.status == "diverged"
+    assert all(math.isnan(getattr(result, name)) for name in FIGURES)
 
 
 def test_dropout_shrinks_the_gap_on_the_synthetic_task():
