@@ -118,7 +118,7 @@ Regularizers (--reg; combine with +, e.g. max-norm+early-stopping), strength and
   l2               λ 0.0001        penalty (λ/2)·Σw² on weights (= SGD weight_decay)
   max-norm         c 3             each hidden unit's incoming weights rescaled to norm ≤ c
   weight-decay     λ 0.01          decoupled decay w ← w·(1 − lr·λ) (AdamW-style)
-  kl-sparsity      β 0.001         β·Σ (ρ/ρ̂ − log(ρ/ρ̂) − 1) over hidden units (Itakura–Saito), ρ = 0.05
+  kl-sparsity      β 0.001         β·Σ KL(ρ‖m/(1+m)) over hidden units, m a unit's batch mean, ρ = 0.05
   label-smoothing  ε 0.1           targets (1 − ε)·one-hot + ε/K
   mixup            α 0.2           convex mixes of example pairs, λ ~ Beta(α, α)
   early-stopping   patience 10     stop after that many epochs without a lower validation loss

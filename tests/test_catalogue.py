@@ -44,9 +44,10 @@ def test_decoupled_weight_decay_matches_adamw_on_weights_only():
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
 
 
-def itakura_saito(rho, rho_hat):
-    """KL(Exp(rho) || Exp(rho_hat)), written out here independently of dropbench."""
-    return rho / rho_hat - math.log(rho / rho_hat) - 1
+def bernoulli_kl_of_odds(rho, m):
+    """KL(Bernoulli(rho) || Bernoulli(q)) with q = m / (1 + m), written out here independently of dropbench."""
+    q = m / (1 + m)
+    return rho * math.log(rho / q) + (1 - rho) * math.log((1 - rho) / (1 - q))
 
 
 def test_kl_sparsity_matches_a_direct_computation():
@@ -57,15 +58,17 @@ def test_kl_sparsity_matches_a_direct_computation():
     expected = 0.0
     for h in (h1, h2):
         for j in range(h.shape[1]):
-            expected += itakura_saito(rho, float(h[:, j].double().mean()))
+            expected += bernoulli_kl_of_odds(rho, float(h[:, j].double().mean()))
     assert (h2.mean(0) >= 1).sum() >= 2
     assert kl_sparsity_penalty([h1, h2], rho, beta).item() == pytest.approx(beta * expected, rel=1e-5)
 
 
 def test_kl_sparsity_is_zero_at_the_target_and_positive_elsewhere_above_one_too():
     rho = 0.05
-    means = torch.tensor([0.001, 0.01, 0.04, rho, 0.06, 0.5, 1.0, 2.0, 10.0])
-    penalties = [kl_sparsity_penalty([torch.full((8, 1), m.item())], rho, 1.0).item() for m in means]
+    optimum = rho / (1 - rho)  # q = m/(1 + m) = ρ
+    means = torch.tensor([0.001, 0.01, 0.04, optimum, 0.07, 0.5, 1.0, 2.0, 10.0], dtype=torch.float64)
+    penalties = [kl_sparsity_penalty([torch.full((8, 1), m.item(), dtype=torch.float64)], rho, 1.0).item()
+                 for m in means]  # fmt: skip
     assert penalties[3] == pytest.approx(0.0, abs=1e-6)
     assert all(p > 1e-4 for i, p in enumerate(penalties) if i != 3)
     assert penalties.index(min(penalties)) == 3
@@ -79,13 +82,14 @@ def test_kl_sparsity_gradient_is_nonzero_for_units_at_or_above_one_and_pushes_to
     h = (torch.rand(batch, len(means), generator=g) * 2 * means).requires_grad_(True)  # ReLU-like, mean ≈ means
     kl_sparsity_penalty([h], rho, beta).backward()
     r = h.detach().double().mean(0)
-    # d/dρ̂ d_IS(ρ | ρ̂) = (ρ̂ − ρ)/ρ̂², spread evenly over the batch by the mean.
-    expected = (beta * (r - rho) / r**2 / batch).float()
+    # d/dm KL(ρ ‖ m/(1 + m)) = 1/(1 + m) − ρ/m, spread evenly over the batch by the mean.
+    expected = (beta * (1 / (1 + r) - rho / r) / batch).float()
     torch.testing.assert_close(h.grad, expected.expand(batch, -1), rtol=1e-5, atol=0)
     assert torch.all(h.grad[:, r >= 1] > 0)  # the most active units are pushed down, not ignored
-    # A small gradient step on each unit's activations moves its batch mean toward ρ, from either side.
+    # A small gradient step on each unit's activations moves its batch mean toward the optimum, from either side.
+    optimum = rho / (1 - rho)
     stepped = (h.detach() - 1e-3 * h.grad / h.grad.abs().max()).double().mean(0)
-    assert torch.all((stepped - rho).abs() < (r - rho).abs())
+    assert torch.all((stepped - optimum).abs() < (r - optimum).abs())
 
 
 def test_ece_matches_a_hand_computed_example():
