@@ -195,7 +195,7 @@ def plot_gap_heatmap(summary: pd.DataFrame, task: str) -> Figure:
 def plot_learning_curves(epochs: pd.DataFrame, rows: pd.DataFrame, task: str) -> Figure:
     """Per configuration, the mean over its ok seeds of the training-mode loss (dashed) and the validation
     loss (solid) at each epoch, averaged over the cells that reached that epoch (early stopping ends cells
-    at different epochs). At most 8 configurations: the baseline, then the best by mean test figure."""
+    at different epochs). At most 8 configurations: the baseline, then the best by mean validation figure."""
     rows = with_config_defaults(latest_rows(rows[rows["task"] == task]))
     if rows.empty:
         raise UserError(f"no results for task '{task}'")
@@ -216,8 +216,8 @@ def plot_learning_curves(epochs: pd.DataFrame, rows: pd.DataFrame, task: str) ->
     with_curves = summary[summary["label"].isin(set(joined["label"]))]
     baseline = list(with_curves.loc[with_curves["baseline"], "label"])[:MAX_CURVES]
     others = with_curves[~with_curves["label"].isin(baseline)]
-    test = "test_acc_mean" if classification else "test_loss_mean"
-    ranked = others.sort_values(test, ascending=not classification, kind="stable", na_position="last")
+    validation = "val_acc_mean" if classification else "val_loss_mean"  # never chosen on the test split
+    ranked = others.sort_values(validation, ascending=not classification, kind="stable", na_position="last")
     chosen = set(baseline) | set(ranked["label"].head(MAX_CURVES - len(baseline)))
     shown = [label for label in with_curves["label"] if label in chosen]  # in order of appearance
 
@@ -243,8 +243,8 @@ def plot_learning_curves(epochs: pd.DataFrame, rows: pd.DataFrame, task: str) ->
     ax.grid(True, alpha=0.3)
     title = f"{task}: learning curves, mean over the seeds that reached each epoch"
     if len(with_curves) > len(shown):
-        best = "accuracy" if classification else "MSE"
-        title += f"\n{len(shown)} of {len(with_curves)} configurations shown: baseline and best mean test {best}"
+        best = "accuracy" if classification else "loss"
+        title += f"\n{len(shown)} of {len(with_curves)} configurations shown: baseline and best mean validation {best}"
     ax.set_title(title, fontsize="medium")
     return fig
 

@@ -1,19 +1,22 @@
 """Published numbers to set beside a run: `dropbench report --reference srivastava2014`.
 
 A reference is a CSV packaged in `dropbench/references/`, one row per published table row. The columns
-`regularizer`, `keep_rate`, `input_keep_rate` and `dropout` say which dropbench configuration the row
-corresponds to; they are empty where it corresponds to none (a pretrained net, maxout units, a rate the
+`model`, `regularizer`, `keep_rate`, `input_keep_rate` and `dropout` say which dropbench configuration the
+row corresponds to; they are empty where it corresponds to none (a pretrained net, maxout units, a rate the
 paper does not state). A row is *mapped* when its keep rates are given; only mapped rows are matched.
 
 Matching a summary (the output of `report.summarize`) against a reference:
 
-- task, keep rate and input keep rate must agree (rates within `RATE_TOLERANCE`);
+- task, architecture (`model`, dropbench's label such as mlp-1024-1024-2048), keep rate and input keep rate
+  must agree (rates within `RATE_TOLERANCE`): a smaller net's figure is never set beside the paper's row;
 - the regularizer must agree, unless the reference leaves it empty because the paper does not state it,
   in which case every regularizer is a candidate and the note says which one was taken;
 - the dropout kind must agree when the reference row drops anything (a keep rate below 1); with both
   keep rates at 1.0 nothing is dropped and the kind is moot;
-- of several candidates (other models, other strengths), the one with the lowest mean test error is
-  taken and `match_note` names the others. Candidates without a successful cell are skipped.
+- of several candidates (other strengths, other setups), the one with the best mean *validation* accuracy
+  is taken, as the paper tuned on validation data, and `match_note` names the others; the test split only
+  reports the choice. `ours_configuration` says which of ours stands beside the row. Candidates without a
+  successful cell are skipped.
 """
 
 import math
@@ -31,6 +34,7 @@ REFERENCE_COLUMNS = (
     "task",
     "method",
     "architecture",
+    "model",
     "regularizer",
     "keep_rate",
     "input_keep_rate",
@@ -47,11 +51,12 @@ MATCH_COLUMNS = (
     "ours_n",
     "ours_model",
     "ours_strength",
+    "ours_configuration",
     "difference_pct",
     "match_note",
 )
 SUMMARY_COLUMNS = ("task", "model", "regularizer", "strength", "keep_rate", "input_keep_rate", "dropout", "n",
-                   "test_acc_mean", "test_acc_ci")  # fmt: skip
+                   "val_acc_mean", "test_acc_mean", "test_acc_ci")  # fmt: skip
 RATE_TOLERANCE = 1e-9
 
 
@@ -95,7 +100,7 @@ def match_reference(summary: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFr
 
 def _no_match(note: str) -> dict[str, object]:
     return {"ours_test_error_pct": math.nan, "ours_ci_pct": math.nan, "ours_n": pd.NA, "ours_model": "",
-            "ours_strength": "", "difference_pct": math.nan, "match_note": note}  # fmt: skip
+            "ours_strength": "", "ours_configuration": "", "difference_pct": math.nan, "match_note": note}  # fmt: skip
 
 
 def _close(values: pd.Series, target: float) -> pd.Series:
@@ -131,20 +136,29 @@ def _match_row(row: dict[str, object], summary: pd.DataFrame) -> dict[str, objec
     drops = float(keep) < 1.0 or float(input_keep) < 1.0
     if drops and row["dropout"]:
         candidates = candidates[candidates["dropout"] == row["dropout"]]
+    other_architectures = sorted(set(candidates["model"]) - {row["model"]})
+    candidates = candidates[candidates["model"] == row["model"]]
     if candidates.empty:
-        return _no_match("no matching configuration in these results")
+        note = "no matching configuration in these results"
+        if other_architectures:
+            note += (
+                f" of the paper's architecture ({row['model']}; these results have {', '.join(other_architectures)})"
+            )
+        return _no_match(note)
     usable = candidates[(candidates["n"] > 0) & candidates["test_acc_mean"].notna()]
     if usable.empty:
         return _no_match(f"{len(candidates)} matching configuration(s), none with a successful cell")
+    # Chosen on validation accuracy, best first; the test split only reports the choice.
+    usable = usable.sort_values("val_acc_mean", ascending=False, kind="stable", na_position="last")
     usable = usable.assign(_error=100.0 * (1.0 - usable["test_acc_mean"].astype(float)))
-    usable = usable.sort_values("_error", kind="stable")
     best = usable.iloc[0]
     notes = []
     if any_regularizer:
         notes.append(f"the paper states no regularizer for this row; took {best['regularizer']}")
     if len(usable) > 1:
-        others = ", ".join(f"{_label(c, any_regularizer)} {c['_error']:.2f}%" for _, c in usable.iloc[1:].iterrows())
-        notes.append(f"lowest test error of {len(usable)} matching configurations; the others: {others}")
+        others = ", ".join(f"{_label(c, any_regularizer)} val {100 * c['val_acc_mean']:.2f}%"
+                           for _, c in usable.iloc[1:].iterrows())  # fmt: skip
+        notes.append(f"best validation accuracy of {len(usable)} matching configurations; the others: {others}")
     ours = float(best["_error"])
     return {
         "ours_test_error_pct": ours,
@@ -152,6 +166,16 @@ def _match_row(row: dict[str, object], summary: pd.DataFrame) -> dict[str, objec
         "ours_n": int(best["n"]),
         "ours_model": _text(best["model"]),
         "ours_strength": _text(best["strength"]),
+        "ours_configuration": _configuration(best),
         "difference_pct": ours - float(row["test_error_pct"]),
         "match_note": "; ".join(notes),
     }
+
+
+def _configuration(candidate: pd.Series) -> str:
+    """'mlp-1024-1024-2048 max-norm 3 keep 0.5 in 0.8 gaussian': which of ours stands beside a paper's row."""
+    parts = [_text(candidate["model"]), _text(candidate["regularizer"]), _text(candidate["strength"]),
+             f"keep {float(candidate['keep_rate']):g}", f"in {float(candidate['input_keep_rate']):g}"]  # fmt: skip
+    if _text(candidate["dropout"]) not in ("", "bernoulli"):
+        parts.append(_text(candidate["dropout"]))
+    return " ".join(p for p in parts if p)
