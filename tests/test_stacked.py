@@ -15,7 +15,7 @@ from dropbench.dropout import effective_keep_rate, kept_units
 from dropbench.models import build_model, init_parameters_
 from dropbench.regularizers import parse_regularizer
 from dropbench.seeding import make_generator
-from dropbench.stacked import StackedMLP, fit_stacked, stack_key, train_stacked
+from dropbench.stacked import StackedMLP, fit_stacked, stack_key, stacks, train_stacked
 from dropbench.train import fit_cell, train_model
 
 TOL = 1e-5
@@ -95,11 +95,9 @@ def test_member_state_dict_round_trips_through_an_mlp():
 
 
 @pytest.mark.parametrize(
-    ("optimizer", "precision"),
-    [(OptimizerConfig(lr=0.1, momentum=0.9), "fp32"), (OptimizerConfig(name="adam", lr=0.01), "bf16")],
-    ids=["sgd-fp32", "adam-bf16"],
+    "optimizer", [OptimizerConfig(lr=0.1, momentum=0.9), OptimizerConfig(name="adam", lr=0.01)], ids=["sgd", "adam"]
 )
-def test_final_figures_equal_fit_cells_with_early_stopping_and_max_norm(optimizer, precision):
+def test_final_figures_equal_fit_cells_with_early_stopping_and_max_norm(optimizer):
     """Members stop at different epochs (taken out of the stack then, their optimizer state carried over
     to the smaller stack); the others train on unchanged."""
     data = load_task_data("synthetic")
@@ -114,13 +112,10 @@ def test_final_figures_equal_fit_cells_with_early_stopping_and_max_norm(optimize
         make_cell("synthetic", reg=reg, strengths=strengths, seed=seed, hidden=(64, 64), epochs=12, optimizer=optimizer)
         for reg, strengths, seed in specs
     ]
-    cells = [replace(cell, precision=precision) for cell in cells]
     stacked = fit_stacked(cells, data)
     singles = [fit_cell(cell, data) for cell in cells]
     for result, single in zip(stacked, singles):
-        # bf16 rounds the forward pass to 8 bits: a batched matmul that rounds differently (not the case on
-        # this CPU, where the figures agree exactly) would show far above float32's 1e-5.
-        assert_same_figures(result, single, TOL if precision == "fp32" else 1e-3)
+        assert_same_figures(result, single)
     epochs = [r.epochs_run for r in singles]
     assert min(epochs) < 12 and len(set(epochs)) >= 3  # early stopping did happen, at different epochs
     assert all(r.status == "ok" for r in stacked)
@@ -329,3 +324,11 @@ def test_image_inputs_normalized_per_batch_train_like_the_single_cell():
     ]
     for result, cell in zip(fit_stacked(cells, data), cells):
         assert_same_figures(result, fit_cell(cell, data))
+
+
+def test_bf16_cells_train_alone():
+    """bf16 rounds a batched matmul differently from a single one on some CPUs: stacking would make a cell's
+    figures depend on its company, so such cells never stack."""
+    cell = replace(make_cell("synthetic", hidden=(64, 64)), precision="bf16")
+    assert stack_key(cell) is None and not stacks(cell)
+    assert stack_key(replace(cell, precision="fp32")) is not None
