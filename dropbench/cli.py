@@ -383,13 +383,14 @@ def report(
     show_default=True,
     help="Tolerated worsening: percentage points for accuracies/errors, the metric's units otherwise.",
 )
-@statistics_options("Paired test over seeds (Wilcoxon needs 6+ seeds to ever reach p < 0.05).")
+@statistics_options("Paired test over seeds; both need 6+ seeds to ever reach p < 0.05 (2/2^n at n seeds).")
 @click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table", show_default=True)
 def compare(base: Path, new: Path, metric: str, max_drop: float, alpha: float, method: str, fmt: str) -> int:
     """Compare NEW results against BASE, cell by cell over seeds.
 
     Exits 1 only where a worsening is both significant (Holm-corrected) and beyond --max-drop;
-    'inconclusive' where the interval straddles the threshold; cells missing on one side are listed.
+    'inconclusive' where a worsening beyond --max-drop is not ruled out (the interval reaches past it, or
+    too few seeds to be significant); cells missing on one side are listed.
     Exits 2 when nothing is comparable: no cell in common, or no matched pair ok on both sides. A
     configuration without an ok pair beside comparable ones is listed as 'not comparable'.
     """

@@ -200,7 +200,8 @@ def compare(
     """Pair BASE and NEW cells by cell_id and test each configuration's NEW - BASE difference over seeds.
 
     `max_drop` is in percentage points for accuracy-like metrics (PERCENT_METRICS), in the metric's units
-    otherwise. The confidence interval is at level 1 - alpha, so it agrees with the uncorrected test."""
+    otherwise. The interval is the t-interval at level 1 - alpha; the verdict's p-value is the sign-flip (or
+    Wilcoxon) test's, which at few seeds can stay above alpha where the interval already excludes zero."""
     if metric not in METRICS:
         raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     if method not in MARK_METHODS:

@@ -77,9 +77,11 @@ class TestNote:
     alpha: float
 
     def legend(self, better: str, worse: str) -> str:
-        text = (f"{BETTER_MARK}/{WORSE_MARK} {better}/{worse} than the baseline: {TEST_NAMES[self.method]} of "
-                f"the paired differences over {self.pairs} seeds, Holm across {self.family} comparisons, "
-                f"α = {self.alpha:g}")
+        text = (
+            f"{BETTER_MARK}/{WORSE_MARK} {better}/{worse} than the baseline: {TEST_NAMES[self.method]} of "
+            f"the paired differences over {self.pairs} seeds, Holm across {self.family} comparisons, "
+            f"α = {self.alpha:g}"
+        )
         if self.min_p * self.family >= self.alpha:  # fmt: skip
             text += (f"; at {self.pairs} seeds no mark is possible (smallest p {self.min_p:.3g}, times {self.family}): "
                      "run more seeds")  # fmt: skip
@@ -160,8 +162,10 @@ def _cell_parts(grid: Grid, row: pd.Series) -> tuple[str, str, str]:
     return value + (f" {mark}" if mark else ""), _test_figure(row, grid.classification), marks
 
 
-SEEDS_COVER = ("± and marks are over seeds (initialization, batch order, dropout masks) on one fixed split: they "
-               "say nothing of other splits or data (Bouthillier et al. 2021)")
+SEEDS_COVER = (
+    "± and marks are over seeds (initialization, batch order, dropout masks) on one fixed split: they "
+    "say nothing of other splits or data (Bouthillier et al. 2021)"
+)
 
 
 def _caption(grid: Grid, tested: bool) -> str:
@@ -344,7 +348,8 @@ def best_lines(best: pd.DataFrame) -> list[list[str]]:
         percent = row["test_metric"] == "test_acc"
         scale, unit, sign = (100, "%", " pp") if percent else (1, "", "")
         figure = f"{row['test_mean'] * scale:.2f}{unit}" + (
-            f" ± {row['test_ci'] * scale:.2f}" if row["test_ci"] == row["test_ci"] else "")
+            f" ± {row['test_ci'] * scale:.2f}" if row["test_ci"] == row["test_ci"] else ""
+        )
         if row["gain"] != row["gain"]:
             gain, p = "it is the baseline", ""
         else:

@@ -230,7 +230,7 @@ def _units(result: CompareResult) -> tuple[int, str]:
 
 def verdict_summary(result: CompareResult) -> str:
     """The whole comparison in one line that ends with the exit code, e.g. '1 of 12 configurations worse in
-    test_acc beyond 0.5 pp (paired t-test, Holm per task, α = 0.05); 11 no change; exit 1'."""
+    test_acc beyond 0.5 pp (exact sign-flip test, Holm per task, α = 0.05); 11 no change; exit 1'."""
     if result.exit_code == 2:
         return f"{result.reason or 'nothing to compare'}; exit 2"
     _, unit = _units(result)
@@ -252,12 +252,27 @@ def _shown(value: float, spec: str) -> str:
     return "–" if value != value else format(value, spec)
 
 
+# What else names a configuration where it varies among the compared rows, and how it reads.
+DISTINGUISHING = (("layer_keep_rates", "layers {}"), ("input_keep_rate", "in {:g}"), ("dropout", "{}"),
+                  ("train_size", "n={}"), ("model", "{}"), ("setup", "setup {}"))  # fmt: skip
+
+
+def _comparison_labels(result: CompareResult) -> list[str]:
+    """'digits l2 0.01 keep 0.5', plus whatever else varies among the rows, so no two configurations read alike."""
+    varying = [(column, form) for column, form in DISTINGUISHING
+               if len({getattr(r, column) for r in result.rows}) > 1]  # fmt: skip
+    labels = []
+    for r in result.rows:
+        label = f"{r.task} {r.regularizer} {r.strength} keep {r.keep_rate:g}".replace("  ", " ")
+        labels.append(" · ".join([label, *(form.format(getattr(r, column)) for column, form in varying)]))
+    return labels
+
+
 def _comparison_lines(result: CompareResult) -> list[tuple[str, ...]]:
     """One tuple of display strings per configuration, the verdict last."""
     scale, unit = _units(result)
     lines = []
-    for r in result.rows:
-        config = f"{r.task} {r.regularizer} {r.strength} keep {r.keep_rate:g}".replace("  ", " ")
+    for r, config in zip(result.rows, _comparison_labels(result)):
         delta = "–" if r.delta != r.delta else f"{r.delta * scale:+.2f}{unit}"
         if r.ci_low == r.ci_low:
             ci = f"[{r.ci_low * scale:+.2f}, {r.ci_high * scale:+.2f}]"
@@ -271,8 +286,10 @@ def _comparison_lines(result: CompareResult) -> list[tuple[str, ...]]:
     return lines
 
 
-COMPARISON_COLUMNS = ("configuration", "base", "new", "delta", "95% CI", "p (Holm)", "pairs", "not ok (base/new)",
-                      "verdict")  # fmt: skip
+def comparison_columns(result: CompareResult) -> tuple[str, ...]:
+    """The table's headers; the interval is at level 1 − alpha, and says so."""
+    level = f"{100 * (1 - result.alpha):g}% CI"
+    return ("configuration", "base", "new", "delta", level, "p (Holm)", "pairs", "not ok (base/new)", "verdict")
 
 
 def _missing_lines(result: CompareResult) -> list[str]:
@@ -302,7 +319,7 @@ def _comparison_markdown(result: CompareResult) -> str:
     _, unit = _units(result)
     out = [f"### compare · {result.metric} · max drop {result.max_drop:g}{unit} · alpha {result.alpha:g}"]
     if result.rows:
-        out += ["", "| " + " | ".join(COMPARISON_COLUMNS) + " |", "|---|---:|---:|---:|---|---:|---:|---:|---|"]
+        out += ["", "| " + " | ".join(comparison_columns(result)) + " |", "|---|---:|---:|---:|---|---:|---:|---:|---|"]
         out += ["| " + " | ".join(line) + " |" for line in _comparison_lines(result)]
     out += [line for missing in _missing_lines(result) for line in ("", missing)]
     out += ["", f"**Verdict: {result.verdict}** — {verdict_summary(result)}"]
@@ -325,7 +342,7 @@ def print_comparison(result: CompareResult, fmt: str) -> None:
     if result.rows:
         table = Table(title=f"compare · {result.metric} (new − base) · max drop {result.max_drop:g}{unit} · "
                       f"alpha {result.alpha:g}", title_justify="left")  # fmt: skip
-        for column in COMPARISON_COLUMNS:
+        for column in comparison_columns(result):
             table.add_column(column)
         for line in _comparison_lines(result):
             table.add_row(*line[:-1], Text(line[-1], style=VERDICT_STYLES[line[-1]]))

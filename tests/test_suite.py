@@ -34,7 +34,7 @@ def test_the_quick_suite_is_the_default_and_its_grid_is_the_full_product():
     assert suite.name == "quick" and "quick" in bundled_suite_names()
     cells = suite.cells()
     assert len(cells) == len(suite.tasks) * len(suite.regularizers) * len(suite.keep_rates) * len(suite.seeds)
-    assert len(cells) == 225
+    assert len(cells) == 288
     assert len({c.cell_id for c in cells}) == len(cells)
 
 
