@@ -25,7 +25,8 @@ def grid_rows(task="wine", seeds=6, setup_id="s1", max_epochs=3, rng_seed=0):
             for seed in range(seeds):
                 val, test = rng.uniform(0.8, 0.95, size=2)
                 cell_id = f"{task}-{reg}-{keep}-{seed}-{setup_id}-{max_epochs}"
-                rows.append({**dict.fromkeys(COLUMNS, ""), "cell_id": cell_id, "suite": "s", "task": task, "model": "mlp-8", "regularizer": reg,
+                rows.append({**dict.fromkeys(COLUMNS, ""), "cell_id": cell_id, "suite": "s",
+                             "task": task, "model": "mlp-8", "regularizer": reg,
                              "strength": "0.01" if reg == "l2" else "", "keep_rate": keep, "input_keep_rate": 1.0,
                              "dropout": "bernoulli", "train_size": 0, "seed": seed, "max_epochs": max_epochs,
                              "batch_size": 64, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "precision": "fp32",
