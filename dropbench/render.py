@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 
 import pandas as pd
+from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
@@ -76,7 +77,7 @@ class TestNote:
     min_p: float
     alpha: float
 
-    def legend(self, better: str, worse: str) -> str:
+    def legend(self, better: str, worse: str, *, pointer: bool = True) -> str:
         text = (
             f"{BETTER_MARK}/{WORSE_MARK} {better}/{worse} than the baseline: {TEST_NAMES[self.method]} of "
             f"the paired differences over {self.pairs} seeds, Holm across {self.family} comparisons, "
@@ -85,7 +86,7 @@ class TestNote:
         if self.min_p * self.family >= self.alpha:  # fmt: skip
             text += (f"; at {self.pairs} seeds no mark is possible (smallest p {self.min_p:.3g}, times {self.family}): "
                      "run more seeds")  # fmt: skip
-        return text + ". Paired differences: dropbench report --paired"
+        return text + (". Paired differences: dropbench report --paired" if pointer else ".")
 
 
 def _test_note(tests: pd.DataFrame | None, task: str, alpha: float) -> TestNote | None:
@@ -207,18 +208,18 @@ def _rich_cell(grid: Grid, row: pd.Series | None, parts: tuple[str, str, str]) -
     return text
 
 
-def rich_tables(grids: list[Grid], tested: bool = False) -> list[Table]:
+def rich_tables(grids: list[Grid], tested: bool = False) -> list[Group]:
+    """Per task its table, then its legend as text: a caption would wrap to the table's narrow width."""
     tables = []
     for grid in grids:
         title = f"{grid.task} · {grid.view.title} · mean ± 95% CI over {grid.seeds} seed{'s' * (grid.seeds != 1)}"
-        table = Table(title=title, caption=_caption(grid, tested), title_justify="left", caption_justify="left",
-                      min_width=len(title))  # rich wraps a title to the table's width  # fmt: skip
+        table = Table(title=title, title_justify="left", min_width=len(title))  # a title wraps to the table's width
         table.add_column("regularizer", style="bold")
         for keep in grid.keep_rates:
             table.add_column(keep_label(keep), justify="right")
         for label, cells in _table_rows(grid):
             table.add_row(label, *(_rich_cell(grid, row, parts) for row, parts in cells))
-        tables.append(table)
+        tables.append(Group(table, Text(_caption(grid, tested), style="dim")))
     return tables
 
 
@@ -253,7 +254,7 @@ def paired_tables(grids: list[Grid]) -> list[Table]:
             continue
         note = grid.test_note
         title = f"{grid.task} · {grid.view.title} · configuration − baseline, paired by seed"
-        caption = note.legend("better", "worse") if note else ""
+        caption = note.legend("better", "worse", pointer=False) if note else ""
         table = Table(title=title, caption=caption, title_justify="left", caption_justify="left")
         for header in PAIRED_HEADERS:
             table.add_column(header, justify="left" if header == "configuration" else "right")
@@ -275,12 +276,12 @@ def paired_markdown(grids: list[Grid]) -> str:
         for line in lines:
             out.write("| " + " | ".join(cell.replace("|", "\\|") for cell in line) + " |\n")
         if grid.test_note:
-            out.write("\n" + grid.test_note.legend("better", "worse") + "\n")
+            out.write("\n" + grid.test_note.legend("better", "worse", pointer=False) + "\n")
         out.write("\n")
     return out.getvalue()
 
 
-def gap_tables(summary: pd.DataFrame) -> list[Table]:
+def gap_tables(summary: pd.DataFrame) -> list[Group]:
     """The run's summary tables: the gap of each task, without tests (kept for the library API)."""
     return rich_tables(task_grids(summary))
 

@@ -1,5 +1,6 @@
 """The README's first two commands are what a new user runs and what CI runs: keep them true."""
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -20,3 +21,14 @@ def test_ci_runs_the_readme_test_command_verbatim():
     test = readme_commands()[1]
     ci = (ROOT / ".ci" / "run").read_text()
     assert test in ci.splitlines()
+
+
+def test_every_result_the_readme_quotes_is_generated_from_the_committed_csvs():
+    """docs/readme_results.py rewrites README.md's generated blocks and the committed report files from
+    results/; a README (or report) that says anything the results do not is stale, and fails here."""
+    spec = importlib.util.spec_from_file_location("readme_results", ROOT / "docs" / "readme_results.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    text = (ROOT / "README.md").read_text()
+    assert set(re.findall(r"<!-- generated: ([\w-]+) -->", text)) == set(generator.BLOCKS)
+    assert generator.main(["--check"]) == 0

@@ -1,0 +1,257 @@
+"""Every figure the README quotes about results, made from the committed CSVs by dropbench's own report code.
+
+    python docs/readme_results.py           # rewrite README.md's generated blocks and the committed reports
+    python docs/readme_results.py --check   # exit 1, showing the difference, when any of them is stale
+
+A block sits between `<!-- generated: NAME -->` and `<!-- end: NAME -->`; tests/test_readme.py runs the
+check, so a README that says something its results do not is a failing test. Choices are made on the
+validation split; every difference carries its paired interval and test, and a statement is only made
+where the test supports it.
+"""
+
+import argparse
+import contextlib
+import difflib
+import io
+import os
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+
+from dropbench.cli import main as cli_main
+from dropbench.render import rich_tables, task_grids
+from dropbench.report import baseline_tests, summarize, tests_for
+from dropbench.results import read_results
+from dropbench.stats import TEST_NAMES, paired_difference, smallest_p_value
+
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+QUICK = ROOT / "results" / "quick" / "quick.csv"
+SRIVASTAVA = ROOT / "results" / "srivastava2014"
+BLOCK = re.compile(r"(<!-- generated: (?P<name>[\w-]+) -->\n)(?P<body>.*?)(<!-- end: (?P=name) -->)", re.DOTALL)
+
+
+def pct(value: float) -> str:
+    return f"{100 * value:.2f}"
+
+
+def interval(low: float, high: float, scale: float = 100, digits: int = 2) -> str:
+    return f"[{low * scale:+.{digits}f}, {high * scale:+.{digits}f}]"
+
+
+def p_text(p: float) -> str:
+    return "—" if p != p else f"{p:.2g}"
+
+
+def quick_table() -> str:
+    """The synthetic task's gap table exactly as `dropbench report results/quick/quick.csv --task synthetic`."""
+    frame = read_results(QUICK)
+    frame = frame[frame["task"] == "synthetic"]
+    summary = summarize(frame)
+    console = Console(file=io.StringIO(), width=100, color_system=None, legacy_windows=False)
+    for table in rich_tables(task_grids(summary, "gap", tests_for(frame, summary, "gap")), tested=True):
+        console.print(table)
+    text = "\n".join(line.rstrip() for line in console.file.getvalue().splitlines())
+    return f"```\n{text}\n```\n"
+
+
+def quick_claims() -> str:
+    """What the quick suite shows about dropout alone (keep 0.5, no other regularizer), task by task."""
+    frame = read_results(QUICK)
+    summary = summarize(frame)
+    tests = tests_for(frame, summary, "gap")
+    lines = []
+    for task, rows in tests.groupby("task", sort=False):
+        row = rows[(rows["regularizer"] == "none") & (rows["keep_rate"] == 0.5)].iloc[0]
+        classification = bool(summary.loc[summary["task"] == task, "classification"].iloc[0])
+        scale, unit, name = (100, " pp", "gap_acc") if classification else (1, "", "gap_loss")
+        digits = 1 if classification else 3
+        verdict = (
+            "significantly smaller"
+            if row["change"] == "improvement"
+            else ("significantly larger" if row["change"] == "degradation" else "no significant change")
+        )
+        lines.append(f"| {task} | {name} | {row['delta'] * scale:+.{digits}f}{unit} | "
+                     f"{interval(row['delta_low'], row['delta_high'], scale, digits)} | {p_text(row['p_raw'])} | "
+                     f"{p_text(row['p_value'])} | {verdict} |")  # fmt: skip
+    seeds = int(tests["pairs"].min())
+    head = ("| task | gap | Δ keep 0.5 − keep 1.0 | 95% CI of Δ | p | p (Holm) | verdict |\n"
+            "|---|---|---:|---:|---:|---:|---|\n")  # fmt: skip
+    note = (f"\nDropout alone (keep 0.5, no other regularizer) against the baseline, paired by seed over {seeds} "
+            f"seeds; {TEST_NAMES['sign-flip']}, Holm across each task's {int(tests['family'].max())} comparisons, "
+            f"α = 0.05. From `results/quick/quick.csv`.\n")  # fmt: skip
+    return head + "\n".join(lines) + "\n" + note
+
+
+def figure9() -> str:
+    """Figure 9(a): test and training error against p, the p chosen on validation, and the paired tests."""
+    frame = read_results(SRIVASTAVA / "figure9.csv")
+    summary = summarize(frame).sort_values("keep_rate")
+    tests = baseline_tests(frame, "test_error").set_index("keep_rate")
+    rates = summary["keep_rate"].tolist()
+    out = ["| p | " + " | ".join(f"{p:g}" for p in rates) + " |", "|---|" + "---|" * len(rates)]
+    for figure, column in (("test", "test_error"), ("train", "train_error")):
+        means = (1 - summary["train_acc_mean"]) if column == "train_error" else summary["test_error_mean"]
+        out.append(f"| {figure} | " + " | ".join(pct(v) for v in means) + " |")
+    out.append("| validation | " + " | ".join(pct(1 - v) for v in summary["val_acc_mean"]) + " |")
+    out.append(
+        "| Δ test vs p = 1 (95% CI) | " + " | ".join("◆" if p == 1.0 else _delta(tests.loc[p]) for p in rates) + " |"
+    )
+    chosen = summary[summary["best"]].iloc[0]
+    seeds = int(tests["pairs"].min())
+    significant = tests[tests["significant"]]
+    out.append("")
+    out.append(
+        f"Errors in % (mean over {seeds} seeds). Chosen on validation: p = {chosen['keep_rate']:g} "
+        f"(validation {pct(1 - chosen['val_acc_mean'])}%), test error {pct(chosen['test_error_mean'])} ± "
+        f"{pct(chosen['test_error_ci'])}%. Δ: the paired test-error difference to p = 1, 95% t-interval."
+    )
+    out.append(_significance_sentence(significant, seeds, int(tests["family"].max())))
+    return "\n".join(out) + "\n"
+
+
+def _delta(test: pd.Series) -> str:
+    return f"{100 * test['delta']:+.2f} {interval(test['delta_low'], test['delta_high'])}"
+
+
+def _significance_sentence(significant: pd.DataFrame, seeds: int, family: int) -> str:
+    smallest = smallest_p_value(seeds)
+    if significant.empty and smallest * family >= 0.05:
+        return (f"No difference here can be significant: at {seeds} seeds the exact sign-flip test's smallest p is "
+                f"{smallest:g} (and {family} comparisons share α = 0.05), so the table shows shapes and intervals, "
+                "not verdicts.")  # fmt: skip
+    if significant.empty:
+        return f"No difference is significant (sign-flip test, Holm across {family} comparisons, α = 0.05)."
+    return f"{len(significant)} of {family} differences are significant (sign-flip test, Holm, α = 0.05)."
+
+
+TABLE9_ROWS = (("L2", "l2", 1.0, 1.0), ("L2 + L1", "l1+l2", 1.0, 1.0), ("L2 + KL-sparsity", "l2+kl-sparsity", 1.0, 1.0),
+               ("max-norm", "max-norm", 1.0, 1.0), ("dropout + L2", "l2", 0.5, 0.8),
+               ("dropout + max-norm", "max-norm", 0.5, 0.8))  # fmt: skip
+TABLE9_PAPER = {"L2": 1.62, "L2 + L1": 1.60, "L2 + KL-sparsity": 1.55, "max-norm": 1.35, "dropout + L2": 1.25,
+                "dropout + max-norm": 1.05}  # fmt: skip
+
+
+def _cells(frame: pd.DataFrame, reg: str, keep: float, input_keep: float) -> pd.Series:
+    rows = frame[(frame["regularizer"] == reg) & (frame["keep_rate"] == keep)]
+    rows = rows[rows["input_keep_rate"] == input_keep]
+    return (1 - rows.set_index("seed")["test_acc"]).sort_index()
+
+
+def table9() -> str:
+    """Table 9: each row's test error with its interval; dropout's paired effect beside L2 and max-norm."""
+    frame = read_results(SRIVASTAVA / "table9.csv")
+    summary = summarize(frame)
+    out = ["| | " + " | ".join(name for name, *_ in TABLE9_ROWS) + " |", "|---|" + "---|" * len(TABLE9_ROWS)]
+    cells = []
+    for _, reg, keep, input_keep in TABLE9_ROWS:
+        row = summary[(summary["regularizer"] == reg) & (summary["keep_rate"] == keep)
+                      & (summary["input_keep_rate"] == input_keep)].iloc[0]  # fmt: skip
+        cells.append(f"{pct(row['test_error_mean'])} ± {pct(row['test_error_ci'])}")
+    out.append("| ours, test error % (95% CI) | " + " | ".join(cells) + " |")
+    out.append("| paper | " + " | ".join(f"{TABLE9_PAPER[name]:.2f}" for name, *_ in TABLE9_ROWS) + " |")
+    out.append("")
+    for with_dropout, without in (("dropout + L2", "L2"), ("dropout + max-norm", "max-norm")):
+        a = _cells(frame, *next(r[1:] for r in TABLE9_ROWS if r[0] == without))
+        b = _cells(frame, *next(r[1:] for r in TABLE9_ROWS if r[0] == with_dropout))
+        test = paired_difference(a.tolist(), b.loc[a.index].tolist())
+        verdict = "significant at α = 0.05" if test.p_value < 0.05 else "not shown to differ"
+        out.append(f"- {with_dropout} − {without}: {100 * test.mean_diff:+.2f} points "
+                   f"{interval(test.ci_low, test.ci_high)} (95% t-interval), sign-flip p = {p_text(test.p_value)} "
+                   f"over {test.n} seeds (smallest possible: {test.min_p:g}): {verdict}.")  # fmt: skip
+    return "\n".join(out) + "\n"
+
+
+def figure10() -> str:
+    """Figure 10: test error with and without dropout per training-set size, paired per size."""
+    frame = read_results(SRIVASTAVA / "figure10.csv")
+    summary = summarize(frame)
+    tests = baseline_tests(frame, "test_error")
+    dropout = tests[(tests["keep_rate"] == 0.5) & (tests["input_keep_rate"] == 0.8)].set_index("train_size")
+    sizes = sorted(dropout.index)
+    out = ["| training images | " + " | ".join(f"{s:,}" for s in sizes) + " |", "|---|" + "---|" * len(sizes)]
+    for label, keep, input_keep in (("dropout (0.5 / 0.8)", 0.5, 0.8), ("no dropout", 1.0, 1.0)):
+        rows = summary[(summary["keep_rate"] == keep) & (summary["input_keep_rate"] == input_keep)]
+        rows = rows.set_index("train_size")
+        figures = (f"{pct(rows.loc[s, 'test_error_mean'])} ± {pct(rows.loc[s, 'test_error_ci'])}" for s in sizes)
+        out.append(f"| {label} | " + " | ".join(figures) + " |")
+    out.append("| Δ (95% CI) | " + " | ".join(
+        f"{100 * dropout.loc[s, 'delta']:+.2f} {interval(dropout.loc[s, 'delta_low'], dropout.loc[s, 'delta_high'])}"
+        for s in sizes) + " |")  # fmt: skip
+    out.append("| p (Holm) | " + " | ".join(p_text(dropout.loc[s, "p_value"]) for s in sizes) + " |")
+    seeds = int(tests["pairs"].min())
+    out.append("")
+    out.append(f"Test error in % ± 95% CI over {seeds} seeds; Δ = dropout − no dropout, paired by seed.")
+    out.append(_significance_sentence(tests[tests["significant"]], seeds, int(tests["family"].max())))
+    return "\n".join(out) + "\n"
+
+
+BLOCKS: dict[str, Callable[[], str]] = {
+    "quick-table": quick_table,
+    "quick-claims": quick_claims,
+    "srivastava-figure9": figure9,
+    "srivastava-table9": table9,
+    "srivastava-figure10": figure10,
+}
+
+
+def cli_output(*args: str) -> str:
+    """What `dropbench ARGS` prints off a terminal (plain text, the wide layout)."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = cli_main(list(args))
+    if code != 0:
+        raise SystemExit(f"dropbench {' '.join(args)} exited {code}")
+    return buffer.getvalue()
+
+
+def report_files() -> dict[Path, str]:
+    """The report outputs committed beside each reproduction CSV, as `dropbench report` prints them now."""
+    files = {}
+    for name in ("figure9", "table9", "figure10"):
+        csv = str((SRIVASTAVA / f"{name}.csv").relative_to(ROOT))
+        files[SRIVASTAVA / f"{name}.table.txt"] = cli_output("report", csv, "--paired")
+        files[SRIVASTAVA / f"{name}.report.txt"] = cli_output("report", csv, "--metric", "test_error", "--paired",
+                                                              "--reference", "srivastava2014")  # fmt: skip
+    return files
+
+
+def regenerate(text: str) -> str:
+    """README text with every generated block rewritten; an unknown block name is an error."""
+
+    def replace(match: re.Match) -> str:
+        name = match["name"]
+        if name not in BLOCKS:
+            raise SystemExit(f"README.md: unknown generated block '{name}'; known: {', '.join(BLOCKS)}")
+        return match.group(1) + BLOCKS[name]() + match.group(4)
+
+    return BLOCK.sub(replace, text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 when README.md differs from its results")
+    args = parser.parse_args(argv)
+    os.chdir(ROOT)  # paths in the reports read as a user in the checkout types them
+    wanted = {README: regenerate(README.read_text(encoding="utf-8")), **report_files()}
+    stale = 0
+    for path, fresh in wanted.items():
+        current = path.read_text(encoding="utf-8") if path.is_file() else ""
+        if fresh == current:
+            continue
+        stale += 1
+        if args.check:
+            name = str(path.relative_to(ROOT))
+            sys.stdout.writelines(difflib.unified_diff(current.splitlines(True), fresh.splitlines(True), name,
+                                                       f"{name} (from the results)"))  # fmt: skip
+        else:
+            path.write_text(fresh, encoding="utf-8")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
