@@ -90,7 +90,7 @@ def _panel(ax: Axes, rows: pd.DataFrame, metric: str, scale: float, classificati
         mean = baseline[f"{metric}_mean"].to_numpy(dtype=float)
         y = (1.0 - mean) * 100.0 if classification else mean
         # A scatter, not a line: ax.get_lines() holds exactly one line per label.
-        ax.scatter(baseline["keep_rate"].to_numpy(dtype=float), y, marker="*", s=220, facecolor="gold",
+        ax.scatter(baseline["keep_rate"].to_numpy(dtype=float), y, marker="D", s=90, facecolor="gold",
                    edgecolor="black", linewidth=0.9, zorder=4, label=BASELINE_LABEL)  # fmt: skip
     keeps = sorted(rows["keep_rate"].dropna().unique())
     ax.set_xticks(keeps, [f"{k:g}" for k in keeps])
@@ -105,7 +105,8 @@ def _panel(ax: Axes, rows: pd.DataFrame, metric: str, scale: float, classificati
 def plot_keep_rate(summary: pd.DataFrame, task: str, ax_pair: tuple[Axes, Axes] | None = None) -> Figure:
     """Srivastava et al. 2014, Figure 9: test and training error (MSE for regression) against the hidden
     keep rate, a line per regularizer (and per other varying setting), bands = mean ± 95% CI half-width,
-    the baseline starred. Draws into `ax_pair` (test, training) when given; returns the figure."""
+    the baseline marked with a diamond, as in the tables (★ there is the choice on validation). Draws into
+    `ax_pair` (test, training) when given; returns the figure."""
     rows = _with_labels(_task_rows(summary, task))
     classification = bool(rows["classification"].iloc[0])
     if ax_pair is None:
