@@ -3,11 +3,14 @@
 Heavy modules (torch, pandas) are imported inside the commands so that `--help` stays fast.
 """
 
+import itertools
+import math
 import os
 import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -54,9 +57,40 @@ class CommaList(click.ParamType):
         except ValueError:
             self.fail(f"{value!r} is not a list of numbers", param, ctx)
         for rate in rates:
+            if not math.isfinite(rate):
+                self.fail(f"{rate:g} is not a finite number", param, ctx)
             if problem := keep_rate_problem(rate):
                 self.fail(problem, param, ctx)
         return rates
+
+
+def join_lists(ctx: click.Context, param: click.Parameter, value: tuple[tuple, ...]) -> tuple | None:
+    """A repeatable CommaList option: `--task a --task b,c` is `--task a,b,c`; an item named twice is refused
+    (it would run a cell twice under one cell_id); None when the option is absent."""
+    items = tuple(itertools.chain.from_iterable(value))
+    seen: set[object] = set()
+    for item in items:
+        if item in seen:
+            shown = format(item, "g") if isinstance(item, float) else repr(item)
+            raise click.BadParameter(f"{shown} is listed twice", ctx, param)
+        seen.add(item)
+    return items or None
+
+
+def list_option(*names: str, **kwargs: Any) -> Callable[[Callable], Callable]:
+    """A comma-separated option that may also be repeated (each value adds to the list)."""
+    kwargs["help"] += " Repeatable."
+    return click.option(*names, multiple=True, callback=join_lists, **kwargs)
+
+
+class FiniteFloatRange(click.FloatRange):
+    """click.FloatRange without inf and nan (nan passes any range check, since it compares false)."""
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{number:g} is not a finite number", param, ctx)
+        return number
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -76,7 +110,7 @@ def statistics_options(test_help: str) -> Callable[[Callable], Callable]:
     def decorate(command: Callable) -> Callable:
         command = click.option(
             "--alpha",
-            type=click.FloatRange(0, 1, min_open=True, max_open=True),
+            type=FiniteFloatRange(0, 1, min_open=True, max_open=True),
             default=0.05,
             show_default=True,
             help="Significance level, after Holm's correction.",
@@ -135,17 +169,17 @@ Dropout kinds (--dropout), all keyed by the keep rate p:
 
 @cli.command(epilog=RUN_EPILOG)
 @click.argument("suite", required=False)
-@click.option("--task", "tasks", type=CommaList(), help="Run these tasks (from the suite or the registry).")
-@click.option("--keep", "keep_rates", type=CommaList(keep_rates=True), help="Hidden-unit keep rates, e.g. 0.5,1.0.")
-@click.option("--input-keep", "input_keep_rates", type=CommaList(keep_rates=True), help="Input keep rates.")
-@click.option("--reg", "regularizers", type=CommaList(), help="Regularizers, e.g. none,l2,max-norm+early-stopping.")
-@click.option(
+@list_option("--task", "tasks", type=CommaList(), help="Run these tasks (from the suite or the registry).")
+@list_option("--keep", "keep_rates", type=CommaList(keep_rates=True), help="Hidden-unit keep rates, e.g. 0.5,1.0.")
+@list_option("--input-keep", "input_keep_rates", type=CommaList(keep_rates=True), help="Input keep rates.")
+@list_option("--reg", "regularizers", type=CommaList(), help="Regularizers, e.g. none,l2,max-norm+early-stopping.")
+@list_option(
     "--dropout",
     "dropouts",
     type=CommaList(),
     help="Dropout kinds: bernoulli, gaussian, dropconnect, alpha (SELU MLPs), spatial (conv nets).",
 )
-@click.option(
+@list_option(
     "--train-size",
     "train_sizes",
     type=CommaList(integers=True),
@@ -194,7 +228,7 @@ Dropout kinds (--dropout), all keyed by the keep rate p:
 @click.option("--cpus-per-cell", type=click.IntRange(min=1), default=1, show_default=True, help="Ray: CPUs per cell.")
 @click.option(
     "--gpus-per-cell",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=0.0,
     show_default=True,
     help="Ray: GPUs per cell; fractions let small models share a card.",
@@ -313,7 +347,7 @@ def merge(inputs: tuple[Path, ...], out: Path) -> int:
     show_default=True,
     help="What the cells show; 'gap' is gap_acc for classification tasks, gap_loss for regression.",
 )
-@click.option("--task", "tasks", type=CommaList(), help="Only these tasks.")
+@list_option("--task", "tasks", type=CommaList(), help="Only these tasks.")
 @click.option("--best", is_flag=True, help="Only the configuration of each task chosen on validation, with its gain.")
 @click.option("--paired", is_flag=True, help="Also the paired difference to the baseline behind every mark.")
 @click.option(
@@ -378,7 +412,7 @@ def report(
 @click.option("--metric", type=click.Choice(COMPARE_METRICS), default="test_acc", show_default=True)
 @click.option(
     "--max-drop",
-    type=click.FloatRange(min=0),
+    type=FiniteFloatRange(min=0),
     default=0.5,
     show_default=True,
     help="Tolerated worsening: percentage points for accuracies/errors, the metric's units otherwise.",
@@ -419,7 +453,7 @@ def compare(base: Path, new: Path, metric: str, max_drop: float, alpha: float, m
     help="Folder for the figures.",
 )
 @click.option("--format", "fmt", type=click.Choice(["png", "svg"]), default="png", show_default=True)
-@click.option("--task", "tasks", type=CommaList(), help="Only these tasks.")
+@list_option("--task", "tasks", type=CommaList(), help="Only these tasks.")
 @click.option("--reference", type=click.Choice(["srivastava2014"]), help="Published numbers on the keep-rate plot.")
 def plot(results: tuple[Path, ...], out_dir: Path, fmt: str, tasks: tuple[str, ...] | None,
          reference: str | None) -> int:  # fmt: skip

@@ -1,6 +1,8 @@
 """Which cells a run does: what is already written, which shard is ours, what it should cost."""
 
+import heapq
 import math
+import re
 from dataclasses import dataclass
 
 from .config import Cell
@@ -14,6 +16,10 @@ from .errors import UserError
 FLOPS_PER_SECOND = 40e9
 SECONDS_PER_STEP = 6e-4
 PER_CELL_OVERHEAD_S = 0.05  # building the model, evaluating the three splits
+# The most shards a grid may be split into: a CI matrix has tens of jobs (GitHub Actions caps one at
+# 256), and a bound keeps `--shard 1/100000000000` from allocating a load per shard.
+MAX_SHARDS = 10_000
+SHARD_FORM = re.compile(r"([0-9]+)/([0-9]+)")
 
 
 @dataclass(frozen=True)
@@ -24,10 +30,12 @@ class Shard:
     @classmethod
     def parse(cls, text: str) -> "Shard":
         """'2/3' -> Shard(2, 3); anything else is a UserError naming the allowed form."""
-        try:
-            index, count = (int(part) for part in text.split("/"))
-        except ValueError:
-            raise UserError(f"--shard {text!r}: expected I/N with whole numbers, e.g. 1/3") from None
+        match = SHARD_FORM.fullmatch(text.strip())
+        if not match:
+            raise UserError(f"--shard {text!r}: expected I/N with whole numbers, e.g. 1/3")
+        index, count = int(match[1]), int(match[2])
+        if not 1 <= count <= MAX_SHARDS:
+            raise UserError(f"--shard {text!r}: N must be between 1 and {MAX_SHARDS:,}")
         if not 1 <= index <= count:
             raise UserError(f"--shard {text!r}: I must be between 1 and N")
         return cls(index, count)
@@ -60,13 +68,14 @@ def shard_cells(cells: list[Cell], shard: Shard | None) -> list[Cell]:
     """
     if shard is None or shard.count == 1:
         return cells
-    loads = [0.0] * shard.count
+    # (load, shard) pairs: the heap's smallest is the least-loaded shard, ties to the lowest index.
+    loads = [(0.0, i) for i in range(shard.count)]
     mine: set[str] = set()
-    for cell in sorted(cells, key=lambda c: (-estimated_cost(c), c.cell_id)):
-        target = min(range(shard.count), key=lambda i: (loads[i], i))
-        loads[target] += estimated_cost(cell)
+    for cost, cell_id in sorted((-estimated_cost(c), c.cell_id) for c in cells):
+        load, target = heapq.heappop(loads)
+        heapq.heappush(loads, (load - cost, target))
         if target == shard.index - 1:
-            mine.add(cell.cell_id)
+            mine.add(cell_id)
     return [cell for cell in cells if cell.cell_id in mine]
 
 

@@ -182,6 +182,8 @@ def validate_strength(name: str, value: object, where: str) -> float:
     """A strength from a suite file: a positive number (an integer patience for early-stopping)."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise UserError(f"{where}: strength must be a number, got {value!r}")
+    if not math.isfinite(value):  # before int(value), which raises on inf and nan
+        raise UserError(f"{where}: strength must be a finite number, got {value!r}")
     if name == "early-stopping" and (value != int(value) or value < 1):
         raise UserError(f"{where}: early-stopping strength is a patience in epochs, an integer ≥ 1; got {value!r}")
     if value <= 0:

@@ -5,7 +5,10 @@ Every problem is reported as one UserError naming the file, the key and what is 
 
 import difflib
 import itertools
+import math
+import re
 import tomllib
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
@@ -15,7 +18,7 @@ from .data import get_task
 from .errors import UserError
 from .keeprates import keep_rate_problem
 from .models import MODEL_KINDS
-from .regularizers import REGULARIZERS, RegularizerSetting, expand_regularizer, validate_strength
+from .regularizers import REGULARIZERS, RegularizerSetting, expand_regularizer, parse_regularizer, validate_strength
 
 DEFAULT_SUITE = "quick"
 DROPOUT_KINDS = ("bernoulli", "gaussian", "dropconnect", "alpha", "spatial")
@@ -35,6 +38,24 @@ DEFAULT_SEEDS = 3
 DEFAULT_KEEP_RATES = (0.5, 0.8, 1.0)
 DEFAULT_EPOCHS = 30
 DEFAULT_BATCH_SIZE = 64
+
+# The most cells one suite may expand to. The largest bundled suite has 288 cells; 100,000 cells of the
+# quick suite's size are hours of CPU (the dry run's estimate), of MNIST's months, and a dry run of them
+# already takes ~15 s here. Past this a grid is a typo (`seeds = 100000000`) far more often than a plan,
+# and expanding it would hang before anything could refuse it: the size is counted as a product of the
+# axes' lengths, never by expanding. A real sweep that large is split into suites or shards.
+MAX_GRID_CELLS = 100_000
+# The most values one log sweep of a strength may have: 1,000 points between 1e-6 and 1e-2 are already
+# 1% apart, closer than seed noise tells strengths apart.
+MAX_SWEEP_VALUES = 1_000
+# A suite's name becomes a file name (results/NAME-<time>.csv) and the CSV's suite column: letters,
+# digits, '_', '-' and '.' cannot leave results/ or hide a path, and a first character other than '-' or
+# '.' is neither a hidden file nor a spreadsheet formula (an escaped '-smoke' could never be resumed).
+SUITE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}")
+SUITE_NAME_RULE = (
+    "1 to 100 letters, digits, '_', '-' or '.', starting with a letter, digit or '_' (the name becomes "
+    "results/NAME-<time>.csv, and a leading '-' is escaped in the CSV, which could then never be resumed)"
+)
 
 
 @dataclass(frozen=True)
@@ -58,16 +79,32 @@ class Suite:
 
     def cells(self) -> list[Cell]:
         """The grid in a stable order: task, regularizer, keep rate, input keep rate, dropout, size, seed."""
-        cells = []
-        for task, reg, keep, input_keep, dropout, size, seed in itertools.product(
-            self.tasks, self.regularizers, self.keep_rates, self.input_keep_rates, self.dropouts,
-            self.train_sizes, self.seeds,
-        ):  # fmt: skip
-            check_combination(task, keep, dropout, self.source)
-            cells.append(
-                Cell(self.name, task, reg, keep, input_keep, dropout, seed, size, self.mc_samples, self.precision)
+        self.check_grid()
+        return [
+            Cell(self.name, task, reg, keep, input_keep, dropout, seed, size, self.mc_samples, self.precision)
+            for task, reg, keep, input_keep, dropout, size, seed in itertools.product(
+                self.tasks, self.regularizers, self.keep_rates, self.input_keep_rates, self.dropouts,
+                self.train_sizes, self.seeds,
             )
-        return cells
+        ]  # fmt: skip
+
+    def axis_lengths(self) -> dict[str, int]:
+        """How many values each axis of the grid has, by a name for messages (plural)."""
+        return {
+            "tasks": len(self.tasks), "regularizers": len(self.regularizers), "keep rates": len(self.keep_rates),
+            "input keep rates": len(self.input_keep_rates), "dropout kinds": len(self.dropouts),
+            "train sizes": len(self.train_sizes), "seeds": len(self.seeds),
+        }  # fmt: skip
+
+    def check_grid(self, keep_where: str | None = None, dropout_where: str | None = None) -> None:
+        """Refuse, before anything is expanded or written, a grid past MAX_GRID_CELLS and a task its keep
+        rates or dropout kinds do not fit; the `*_where` name the flag when a value came from one."""
+        check_grid_size(self.axis_lengths(), self.source)
+        for task in self.tasks:
+            for keep in self.keep_rates:
+                check_keep_rate_fits(task, keep, keep_where or f"{self.source}: keep_rates")
+            for dropout in self.dropouts:
+                check_dropout_fits(task, dropout, dropout_where or f"{self.source}: dropout")
 
     def describe(self) -> dict[str, object]:
         """A JSON-ready account of the resolved suite, for the run's metadata."""
@@ -161,7 +198,30 @@ def _int(value: object, where: str, minimum: int) -> int:
 def _number(value: object, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise UserError(f"{where}: expected a number, got {value!r}")
+    if not math.isfinite(value):  # TOML has inf and nan; no setting of a suite takes them
+        raise UserError(f"{where}: expected a finite number, got {value!r}")
     return float(value)
+
+
+def _label(value: object) -> str:
+    """A value as a message shows it: numbers as %g, text quoted."""
+    return format(value, "g") if isinstance(value, float) else repr(value)
+
+
+def first_repeat(items: Iterable[object]) -> object | None:
+    """The first item seen twice, or None."""
+    seen: set[object] = set()
+    for item in items:
+        if item in seen:
+            return item
+        seen.add(item)
+    return None
+
+
+def _refuse_repeats(items: Iterable[object], where: str, what: str) -> None:
+    repeated = first_repeat(items)
+    if repeated is not None:
+        raise UserError(f"{where}: {what} {_label(repeated)} is listed twice")
 
 
 def _str(value: object, where: str, allowed: tuple[str, ...] | None = None) -> str:
@@ -186,15 +246,13 @@ def validate_keep_rates(values: object, where: str) -> tuple[float, ...]:
     for rate in rates:
         if problem := keep_rate_problem(rate):
             raise UserError(f"{where}: {problem}")
-    if len(set(rates)) != len(rates):
-        raise UserError(f"{where}: a keep rate is listed twice")
+    _refuse_repeats(rates, where, "keep rate")
     return tuple(sorted(rates))
 
 
 def _dropouts(value: object, where: str) -> tuple[str, ...]:
     kinds = tuple(_str(kind, where, DROPOUT_KINDS) for kind in _list(value, where))
-    if len(set(kinds)) != len(kinds):
-        raise UserError(f"{where}: a dropout kind is listed twice")
+    _refuse_repeats(kinds, where, "dropout kind")
     return kinds
 
 
@@ -203,44 +261,74 @@ def _grid_keep_rates(values: object, where: str) -> tuple[float | tuple[float, .
     items = _list(values, where)
     rates: list[float | tuple[float, ...]] = []
     for item in items:
+        if item == []:
+            raise UserError(f"{where}: expected a keep rate or a list of one per hidden layer, got []")
         if isinstance(item, list):
             rates.append(validate_keep_rates(item, where) if len(item) == 1 else tuple(
                 validate_keep_rates([v], where)[0] for v in item))  # fmt: skip
         else:
             rates.append(validate_keep_rates(item, where)[0])
-    if len(set(rates)) != len(rates):
-        raise UserError(f"{where}: a keep rate is listed twice")
+    repeated = first_repeat(rates)
+    if repeated is not None:
+        shown = list(repeated) if isinstance(repeated, tuple) else _label(repeated)
+        raise UserError(f"{where}: keep rate {shown} is listed twice")
     numbers = sorted(r for r in rates if not isinstance(r, tuple))
     return (*numbers, *(r for r in rates if isinstance(r, tuple)))
 
 
 def _train_sizes(value: object, where: str) -> tuple[int, ...]:
     sizes = [_int(v, where, 1) for v in _list(value, where)]
-    if len(set(sizes)) != len(sizes):
-        raise UserError(f"{where}: a size is listed twice")
+    _refuse_repeats(sizes, where, "train size")
     return tuple(sizes)
 
 
-def check_combination(task: TaskConfig, keep: float | tuple[float, ...], dropout: str, where: str) -> None:
-    """What a cell's model can do: per-layer rates match its layers; spatial needs conv maps; alpha, SELU."""
-    if isinstance(keep, tuple) and len(keep) != len(task.model.hidden):
+def check_keep_rate_fits(task: TaskConfig, keep: float | tuple[float, ...], where: str) -> None:
+    """Hidden keep rates act on hidden layers: one rate per layer when listed, and none below 1 without any
+    (an MLP or conv net with `hidden = []` has no unit a hidden mask could drop, whatever the dropout kind)."""
+    layers = len(task.model.hidden)
+    if isinstance(keep, tuple) and len(keep) != layers:
         raise UserError(
             f"{where}: keep rates {list(keep)} name {len(keep)} layers but task '{task.name}' has "
-            f"{len(task.model.hidden)} hidden layers"
+            f"{layers} hidden layers"
         )
+    if not layers and keep != 1.0:
+        raise UserError(
+            f"{where}: keep rate {keep:g} would drop nothing: task '{task.name}' has no hidden layer "
+            "(model.hidden = []); use keep rate 1.0 for it, and input_keep_rate to drop its inputs"
+        )
+
+
+def check_dropout_fits(task: TaskConfig, dropout: str, where: str) -> None:
+    """Spatial dropout needs conv maps; alpha dropout, a SELU MLP."""
     if dropout == "spatial" and task.model.kind != "cnn":
         raise UserError(f"{where}: dropout 'spatial' drops conv channels; task '{task.name}' uses an mlp")
     if dropout == "alpha" and task.model.kind != "mlp":
         raise UserError(f"{where}: dropout 'alpha' is for SELU MLPs; task '{task.name}' uses a {task.model.kind}")
 
 
+def check_grid_size(axes: dict[str, int], where: str) -> None:
+    """Refuse a grid of more than MAX_GRID_CELLS cells, its size the product of its axes' lengths."""
+    cells = math.prod(axes.values())
+    if cells > MAX_GRID_CELLS:
+        factors = " × ".join(f"{n} {name}" for name, n in axes.items() if n != 1) or "1"
+        raise UserError(
+            f"{where}: the grid has {factors} = {cells:,} cells; a suite may have at most {MAX_GRID_CELLS:,}: "
+            "split it into several suites, or use fewer seeds or values"
+        )
+
+
 def _seeds(value: object, where: str) -> tuple[int, ...]:
     if isinstance(value, int) and not isinstance(value, bool):
-        return tuple(range(_int(value, where, 1)))
+        return tuple(range(_seed_count(_int(value, where, 1), where)))
     seeds = [_int(v, where, 0) for v in _list(value, where)]
-    if len(set(seeds)) != len(seeds):
-        raise UserError(f"{where}: a seed is listed twice")
+    _refuse_repeats(seeds, where, "seed")
     return tuple(seeds)
+
+
+def _seed_count(count: int, where: str) -> int:
+    """A number of seeds no larger than a whole grid may be, checked before range(count) is built."""
+    check_grid_size({"seeds": count}, where)
+    return count
 
 
 # ---------------------------------------------------------------- parts of a suite
@@ -324,13 +412,18 @@ def _strength_values(name: str, value: object, where: str) -> tuple[float, ...]:
             raise UserError(f"{where}.log: expected [low, high], got {bounds!r}")
         low, high = (validate_strength(name, b, f"{where}.log") for b in bounds)
         count = _int(num, f"{where}.num", 2)
+        if count > MAX_SWEEP_VALUES:
+            raise UserError(f"{where}.num: at most {MAX_SWEEP_VALUES:,} values per sweep, got {count:,}")
         if low >= high:
             raise UserError(f"{where}.log: low must be below high, got {bounds!r}")
-        values = [low * (high / low) ** (i / (count - 1)) for i in range(count)]
-        return tuple(float(f"{v:.6g}") for v in values)
+        values = tuple(float(f"{low * (high / low) ** (i / (count - 1)):.6g}") for i in range(count))
+        if first_repeat(values) is not None:
+            raise UserError(f"{where}: {count} values between {low:g} and {high:g} repeat at 6 significant digits; "
+                            "widen the range or lower num")  # fmt: skip
+        return values
     values = tuple(validate_strength(name, v, where) for v in _list(value, where))
-    if len(set(values)) != len(values):
-        raise UserError(f"{where}: a strength is listed twice")
+    # Strengths are written with 6 significant digits (the CSV's strength column): compare them so.
+    _refuse_repeats((float(f"{v:.6g}") for v in values), where, "strength")
     return values
 
 
@@ -357,14 +450,24 @@ def _regularizers(
     names: object, sweeps: dict[str, tuple[float, ...]], kl_target: float, where: str
 ) -> tuple[RegularizerSetting, ...]:
     specs = [_str(n, where) for n in _list(names, where)]
-    settings = []
-    for spec in specs:
-        try:
-            settings += expand_regularizer(spec, sweeps, kl_target=kl_target)
-        except UserError as error:
-            raise UserError(f"{where}: {error}") from None
-    if len({(s.name, s.strength_label) for s in settings}) != len(settings):
-        raise UserError(f"{where}: a regularizer is listed twice")
+    try:
+        parsed = [parse_regularizer(spec) for spec in specs]
+    except UserError as error:
+        raise UserError(f"{where}: {error}") from None
+    # A combination of swept parts is a product of sweeps: count it before expanding it.
+    combinations = {spec: math.prod(len(sweeps.get(n, ())) or 1 for n, _ in p.parts) for spec, p in zip(specs, parsed)}
+    if (total := sum(combinations.values())) > MAX_GRID_CELLS:
+        biggest = max(combinations, key=combinations.__getitem__)
+        raise UserError(
+            f"{where}: {total:,} regularizer settings ('{biggest}' alone: {combinations[biggest]:,} combinations of "
+            f"swept strengths); a suite may have at most {MAX_GRID_CELLS:,} cells"
+        )
+    settings = [s for spec in specs for s in expand_regularizer(spec, sweeps, kl_target=kl_target)]
+    repeated = first_repeat((s.name, s.strength_label) for s in settings)
+    if repeated is not None:
+        name, strength = repeated  # type: ignore[misc]
+        shown = f"'{name}'" + (f" with strength {strength}" if strength else "")
+        raise UserError(f"{where}: regularizer {shown} is listed twice")
     return tuple(settings)
 
 
@@ -387,12 +490,12 @@ def parse_suite(data: dict, source: str) -> Suite:
     raw_tasks = data["task"]
     if not isinstance(raw_tasks, list) or not all(isinstance(t, dict) for t in raw_tasks):
         raise UserError(f"{source}: 'task' must be an array of tables ([[task]])")
+    if not raw_tasks:
+        raise UserError(f"{source}: task: the suite has no task; add a [[task]] table with a name")
     tasks = tuple(_task_config(t, defaults, f"{source}: task[{i}]") for i, t in enumerate(raw_tasks))
-    names = [t.name for t in tasks]
-    if len(set(names)) != len(names):
-        raise UserError(f"{source}: task '{max(names, key=names.count)}' is listed twice")
+    _refuse_repeats((t.name for t in tasks), f"{source}: task", "task")
     return Suite(
-        name=_str(data.get("name", Path(source).stem), f"{source}: name"),
+        name=_suite_name(data, source),
         description=_str(data.get("description", ""), f"{source}: description"),
         source=source,
         tasks=tasks,
@@ -407,6 +510,16 @@ def parse_suite(data: dict, source: str) -> Suite:
         sweeps=sweeps,
         kl_target=kl_target,
     )  # fmt: skip
+
+
+def _suite_name(data: dict, source: str) -> str:
+    """The suite's `name`, or its file's stem, checked against SUITE_NAME before it names any file."""
+    given = "name" in data
+    name = _str(data["name"], f"{source}: name") if given else Path(source).stem
+    if not SUITE_NAME.fullmatch(name):
+        origin = "" if given else " (taken from the file name; set name = '...' in the file)"
+        raise UserError(f"{source}: name: {name!r}{origin} is not allowed; a suite name is {SUITE_NAME_RULE}")
+    return name
 
 
 def load_suite(name_or_path: str | None = None) -> Suite:
@@ -428,6 +541,7 @@ def apply_overrides(suite: Suite, overrides: Overrides) -> Suite:
         by_name = {t.name: t for t in suite.tasks}
         for name in overrides.tasks:
             get_task(name)  # an unknown name fails here with the list of known tasks
+        _refuse_repeats(overrides.tasks, "--task", "task")
         changes["tasks"] = tuple(by_name.get(n) or replace(suite.task_defaults, name=n) for n in overrides.tasks)
     if overrides.epochs is not None:
         tasks = changes.get("tasks", suite.tasks)
@@ -438,8 +552,6 @@ def apply_overrides(suite: Suite, overrides: Overrides) -> Suite:
         changes["input_keep_rates"] = validate_keep_rates(list(overrides.input_keep_rates), "--input-keep")
     if overrides.regularizers is not None:
         changes["regularizers"] = _regularizers(list(overrides.regularizers), suite.sweeps, suite.kl_target, "--reg")
-    if overrides.seeds is not None:
-        changes["seeds"] = tuple(range(overrides.seeds))
     if overrides.dropouts is not None:
         changes["dropouts"] = _dropouts(list(overrides.dropouts), "--dropout")
     if overrides.train_sizes is not None:
@@ -448,4 +560,13 @@ def apply_overrides(suite: Suite, overrides: Overrides) -> Suite:
         changes["mc_samples"] = overrides.mc_samples
     if overrides.precision is not None:
         changes["precision"] = overrides.precision
-    return replace(suite, **changes)
+    resolved = replace(suite, **changes)
+    if overrides.seeds is not None:
+        # Counted with the other axes before range(seeds) is built: `--seeds 100000000` is refused at once.
+        check_grid_size({**resolved.axis_lengths(), "seeds": overrides.seeds}, "--seeds")
+        resolved = replace(resolved, seeds=tuple(range(overrides.seeds)))
+    resolved.check_grid(
+        keep_where="--keep" if overrides.keep_rates is not None else None,
+        dropout_where="--dropout" if overrides.dropouts is not None else None,
+    )
+    return resolved
