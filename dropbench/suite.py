@@ -418,8 +418,8 @@ def _strength_values(name: str, value: object, where: str) -> tuple[float, ...]:
             raise UserError(f"{where}.log: low must be below high, got {bounds!r}")
         values = tuple(float(f"{low * (high / low) ** (i / (count - 1)):.6g}") for i in range(count))
         if first_repeat(values) is not None:
-            raise UserError(f"{where}: {count} values between {low:g} and {high:g} repeat at 6 significant digits; "
-                            "widen the range or lower num")  # fmt: skip
+            raise UserError(f"{where}: num = {count} values over log = {bounds!r} repeat at 6 significant digits "
+                            "(the CSV's precision); widen the range or lower num")  # fmt: skip
         return values
     values = tuple(validate_strength(name, v, where) for v in _list(value, where))
     # Strengths are written with 6 significant digits (the CSV's strength column): compare them so.
