@@ -66,7 +66,8 @@ def cli() -> None:
 
     \b
     Exit codes: 0 done; 1 cells that failed or diverged, or a regression found by compare; 2 bad input
-    (compare: nothing comparable); 130 interrupted.
+    (compare: nothing comparable), or a file dropbench cannot use (read-only, disk full, not its own,
+    another run writing to it); 130 interrupted.
     """
 
 
@@ -157,7 +158,7 @@ Dropout kinds (--dropout), all keyed by the keep rate p:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Results CSV [default: results/SUITE-<UTC time>.csv]. An existing file is resumed.",
+    help="Results CSV [default: results/SUITE-<UTC time>.csv]. An existing file is resumed, by one run at a time.",
 )
 @click.option(
     "--jobs",

@@ -44,7 +44,7 @@ def interrupts_held() -> Iterator[None]:
     kills the process wherever it is. Blocking the signal in the main thread is not enough (the kernel
     hands it to another thread), so for the block's duration the handlers only note the signal; once
     the block ends, each noted signal is raised again, to the handler that was there before. Handlers
-    can only be set from the main thread; in another thread no handler runs, so there is nothing to hold.
+    can only be set from the main thread, and only ever run there: a write in another thread is not cut.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -213,6 +213,12 @@ def check_output(path: Path) -> None:
             if not ancestor.is_dir():
                 raise UserError(f"{path}: {ancestor} is a file, not a folder")
             break
+
+
+def check_writable(path: Path) -> None:
+    """Refuse an existing file this user may not write (a run would append to it, or replace it)."""
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"{path}: read-only; dropbench would write to it: make it writable, or choose another file")
 
 
 def prepare_output(path: Path) -> None:

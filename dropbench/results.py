@@ -19,7 +19,15 @@ from pathlib import Path
 import pandas as pd
 
 from .errors import UserError
-from .files import append_bytes, append_lock, complete_lines, os_error, repair_torn_tail, replace_atomically
+from .files import (
+    append_bytes,
+    append_lock,
+    check_writable,
+    complete_lines,
+    os_error,
+    repair_torn_tail,
+    replace_atomically,
+)
 
 # 2: provenance columns python/scikit-learn versions, host, cpu, threads
 # 3: layer_keep_rates, train_size, calibration (test_nll, test_ece) and MC dropout columns
@@ -301,6 +309,7 @@ class ResultStore:
         for path in self.paths:
             if path.exists() and not path.is_file():
                 raise UserError(f"{path}: not a regular file; dropbench writes its results there: choose another --out")
+            check_writable(path)
         self.rows.check_header(any_version=any_version)
         self.epochs.check_header(any_version=any_version)
         if not _is_run_metadata(self.meta_path):

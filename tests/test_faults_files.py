@@ -266,7 +266,7 @@ def test_a_read_only_folder_on_resume_changes_nothing(tmp_path, capsys, monkeypa
     assert_untouched(before)
 
 
-def test_a_read_only_results_file_on_resume_changes_nothing(tmp_path, capsys, monkeypatch, finished):
+def test_a_write_refused_on_resume_changes_no_row(tmp_path, capsys, monkeypatch, finished):
     out = copy_run(finished, tmp_path)
     before = snapshot(tmp_path)
     real = os.open
@@ -281,6 +281,19 @@ def test_a_read_only_results_file_on_resume_changes_nothing(tmp_path, capsys, mo
     assert code == 2
     assert_one_error_line(err, "cannot write", "r.epochs.csv", "Permission denied")
     assert_untouched(before, own=(out.with_suffix(".json"),))
+
+
+def test_a_read_only_results_file_is_refused_before_anything_is_written(tmp_path, capsys, monkeypatch, finished):
+    out = copy_run(finished, tmp_path)
+    before = snapshot(tmp_path)
+    real = os.access
+    monkeypatch.setattr(
+        files.os, "access", lambda path, mode: (Path(path) != out or not mode & os.W_OK) and real(path, mode)
+    )
+    code, err = cli_main(capsys, "run", *TWO_SEEDS, "--out", out)
+    assert code == 2
+    assert_one_error_line(err, str(out), "read-only")
+    assert_untouched(before)
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
