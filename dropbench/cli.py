@@ -100,7 +100,8 @@ def cli() -> None:
 
     \b
     Exit codes: 0 done; 1 cells that failed or diverged, or a regression found by compare; 2 bad input
-    (compare: nothing comparable); 130 interrupted.
+    (compare: nothing comparable), or a file dropbench cannot use (read-only, disk full, not its own,
+    another run writing to it); 130 interrupted.
     """
 
 
@@ -191,7 +192,7 @@ Dropout kinds (--dropout), all keyed by the keep rate p:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Results CSV [default: results/SUITE-<UTC time>.csv]. An existing file is resumed.",
+    help="Results CSV [default: results/SUITE-<UTC time>.csv]. An existing file is resumed, by one run at a time.",
 )
 @click.option(
     "--jobs",
@@ -368,12 +369,12 @@ def report(
 
     Every choice (★, --best, --reference) is made on the validation split; test figures only report it.
     """
-    from .render import as_json, markdown, paired_markdown, paired_tables, rich_tables, task_grids, wide_csv
+    from .render import as_json, csv_text, markdown, paired_markdown, paired_tables, rich_tables, task_grids, wide_csv
     from .report import best_report, failed_cells, summarize, tests_for
-    from .results import read_results
+    from .results import read_results, require_rows
     from .terminal import print_best, print_failed, print_reference, stdout_console
 
-    frame = read_results(*results)
+    frame = require_rows(read_results(*results), results)
     if tasks:
         unknown = sorted(set(tasks) - set(frame["task"]))
         if unknown:
@@ -389,7 +390,7 @@ def report(
     if fmt == "markdown":
         click.echo(markdown(grids, tested=True) + (paired_markdown(grids) if paired else ""), nl=False)
     elif fmt == "csv":
-        click.echo(tests.to_csv(index=False, float_format="%.6g") if paired else wide_csv(grids), nl=False)
+        click.echo(csv_text(tests) if paired else wide_csv(grids), nl=False)
     elif fmt == "json":
         click.echo(as_json(summary, tests, metric), nl=False)
     else:
@@ -459,9 +460,9 @@ def plot(results: tuple[Path, ...], out_dir: Path, fmt: str, tasks: tuple[str, .
          reference: str | None) -> int:  # fmt: skip
     """Draw error against keep rate (with CI bands), gap heatmaps and learning curves per task."""
     from .plots import write_plots
-    from .results import read_epochs, read_results
+    from .results import read_epochs, read_results, require_rows
 
-    frame = read_results(*results)
+    frame = require_rows(read_results(*results), results)
     written = write_plots(frame, read_epochs(*results), out_dir, fmt=fmt, tasks=tasks, reference=reference)
     for path in written:
         click.echo(str(path))

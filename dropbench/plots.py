@@ -23,6 +23,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from .errors import UserError  # noqa: E402
+from .files import os_error  # noqa: E402
 from .report import CONFIG_COLUMNS, config_label, latest_rows, summarize, with_config_defaults  # noqa: E402
 
 FORMATS = ("png", "svg")
@@ -256,6 +257,8 @@ def _save(fig: Figure, path: Path, fmt: str) -> None:
             fig.savefig(path, format="png", dpi=PNG_DPI)
         else:
             fig.savefig(path, format="svg", metadata={"Date": None})  # no timestamp: reruns give the same file
+    except OSError as error:
+        raise os_error(path, "write", error) from None
     finally:
         plt.close(fig)
 
@@ -302,7 +305,10 @@ def write_plots(
         if missing:
             raise UserError(f"no results for task(s) {', '.join(missing)}; tasks in the results: {', '.join(known)}")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise os_error(out_dir, "create the folder", error) from None
     cell_ids = set(epochs["cell_id"].astype(str)) if epochs is not None and len(epochs) else set()
     ok = latest_rows(results)
     ok = ok[ok["status"] == "ok"]

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .report import CONFIG_COLUMNS, SETUP_COLUMNS, config_label
+from .results import format_value
 from .stats import TEST_NAMES
 
 BASELINE_MARK = "◆"
@@ -316,7 +317,17 @@ def wide_csv(grids: list[Grid]) -> str:
                 record[f"keep_{keep:g}"] = mean
                 record[f"keep_{keep:g}_ci"] = half
             records.append(record)
-    return pd.DataFrame.from_records(records).to_csv(index=False, float_format="%.6g")
+    return csv_text(pd.DataFrame.from_records(records))
+
+
+def csv_text(frame: pd.DataFrame) -> str:
+    """A CSV export for spreadsheets: text cells escaped by the results files' rule (a task named '=1+1' is
+    written as text, not as a formula), numbers to 6 significant digits."""
+    safe = frame.copy()
+    for column in safe.columns:
+        if not pd.api.types.is_numeric_dtype(safe[column]):
+            safe[column] = safe[column].map(lambda v: format_value(v) if isinstance(v, str) else v)
+    return safe.to_csv(index=False, float_format="%.6g")
 
 
 def as_json(summary: pd.DataFrame, tests: pd.DataFrame | None, metric: str) -> str:

@@ -3,6 +3,7 @@
 A results file `NAME.csv` has two siblings: `NAME.epochs.csv` (per-epoch curves keyed by cell_id and
 epoch) and `NAME.json` (run metadata). Rows are appended under a file lock and flushed per cell, so a
 killed run loses at most the cell in flight and a rerun into the same file continues where it stopped.
+Every value goes through format_value on its way into a file and through parse_value on its way back.
 """
 
 import csv
@@ -10,19 +11,23 @@ import io
 import json
 import math
 import os
-import signal
-import threading
 import time
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import TextIO
 
 import pandas as pd
-from filelock import FileLock
 
 from .errors import UserError
+from .files import (
+    append_bytes,
+    append_lock,
+    check_writable,
+    complete_lines,
+    os_error,
+    repair_torn_tail,
+    replace_atomically,
+)
 
 # 2: provenance columns python/scikit-learn versions, host, cpu, threads
 # 3: layer_keep_rates, train_size, calibration (test_nll, test_ece) and MC dropout columns
@@ -94,6 +99,16 @@ class ResultRow:
 COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow))
 EPOCH_COLUMNS: tuple[str, ...] = ("cell_id", "epoch", "fit_loss", "val_loss", "val_acc")
 TEXT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow) if f.type is str)
+# What each column holds, to read a file back into values (merge writes again what it reads).
+COLUMN_TYPES: dict[str, type] = {f.name: f.type for f in fields(ResultRow)}  # type: ignore[misc]
+EPOCH_TYPES: dict[str, type] = {"cell_id": str, "epoch": int, "fit_loss": float, "val_loss": float, "val_acc": float}
+KEEP_RATE_COLUMNS = ("keep_rate", "input_keep_rate")
+
+# A spreadsheet evaluates a text cell that starts with one of these (OWASP's CSV-injection list), so such
+# text is written behind an apostrophe; text that starts with an apostrophe gets one more, so that
+# reading a cell back gives exactly the text that was written.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t")
+ESCAPE = "'"
 
 
 def format_value(value: object) -> str:
@@ -101,8 +116,30 @@ def format_value(value: object) -> str:
     if isinstance(value, float):
         return "" if math.isnan(value) else repr(value)
     text = str(value).replace("\r", " ").replace("\n", " ")
-    # A spreadsheet would evaluate a text cell that starts like a formula.
-    return "'" + text if text[:1] in ("=", "+", "-", "@") else text
+    return ESCAPE + text if text[:1] in (*FORMULA_STARTS, ESCAPE) else text
+
+
+def read_text(cell: str) -> str:
+    """The text format_value wrote as `cell` (its escaping apostrophe taken off)."""
+    return cell[1:] if cell[:1] == ESCAPE and cell[1:2] in (*FORMULA_STARTS, ESCAPE) else cell
+
+
+def parse_value(kind: type, cell: str) -> object:
+    """The value of type `kind` that format_value wrote as `cell`; ValueError when the text is none. An
+    infinity is refused: a figure dropbench could not measure is written as an empty cell (NaN)."""
+    if kind is str:
+        return read_text(cell)
+    if kind is int:
+        return int(cell)
+    number = math.nan if cell == "" else float(cell)
+    if math.isinf(number):
+        raise ValueError(f"{cell!r} is not finite")
+    return number
+
+
+def stored_text(value: object) -> str:
+    """`value` as reading its results file gives it back: format_value's text, unescaped."""
+    return read_text(format_value(value))
 
 
 def sidecar_paths(csv_path: Path) -> tuple[Path, Path]:
@@ -111,118 +148,146 @@ def sidecar_paths(csv_path: Path) -> tuple[Path, Path]:
     return csv_path.with_name(f"{stem}.epochs.csv"), csv_path.with_name(f"{stem}.json")
 
 
-def _lock(path: Path) -> FileLock:
-    return FileLock(str(path.with_name(f".{path.name}.lock")))
-
-
-def _repair_torn_tail(path: Path) -> None:
-    """Drop a last line left half-written by a killed process (the file must end with a newline)."""
-    with open(path, "rb+") as handle:
-        size = handle.seek(0, os.SEEK_END)
-        if size == 0:
-            return
-        handle.seek(size - 1)
-        if handle.read(1) == b"\n":
-            return
-        handle.seek(0)
-        keep = handle.read().rfind(b"\n") + 1
-        handle.truncate(keep)
-
-
-@contextmanager
-def _signals_deferred() -> Iterator[None]:
-    """Hold Ctrl-C (and SIGTERM) back while a row is written, so an interrupt never tears a line.
-
-    Only the main thread can block signals; elsewhere (and on Windows) this does nothing, and a torn
-    last line from a hard kill is still repaired by the next write.
-    """
-    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held = {signal.SIGINT, signal.SIGTERM}
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+def _decode(path: Path, data: bytes) -> str:
     try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a dropbench CSV (not UTF-8 text)") from None
 
 
-def _write_rows(handle: TextIO, text: str) -> None:
-    # Test hook: DROPBENCH_TEST_WRITE_PAUSE=SECONDS writes each batch of rows in two halves with a pause
-    # between, so the kill test can land a SIGKILL in the middle of a line. Unset in normal use.
-    pause = float(os.environ.get("DROPBENCH_TEST_WRITE_PAUSE", "0") or 0)
-    if pause <= 0:
-        handle.write(text)
-        return
-    half = len(text) // 2
-    handle.write(text[:half])
-    handle.flush()
-    time.sleep(pause)
-    handle.write(text[half:])
+def _encode(rows: Iterable[Iterable[str]]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue().encode("utf-8")
+
+
+def table_bytes(columns: tuple[str, ...], rows: Iterable[dict[str, object]]) -> bytes:
+    """A whole CSV file, header and rows, every value through format_value."""
+    return _encode([columns, *([format_value(row[c]) for c in columns] for row in rows)])
+
+
+def _records(path: Path, text: str, width: int) -> Iterable[tuple[int, list[str]]]:
+    """(line number, fields) of each row after the header; a row of another width is a UserError."""
+    reader = csv.reader(io.StringIO(text))
+    try:
+        next(reader, None)
+        for record in reader:
+            if not record:
+                continue  # a blank line
+            if len(record) != width:
+                raise UserError(f"{path}: line {reader.line_num}: {len(record)} fields, expected {width}")
+            yield reader.line_num, record
+    except csv.Error as error:
+        raise UserError(f"{path}: line {reader.line_num}: not a CSV line ({error})") from None
+
+
+def read_table(path: Path, types: dict[str, type]) -> list[dict[str, object]]:
+    """Every row of a dropbench CSV with these columns, as values (what CsvTable.append was given).
+    Anything else is a UserError naming the file, and the line where there is one: other columns, a row
+    of the wrong length, a figure that is not a number, bytes that are not text, a last line cut short."""
+    if not path.is_file():
+        raise UserError(f"results file not found: {path}")
+    table = CsvTable(path, tuple(types))
+    table.check_header()
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise os_error(path, "read", error) from None
+    if data and not data.endswith(b"\n"):
+        raise UserError(f"{path}: its last line is cut short (a run killed while writing?); resume that run first")
+    rows = []
+    for line, record in _records(path, _decode(path, data), len(types)):
+        row = {}
+        for (column, kind), cell in zip(types.items(), record):
+            try:
+                row[column] = parse_value(kind, cell)
+            except ValueError:
+                expected = "a whole number" if kind is int else "a finite number or empty"
+                raise UserError(f"{path}: line {line}: {column} is {cell[:40]!r}, not {expected}") from None
+        rows.append(row)
+    return rows
 
 
 class CsvTable:
-    """An append-only CSV with a fixed header, safe against concurrent writers and kills."""
+    """An append-only CSV with a fixed header, safe against concurrent writers, kills and interrupts."""
 
     def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
         self.path, self.columns = path, columns
 
-    def _check_header(self) -> None:
-        with open(self.path, newline="", encoding="utf-8") as handle:
-            header = next(csv.reader(handle), None)
-        if header is not None and tuple(header) != self.columns:
-            raise UserError(
-                f"{self.path}: its columns are not this dropbench's schema (version {SCHEMA_VERSION}); "
-                "write to a new --out file"
-            )
+    def header(self) -> tuple[str, ...] | None:
+        """The file's first row (None for an empty file); bytes that are not text give a header no table has."""
+        try:
+            with open(self.path, "rb") as handle:
+                first = handle.readline()
+        except OSError as error:
+            raise os_error(self.path, "read", error) from None
+        if not first:
+            return None
+        return tuple(next(csv.reader([first.decode("utf-8", errors="replace").rstrip("\r\n")]), []))
 
-    def append(self, rows: Iterable[dict[str, object]], *, verbatim: bool = False) -> None:
-        """Append rows under the lock, flushed and fsynced. `verbatim`: the values are already CSV text
-        (rows read from another results file), written as they are."""
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, lineterminator="\n")
-        convert = str if verbatim else format_value
-        writer.writerows([convert(row[c]) for c in self.columns] for row in rows)
-        with _lock(self.path):
-            exists = self.path.exists()
-            if exists:
-                _repair_torn_tail(self.path)
-                self._check_header()
-            with _signals_deferred(), open(self.path, "a", newline="", encoding="utf-8") as handle:
-                if not exists or handle.tell() == 0:
-                    handle.write(",".join(self.columns) + "\n")
-                _write_rows(handle, buffer.getvalue())
-                handle.flush()
-                os.fsync(handle.fileno())
+    def check_header(self, *, any_version: bool = False) -> None:
+        """Refuse a file that is not this table, before anything is written to it (an empty file is fine:
+        it gets the header). `any_version`: a dropbench file of an earlier schema will do (to move it aside)."""
+        header = self.header() if self.path.exists() else None
+        if header is None or header == self.columns:
+            return
+        if any_version and header[:1] == ("cell_id",) and self.columns[1] in header:
+            return
+        raise UserError(
+            f"{self.path}: its columns are not this dropbench's schema (version {SCHEMA_VERSION}), so dropbench "
+            "leaves it alone: choose another file"
+        )
+
+    def append(self, rows: Iterable[dict[str, object]]) -> None:
+        """Append rows (each value through format_value) under the lock, as one fsynced write."""
+        data = _encode([format_value(row[c]) for c in self.columns] for row in rows)
+        with append_lock(self.path):
+            if self.path.exists():
+                repair_torn_tail(self.path)
+                self.check_header()
+            if not self.path.exists() or self.path.stat().st_size == 0:
+                data = (",".join(self.columns) + "\n").encode("utf-8") + data
+            append_bytes(self.path, data)
 
     def read_rows(self) -> list[dict[str, str]]:
+        """The rows as the file stores them (CSV text); a last line still being written is left out, so
+        this reads without the lock and writes nothing."""
         if not self.path.exists():
             return []
-        with _lock(self.path):
-            _repair_torn_tail(self.path)
-            self._check_header()
-            with open(self.path, newline="", encoding="utf-8") as handle:
-                return list(csv.DictReader(handle))
+        self.check_header()
+        text = _decode(self.path, complete_lines(self.path))
+        return [dict(zip(self.columns, record)) for _, record in _records(self.path, text, len(self.columns))]
 
     def keep_only(self, column: str, allowed: set[str]) -> None:
-        """Rewrite the file without rows whose `column` is not in `allowed` (atomic replace)."""
+        """Rewrite the file without rows whose `column` is not in `allowed` (atomic replace). The rows kept
+        are dropbench's own, written again byte for byte."""
         if not self.path.exists():
             return
-        with _lock(self.path):
-            _repair_torn_tail(self.path)
-            with open(self.path, newline="", encoding="utf-8") as handle:
-                rows = list(csv.DictReader(handle))
+        with append_lock(self.path):
+            repair_torn_tail(self.path)
+            rows = self.read_rows()
             kept = [r for r in rows if r[column] in allowed]
             if len(kept) == len(rows):
                 return
-            tmp = self.path.with_name(f".{self.path.name}.tmp")
-            with open(tmp, "w", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fieldnames=self.columns, lineterminator="\n")
-                writer.writeheader()
-                writer.writerows(kept)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, self.path)
+            text = [self.columns, *([r[c] for c in self.columns] for r in kept)]
+            replace_atomically(self.path, _encode(text))
+
+
+def _is_run_metadata(path: Path) -> bool:
+    """An absent or empty JSON sidecar, or one dropbench wrote: an object with its `runs` or `merged_from`."""
+    if not path.exists():
+        return True
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise os_error(path, "read", error) from None
+    if not data.strip():
+        return True
+    try:
+        meta = json.loads(data)
+    except ValueError:
+        return False
+    return isinstance(meta, dict) and ("runs" in meta or "merged_from" in meta)
 
 
 class ResultStore:
@@ -234,9 +299,27 @@ class ResultStore:
         self.rows = CsvTable(csv_path, COLUMNS)
         self.epochs = CsvTable(self.epochs_path, EPOCH_COLUMNS)
 
+    @property
+    def paths(self) -> tuple[Path, Path, Path]:
+        return self.csv_path, self.epochs_path, self.meta_path
+
+    def check_ours(self, *, any_version: bool = False) -> None:
+        """Refuse, before anything is written, a results file or sidecar that exists but is not dropbench's:
+        a run would append to it or overwrite it (a project's package.json beside package.csv, say)."""
+        for path in self.paths:
+            if path.exists() and not path.is_file():
+                raise UserError(f"{path}: not a regular file; dropbench writes its results there: choose another --out")
+            check_writable(path)
+        self.rows.check_header(any_version=any_version)
+        self.epochs.check_header(any_version=any_version)
+        if not _is_run_metadata(self.meta_path):
+            raise UserError(f"{self.meta_path}: not dropbench's run metadata, and a run into {self.csv_path} would "
+                            "overwrite it; nothing was changed: choose another --out")  # fmt: skip
+
     def written(self) -> dict[str, dict[str, str]]:
-        """cell_id -> its row, for every cell the file already holds."""
-        return {row["cell_id"]: row for row in self.rows.read_rows()}
+        """cell_id -> its row, for every cell the file already holds (text cells unescaped: as written)."""
+        rows = self.rows.read_rows()
+        return {row["cell_id"]: {c: read_text(v) if c in TEXT_COLUMNS else v for c, v in row.items()} for row in rows}
 
     def forget(self, cell_ids: set[str]) -> None:
         """Remove these cells' rows and curves (to rerun them) without touching any other row."""
@@ -249,16 +332,25 @@ class ResultStore:
         self.epochs.keep_only("cell_id", done)
 
     def set_aside(self) -> Path | None:
-        """Move the file and its sidecars to NAME.<UTC time>.bak.* (never deleted); returns the new CSV path."""
+        """Move the file and its sidecars to NAME.<UTC time>.bak.* (never deleted, never over an earlier
+        backup); returns the new CSV path."""
         if not self.csv_path.exists():
             return None
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         stem = self.csv_path.name.removesuffix(".csv")
+        suffixes = (".csv", ".epochs.csv", ".json")
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        tag, copy = stamp, 1
+        while any(self.csv_path.with_name(f"{stem}.{tag}.bak{s}").exists() for s in suffixes):
+            copy += 1
+            tag = f"{stamp}-{copy}"
         moved = None
-        for path, suffix in ((self.csv_path, ".csv"), (self.epochs_path, ".epochs.csv"), (self.meta_path, ".json")):
+        for path, suffix in zip(self.paths, suffixes):
             if path.exists():
-                target = path.with_name(f"{stem}.{stamp}.bak{suffix}")
-                os.replace(path, target)
+                target = path.with_name(f"{stem}.{tag}.bak{suffix}")
+                try:
+                    os.replace(path, target)
+                except OSError as error:
+                    raise os_error(path, "move aside", error) from None
                 moved = moved or target
         return moved
 
@@ -271,40 +363,83 @@ class ResultStore:
         if not self.meta_path.exists():
             return {}
         try:
-            return json.loads(self.meta_path.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError):
+            meta = json.loads(self.meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
             return {}
+        return meta if isinstance(meta, dict) else {}
 
     def write_metadata(self, metadata: dict) -> None:
-        tmp = self.meta_path.with_name(f".{self.meta_path.name}.tmp")
-        tmp.write_text(json.dumps(metadata, indent=2, default=str) + "\n", encoding="utf-8")
-        os.replace(tmp, self.meta_path)
+        replace_atomically(self.meta_path, (json.dumps(metadata, indent=2, default=str) + "\n").encode("utf-8"))
+
+
+def _numbers(frame: pd.DataFrame, path: Path, types: dict[str, type]) -> pd.DataFrame:
+    """The frame's numeric columns as numbers; text that is not one, an infinity, or a keep rate outside
+    (0, 1] is a UserError naming the file, line and column (reports would otherwise fail deep inside)."""
+    frame = frame.copy()
+    for column in (c for c in frame.columns if types.get(c) in (int, float)):
+        raw = frame[column]
+        numbers = pd.to_numeric(raw, errors="coerce")
+        spelled_nan = raw.astype(str).str.strip().str.lower().isin(["", "nan"])
+        problems = [
+            (numbers.isna() & raw.notna() & ~spelled_nan, "not a number"),
+            (numbers.isin([math.inf, -math.inf]), "not finite"),
+        ]
+        if column in KEEP_RATE_COLUMNS:
+            problems.append((~numbers.between(0, 1, inclusive="right"), "not a keep rate in (0, 1]"))
+        for bad, what in problems:
+            if bad.any():
+                index = int(bad.to_numpy().argmax())
+                cell = "" if pd.isna(raw.iloc[index]) else str(raw.iloc[index])[:40]
+                raise UserError(f"{path}: line {index + 2}: {column} is {cell!r}, {what}")
+        frame[column] = numbers
+    return frame
+
+
+def _read_csv(path: Path, **options: object) -> pd.DataFrame:
+    """pandas' read of one CSV, its failures as one UserError naming the file."""
+    if not path.is_file():
+        raise UserError(f"results file not found: {path}")
+    try:
+        return pd.read_csv(path, **options)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UserError(f"{path}: not a readable dropbench CSV: {reason}") from None
+    except OSError as error:
+        raise os_error(path, "read", error) from None
 
 
 def read_results(*paths: str | Path) -> pd.DataFrame:
     """Read one or more results CSVs into one DataFrame (text columns as text, empty cells as NaN)."""
     frames = []
-    for path in paths:
-        path = Path(path)
-        if not path.is_file():
-            raise UserError(f"results file not found: {path}")
-        try:
-            frame = pd.read_csv(path, dtype={c: "string" for c in TEXT_COLUMNS}, keep_default_na=False,
-                                na_values={c: [""] for c in COLUMNS if c not in TEXT_COLUMNS})  # fmt: skip
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
-            raise UserError(f"{path}: not a readable results CSV: {error}") from None
+    for path in map(Path, paths):
+        frame = _read_csv(path, dtype={c: "string" for c in TEXT_COLUMNS}, keep_default_na=False,
+                          na_values={c: [""] for c in COLUMNS if c not in TEXT_COLUMNS})  # fmt: skip
         missing = [c for c in ("cell_id", "task", "regularizer", "keep_rate", "status") if c not in frame.columns]
         if missing:
             raise UserError(f"{path}: not a dropbench results CSV (missing columns: {', '.join(missing)})")
-        frames.append(frame)
+        for column in (c for c in TEXT_COLUMNS if c in frame.columns):
+            frame[column] = frame[column].map(read_text, na_action="ignore").astype("string")
+        frames.append(_numbers(frame, path, COLUMN_TYPES))
     return pd.concat(frames, ignore_index=True)
+
+
+def require_rows(frame: pd.DataFrame, paths: Iterable[str | Path]) -> pd.DataFrame:
+    """The frame, refused when it holds no row (a header-only file: a shard with no cells, a killed run)."""
+    if frame.empty:
+        raise UserError(f"no results rows in {', '.join(map(str, paths))}: a header only (a shard that got no cells, "
+                        "or a run stopped before its first cell)")  # fmt: skip
+    return frame
 
 
 def read_epochs(*paths: str | Path) -> pd.DataFrame | None:
     """The per-epoch curves beside these results files (None when none has any)."""
-    frames = [
-        pd.read_csv(epochs, dtype={"cell_id": "string"})
-        for epochs in (sidecar_paths(Path(p))[0] for p in paths)
-        if epochs.is_file()
-    ]
+    frames = []
+    for epochs in (sidecar_paths(Path(p))[0] for p in paths):
+        if not epochs.is_file():
+            continue
+        frame = _read_csv(epochs, dtype={"cell_id": "string"}, keep_default_na=False, na_values=[""])
+        missing = [c for c in EPOCH_COLUMNS if c not in frame.columns]
+        if missing:
+            raise UserError(f"{epochs}: not a dropbench epochs CSV (missing columns: {', '.join(missing)})")
+        frames.append(_numbers(frame, epochs, EPOCH_TYPES))
     return pd.concat(frames, ignore_index=True) if frames else None

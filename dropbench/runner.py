@@ -3,6 +3,7 @@
 import platform
 from collections import Counter
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from time import perf_counter
@@ -13,12 +14,13 @@ from .data import data_checksums, prepare_task
 from .devices import describe
 from .errors import UserError
 from .executors import LocalExecutor, PoolExecutor, make_executor
+from .files import check_output, prepare_output, run_lock
 
 if TYPE_CHECKING:
     from .ray_executor import RayExecutor
 from .planning import Shard, shard_cells
 from .provenance import command_line, git_commit, machine, package_version, utc_now, utc_stamp, versions
-from .results import SCHEMA_VERSION, ResultRow, ResultStore, format_value
+from .results import SCHEMA_VERSION, ResultRow, ResultStore, stored_text
 from .suite import Suite
 from .train import CellResult
 
@@ -91,6 +93,7 @@ def _metadata(store: ResultStore, suite: Suite, executor_name: str, command: str
         "versions": versions(), "git_commit": git_commit(), "machine": machine(),
     })  # fmt: skip
     return {
+        **({"merged_from": meta["merged_from"]} if "merged_from" in meta else {}),  # a merged file's record stays
         "csv": store.csv_path.name,
         "schema_version": SCHEMA_VERSION,
         "suite": suite.describe(),
@@ -104,12 +107,12 @@ SETUP_COLUMNS = ("model", "optimizer", "lr", "momentum", "batch_size", "max_epoc
 
 
 def setup_values(cell: Cell) -> dict[str, str]:
-    """The cell's SETUP_COLUMNS as its CSV row writes them."""
+    """The cell's SETUP_COLUMNS as reading its CSV row gives them back."""
     task = cell.task
     values = {"model": task.model.label, "optimizer": task.optimizer.label, "lr": task.optimizer.lr,
               "momentum": task.optimizer.momentum_value, "batch_size": task.batch_size, "max_epochs": task.epochs,
               "precision": cell.precision, "mc_samples": cell.mc_samples}  # fmt: skip
-    return {column: format_value(value) for column, value in values.items()}
+    return {column: stored_text(value) for column, value in values.items()}
 
 
 def setup_conflict(written: Iterable[dict[str, str]], cells: list[Cell]) -> str | None:
@@ -142,7 +145,9 @@ class Plan:
 
 def plan_run(suite: Suite, csv_path: Path, *, shard: Shard | None = None, rerun_failed: bool = False) -> Plan:
     """Expand the grid, keep this shard's part, and subtract what the file already holds."""
+    check_output(csv_path)
     store = ResultStore(csv_path)
+    store.check_ours()
     written = store.written()
     others = sorted({row["suite"] for row in written.values()} - {suite.name})
     if others:
@@ -198,40 +203,45 @@ def run_suite(
     reporter = reporter or Reporter()
     executor = executor or make_executor()
     csv_path = Path(out) if out else default_out_path(suite.name)
-    csv_path.parent.mkdir(parents=True, exist_ok=True)
-    store = ResultStore(csv_path)
-    if fresh and (moved := store.set_aside()) is not None:
-        reporter.note(f"moved the earlier results aside to {moved}")
+    prepare_output(csv_path)
+    with run_lock(csv_path):  # a second run into the same file would run every cell again
+        store = ResultStore(csv_path)
+        # Nothing is written, moved or overwritten unless every file there is dropbench's own.
+        store.check_ours(any_version=fresh)
+        if fresh and (moved := store.set_aside()) is not None:
+            reporter.note(f"moved the earlier results aside to {moved}")
 
-    for task in suite.tasks:
-        prepare_task(task.name, log=reporter.note)
-    plan = plan_run(suite, csv_path, shard=shard, rerun_failed=rerun_failed)
-    if plan.rerun:
-        store.forget(plan.rerun)
-    store.drop_orphan_epochs(set(store.written()))
-    metadata = _metadata(store, suite, executor.name, command or command_line(), shard)
-    store.write_metadata(metadata)
-    provenance = _provenance(executor)
-    summary = RunSummary(csv_path=csv_path, total=len(plan.cells), skipped=len(plan.cells) - len(plan.todo))
-    reporter.start(suite, len(plan.todo), summary.skipped, csv_path)
-    started, completed = perf_counter(), False
-    try:
-        for cell, result, started_at in executor.run(plan.todo):
-            row = make_row(cell, result, started_at, provenance)
-            curves = [{"cell_id": cell.cell_id, **asdict(point)} for point in result.curves]
-            store.append(row, curves)
-            summary.counts[row.status] += 1
-            if row.status != "ok":
-                summary.problems.append(f"{cell.describe()}: {row.status}: {row.error}")
-            reporter.cell_done(cell, row)
-            if on_row is not None:
-                on_row(row)
-        completed = True
-    finally:
-        summary.seconds = perf_counter() - started
-        metadata["runs"][-1].update(
-            finished_at=utc_now(), completed=completed, cells=dict(summary.counts), seconds=summary.seconds
-        )
+        for task in suite.tasks:
+            prepare_task(task.name, log=reporter.note)
+        plan = plan_run(suite, csv_path, shard=shard, rerun_failed=rerun_failed)
+        if plan.rerun:
+            store.forget(plan.rerun)
+        store.drop_orphan_epochs(set(store.written()))
+        metadata = _metadata(store, suite, executor.name, command or command_line(), shard)
         store.write_metadata(metadata)
-        reporter.finish(summary)  # also on Ctrl-C, so a live progress bar is torn down cleanly
+        provenance = _provenance(executor)
+        summary = RunSummary(csv_path=csv_path, total=len(plan.cells), skipped=len(plan.cells) - len(plan.todo))
+        reporter.start(suite, len(plan.todo), summary.skipped, csv_path)
+        started, completed = perf_counter(), False
+        try:
+            for cell, result, started_at in executor.run(plan.todo):
+                row = make_row(cell, result, started_at, provenance)
+                curves = [{"cell_id": cell.cell_id, **asdict(point)} for point in result.curves]
+                store.append(row, curves)
+                summary.counts[row.status] += 1
+                if row.status != "ok":
+                    summary.problems.append(f"{cell.describe()}: {row.status}: {row.error}")
+                reporter.cell_done(cell, row)
+                if on_row is not None:
+                    on_row(row)
+            completed = True
+        finally:
+            summary.seconds = perf_counter() - started
+            metadata["runs"][-1].update(
+                finished_at=utc_now(), completed=completed, cells=dict(summary.counts), seconds=summary.seconds
+            )
+            # After a failure (a full disk, say) a metadata write that fails too must not hide the first error.
+            with nullcontext() if completed else suppress(UserError):
+                store.write_metadata(metadata)
+            reporter.finish(summary)  # also on Ctrl-C, so a live progress bar is torn down cleanly
     return summary

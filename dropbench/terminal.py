@@ -180,12 +180,12 @@ def print_failed(failed: pd.DataFrame) -> None:
 
 def print_best(best: pd.DataFrame, fmt: str) -> None:
     """report --best in the asked format: per task the configuration chosen on validation and its gain."""
-    from .render import best_markdown, best_table, frame_json
+    from .render import best_markdown, best_table, csv_text, frame_json
 
     if fmt == "json":
         sys.stdout.write(frame_json(best, "best"))
     elif fmt == "csv":
-        sys.stdout.write(best.to_csv(index=False, float_format="%.6g"))
+        sys.stdout.write(csv_text(best))
     elif fmt == "markdown":
         sys.stdout.write(best_markdown(best))
     else:
