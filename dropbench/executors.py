@@ -17,6 +17,7 @@ from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 
 import torch
 
@@ -110,9 +111,25 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
+@contextmanager
+def _workers_deaf_to_ctrl_c() -> Iterator[None]:
+    """Block SIGINT in this thread while it may spawn workers. Ctrl-C reaches the whole process group, and the
+    driver alone decides what happens (it stops the pool); a worker that got it while still importing torch,
+    before `_init_worker` could ignore it, printed half a KeyboardInterrupt traceback as it was stopped. A
+    spawned process keeps the signal mask of the thread that started it, so workers never see SIGINT; the
+    driver's own Ctrl-C is not lost (another thread takes it, or it waits until the mask is restored)."""
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX: `_init_worker` still ignores it, later
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _init_worker(threads: int, device: str) -> None:
-    # Ctrl-C reaches the whole process group; the driver alone decides what happens (it stops the pool),
-    # so workers do not print a KeyboardInterrupt traceback each.
+    # Where the blocked mask was not inherited (see _workers_deaf_to_ctrl_c): the driver handles Ctrl-C.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     # A worker's results are sent before it exits; the interpreter's own teardown with torch loaded then
@@ -170,7 +187,8 @@ class PoolExecutor:
                 while queue or in_flight:
                     while queue and len(in_flight) < self.jobs:
                         unit = queue.popleft()
-                        in_flight[pool.submit(_fit_in_worker, unit)] = unit
+                        with _workers_deaf_to_ctrl_c():  # a submit may spawn a worker
+                            in_flight[pool.submit(_fit_in_worker, unit)] = unit
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
                         break
