@@ -161,10 +161,10 @@ def print_run_end(summary: RunSummary, log_format: str) -> None:
     """On stderr, each failed or diverged cell and the tally; with JSON lines the reporter has said both."""
     if log_format == "json":
         return
-    console = stderr_console()
+    console = stderr_console()  # soft_wrap: one line each however long the path, for logs and greps
     for problem in summary.problems:
-        console.print(str(problem), style="red", highlight=False, markup=False)
-    console.print(run_tally(summary), highlight=False, markup=False)
+        console.print(str(problem), style="red", highlight=False, markup=False, soft_wrap=True)
+    console.print(run_tally(summary), highlight=False, markup=False, soft_wrap=True)
 
 
 def print_stopped(signal_name: str, csv_path: Path, resume: str, log_format: str) -> None:
