@@ -3,18 +3,22 @@
 Heavy modules (torch, pandas) are imported inside the commands so that `--help` stays fast.
 """
 
+import functools
 import itertools
 import math
 import os
 import shlex
+import signal
 import sys
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import click
 
-from .errors import UserError
+from .errors import Terminated, UserError, stop_signal
 from .keeprates import keep_rate_problem
 
 # Names only (no heavy imports): kept in step with report.REPORT_METRICS and compare.METRICS by a test.
@@ -26,7 +30,8 @@ COMPARE_METRICS = ("test_acc", "val_acc", "train_acc", "test_loss", "test_error"
 # false-positive rate at few seeds with whole-example accuracies (tests/test_significance_simulation.py).
 MARK_METHODS = ("sign-flip", "wilcoxon")
 
-EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + the signal's number, as a shell reports a death by it
 
 
 class CommaList(click.ParamType):
@@ -93,7 +98,23 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class _Stopped(Exception):
+    """Carries a Ctrl-C or SIGTERM past click, which would print a blank line and turn it into Abort."""
+
+    def __init__(self, stop: KeyboardInterrupt) -> None:
+        super().__init__(stop_signal(stop))
+        self.stop = stop
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt as stop:
+            raise _Stopped(stop) from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="dropbench")
 def cli() -> None:
     """Benchmark dropout and the regularizers it is weighed against.
@@ -101,7 +122,8 @@ def cli() -> None:
     \b
     Exit codes: 0 done; 1 cells that failed or diverged, or a regression found by compare; 2 bad input
     (compare: nothing comparable), or a file dropbench cannot use (read-only, disk full, not its own,
-    another run writing to it); 130 interrupted.
+    another run writing to it); 130 interrupted by Ctrl-C (SIGINT), 143 by SIGTERM: the finished
+    cells are kept, and the line on stderr gives the command that resumes.
     """
 
 
@@ -168,6 +190,24 @@ Dropout kinds (--dropout), all keyed by the keep rate p:
 """
 
 
+def _errors_as_json_lines(command: Callable[..., int]) -> Callable[..., int]:
+    """With --log-format json, bad input found by the command is an `error` object, so stderr stays JSON lines."""
+
+    @functools.wraps(command)
+    def wrapper(*args: object, **kwargs: object) -> int:
+        try:
+            return command(*args, **kwargs)
+        except UserError as error:
+            if kwargs.get("log_format") != "json":
+                raise
+            from .terminal import print_error
+
+            print_error(str(error), "json")
+            return EXIT_BAD_INPUT
+
+    return wrapper
+
+
 @cli.command(epilog=RUN_EPILOG)
 @click.argument("suite", required=False)
 @list_option("--task", "tasks", type=CommaList(), help="Run these tasks (from the suite or the registry).")
@@ -211,7 +251,12 @@ Dropout kinds (--dropout), all keyed by the keep rate p:
     type=click.Choice(["fp32", "bf16"]),
     help="bf16: autocast of the training forward pass (weights and optimizer stay fp32) [default: fp32].",
 )
-@click.option("--threads", type=click.IntRange(min=1), help="Torch threads per process [default: usable cores / jobs].")
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    help="Torch threads per process [default: 1 on the CPU, so figures match across --jobs]. More speed up wide "
+    "nets in few processes, and change figures in their last digits.",
+)
 @click.option(
     "--executor",
     "executor_kind",
@@ -223,7 +268,7 @@ Dropout kinds (--dropout), all keyed by the keep rate p:
 @click.option(
     "--no-stack",
     is_flag=True,
-    help="Train every cell alone (by default compatible small cells train as one stacked model).",
+    help="Train every cell alone (by default compatible small cells train as one stacked model); the same figures.",
 )
 @click.option("--address", help="Ray cluster to use (auto, HOST:PORT, ray://HOST:10001) [default: start one].")
 @click.option("--cpus-per-cell", type=click.IntRange(min=1), default=1, show_default=True, help="Ray: CPUs per cell.")
@@ -246,6 +291,7 @@ Dropout kinds (--dropout), all keyed by the keep rate p:
     help="Off a terminal: one text line per finished cell, or one JSON object per line.",
 )
 @data_options
+@_errors_as_json_lines
 def run(
     suite: str | None, out: Path | None, jobs: int | None, device: str, threads: int | None,
     no_stack: bool, executor_kind: str, address: str | None, cpus_per_cell: int, gpus_per_cell: float,
@@ -260,9 +306,9 @@ def run(
     from .devices import resolve_device
     from .executors import make_executor
     from .planning import Shard
-    from .runner import default_out_path, plan_run, run_suite
+    from .runner import default_out_path, plan_run, resume_command, run_suite
     from .suite import Overrides, apply_overrides, load_suite
-    from .terminal import make_reporter, stderr_console
+    from .terminal import make_reporter, print_run_end, print_stopped
 
     resolved = apply_overrides(load_suite(suite), Overrides(**overrides))  # type: ignore[arg-type]
     part = Shard.parse(shard) if shard else None
@@ -282,6 +328,7 @@ def run(
 
         print_plan(plan_run(resolved, out, shard=part, rerun_failed=rerun_failed and not fresh), executor)
         return EXIT_OK
+    invocation = click.get_current_context().obj
     try:
         summary = run_suite(
             resolved,
@@ -291,18 +338,14 @@ def run(
             shard=part,
             rerun_failed=rerun_failed,
             fresh=fresh,
-            command=click.get_current_context().obj["command"],
+            command=invocation["command"],
         )
-    except KeyboardInterrupt:
-        click.echo(f"interrupted: finished cells are in {out}; rerun with --out {out} to resume", err=True)
-        return EXIT_INTERRUPTED
-    _print_report([out])
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items())) or "nothing to run"
-    skipped = f" ({summary.skipped} already done)" if summary.skipped else ""
-    console = stderr_console()
-    for problem in summary.problems:
-        console.print(problem, style="red", highlight=False, markup=False)
-    console.print(f"{counts}{skipped} in {summary.seconds:.1f} s -> {summary.csv_path}", highlight=False, markup=False)
+    except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (see main)
+        print_stopped(stop_signal(stop), out, resume_command(invocation.get("args", ["run"]), out), log_format)
+        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
+    if summary.total:  # an empty shard has no table to show
+        _print_report([out])
+    print_run_end(summary, log_format)
     return EXIT_FAILED_CELLS if summary.failed else EXIT_OK
 
 
@@ -532,12 +575,31 @@ def regularizers() -> int:
     return EXIT_OK
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated()
+
+
+@contextmanager
+def _sigterm_stops_like_ctrl_c() -> Iterator[None]:
+    """While a command runs, SIGTERM raises errors.Terminated (a KeyboardInterrupt) in the main thread, so a
+    `kill` or a cancelled CI job stops it as Ctrl-C does, instead of killing it mid-write without a word."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set a handler; there SIGTERM keeps its default
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; bad input is one line on stderr and code 2."""
     try:
         args = sys.argv[1:] if argv is None else argv
-        command = shlex.join(["dropbench", *args])
-        code = cli.main(args=args, prog_name="dropbench", standalone_mode=False, obj={"command": command})
+        invocation = {"command": shlex.join(["dropbench", *args]), "args": list(args)}
+        with _sigterm_stops_like_ctrl_c():
+            code = cli.main(args=args, prog_name="dropbench", standalone_mode=False, obj=invocation)
     except click.UsageError as error:
         hint = f" (see 'dropbench {error.ctx.info_name} --help')" if error.ctx and error.ctx.parent else ""
         click.echo(f"dropbench: error: {error.format_message()}{hint}", err=True)
@@ -545,9 +607,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as error:
         click.echo(f"dropbench: error: {error}", err=True)
         return EXIT_BAD_INPUT
-    except (KeyboardInterrupt, click.Abort):
-        click.echo("interrupted", err=True)
-        return EXIT_INTERRUPTED
+    except (_Stopped, KeyboardInterrupt, click.Abort) as error:
+        stop = error.stop if isinstance(error, _Stopped) else error
+        click.echo(f"dropbench: interrupted ({stop_signal(stop)})", err=True)
+        return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
     return code if isinstance(code, int) else EXIT_OK
 
 

@@ -1,7 +1,10 @@
 """Where cells run: one after another in this process, or in a pool of worker processes.
 
 Results stream back to the caller as cells finish; the caller (the runner) is the only writer.
-A cell's numbers do not depend on where it ran: every random stream is derived from the cell itself.
+A cell's numbers do not depend on where or beside what it ran: every random stream is derived from the
+cell itself, a cell that `stacks` always trains in the stacked trainer (alone: a stack of one, whose
+figures any stack reproduces bit for bit), and cells train with one torch thread unless --threads asks
+for more (BLAS splits a product differently over more threads, which changes the last bits).
 """
 
 import atexit
@@ -14,15 +17,16 @@ from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 
 import torch
 
 from .config import Cell
-from .data import load_task_data_on
+from .data import TaskData, load_task_data_on
 from .devices import configure
 from .errors import UserError
 from .provenance import utc_now
-from .stacked import WorkUnit, fit_stacked, work_units
+from .stacked import WorkUnit, fit_stacked, stacks, work_units
 from .train import CellResult, fit_cell
 
 Finished = tuple[Cell, CellResult, str]  # (cell, result, started_at)
@@ -36,6 +40,21 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def default_threads(device: str) -> int:
+    """Torch threads per process when --threads is not given. On the CPU one, whatever the number of jobs:
+    the thread count changes a cell's last bits (MKL splits a small GEMM's sums over threads), and a cell's
+    figures must not depend on --jobs. On CUDA the arithmetic is on the GPU: every core, as before."""
+    return usable_cores() if device == "cuda" else 1
+
+
+def fit_alone(cell: Cell, data: TaskData) -> CellResult:
+    """Fit one cell by the trainer its figures come from in every run: a cell that `stacks` trains as a stack
+    of one, so that it gives the same numbers alone (--no-stack, a retry, Ray) as beside any other cells."""
+    if stacks(cell, data.x_train.device.type):
+        return fit_stacked([cell], data)[0]
+    return fit_cell(cell, data)
+
+
 def fit_safely(cell: Cell, device: str = "cpu") -> CellResult:
     """Fit a cell; an exception in training is recorded as a failed cell, not a crashed run.
 
@@ -43,7 +62,7 @@ def fit_safely(cell: Cell, device: str = "cpu") -> CellResult:
     """
     data = load_task_data_on(cell.task.name, device)
     try:
-        return fit_cell(cell, data)
+        return fit_alone(cell, data)
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001 - any failure of one cell is recorded and the run goes on
@@ -52,7 +71,7 @@ def fit_safely(cell: Cell, device: str = "cpu") -> CellResult:
 
 def fit_unit(unit: WorkUnit, device: str = "cpu") -> list[tuple[Cell, CellResult]]:
     """Fit a unit of work: one cell, or a group trained as one stacked model. If a stacked group fails
-    for any reason but bad data, its cells are fitted one by one, so one bad cell fails alone."""
+    for any reason but bad data, its cells are fitted one by one (`fit_alone`), so one bad cell fails alone."""
     if not unit.stacked:
         return [(cell, fit_safely(cell, device)) for cell in unit.cells]
     data = load_task_data_on(unit.cells[0].task.name, device)
@@ -71,7 +90,7 @@ class LocalExecutor:
     jobs = 1
 
     def __init__(self, threads: int | None = None, device: str = "cpu", stack: bool = True) -> None:
-        self.threads = threads or usable_cores()
+        self.threads = threads or default_threads(device)
         self.device = device
         self.stack = stack
 
@@ -92,9 +111,25 @@ def _exit_with_parent(parent: int) -> None:
     os._exit(1)
 
 
+@contextmanager
+def _workers_deaf_to_ctrl_c() -> Iterator[None]:
+    """Block SIGINT in this thread while it may spawn workers. Ctrl-C reaches the whole process group, and the
+    driver alone decides what happens (it stops the pool); a worker that got it while still importing torch,
+    before `_init_worker` could ignore it, printed half a KeyboardInterrupt traceback as it was stopped. A
+    spawned process keeps the signal mask of the thread that started it, so workers never see SIGINT; the
+    driver's own Ctrl-C is not lost (another thread takes it, or it waits until the mask is restored)."""
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX: `_init_worker` still ignores it, later
+        yield
+        return
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
 def _init_worker(threads: int, device: str) -> None:
-    # Ctrl-C reaches the whole process group; the driver alone decides what happens (it stops the pool),
-    # so workers do not print a KeyboardInterrupt traceback each.
+    # Where the blocked mask was not inherited (see _workers_deaf_to_ctrl_c): the driver handles Ctrl-C.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     # A worker's results are sent before it exits; the interpreter's own teardown with torch loaded then
@@ -127,7 +162,7 @@ class PoolExecutor:
 
     def __init__(self, jobs: int, threads: int | None = None, device: str = "cpu", stack: bool = True) -> None:
         self.jobs = jobs
-        self.threads = threads or max(1, usable_cores() // jobs)
+        self.threads = threads or default_threads(device)
         self.device = device
         self.stack = stack
 
@@ -152,7 +187,8 @@ class PoolExecutor:
                 while queue or in_flight:
                     while queue and len(in_flight) < self.jobs:
                         unit = queue.popleft()
-                        in_flight[pool.submit(_fit_in_worker, unit)] = unit
+                        with _workers_deaf_to_ctrl_c():  # a submit may spawn a worker
+                            in_flight[pool.submit(_fit_in_worker, unit)] = unit
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
                         break

@@ -40,9 +40,9 @@ from .data import TaskData, load_task_data
 from .data.fetch import DATA_ENV, OFFLINE_ENV
 from .devices import configure
 from .errors import UserError
-from .executors import Finished, fit_safely, usable_cores
+from .executors import Finished, fit_alone, fit_safely, usable_cores
 from .provenance import package_version, utc_now
-from .train import CellResult, fit_cell
+from .train import CellResult
 
 INSTALL_HINT = "--executor ray needs Ray: pip install 'dropbench[ray]'"
 
@@ -110,7 +110,7 @@ def _driver_data(name: str, driver_copy: list, device: str) -> TaskData | None:
 def _fit_with(cell: Cell, data: TaskData) -> CellResult:
     """fit_safely on data handed in: an exception is a failed cell, bad data (UserError) stops the run."""
     try:
-        return fit_cell(cell, data)
+        return fit_alone(cell, data)
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001 - as fit_safely: one cell's failure is recorded, the run goes on

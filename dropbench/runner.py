@@ -1,6 +1,7 @@
 """`run`: expand a suite, skip what the results file already holds, fit the rest, write each row."""
 
 import platform
+import shlex
 from collections import Counter
 from collections.abc import Callable, Iterable
 from contextlib import nullcontext, suppress
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING
 from .config import Cell
 from .data import data_checksums, prepare_task
 from .devices import describe
-from .errors import UserError
+from .errors import UserError, stop_signal
 from .executors import LocalExecutor, PoolExecutor, make_executor
 from .files import check_output, prepare_output, run_lock
 
@@ -27,14 +28,29 @@ from .train import CellResult
 RESULTS_DIR = Path("results")
 
 
+@dataclass(frozen=True)
+class Problem:
+    """A cell written as failed or diverged, named again at the end of the run."""
+
+    cell_id: str
+    cell: str  # as Cell.describe() reads
+    status: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"{self.cell}: {self.status}: {self.error}"
+
+
 @dataclass
 class RunSummary:
     csv_path: Path
-    total: int
+    total: int  # this run's cells (its shard's), done before or now
     skipped: int
     counts: Counter = field(default_factory=Counter)
     seconds: float = 0.0
-    problems: list[str] = field(default_factory=list)  # one line per failed or diverged cell
+    problems: list[Problem] = field(default_factory=list)  # one per failed or diverged cell
+    grid: int = 0  # cells of the whole grid, every shard together
+    shard: str | None = None  # "I/N" when the run was one shard
 
     @property
     def failed(self) -> int:
@@ -141,6 +157,7 @@ class Plan:
     written: dict[str, dict[str, str]]  # cell_id -> row, for this shard's cells already in the file
     todo: list[Cell]
     rerun: set[str]  # cells written as failed or diverged that --rerun-failed runs again
+    grid: int = 0  # cells of the whole grid, every shard together
 
 
 def plan_run(suite: Suite, csv_path: Path, *, shard: Shard | None = None, rerun_failed: bool = False) -> Plan:
@@ -155,15 +172,25 @@ def plan_run(suite: Suite, csv_path: Path, *, shard: Shard | None = None, rerun_
             f"{csv_path}: holds results of suite '{others[0]}', not '{suite.name}'; write to another --out, "
             "or pass --fresh to set the old file aside"
         )
-    conflict = setup_conflict(written.values(), suite.cells())
+    grid = suite.cells()
+    conflict = setup_conflict(written.values(), grid)
     if conflict:
         raise UserError(f"{csv_path}: {conflict}; write to another --out, or pass --fresh to set the old file aside")
-    cells = shard_cells(suite.cells(), shard)
+    cells = shard_cells(grid, shard)
     ours = {cell.cell_id for cell in cells}
     written = {cell_id: row for cell_id, row in written.items() if cell_id in ours}
     rerun = {cell_id for cell_id, row in written.items() if rerun_failed and row["status"] != "ok"}
     todo = [cell for cell in cells if cell.cell_id not in written or cell.cell_id in rerun]
-    return Plan(csv_path, cells, written, todo, rerun)
+    return Plan(csv_path, cells, written, todo, rerun, len(grid))
+
+
+def resume_command(args: list[str], csv_path: Path) -> str:
+    """The command line that continues an interrupted `run` with these arguments: the same, writing into the
+    same file (--out added where the default path was used) and without --fresh, which would set it aside."""
+    kept = [arg for arg in args if arg != "--fresh"]
+    if not any(arg == "--out" or arg.startswith("--out=") for arg in kept):
+        kept += ["--out", str(csv_path)]
+    return shlex.join(["dropbench", *kept])
 
 
 def _provenance(executor: "LocalExecutor | PoolExecutor | RayExecutor") -> dict[str, object]:
@@ -220,9 +247,14 @@ def run_suite(
         metadata = _metadata(store, suite, executor.name, command or command_line(), shard)
         store.write_metadata(metadata)
         provenance = _provenance(executor)
-        summary = RunSummary(csv_path=csv_path, total=len(plan.cells), skipped=len(plan.cells) - len(plan.todo))
+        summary = RunSummary(csv_path=csv_path, total=len(plan.cells), skipped=len(plan.cells) - len(plan.todo),
+                             grid=plan.grid, shard=f"{shard.index}/{shard.count}" if shard else None)  # fmt: skip
+        if not plan.todo and not csv_path.exists():
+            # An empty shard (more shards than cells, a normal event in a CI matrix) still leaves its file, header
+            # only, for `merge` to find; a run with cells to do writes the header with its first row.
+            store.rows.append([])
         reporter.start(suite, len(plan.todo), summary.skipped, csv_path)
-        started, completed = perf_counter(), False
+        started, completed, stopped_by = perf_counter(), False, None
         try:
             for cell, result, started_at in executor.run(plan.todo):
                 row = make_row(cell, result, started_at, provenance)
@@ -230,16 +262,21 @@ def run_suite(
                 store.append(row, curves)
                 summary.counts[row.status] += 1
                 if row.status != "ok":
-                    summary.problems.append(f"{cell.describe()}: {row.status}: {row.error}")
+                    summary.problems.append(Problem(cell.cell_id, cell.describe(), row.status, row.error))
                 reporter.cell_done(cell, row)
                 if on_row is not None:
                     on_row(row)
             completed = True
+        except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (errors.Terminated): the caller says what to rerun
+            stopped_by = stop_signal(stop)
+            raise
         finally:
             summary.seconds = perf_counter() - started
             metadata["runs"][-1].update(
                 finished_at=utc_now(), completed=completed, cells=dict(summary.counts), seconds=summary.seconds
             )
+            if stopped_by:
+                metadata["runs"][-1]["stopped_by"] = stopped_by
             # After a failure (a full disk, say) a metadata write that fails too must not hide the first error.
             with nullcontext() if completed else suppress(UserError):
                 store.write_metadata(metadata)

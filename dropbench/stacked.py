@@ -21,9 +21,26 @@ become one set of stacked tensors (weights [K, in, out], biases [K, out]) traine
   early stopping) kept aside; the others go on in a smaller stack with their optimizer state carried over.
   A member out of the stack can no longer change.
 
-The figures agree with the single-cell trainer's to float32 rounding: on the CPU build this was written
-on they came out bit for bit equal (fp32 and bf16), but batched and plain matmuls may round differently
-elsewhere (other BLAS, GPUs). One host sync per epoch, for all members together.
+The figures agree with the single-cell trainer's to float32 rounding, not bit for bit: `nn.Linear` keeps
+weights as [out, in] and the stack as [in, out], and BLAS rounds the two products differently. So a cell
+that `stacks` always trains here, in a stack of one when it runs alone (`executors.fit_alone`), and a
+member's figures are bit for bit those of a stack of one, whatever else the stack holds; what that needs:
+
+- every per-member operation acts on the member's own rows (batched matmuls are one GEMM per member,
+  reductions run along a member's own axis, per-member settings broadcast along dim 0);
+- every width (inputs, hidden units, outputs) is padded with zero units to a multiple of ALIGN floats, so
+  each member's slice of every matmul operand and result starts 64 bytes apart from the previous one, as
+  a stack of one's does: MKL rounds a GEMM differently when its output is not 64-byte aligned, and routes
+  a stack of one with a single output column to another routine (measured on torch 2.13 CPU: 3x55x128 @
+  128x10 member slices at odd positions differed from the same product alone). Padded units have zero
+  weights, bias and gradient, and stay zero under every penalty, constraint and optimizer;
+- the optimizer is torch's `foreach` one: the fused CPU kernels round an element in the vectorized body
+  of a tensor differently from one in its scalar tail (FMA or not), and where a member's elements fall
+  depends on K (measured on torch 2.13: fused SGD and Adam changed 3-4 of 6,000 elements, foreach none);
+- evaluation runs in chunks of a fixed number of rows (EVAL_ROWS), not a share of a budget split K ways.
+
+tests/test_faults_run.py holds this through the CLI: --jobs, --shard, --no-stack and a resume regroup
+cells and change no figure. One host sync per epoch, for all members together.
 
 Where it pays: per-step overhead is paid once for K, arithmetic is not saved. On a 2-core CPU, 1 thread,
 8 cells of digits: 5x the cells per second at widths (64, 64), 1.5x at (256, 256), and 0.7-0.9x (slower)
@@ -53,10 +70,12 @@ from .dropout import (
 )
 from .models import MLP, build_model, count_parameters, init_parameters_
 from .seeding import make_generator
-from .train import EVAL_BATCH, CellResult, EpochRecord, make_optimizer, measure_, subsample_training
+from .train import CellResult, EpochRecord, make_optimizer, measure_, subsample_training
 
 STACKABLE_REGULARIZERS = frozenset({"none", "l1", "l2", "max-norm", "weight-decay", "early-stopping"})
-EVAL_ROWS = 4 * EVAL_BATCH  # rows of all members together per evaluation chunk: bounds eval memory at large K
+# Rows of the split per evaluation chunk, whatever K: a member's figures must not depend on how many other
+# members share the chunk. 512 rows x MAX_GROUP (32) members: 16,384 rows at most, as before this rule.
+EVAL_ROWS = 512
 
 
 def stack_key(cell: Cell) -> tuple | None:
@@ -133,6 +152,28 @@ def _site_plan(rates: Sequence[float], device: torch.device) -> _SitePlan | None
     return _SitePlan(tuple(groups), len(keep_all), order, scales.view(-1, 1, 1))
 
 
+ALIGN = 16  # floats: 64 bytes, the CPU allocator's alignment (and one AVX-512 vector)
+
+
+def padded(width: int) -> int:
+    """`width` rounded up to a multiple of ALIGN (see the module docstring for why)."""
+    return -(-width // ALIGN) * ALIGN
+
+
+def _pad_last(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    """`tensor` with zeros appended along its last axis up to `width` (itself when it is that wide)."""
+    extra = width - tensor.shape[-1]
+    return tensor if extra == 0 else F.pad(tensor, (0, extra))
+
+
+def _padded_param(name: str, tensor: torch.Tensor) -> torch.Tensor:
+    """A stored weight [in, out] or bias [out], its widths padded with zeros (see ALIGN)."""
+    if name.endswith("weight"):
+        rows = tensor.shape[0]
+        return _pad_last(F.pad(tensor, (0, 0, 0, padded(rows) - rows)), padded(tensor.shape[1]))
+    return _pad_last(tensor, padded(tensor.shape[0]))
+
+
 class StackedMLP:
     """K MLPs of equal widths as stacked tensors, in `MLP.named_parameters()` order:
     hidden.0.weight, hidden.0.bias, ..., output.weight, output.bias.
@@ -140,7 +181,8 @@ class StackedMLP:
     Weights are held as [K, in, out], each member's `nn.Linear` weight transposed, so the forward pass is
     `x @ W` and autograd hands back gradients in the parameters' own layout (with [K, out, in] and
     `W.transpose`, every step paid a copy of every weight gradient: 2x slower at width 1024).
-    Biases are [K, out].
+    Biases are [K, out]. Every width is padded to a multiple of ALIGN; `widths` holds the real ones
+    (inputs, each hidden layer, outputs).
 
     `keeps[k]` holds member k's keep rate per dropout site: the input, then each hidden layer.
     `generators[k]` is member k's mask generator (on the parameters' device).
@@ -148,9 +190,10 @@ class StackedMLP:
 
     def __init__(
         self, names: Sequence[str], params: Sequence[torch.Tensor], keeps: Sequence[tuple[float, ...]],
-        generators: Sequence[torch.Generator],
+        generators: Sequence[torch.Generator], widths: Sequence[int],
     ) -> None:  # fmt: skip
         self.names = list(names)
+        self.widths = tuple(widths)
         self.params = [p.detach().clone().requires_grad_(True) for p in params]
         self.keeps = [tuple(k) for k in keeps]
         self.generators = list(generators)
@@ -165,8 +208,11 @@ class StackedMLP:
         """Stack the parameters of K MLPs of equal widths (copied: the MLPs are left as they are)."""
         named = [dict(m.named_parameters()) for m in members]
         names = list(named[0])
-        params = [torch.stack([_stored(name, member[name].detach()) for member in named]) for name in names]
-        return cls(names, params, keeps, generators)
+        params = [torch.stack([_padded_param(name, _stored(name, member[name].detach())) for member in named])
+                  for name in names]  # fmt: skip
+        weights = [named[0][name] for name in names[0::2]]  # nn.Linear's [out, in]
+        widths = [weights[0].shape[1], *(w.shape[0] for w in weights)]
+        return cls(names, params, keeps, generators, widths)
 
     @property
     def weights(self) -> list[torch.Tensor]:
@@ -178,15 +224,20 @@ class StackedMLP:
         return self.params[1::2]
 
     def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
-        """Member k's parameters (copies) as a state_dict an `MLP` of the same widths loads."""
-        return {name: _stored(name, p[k].detach()).clone() for name, p in zip(self.names, self.params)}
+        """Member k's parameters (copies, without the padding) as a state_dict an `MLP` of the same widths loads."""
+        state = {}
+        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            n_in, n_out = self.widths[layer], self.widths[layer + 1]
+            state[self.names[2 * layer]] = _stored("weight", weight[k, :n_in, :n_out].detach()).clone()
+            state[self.names[2 * layer + 1]] = bias[k, :n_out].detach().clone()
+        return state
 
     def subset(self, positions: Sequence[int]) -> "StackedMLP":
         """A stack of the members at `positions` only: new parameter tensors, the same generators."""
         index = torch.tensor(list(positions), dtype=torch.long, device=self.params[0].device)
         params = [p.detach().index_select(0, index) for p in self.params]
         keeps, generators = [self.keeps[i] for i in positions], [self.generators[i] for i in positions]
-        return StackedMLP(self.names, params, keeps, generators)
+        return StackedMLP(self.names, params, keeps, generators, self.widths)
 
     def site_kept(self, site: int, rows: int, width: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """The members' kept units [K, rows, width] (uint8 0/1) at one site and their scales [K, 1, 1] (1/p_eff),
@@ -214,8 +265,9 @@ class StackedMLP:
 
         In training, dropout follows the input and each hidden ReLU (fused with it), as in `MLP.forward`.
         """
-        h = x.flatten(1).expand(self.size, -1, -1) if shared else x.flatten(2)
-        masking = self.site_kept(0, h.shape[1], h.shape[2]) if train else None
+        width = padded(self.widths[0])
+        h = _pad_last(x.flatten(1), width).expand(self.size, -1, -1) if shared else _pad_last(x.flatten(2), width)
+        masking = self._padded_site_kept(0, h.shape[1]) if train else None
         if masking is not None:
             kept, scales = masking
             h = torch.mul(h, kept).mul_(scales)
@@ -224,9 +276,17 @@ class StackedMLP:
             h = torch.baddbmm(bias.unsqueeze(1), h, weight)
             if site == last:
                 break
-            masking = self.site_kept(site + 1, h.shape[1], h.shape[2]) if train else None
+            masking = self._padded_site_kept(site + 1, h.shape[1]) if train else None
             h = torch.relu_(h) if masking is None else relu_dropout_(h, *masking)
-        return h
+        return h[..., : self.widths[-1]]
+
+    def _padded_site_kept(self, site: int, rows: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """site_kept for the site's real units, its mask padded with zeros to the padded width."""
+        masking = self.site_kept(site, rows, self.widths[site])
+        if masking is None:
+            return None
+        kept, scales = masking
+        return _pad_last(kept, padded(self.widths[site])), scales
 
 
 def member_losses(out: torch.Tensor, target: torch.Tensor, classification: bool) -> torch.Tensor:
@@ -242,7 +302,7 @@ def member_losses(out: torch.Tensor, target: torch.Tensor, classification: bool)
 def _evaluate(stack: StackedMLP, data: TaskData, which: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Per member, in eval mode on the whole split: (sum of example losses [K] float64, correct count [K])."""
     x, y = data.split(which)
-    rows = max(1, EVAL_ROWS // stack.size)
+    rows = EVAL_ROWS
     loss_sum = torch.zeros(stack.size, dtype=torch.float64, device=x.device)
     correct = torch.zeros(stack.size, dtype=torch.float64, device=x.device)
     for start in range(0, len(y), rows):
@@ -382,7 +442,7 @@ def train_stacked(cells: Sequence[Cell], data: TaskData) -> tuple[list[MLP], lis
     best_state: list[dict[str, torch.Tensor] | None] = [None] * len(cells)
     final_state: list[dict[str, torch.Tensor] | None] = [None] * len(cells)
     active = list(range(len(cells)))  # the cells still in the stack, by stack position
-    optimizer = make_optimizer(cells[0].task.optimizer, stack.params)
+    optimizer = make_optimizer(cells[0].task.optimizer, stack.params, fused=False)  # fused: see the docstring
     members = _Members.of(cells, device)
     n_train, n_val = len(data.y_train), len(data.y_val)
 
@@ -419,7 +479,7 @@ def train_stacked(cells: Sequence[Cell], data: TaskData) -> tuple[list[MLP], lis
             positions = [p for p in range(len(active)) if p not in finished]
             index = torch.tensor(positions, dtype=torch.long, device=device)
             smaller = stack.subset(positions)
-            new_optimizer = make_optimizer(cells[0].task.optimizer, smaller.params)
+            new_optimizer = make_optimizer(cells[0].task.optimizer, smaller.params, fused=False)
             _carry_optimizer(optimizer, new_optimizer, stack.params, smaller.params, index)
             stack, optimizer = smaller, new_optimizer
             active = [active[p] for p in positions]

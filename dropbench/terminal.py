@@ -103,38 +103,87 @@ class ProgressReporter(Reporter):
 
 
 class JsonLineReporter(Reporter):
-    """One JSON object per line on stderr: each finished cell (its whole row), notes, and the end."""
+    """One JSON object per line on stderr: each finished cell (its whole row), notes, and the end: a `problem`
+    per failed or diverged cell, then `finish` (also after an interrupt). With `progress` off (-q), only the end.
+    Every line of the stream is JSON; the command adds an `interrupted` object when a run was stopped."""
 
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
+    def __init__(self, stream: TextIO, progress: bool = True) -> None:
+        self.stream, self.progress = stream, progress
 
     def _emit(self, record: dict) -> None:
         self.stream.write(json.dumps(record, default=str, allow_nan=False) + "\n")
         self.stream.flush()
 
     def note(self, message: str) -> None:
-        self._emit({"event": "note", "message": message})
+        if self.progress:
+            self._emit({"event": "note", "message": message})
 
     def start(self, suite: Suite, total: int, skipped: int, csv_path: Path) -> None:
-        self._emit({"event": "start", "suite": suite.name, "cells": total, "skipped": skipped, "csv": str(csv_path)})
+        if self.progress:
+            self._emit({"event": "start", "suite": suite.name, "cells": total, "skipped": skipped,
+                        "csv": str(csv_path)})  # fmt: skip
 
     def cell_done(self, cell: Cell, row: ResultRow) -> None:
-        fields = {k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(row).items()}
-        self._emit({"event": "cell", **fields})
+        if self.progress:
+            fields = {k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(row).items()}
+            self._emit({"event": "cell", **fields})
 
     def finish(self, summary: RunSummary) -> None:
+        for problem in summary.problems:
+            self._emit({"event": "problem", **asdict(problem)})
         self._emit({"event": "finish", "counts": dict(summary.counts), "seconds": summary.seconds,
-                    "csv": str(summary.csv_path)})  # fmt: skip
+                    "csv": str(summary.csv_path), "cells": summary.total, "skipped": summary.skipped,
+                    "grid": summary.grid, "shard": summary.shard})  # fmt: skip
 
 
 def make_reporter(quiet: bool, log_format: str = "text") -> Reporter:
-    """Quiet: nothing. JSON: JSON lines. Text: a live bar on a terminal, else one line per cell."""
+    """JSON: JSON lines (quiet: only the end). Text: nothing when quiet; a live bar on a terminal, else one line
+    per cell."""
+    if log_format == "json":
+        return JsonLineReporter(sys.stderr, progress=not quiet)
     if quiet:
         return Reporter()
-    if log_format == "json":
-        return JsonLineReporter(sys.stderr)
     console = stderr_console()
     return ProgressReporter(console) if console.is_terminal else LineReporter(console)
+
+
+def run_tally(summary: RunSummary) -> str:
+    """The run's last line: '8 ok (4 already done) in 3.1 s -> r.csv', or why there was nothing to run."""
+    if summary.total == 0:
+        where = f"shard {summary.shard} holds none of the grid's {summary.grid} cells" if summary.shard else "no cells"
+        return f"{where}: nothing to run -> {summary.csv_path} (header only)"
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items())) or "nothing to run"
+    skipped = f" ({summary.skipped} already done)" if summary.skipped else ""
+    return f"{counts}{skipped} in {summary.seconds:.1f} s -> {summary.csv_path}"
+
+
+def print_run_end(summary: RunSummary, log_format: str) -> None:
+    """On stderr, each failed or diverged cell and the tally; with JSON lines the reporter has said both."""
+    if log_format == "json":
+        return
+    console = stderr_console()  # soft_wrap: one line each however long the path, for logs and greps
+    for problem in summary.problems:
+        console.print(str(problem), style="red", highlight=False, markup=False, soft_wrap=True)
+    console.print(run_tally(summary), highlight=False, markup=False, soft_wrap=True)
+
+
+def print_stopped(signal_name: str, csv_path: Path, resume: str, log_format: str) -> None:
+    """One line on stderr for a run stopped by Ctrl-C or SIGTERM: where its cells are, how to go on."""
+    if log_format == "json":
+        line = json.dumps({"event": "interrupted", "signal": signal_name, "csv": str(csv_path), "resume": resume})
+    else:
+        line = f"dropbench: interrupted ({signal_name}): the finished cells are in {csv_path}; to resume: {resume}"
+    sys.stderr.write(line + "\n")
+    sys.stderr.flush()
+
+
+def print_error(message: str, log_format: str) -> None:
+    """A run's bad input on stderr: the one-line error, or with JSON lines an `error` object."""
+    if log_format == "json":
+        sys.stderr.write(json.dumps({"event": "error", "message": message}) + "\n")
+    else:
+        sys.stderr.write(f"dropbench: error: {message}\n")
+    sys.stderr.flush()
 
 
 def print_plan(plan: Plan, executor: object) -> None:

@@ -66,18 +66,21 @@ class Measured:
     ece: float = math.nan
 
 
-def make_optimizer(config: OptimizerConfig, params: list[torch.Tensor]) -> torch.optim.Optimizer:
+def make_optimizer(config: OptimizerConfig, params: list[torch.Tensor], fused: bool = True) -> torch.optim.Optimizer:
     """SGD or Adam with torch's fused kernels: one pass over each parameter per step where `foreach` makes
     several (momentum, update), ~7% of a 784-1024-1024-10 step on this CPU. The same arithmetic either way;
-    `foreach` where this torch has no fused kernel for the device (CPU kernels came in torch 2.4)."""
+    `foreach` where this torch has no fused kernel for the device (CPU kernels came in torch 2.4), or when
+    asked (`fused=False`: see stacked.py for why a stack must not use the fused kernels)."""
     if config.name == "adam":
         kind, options = torch.optim.Adam, {"lr": config.lr, "betas": config.betas}
     else:
         kind, options = torch.optim.SGD, {"lr": config.lr, "momentum": config.momentum, "nesterov": config.nesterov}
-    try:
-        return kind(params, fused=True, **options)
-    except RuntimeError:
-        return kind(params, foreach=True, **options)
+    if fused:
+        try:
+            return kind(params, fused=True, **options)
+        except RuntimeError:
+            pass
+    return kind(params, foreach=True, **options)
 
 
 def data_loss(

@@ -11,12 +11,11 @@ ray = pytest.importorskip("ray")
 from dropbench import ray_executor  # noqa: E402 - only once Ray is known to be there
 from dropbench.data import load_task_data  # noqa: E402
 from dropbench.errors import UserError  # noqa: E402
-from dropbench.executors import LocalExecutor  # noqa: E402
+from dropbench.executors import LocalExecutor, fit_alone  # noqa: E402
 from dropbench.merge import CIRCUMSTANCE_COLUMNS  # noqa: E402
 from dropbench.ray_executor import RayExecutor  # noqa: E402
 from dropbench.runner import run_suite  # noqa: E402
 from dropbench.suite import Overrides, apply_overrides, load_suite  # noqa: E402
-from dropbench.train import fit_cell  # noqa: E402
 
 GRID = Overrides(tasks=("wine", "breast-cancer"), keep_rates=(0.5, 1.0), regularizers=("none", "l2"), seeds=2, epochs=3)
 CELLS = 2 * 2 * 2 * 2
@@ -139,7 +138,7 @@ def test_a_worker_without_the_files_uses_the_drivers_copy(monkeypatch, shared_ra
     monkeypatch.setenv("DROPBENCH_OFFLINE", "0")  # the task body sets both; monkeypatch restores them
     monkeypatch.delenv("DROPBENCH_DATA", raising=False)
     result, started_at, _ = ray_executor._fit_remote(cell, copy, None, 1, "cpu", (None, False))
-    expected = fit_cell(cell, data)
+    expected = fit_alone(cell, data)  # the trainer a local run uses for this cell
     assert (result.status, result.test_loss, result.curves) == ("ok", expected.test_loss, expected.curves)
     assert started_at.endswith("Z") and ray_executor._driver_copies["wine", "cpu"] is not data  # fetched from the store
     with pytest.raises(UserError, match="not found"):  # no driver's copy (a Ray instance of our own)

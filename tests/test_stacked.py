@@ -83,7 +83,7 @@ def test_member_state_dict_round_trips_through_an_mlp():
         init_parameters_(model, make_generator(cell.task.name, cell.seed, "init"))
         members.append(model)
     stack = StackedMLP.from_members(members, [(1.0, 1.0, 1.0)] * 3, [torch.Generator()] * 3)
-    assert [tuple(w.shape) for w in stack.weights] == [(3, 64, 32), (3, 32, 16), (3, 16, 10)]  # [K, in, out]
+    assert [tuple(w.shape) for w in stack.weights] == [(3, 64, 32), (3, 32, 16), (3, 16, 16)]  # [K, in, out], padded
     x = data.inputs(data.x_val[:50])
     out = stack.forward(x, train=False, shared=True)
     for k, member in enumerate(members):

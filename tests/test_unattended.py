@@ -172,17 +172,19 @@ def test_json_log_lines_one_per_cell(tmp_path, capsys):
 def test_failed_cells_are_recorded_the_run_goes_on_and_exits_1(tmp_path, monkeypatch, capsys, stacked):
     import dropbench.executors as executors
 
-    real = executors.fit_cell
+    real_alone, real_stacked = executors.fit_alone, executors.fit_stacked
 
     def flaky(cell, data):
         if cell.keep_rate == 0.5 and cell.seed == 0:
             raise RuntimeError("simulated failure")
-        return real(cell, data)
+        return real_alone(cell, data)
 
     def broken_stack(cells, data):
-        raise RuntimeError("simulated stacked failure")
+        if len(cells) > 1:  # a cell alone trains as a stack of one: that one works
+            raise RuntimeError("simulated stacked failure")
+        return real_stacked(cells, data)
 
-    monkeypatch.setattr(executors, "fit_cell", flaky)
+    monkeypatch.setattr(executors, "fit_alone", flaky)
     # A stacked group that raises is fitted again cell by cell, so the one bad cell fails alone.
     monkeypatch.setattr(executors, "fit_stacked", broken_stack)
     out = tmp_path / "r.csv"
