@@ -200,9 +200,9 @@ def _errors_as_json_lines(command: Callable[..., int]) -> Callable[..., int]:
         except UserError as error:
             if kwargs.get("log_format") != "json":
                 raise
-            from .terminal import print_error
+            from .terminal import print_json_error
 
-            print_error(str(error), "json")
+            print_json_error(str(error))
             return EXIT_BAD_INPUT
 
     return wrapper

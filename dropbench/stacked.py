@@ -23,17 +23,19 @@ become one set of stacked tensors (weights [K, in, out], biases [K, out]) traine
 
 The figures agree with the single-cell trainer's to float32 rounding, not bit for bit: `nn.Linear` keeps
 weights as [out, in] and the stack as [in, out], and BLAS rounds the two products differently. So a cell
-that `stacks` always trains here, in a stack of one when it runs alone (`executors.fit_alone`), and a
-member's figures are bit for bit those of a stack of one, whatever else the stack holds; what that needs:
+that `stacks` always trains here, in a stack of one when it runs alone (`executors.fit_alone`), and at one
+torch thread a member's figures are bit for bit those of a stack of one, whatever else the stack holds.
+What that needs:
 
 - every per-member operation acts on the member's own rows (batched matmuls are one GEMM per member,
   reductions run along a member's own axis, per-member settings broadcast along dim 0);
 - every width (inputs, hidden units, outputs) is padded with zero units to a multiple of ALIGN floats, so
   each member's slice of every matmul operand and result starts 64 bytes apart from the previous one, as
   a stack of one's does: MKL rounds a GEMM differently when its output is not 64-byte aligned, and routes
-  a stack of one with a single output column to another routine (measured on torch 2.13 CPU: 3x55x128 @
-  128x10 member slices at odd positions differed from the same product alone). Padded units have zero
-  weights, bias and gradient, and stay zero under every penalty, constraint and optimizer;
+  a stack of one with a single output column to another routine (measured on torch 2.13 CPU: in a
+  [K, 55, 128] @ [K, 128, 10] product, members at odd positions differed from the same product alone).
+  Padded units have zero weights, bias and gradient, and stay zero under every penalty, constraint and
+  optimizer;
 - the optimizer is torch's `foreach` one: the fused CPU kernels round an element in the vectorized body
   of a tensor differently from one in its scalar tail (FMA or not), and where a member's elements fall
   depends on K (measured on torch 2.13: fused SGD and Adam changed 3-4 of 6,000 elements, foreach none);

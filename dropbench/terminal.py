@@ -177,12 +177,9 @@ def print_stopped(signal_name: str, csv_path: Path, resume: str, log_format: str
     sys.stderr.flush()
 
 
-def print_error(message: str, log_format: str) -> None:
-    """A run's bad input on stderr: the one-line error, or with JSON lines an `error` object."""
-    if log_format == "json":
-        sys.stderr.write(json.dumps({"event": "error", "message": message}) + "\n")
-    else:
-        sys.stderr.write(f"dropbench: error: {message}\n")
+def print_json_error(message: str) -> None:
+    """Bad input as an `error` object on stderr, where --log-format json asks every line to be JSON."""
+    sys.stderr.write(json.dumps({"event": "error", "message": message}) + "\n")
     sys.stderr.flush()
 
 
