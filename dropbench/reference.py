@@ -138,9 +138,17 @@ def _match_row(row: dict[str, object], summary: pd.DataFrame) -> dict[str, objec
         candidates = candidates[candidates["dropout"] == row["dropout"]]
     other_architectures = sorted(set(candidates["model"]) - {row["model"]})
     candidates = candidates[candidates["model"] == row["model"]]
+    # The paper's rows trained on the whole training split with one rate for every hidden layer.
+    subsets = sorted(set(candidates["train_size"]) - {0}) if "train_size" in candidates else []
+    if "train_size" in candidates:
+        candidates = candidates[candidates["train_size"] == 0]
+    if "layer_keep_rates" in candidates:
+        candidates = candidates[candidates["layer_keep_rates"].fillna("") == ""]
     if candidates.empty:
         note = "no matching configuration in these results"
-        if other_architectures:
+        if subsets:
+            note += f" on the whole training split (these results trained on {', '.join(map(str, subsets))} images)"
+        elif other_architectures:
             note += (
                 f" of the paper's architecture ({row['model']}; these results have {', '.join(other_architectures)})"
             )

@@ -162,10 +162,11 @@ def baseline_tests(
             test = paired_difference(base_by_seed.loc[seeds].tolist(), mine.loc[seeds].tolist(), method=method)
             task_records.append({**config, "pairs": test.n, "delta": test.mean_diff, "delta_low": test.ci_low,
                                  "delta_high": test.ci_high, "p_raw": test.p_value, "min_p": test.min_p})  # fmt: skip
+        family = sum(1 for r in task_records if r["p_raw"] == r["p_raw"])  # Holm's m: tests that gave a p
         for record, p in zip(task_records, holm([r["p_raw"] for r in task_records])):
             better = record["delta"] > 0 if metric in HIGHER_IS_BETTER else record["delta"] < 0
             significant = p == p and p < alpha
-            record.update(p_value=p, significant=significant, method=method, family=len(task_records),
+            record.update(p_value=p, significant=significant, method=method, family=family,
                           change=("improvement" if better else "degradation") if significant else "")  # fmt: skip
             records.append(record)
     return pd.DataFrame.from_records(records, columns=list(TEST_COLUMNS))

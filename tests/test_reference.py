@@ -391,3 +391,17 @@ def test_a_summary_without_its_columns_is_a_user_error(reference):
     columns = summary(summary_row()).drop(columns="val_acc_mean")
     with pytest.raises(UserError, match="val_acc_mean"):
         match_reference(columns, reference)
+
+
+def test_a_run_on_a_subset_or_with_per_layer_rates_is_not_set_beside_the_papers_row(reference):
+    """The paper trained every row on the whole training split, one keep rate for all hidden layers."""
+    subset = {**summary_row(reg="l2", strength="0.0001", acc=0.99), "train_size": 20000, "layer_keep_rates": ""}
+    layered = {**summary_row(reg="l2", strength="0.0001", acc=0.99), "train_size": 0, "layer_keep_rates": "0.8/0.2"}
+    for candidate in (subset, layered):
+        matched = match_reference(summary(candidate), reference)
+        row = only(matched, 9, "L2")
+        assert pd.isna(row["ours_test_error_pct"]) and row["ours_configuration"] == ""
+    note = only(match_reference(summary(subset), reference), 9, "L2")["match_note"]
+    assert "on the whole training split (these results trained on 20000 images)" in note
+    whole = {**subset, "train_size": 0}
+    assert only(match_reference(summary(whole), reference), 9, "L2")["ours_test_error_pct"] == pytest.approx(1.0)
