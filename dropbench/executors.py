@@ -185,10 +185,8 @@ class PoolExecutor:
             in_flight: dict[Future, WorkUnit] = {}
             try:
                 while queue or in_flight:
-                    while queue and len(in_flight) < self.jobs:
-                        unit = queue.popleft()
-                        with _workers_deaf_to_ctrl_c():  # a submit may spawn a worker
-                            in_flight[pool.submit(_fit_in_worker, unit)] = unit
+                    if not self._feed(pool, queue, in_flight):
+                        break  # a worker died between two submits: the pool is broken
                     done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
                     if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
                         break
@@ -212,6 +210,19 @@ class PoolExecutor:
                 else:
                     error = "worker process died while fitting this cell (killed, or out of memory?)"
                     yield unit.cells[0], CellResult(status="failed", error=error), utc_now()
+
+    def _feed(self, pool: ProcessPoolExecutor, queue: deque, in_flight: dict[Future, WorkUnit]) -> bool:
+        """Submit queued units until every worker has one; False when the pool broke meanwhile (the unit it
+        refused goes back to the queue's front, uncharged: it was never in flight)."""
+        while queue and len(in_flight) < self.jobs:
+            unit = queue.popleft()
+            try:
+                with _workers_deaf_to_ctrl_c():  # a submit may spawn a worker
+                    in_flight[pool.submit(_fit_in_worker, unit)] = unit
+            except BrokenProcessPool:
+                queue.appendleft(unit)
+                return False
+        return True
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:
