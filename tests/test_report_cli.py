@@ -12,6 +12,7 @@ import pytest
 import dropbench.cli as cli_module
 from dropbench import compare as compare_module
 from dropbench import report as report_module
+from dropbench import stats as stats_module
 from dropbench.cli import main
 
 GRID = ["--task", "wine,diabetes", "--keep", "0.5,1.0", "--reg", "none,l2", "--seeds", "6", "--epochs", "3",
@@ -30,6 +31,7 @@ def results(tmp_path_factory):
 def test_metric_names_in_the_cli_match_the_library():
     assert set(cli_module.REPORT_METRICS) == set(report_module.REPORT_METRICS)
     assert set(cli_module.COMPARE_METRICS) == set(compare_module.METRICS)
+    assert cli_module.MARK_METHODS == stats_module.MARK_METHODS  # the CLI lists them without importing scipy
 
 
 def test_markdown_export_is_a_table_per_task(results, capsys):
