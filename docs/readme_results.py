@@ -23,10 +23,10 @@ import pandas as pd
 from rich.console import Console
 
 from dropbench.cli import main as cli_main
-from dropbench.render import rich_tables, task_grids
-from dropbench.report import baseline_tests, summarize, tests_for
+from dropbench.report.grid import rich_tables, task_grids
+from dropbench.report.stats import TEST_NAMES, paired_difference, smallest_p_value
+from dropbench.report.summary import baseline_tests, summarize, tests_for
 from dropbench.results import read_results
-from dropbench.stats import TEST_NAMES, paired_difference, smallest_p_value
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"

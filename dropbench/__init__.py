@@ -27,7 +27,7 @@ _EXPORTS = {
     "RunSummary": "runner",
     "read_results": "results",
     "summarize": "report",
-    "gap_tables": "render",
+    "gap_tables": "report",
     "fit_cell": "train",
     "load_task_data": "data",
     "TASKS": "data",

@@ -351,8 +351,8 @@ def run(
 
 def _print_report(paths: list[Path]) -> None:
     """The run's closing tables: each task's gap, with significance against the baseline."""
-    from .render import rich_tables, task_grids
-    from .report import summarize, tests_for
+    from .report.grid import rich_tables, task_grids
+    from .report.summary import summarize, tests_for
     from .results import read_results
     from .terminal import stdout_console
 
@@ -412,8 +412,17 @@ def report(
 
     Every choice (★, --best, --reference) is made on the validation split; test figures only report it.
     """
-    from .render import as_json, csv_text, markdown, paired_markdown, paired_tables, rich_tables, task_grids, wide_csv
-    from .report import best_report, failed_cells, summarize, tests_for
+    from .report.grid import (
+        as_json,
+        csv_text,
+        markdown,
+        paired_markdown,
+        paired_tables,
+        rich_tables,
+        task_grids,
+        wide_csv,
+    )
+    from .report.summary import best_report, failed_cells, summarize, tests_for
     from .results import read_results, require_rows
     from .terminal import print_best, print_failed, print_reference, stdout_console
 
@@ -443,7 +452,7 @@ def report(
             console.print()
         print_failed(failed_cells(frame))
     if reference:
-        from .reference import load_reference, match_reference
+        from .report.reference import load_reference, match_reference
 
         matched = match_reference(summary, load_reference(reference))
         print_reference(matched, reference, fmt, list(summary["task"].unique()))
@@ -472,7 +481,7 @@ def compare(base: Path, new: Path, metric: str, max_drop: float, alpha: float, m
     Exits 2 when nothing is comparable: no cell in common, or no matched pair ok on both sides. A
     configuration without an ok pair beside comparable ones is listed as 'not comparable'.
     """
-    from .compare import compare as compare_results
+    from .report.compare import compare as compare_results
     from .results import read_results
     from .terminal import print_comparison
 
@@ -502,7 +511,7 @@ def compare(base: Path, new: Path, metric: str, max_drop: float, alpha: float, m
 def plot(results: tuple[Path, ...], out_dir: Path, fmt: str, tasks: tuple[str, ...] | None,
          reference: str | None) -> int:  # fmt: skip
     """Draw error against keep rate (with CI bands), gap heatmaps and learning curves per task."""
-    from .plots import write_plots
+    from .report.plots import write_plots
     from .results import read_epochs, read_results, require_rows
 
     frame = require_rows(read_results(*results), results)

@@ -19,11 +19,11 @@ from rich.progress import (
 )
 from rich.text import Text
 
-from .compare import PERCENT_METRICS, VERDICTS, CompareResult
 from .config import Cell
+from .report.compare import PERCENT_METRICS, VERDICTS, CompareResult
+from .report.stats import TEST_NAMES
 from .results import ResultRow
 from .runner import Plan, Reporter, RunSummary
-from .stats import TEST_NAMES
 from .suite import Suite
 
 WIDE = 140  # off a terminal rich would assume 80 columns and wrap the tables
@@ -226,7 +226,7 @@ def print_failed(failed: pd.DataFrame) -> None:
 
 def print_best(best: pd.DataFrame, fmt: str) -> None:
     """report --best in the asked format: per task the configuration chosen on validation and its gain."""
-    from .render import best_markdown, best_table, csv_text, frame_json
+    from .report.grid import best_markdown, best_table, csv_text, frame_json
 
     if fmt == "json":
         sys.stdout.write(frame_json(best, "best"))

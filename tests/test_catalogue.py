@@ -16,7 +16,7 @@ from dropbench.data import TASKS, load_task_data
 from dropbench.dropout import DROPOUT_KINDS, AlphaDropout, DropConnectLinear, GaussianDropout
 from dropbench.models import build_model, count_parameters, init_parameters_
 from dropbench.regularizers import REGULARIZERS, apply_weight_decay_, kl_sparsity_penalty
-from dropbench.stats import expected_calibration_error
+from dropbench.report.stats import expected_calibration_error
 from dropbench.suite import load_suite
 from dropbench.train import data_loss, fit_cell, subsample_training, train_model
 

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 
 from dropbench.cli import main
-from dropbench.compare import compare
 from dropbench.errors import UserError
+from dropbench.report.compare import compare
 from dropbench.results import COLUMNS, read_results
 
 SEEDS = range(8)

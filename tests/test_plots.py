@@ -9,7 +9,7 @@ import pytest
 from matplotlib.collections import PolyCollection
 
 from dropbench.errors import UserError
-from dropbench.plots import (
+from dropbench.report.plots import (
     PNG_DPI,
     plot_gap_heatmap,
     plot_keep_rate,
@@ -17,7 +17,7 @@ from dropbench.plots import (
     safe_name,
     write_plots,
 )
-from dropbench.report import summarize
+from dropbench.report.summary import summarize
 from dropbench.results import COLUMNS, EPOCH_COLUMNS, CsvTable, read_results
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from dropbench.errors import UserError
-from dropbench.reference import REFERENCE_COLUMNS, REFERENCES, is_mapped, load_reference, match_reference
+from dropbench.report.reference import REFERENCE_COLUMNS, REFERENCES, is_mapped, load_reference, match_reference
 
 HEADER = (
     "source,table,task,method,architecture,model,regularizer,keep_rate,input_keep_rate,dropout,"

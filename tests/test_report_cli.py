@@ -10,10 +10,10 @@ import pandas as pd
 import pytest
 
 import dropbench.cli as cli_module
-from dropbench import compare as compare_module
-from dropbench import report as report_module
-from dropbench import stats as stats_module
 from dropbench.cli import main
+from dropbench.report import compare as compare_module
+from dropbench.report import stats as stats_module
+from dropbench.report import summary as report_module
 
 GRID = ["--task", "wine,diabetes", "--keep", "0.5,1.0", "--reg", "none,l2", "--seeds", "6", "--epochs", "3",
         "--jobs", "1", "-q"]  # fmt: skip

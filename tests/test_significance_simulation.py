@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from dropbench.report import baseline_tests
+from dropbench.report.stats import MARK_METHODS, holm, paired_difference
+from dropbench.report.summary import baseline_tests
 from dropbench.results import COLUMNS
-from dropbench.stats import MARK_METHODS, holm, paired_difference
 
 ALPHA = 0.05
 TASKS = 1000

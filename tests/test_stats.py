@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from dropbench.stats import mean_ci
+from dropbench.report.stats import mean_ci
 
 
 def test_mean_ci_matches_a_hand_computed_t_interval():

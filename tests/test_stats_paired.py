@@ -3,7 +3,7 @@ import math
 import pytest
 from scipy import stats as scipy_stats
 
-from dropbench.stats import PairedTest, holm, paired_difference, sign_flip_p_value, smallest_p_value
+from dropbench.report.stats import PairedTest, holm, paired_difference, sign_flip_p_value, smallest_p_value
 
 
 def test_paired_t_matches_a_hand_computed_example_and_scipy():

@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dropbench import report
 from dropbench.cli import main
-from dropbench.render import task_grids
+from dropbench.report import summary as report
+from dropbench.report.grid import task_grids
 from dropbench.results import COLUMNS, read_results
 
 TEST_COLUMNS = ["test_acc", "test_loss", "test_nll", "test_ece", "gap_acc", "gap_loss"]

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from .errors import UserError
-from .report import CONFIG_COLUMNS, latest_rows, with_config_defaults
+from ..errors import UserError
 from .stats import DEFAULT_METHOD, MARK_METHODS, holm, paired_difference
+from .summary import CONFIG_COLUMNS, latest_rows, with_config_defaults
 
 HIGHER_IS_BETTER = ("test_acc", "val_acc", "train_acc")
 LOWER_IS_BETTER = (

@@ -10,9 +10,9 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
-from .report import CONFIG_COLUMNS, SETUP_COLUMNS, config_label
-from .results import format_value
+from ..results import format_value
 from .stats import TEST_NAMES
+from .summary import CONFIG_COLUMNS, SETUP_COLUMNS, config_label
 
 BASELINE_MARK = "◆"
 BEST_MARK = "★"

@@ -24,7 +24,7 @@ from importlib import resources
 
 import pandas as pd
 
-from .errors import UserError
+from ..errors import UserError
 
 REFERENCES: tuple[str, ...] = ("srivastava2014",)
 

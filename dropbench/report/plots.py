@@ -22,9 +22,9 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from .errors import UserError  # noqa: E402
-from .files import os_error  # noqa: E402
-from .report import CONFIG_COLUMNS, config_label, latest_rows, summarize, with_config_defaults  # noqa: E402
+from ..errors import UserError  # noqa: E402
+from ..files import os_error  # noqa: E402
+from .summary import CONFIG_COLUMNS, config_label, latest_rows, summarize, with_config_defaults  # noqa: E402
 
 FORMATS = ("png", "svg")
 PNG_DPI = 150

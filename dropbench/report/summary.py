@@ -11,7 +11,7 @@ import math
 
 import pandas as pd
 
-from .errors import UserError
+from ..errors import UserError
 from .stats import DEFAULT_METHOD, holm, mean_ci, paired_difference
 
 CONFIG_COLUMNS = (

@@ -1,0 +1,26 @@
+"""Everything dropbench says about results: statistics, the summary over seeds, comparisons, plots, exports.
+
+Names are imported on first use, so that the CLI can list what is here without importing pandas.
+"""
+
+from importlib import import_module
+
+_EXPORTS = {
+    "summarize": "summary",
+    "baseline_tests": "summary",
+    "best_report": "summary",
+    "tests_for": "summary",
+    "failed_cells": "summary",
+    "CONFIG_COLUMNS": "summary",
+    "SETUP_COLUMNS": "summary",
+    "config_label": "summary",
+    "gap_tables": "grid",
+    "task_grids": "grid",
+}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str) -> object:
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'dropbench.report' has no attribute {name!r}")
