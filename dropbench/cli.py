@@ -18,17 +18,9 @@ from typing import Any
 
 import click
 
+from .catalogue import MARK_METHODS, METRIC_CHOICES, METRIC_HELP, PLOT_FORMATS, REFERENCES
 from .errors import Terminated, UserError, stop_signal
 from .keeprates import keep_rate_problem
-
-# Names only (no heavy imports): kept in step with report.REPORT_METRICS and compare.METRICS by a test.
-REPORT_METRICS = ("gap_acc", "gap_loss", "test_acc", "test_error", "test_loss", "test_ece", "fit_seconds")
-COMPARE_METRICS = ("test_acc", "val_acc", "train_acc", "test_loss", "test_error", "val_loss", "train_loss",
-                   "test_ece", "fit_seconds", "gap_acc", "gap_loss")  # fmt: skip
-
-# The paired tests that may mark a result (stats.MARK_METHODS; a test keeps the two equal): both hold their
-# false-positive rate at few seeds with whole-example accuracies (tests/test_significance_simulation.py).
-MARK_METHODS = ("sign-flip", "wilcoxon")
 
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + the signal's number, as a shell reports a death by it
@@ -386,10 +378,10 @@ def merge(inputs: tuple[Path, ...], out: Path) -> int:
 @click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--metric",
-    type=click.Choice(["gap", *REPORT_METRICS]),
+    type=click.Choice(METRIC_CHOICES),
     default="gap",
     show_default=True,
-    help="What the cells show; 'gap' is gap_acc for classification tasks, gap_loss for regression.",
+    help=f"What the cells show and the paired tests test. {METRIC_HELP}",
 )
 @list_option("--task", "tasks", type=CommaList(), help="Only these tasks.")
 @click.option("--best", is_flag=True, help="Only the configuration of each task chosen on validation, with its gain.")
@@ -403,7 +395,7 @@ def merge(inputs: tuple[Path, ...], out: Path) -> int:
     help="csv is wide: one row per task × regularizer, one column per keep rate (with --paired: the tests, long).",
 )
 @statistics_options("Paired test against the baseline, per task, Holm-corrected.")
-@click.option("--reference", type=click.Choice(["srivastava2014"]), help="Published numbers beside matching rows.")
+@click.option("--reference", type=click.Choice(REFERENCES), help="Published numbers beside matching rows.")
 def report(
     results: tuple[Path, ...], metric: str, tasks: tuple[str, ...] | None, best: bool, paired: bool, fmt: str,
     method: str, alpha: float, reference: str | None,
@@ -462,7 +454,7 @@ def report(
 @cli.command()
 @click.argument("base", type=click.Path(dir_okay=False, path_type=Path))
 @click.argument("new", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--metric", type=click.Choice(COMPARE_METRICS), default="test_acc", show_default=True)
+@click.option("--metric", type=click.Choice(METRIC_CHOICES), default="test_acc", show_default=True, help=METRIC_HELP)
 @click.option(
     "--max-drop",
     type=FiniteFloatRange(min=0),
@@ -505,9 +497,9 @@ def compare(base: Path, new: Path, metric: str, max_drop: float, alpha: float, m
     show_default=True,
     help="Folder for the figures.",
 )
-@click.option("--format", "fmt", type=click.Choice(["png", "svg"]), default="png", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(PLOT_FORMATS), default="png", show_default=True)
 @list_option("--task", "tasks", type=CommaList(), help="Only these tasks.")
-@click.option("--reference", type=click.Choice(["srivastava2014"]), help="Published numbers on the keep-rate plot.")
+@click.option("--reference", type=click.Choice(REFERENCES), help="Published numbers on the keep-rate plot.")
 def plot(results: tuple[Path, ...], out_dir: Path, fmt: str, tasks: tuple[str, ...] | None,
          reference: str | None) -> int:  # fmt: skip
     """Draw error against keep rate (with CI bands), gap heatmaps and learning curves per task."""

@@ -19,8 +19,9 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from .catalogue import PERCENT_METRICS
 from .config import Cell
-from .report.compare import PERCENT_METRICS, VERDICTS, CompareResult
+from .report.compare import VERDICTS, CompareResult
 from .report.stats import TEST_NAMES
 from .results import ResultRow
 from .runner import Plan, Reporter, RunSummary

@@ -9,11 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import dropbench.cli as cli_module
 from dropbench.cli import main
-from dropbench.report import compare as compare_module
-from dropbench.report import stats as stats_module
-from dropbench.report import summary as report_module
 
 GRID = ["--task", "wine,diabetes", "--keep", "0.5,1.0", "--reg", "none,l2", "--seeds", "6", "--epochs", "3",
         "--jobs", "1", "-q"]  # fmt: skip
@@ -28,10 +24,19 @@ def results(tmp_path_factory):
     return out
 
 
-def test_metric_names_in_the_cli_match_the_library():
-    assert set(cli_module.REPORT_METRICS) == set(report_module.REPORT_METRICS)
-    assert set(cli_module.COMPARE_METRICS) == set(compare_module.METRICS)
-    assert cli_module.MARK_METHODS == stats_module.MARK_METHODS  # the CLI lists them without importing scipy
+def test_report_and_compare_take_the_same_metrics(results, capsys):
+    from dropbench.cli import cli
+
+    choices = {name: next(p for p in command.params if p.name == "metric").type.choices
+               for name, command in cli.commands.items() if name in ("report", "compare")}  # fmt: skip
+    assert choices["report"] == choices["compare"]
+    assert main(["report", str(results), "--metric", "val_acc", "--format", "markdown"]) == 0
+    out = capsys.readouterr().out
+    assert "validation accuracy (%)" in out and "significantly higher" in out  # higher is better, from the catalogue
+    assert main(["compare", str(results), str(results), "--metric", "train_loss"]) == 0
+    # 'gap' is in both lists; compare, which needs one unit for --max-drop, says why it cannot take it.
+    assert main(["compare", str(results), str(results), "--metric", "gap"]) == 2
+    assert "takes gap_acc or gap_loss" in capsys.readouterr().err
 
 
 def test_markdown_export_is_a_table_per_task(results, capsys):

@@ -13,7 +13,8 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
-from dropbench.report.stats import MARK_METHODS, holm, paired_difference
+from dropbench.catalogue import MARK_METHODS
+from dropbench.report.stats import holm, paired_difference
 from dropbench.report.summary import baseline_tests
 from dropbench.results import COLUMNS
 

@@ -14,24 +14,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..catalogue import DEFAULT_METHOD, GAP, HIGHER_IS_BETTER, MARK_METHODS, METRICS, PERCENT_METRICS
 from ..errors import UserError
-from .stats import DEFAULT_METHOD, MARK_METHODS, holm, paired_difference
+from .stats import holm, paired_difference
 from .summary import CONFIG_COLUMNS, latest_rows, with_config_defaults
 
-HIGHER_IS_BETTER = ("test_acc", "val_acc", "train_acc")
-LOWER_IS_BETTER = (
-    "test_loss",
-    "test_error",
-    "val_loss",
-    "train_loss",
-    "test_ece",
-    "fit_seconds",
-    "gap_acc",
-    "gap_loss",
-)
-METRICS = HIGHER_IS_BETTER + LOWER_IS_BETTER
-# Fractions in [0, 1] that people read in percent: their max_drop is given in percentage points.
-PERCENT_METRICS = ("test_acc", "val_acc", "train_acc", "test_error", "test_ece", "gap_acc")
 VERDICTS = ("regression", "improvement", "inconclusive", "no change", "not comparable")
 # The whole comparison's verdict, one per exit code.
 OVERALL_VERDICTS = {0: "no regression", 1: "regression", 2: "not comparable"}
@@ -202,6 +189,8 @@ def compare(
     `max_drop` is in percentage points for accuracy-like metrics (PERCENT_METRICS), in the metric's units
     otherwise. The interval is the t-interval at level 1 - alpha; the verdict's p-value is the sign-flip (or
     Wilcoxon) test's, which at few seeds can stay above alpha where the interval already excludes zero."""
+    if metric == GAP:
+        raise UserError("compare holds every configuration to one --max-drop, so it takes gap_acc or gap_loss, not gap")
     if metric not in METRICS:
         raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
     if method not in MARK_METHODS:

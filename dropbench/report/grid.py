@@ -10,6 +10,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from ..catalogue import Metric, metric_for
 from ..results import format_value
 from .stats import TEST_NAMES
 from .summary import CONFIG_COLUMNS, SETUP_COLUMNS, config_label
@@ -19,44 +20,6 @@ BEST_MARK = "★"
 BETTER_MARK = "▲"
 WORSE_MARK = "▼"
 VARYING = ("layer_keep_rates", "input_keep_rate", "dropout", "train_size", "model", *SETUP_COLUMNS, "setup")
-
-
-@dataclass(frozen=True)
-class MetricView:
-    """How a metric is shown: which column, scaled how, with how many digits, under what name."""
-
-    column: str
-    title: str
-    scale: float
-    digits: int
-    signed: bool
-    explanation: str
-
-    def format(self, mean: float, half: float) -> str:
-        if mean != mean:
-            return "—"
-        text = f"{mean * self.scale:{'+' if self.signed else ''}.{self.digits}f}"
-        return text if half != half else f"{text} ± {half * self.scale:.{self.digits}f}"
-
-
-VIEWS = {
-    "gap_acc": MetricView("gap_acc", "gap_acc (pp)", 100, 1, True,
-                          "gap_acc = train acc − test acc in percentage points, eval mode"),
-    "gap_loss": MetricView("gap_loss", "gap_loss", 1, 3, True,
-                           "gap_loss = test loss − train loss (regression: MSE, standardized target), eval mode"),
-    "test_acc": MetricView("test_acc", "test accuracy (%)", 100, 1, False, "test accuracy in percent"),
-    "test_error": MetricView("test_error", "test error (%)", 100, 2, False, "test error = 100 − test accuracy, %"),
-    "test_loss": MetricView("test_loss", "test loss", 1, 3, False, "test loss (cross-entropy, or MSE)"),
-    "test_ece": MetricView("test_ece", "test ECE (%)", 100, 2, False, "expected calibration error, 15 bins, %"),
-    "fit_seconds": MetricView("fit_seconds", "fit seconds", 1, 2, False, "training time in seconds"),
-}  # fmt: skip
-
-
-def view_for(metric: str, classification: bool) -> MetricView:
-    """'gap' means the gap a task has: gap_acc for classification, gap_loss for regression."""
-    if metric == "gap":
-        metric = "gap_acc" if classification else "gap_loss"
-    return VIEWS[metric]
 
 
 def keep_label(keep: float) -> str:
@@ -117,7 +80,7 @@ class Grid:
     """One task laid out for display: row labels × keep rates, with each cell's summary row."""
 
     task: str
-    view: MetricView
+    view: Metric
     classification: bool
     seeds: int
     keep_rates: list[float]
@@ -143,7 +106,7 @@ def task_grids(
         rows: dict[str, dict[float, pd.Series]] = {}
         for label, (_, row) in zip(labels, task_rows.iterrows()):
             rows.setdefault(label, {})[row["keep_rate"]] = row
-        grids.append(Grid(str(task), view_for(metric, classification), classification, int(task_rows["seeds"].max()),
+        grids.append(Grid(str(task), metric_for(metric, classification), classification, int(task_rows["seeds"].max()),
                           sorted(task_rows["keep_rate"].unique()), list(rows.items()), _best_index(task_rows),
                           {i: paired[i] for i in task_rows.index if i in paired},
                           _test_note(tests, str(task), alpha)))  # fmt: skip
@@ -158,7 +121,7 @@ def _cell_parts(grid: Grid, row: pd.Series) -> tuple[str, str, str]:
     """(metric text with its significance mark, test figure, baseline/best marks)."""
     if row["n"] == 0:
         return f"failed ×{row['not_ok']}", "", ""
-    value = grid.view.format(row[f"{grid.view.column}_mean"], row[f"{grid.view.column}_ci"])
+    value = grid.view.format(row[f"{grid.view.name}_mean"], row[f"{grid.view.name}_ci"])
     mark = grid.mark(row.name)
     marks = (f" {BASELINE_MARK}" if row["baseline"] else "") + (f" {BEST_MARK}" if row.name == grid.best else "")
     return value + (f" {mark}" if mark else ""), _test_figure(row, grid.classification), marks
@@ -176,8 +139,8 @@ def _caption(grid: Grid, tested: bool) -> str:
              f"{BASELINE_MARK} baseline (none, keep 1.0)  {BEST_MARK} chosen on mean validation {figure}; "
              "its test figure is shown"]  # fmt: skip
     if tested and grid.test_note is not None:
-        lower_better = grid.view.column not in ("test_acc",)
-        better, worse = ("significantly lower", "higher") if lower_better else ("significantly higher", "lower")
+        higher_better = grid.view.higher_is_better
+        better, worse = ("significantly higher", "lower") if higher_better else ("significantly lower", "higher")
         lines.append(grid.test_note.legend(better, worse))
     lines.append(SEEDS_COVER)
     return "\n".join(lines)
@@ -312,8 +275,8 @@ def wide_csv(grids: list[Grid]) -> str:
                       "keep_rate")}, "metric": grid.view.title}  # fmt: skip
             for keep in grid.keep_rates:
                 row = by_keep.get(keep)
-                mean = row[f"{grid.view.column}_mean"] * grid.view.scale if row is not None else math.nan
-                half = row[f"{grid.view.column}_ci"] * grid.view.scale if row is not None else math.nan
+                mean = row[f"{grid.view.name}_mean"] * grid.view.scale if row is not None else math.nan
+                half = row[f"{grid.view.name}_ci"] * grid.view.scale if row is not None else math.nan
                 record[f"keep_{keep:g}"] = mean
                 record[f"keep_{keep:g}_ci"] = half
             records.append(record)

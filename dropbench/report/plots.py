@@ -22,11 +22,11 @@ from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from ..catalogue import PLOT_FORMATS  # noqa: E402
 from ..errors import UserError  # noqa: E402
 from ..files import os_error  # noqa: E402
 from .summary import CONFIG_COLUMNS, config_label, latest_rows, summarize, with_config_defaults  # noqa: E402
 
-FORMATS = ("png", "svg")
 PNG_DPI = 150
 MAX_CURVES = 8
 # Settings that, when a task has several values of them, split a regularizer's line and name it in the label.
@@ -292,8 +292,8 @@ def write_plots(
     """Per task: `<task>-keep-rate.<fmt>`, `<task>-gap-heatmap.<fmt>` and, when `epochs` has curves of
     the task's cells, `<task>-learning-curves.<fmt>` in `out_dir` (created). With `reference`, the
     published test errors that match a configuration are marked on the keep-rate plot."""
-    if fmt not in FORMATS:
-        raise UserError(f"unknown plot format '{fmt}'; choose one of: {', '.join(FORMATS)}")
+    if fmt not in PLOT_FORMATS:
+        raise UserError(f"unknown plot format '{fmt}'; choose one of: {', '.join(PLOT_FORMATS)}")
     summary = summarize(results)
     if summary.empty:
         raise UserError("no results rows to plot")

@@ -24,9 +24,8 @@ from importlib import resources
 
 import pandas as pd
 
+from ..catalogue import REFERENCES
 from ..errors import UserError
-
-REFERENCES: tuple[str, ...] = ("srivastava2014",)
 
 REFERENCE_COLUMNS = (
     "source",

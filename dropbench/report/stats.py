@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as _scipy_stats
 
+from ..catalogue import DEFAULT_METHOD  # the marking tests are listed there, for the CLI to name without scipy
+
 
 @dataclass(frozen=True)
 class Estimate:
@@ -47,16 +49,6 @@ class PairedTest:
 
 
 PAIRED_METHODS = ("sign-flip", "t", "wilcoxon")
-# The exact sign-flip test: valid at any number of seeds for any distribution of the differences that is
-# symmetric under the null (which swapping a configuration with its baseline within a seed guarantees),
-# ties and whole-example accuracies included. Its price: p >= 2 / 2^n, so marks need enough seeds.
-DEFAULT_METHOD = "sign-flip"
-# The tests allowed to mark a result: both are exact under the null at any number of seeds, and hold their
-# false-positive rate with whole-example accuracies and common random numbers in the simulation of
-# tests/test_significance_simulation.py. The t-test assumes normal differences, which a few seeds of
-# whole-example accuracies are not (the unguarded form marked 12% of null tasks there): it serves
-# intervals, not marks.
-MARK_METHODS = ("sign-flip", "wilcoxon")
 TEST_NAMES = {"sign-flip": "exact sign-flip test", "t": "paired t-test", "wilcoxon": "Wilcoxon signed-rank test"}
 EXACT_SIGN_FLIPS_UP_TO = 16  # 2^16 sign patterns enumerated; beyond, a fixed-seed Monte Carlo
 MONTE_CARLO_FLIPS = 200_000

@@ -11,8 +11,9 @@ import math
 
 import pandas as pd
 
+from ..catalogue import DEFAULT_METHOD, GAP, HIGHER_IS_BETTER, METRICS
 from ..errors import UserError
-from .stats import DEFAULT_METHOD, holm, mean_ci, paired_difference
+from .stats import holm, mean_ci, paired_difference
 
 CONFIG_COLUMNS = (
     "task", "model", "regularizer", "strength", "keep_rate", "layer_keep_rates", "input_keep_rate", "dropout",
@@ -119,14 +120,11 @@ def chosen_on_validation(summary: pd.DataFrame) -> pd.Series:
 
 # ---------------------------------------------------------------- against the baseline, over seeds
 
-REPORT_METRICS = ("gap_acc", "gap_loss", "test_acc", "test_error", "test_loss", "test_ece", "fit_seconds")
-HIGHER_IS_BETTER = frozenset({"test_acc", "train_acc", "val_acc"})
-
 
 def with_metric(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The frame with `metric` present as a column (test_error is derived: 1 − test_acc)."""
-    if metric not in REPORT_METRICS:
-        raise UserError(f"unknown metric '{metric}'; allowed: {', '.join(REPORT_METRICS)}")
+    if metric not in METRICS:
+        raise UserError(f"unknown metric '{metric}'; allowed: {', '.join(METRICS)}")
     if metric == "test_error" and "test_acc" in frame:
         return frame.assign(test_error=1.0 - frame["test_acc"])
     if metric not in frame:
@@ -236,7 +234,7 @@ def tests_for(
     frame: pd.DataFrame, summary: pd.DataFrame, metric: str, *, method: str = DEFAULT_METHOD, alpha: float = 0.05
 ) -> pd.DataFrame:
     """Baseline tests of `metric`; for 'gap', of gap_acc on classification tasks and gap_loss on regression."""
-    if metric != "gap":
+    if metric != GAP:
         return baseline_tests(frame, metric, method=method, alpha=alpha)
     classification = dict(zip(summary["task"], summary["classification"]))
     parts = []
