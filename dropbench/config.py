@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass
 from functools import cached_property
 
 from .regularizers import RegularizerSetting
+from .report.labels import cell_label
 from .seeding import derive_seed
 
 
@@ -155,12 +156,8 @@ class Cell:
         return f"{derive_seed(self.identity()):016x}"[-12:]
 
     def describe(self) -> str:
-        reg = self.regularizer.name
-        if self.regularizer.strength_label:
-            reg += f"({self.regularizer.strength_label})"
-        keeps = f"keep={self.keep_label or format(self.keep_rate, 'g')}"
-        if self.input_keep_rate != 1.0:
-            keeps += f" in={self.input_keep_rate:g}"
-        dropout = "" if self.dropout == "bernoulli" else f" {self.dropout}"
-        size = f" n={self.train_size}" if self.train_size else ""
-        return f"{self.task.name} {reg}{dropout} {keeps}{size} seed={self.seed}"
+        """'digits l2(0.0001) keep=0.5 in=0.8 gaussian n=100 seed=2', in report.labels' vocabulary for a cell."""
+        return cell_label({"task": self.task.name, "regularizer": self.regularizer.name,
+                           "strength": self.regularizer.strength_label, "keep_rate": self.mean_keep_rate,
+                           "layer_keep_rates": self.keep_label, "input_keep_rate": self.input_keep_rate,
+                           "dropout": self.dropout, "train_size": self.train_size, "seed": self.seed})  # fmt: skip

@@ -21,7 +21,8 @@ from rich.text import Text
 
 from .catalogue import PERCENT_METRICS
 from .config import Cell
-from .report.compare import VERDICTS, CompareResult
+from .report.compare import VERDICTS, CompareResult, Comparison
+from .report.labels import DISTINGUISHING, cell_label, config_label
 from .report.stats import TEST_NAMES
 from .results import ResultRow
 from .runner import Plan, Reporter, RunSummary
@@ -218,11 +219,7 @@ def print_failed(failed: pd.DataFrame) -> None:
     console = stdout_console()
     console.print(f"{len(failed)} cell(s) not ok:", style="red")
     for _, row in failed.head(20).iterrows():
-        reg = row["regularizer"] + (
-            f"({row['strength']})" if isinstance(row["strength"], str) and row["strength"] else ""
-        )
-        console.print(f"  {row['task']} {reg} keep={row['keep_rate']:g} seed={row['seed']}: {row['status']}: "
-                      f"{row['error']}", highlight=False, markup=False)  # fmt: skip
+        console.print(f"  {cell_label(row)}: {row['status']}: {row['error']}", highlight=False, markup=False)
 
 
 def print_best(best: pd.DataFrame, fmt: str) -> None:
@@ -299,20 +296,11 @@ def _shown(value: float, spec: str) -> str:
     return "–" if value != value else format(value, spec)
 
 
-# What else names a configuration where it varies among the compared rows, and how it reads.
-DISTINGUISHING = (("layer_keep_rates", "layers {}"), ("input_keep_rate", "in {:g}"), ("dropout", "{}"),
-                  ("train_size", "n={}"), ("model", "{}"), ("setup", "setup {}"))  # fmt: skip
-
-
 def _comparison_labels(result: CompareResult) -> list[str]:
     """'digits l2 0.01 keep 0.5', plus whatever else varies among the rows, so no two configurations read alike."""
-    varying = [(column, form) for column, form in DISTINGUISHING
-               if len({getattr(r, column) for r in result.rows}) > 1]  # fmt: skip
-    labels = []
-    for r in result.rows:
-        label = f"{r.task} {r.regularizer} {r.strength} keep {r.keep_rate:g}".replace("  ", " ")
-        labels.append(" · ".join([label, *(form.format(getattr(r, column)) for column, form in varying)]))
-    return labels
+    rows = [asdict(r) for r in result.rows]
+    differs = {c for c in DISTINGUISHING if c in Comparison.__dataclass_fields__ and len({r[c] for r in rows}) > 1}
+    return [config_label(r, differs, task=True, keep=True) for r in rows]
 
 
 def _comparison_lines(result: CompareResult) -> list[tuple[str, ...]]:

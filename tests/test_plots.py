@@ -190,8 +190,8 @@ def test_keep_rate_figure_reads_back_test_and_training_error(results, summary):
     assert test_ax.get_ylabel() == "test error (%)" and train_ax.get_ylabel() == "training error (%)"
     cls = results[results["task"] == CLS]
     for ax, column in ((test_ax, "test_acc"), (train_ax, "train_acc")):
-        assert {line.get_label() for line in ax.get_lines()} == {"none", "l2 (0.0001)", "max-norm (3)"}
-        line = _line(ax, "l2 (0.0001)")
+        assert {line.get_label() for line in ax.get_lines()} == {"none", "l2 0.0001", "max-norm 3"}
+        line = _line(ax, "l2 0.0001")
         expected = 100 * (1 - cls[cls["regularizer"] == "l2"].groupby("keep_rate")[column].mean())
         np.testing.assert_allclose(line.get_xdata(), list(KEEPS))
         np.testing.assert_allclose(line.get_ydata(), expected.loc[list(KEEPS)].to_numpy())
@@ -215,7 +215,7 @@ def test_keep_rate_splits_lines_by_input_keep_rate(results):
     other = results[results["task"] == CLS].assign(input_keep_rate=0.8, cell_id=lambda f: f["cell_id"] + "i")
     fig = plot_keep_rate(summarize(pd.concat([results, other])), CLS)
     labels = {line.get_label() for line in fig.axes[0].get_lines()}
-    assert "l2 (0.0001) · in 0.8" in labels and "l2 (0.0001) · in 1" in labels
+    assert "l2 0.0001 · in 0.8" in labels and "l2 0.0001 · in 1" in labels
     assert len(labels) == 6
 
 
@@ -227,7 +227,7 @@ def test_heatmap_is_the_pivot_of_gap_means(results, summary):
     pivot = cls.pivot_table(index="regularizer", columns="keep_rate", values="gap_acc", aggfunc="mean") * 100
     pivot = pivot.loc[["none", "l2", "max-norm"], sorted(KEEPS)]  # rows in order of appearance
     np.testing.assert_allclose(shown, pivot.to_numpy())
-    assert [t.get_text() for t in ax.get_yticklabels()] == ["none", "l2 (0.0001)", "max-norm (3)"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["none", "l2 0.0001", "max-norm 3"]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["0.5", "0.8", "1"]
     texts = [t.get_text() for t in ax.texts]
     assert len(texts) == 9 and f"{pivot.iloc[0, 0]:+.1f}" in texts
@@ -242,8 +242,8 @@ def test_learning_curves_average_only_the_cells_that_reached_each_epoch(results,
     curves = epochs[epochs["cell_id"].isin(ids["cell_id"])]
     assert curves.groupby("epoch").size().tolist() == [3, 3, 3, 2, 2]
     expected = curves.groupby("epoch")[["fit_loss", "val_loss"]].mean()
-    val = _line(ax, "none, keep 0.5: validation loss")
-    fit = _line(ax, "none, keep 0.5: train loss (training mode, with dropout)")
+    val = _line(ax, "none keep 0.5: validation loss")
+    fit = _line(ax, "none keep 0.5: train loss (training mode, with dropout)")
     assert val.get_linestyle() == "-" and fit.get_linestyle() == "--" and val.get_color() == fit.get_color()
     np.testing.assert_array_equal(val.get_xdata(), [1, 2, 3, 4, 5])
     np.testing.assert_allclose(val.get_ydata(), expected["val_loss"].to_numpy())
@@ -257,8 +257,8 @@ def test_learning_curves_keep_at_most_eight_with_the_baseline(results, epochs):
     assert len(ax.get_lines()) == 16  # 8 configurations × (validation, train)
     assert "8 of 9" in ax.get_title() and CLS in ax.get_title()
     labels = {line.get_label().split(":")[0] for line in ax.get_lines()}
-    assert "none, keep 1" in labels  # the baseline, though not among the best
-    assert "max-norm (3), keep 1" not in labels  # the worst mean test accuracy
+    assert "none keep 1.0" in labels  # the baseline, though not among the best
+    assert "max-norm 3 keep 1.0" not in labels  # the worst mean test accuracy
     assert ax.get_ylabel() == "loss (cross-entropy)"
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "train loss (training mode, with dropout)" in legend

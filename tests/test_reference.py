@@ -216,7 +216,7 @@ def test_the_best_validation_accuracy_is_taken_and_the_note_says_so(reference):
     assert row["difference_pct"] == pytest.approx(1.40 - 1.05)
     assert row["match_note"] == (
         "best validation accuracy of 3 matching configurations; the others: "
-        "mlp-1024-1024-2048 2 val 98.70%, mlp-1024-1024-2048 4 val 98.50%"
+        "max-norm 2 · mlp-1024-1024-2048 (val 98.70%), max-norm 4 · mlp-1024-1024-2048 (val 98.50%)"
     )
 
 
@@ -266,16 +266,16 @@ def test_ours_configuration_names_the_chosen_configuration(reference):
                     dropout="gaussian", val=0.989, acc=0.988),
     )  # fmt: skip
     matched = match_reference(ours, reference)
-    assert only(matched, 9, "L2")["ours_configuration"] == "mlp-1024-1024-2048 l2 0.0001 keep 1 in 1"
+    assert only(matched, 9, "L2")["ours_configuration"] == "l2 0.0001 keep 1.0 · in 1 · mlp-1024-1024-2048"
     table_9 = only(matched, 9, "Dropout + Max-norm")
-    assert table_9["ours_configuration"] == "mlp-1024-1024-2048 max-norm 3 keep 0.5 in 0.8"
+    assert table_9["ours_configuration"] == "max-norm 3 keep 0.5 · in 0.8 · mlp-1024-1024-2048"
     assert table_9["ours_strength"] == "3"
     gaussian = only(matched, 10, "Gaussian dropout", "2 layers, 1024 units")
-    assert gaussian["ours_configuration"] == "mlp-1024-1024 max-norm 3 keep 0.5 in 0.8 gaussian"
+    assert gaussian["ours_configuration"] == "max-norm 3 keep 0.5 · in 0.8 · gaussian · mlp-1024-1024"
     assert gaussian["ours_test_error_pct"] == pytest.approx(1.20)
     assert gaussian["match_note"] == (
         "the paper states no regularizer for this row; took max-norm; best validation accuracy of 2 matching "
-        "configurations; the others: mlp-1024-1024 l2 0.0001 val 98.60%"
+        "configurations; the others: l2 0.0001 · mlp-1024-1024 (val 98.60%)"
     )
     unmatched = matched[matched["ours_test_error_pct"].isna()]
     assert len(unmatched) > 0 and (unmatched["ours_configuration"] == "").all()

@@ -9,13 +9,13 @@ both sides is "not comparable", and when no configuration is comparable the exit
 """
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import pandas as pd
 
 from ..catalogue import DEFAULT_METHOD, GAP, HIGHER_IS_BETTER, MARK_METHODS, METRICS, PERCENT_METRICS
 from ..errors import UserError
+from .labels import cell_label, varying
 from .stats import holm, paired_difference
 from .summary import CONFIG_COLUMNS, latest_rows, with_config_defaults
 
@@ -102,26 +102,6 @@ def _with_metric(frame: pd.DataFrame, metric: str, side: str) -> pd.DataFrame:
     return frame
 
 
-def _describer(frame: pd.DataFrame) -> Callable[[pd.Series], str]:
-    """Cell descriptions like 'digits l2(0.0001) keep=0.5 seed=2', naming the input keep rate, dropout kind
-    and model only where they vary, so that two different cells never read the same."""
-    varies = {column: frame[column].nunique(dropna=False) > 1 for column in ("input_keep_rate", "dropout", "model")}
-
-    def describe(row: pd.Series) -> str:
-        reg = row["regularizer"] + (f"({row['strength']})" if row["strength"] else "")
-        text = f"{row['task']} {reg} keep={float(row['keep_rate']):g}"
-        if varies["input_keep_rate"] or float(row["input_keep_rate"]) != 1.0:
-            text += f" in={float(row['input_keep_rate']):g}"
-        if varies["dropout"]:
-            text += f" {row['dropout']}"
-        if varies["model"]:
-            text += f" {row['model']}"
-        seed = row["seed"]
-        return f"{text} seed={int(seed) if float(seed).is_integer() else seed}"
-
-    return describe
-
-
 def _verdict(worse_mean: float, worse_low: float, worse_high: float, p: float, alpha: float, limit: float) -> str:
     """From the worsening (positive = worse) and its interval; `limit` is max_drop in the metric's units."""
     if math.isnan(p):
@@ -204,10 +184,10 @@ def compare(
     limit = max_drop / 100 if metric in PERCENT_METRICS else max_drop
     sign = -1.0 if metric in HIGHER_IS_BETTER else 1.0  # worsening = sign * (NEW - BASE)
 
-    describe = _describer(pd.concat([base, new], ignore_index=True))
+    differs = varying(pd.concat([base, new], ignore_index=True))  # named in each cell, so no two read alike
     base_ids, new_ids = set(base["cell_id"]), set(new["cell_id"])
-    missing_in_new = [describe(row) for _, row in base[~base["cell_id"].isin(new_ids)].iterrows()]
-    missing_in_base = [describe(row) for _, row in new[~new["cell_id"].isin(base_ids)].iterrows()]
+    missing_in_new = [cell_label(row, differs) for _, row in base[~base["cell_id"].isin(new_ids)].iterrows()]
+    missing_in_base = [cell_label(row, differs) for _, row in new[~new["cell_id"].isin(base_ids)].iterrows()]
 
     # BASE's configuration columns describe the pair (they equal NEW's: both are part of the cell_id).
     pairs = base.merge(new[["cell_id", "status", "_value"]], on="cell_id", suffixes=("_base", "_new"))

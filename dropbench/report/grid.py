@@ -12,18 +12,14 @@ from rich.text import Text
 
 from ..catalogue import Metric, metric_for
 from ..results import format_value
+from .labels import config_label, keep_label, varying
 from .stats import TEST_NAMES
-from .summary import CONFIG_COLUMNS, SETUP_COLUMNS, config_label
+from .summary import CONFIG_COLUMNS
 
 BASELINE_MARK = "◆"
 BEST_MARK = "★"
 BETTER_MARK = "▲"
 WORSE_MARK = "▼"
-VARYING = ("layer_keep_rates", "input_keep_rate", "dropout", "train_size", "model", *SETUP_COLUMNS, "setup")
-
-
-def keep_label(keep: float) -> str:
-    return f"keep {keep:.1f}" if keep in (0.5, 1.0) else f"keep {keep:g}"
 
 
 def _best_index(task_rows: pd.DataFrame) -> object:
@@ -101,8 +97,8 @@ def task_grids(
     grids = []
     for task, task_rows in summary.groupby("task", sort=False):
         classification = bool(task_rows["classification"].iloc[0])
-        varying = {c for c in VARYING if c in task_rows and task_rows[c].nunique(dropna=False) > 1}
-        labels = [config_label(r, varying) for _, r in task_rows.iterrows()]
+        differs = varying(task_rows)
+        labels = [config_label(r, differs) for _, r in task_rows.iterrows()]
         rows: dict[str, dict[float, pd.Series]] = {}
         for label, (_, row) in zip(labels, task_rows.iterrows()):
             rows.setdefault(label, {})[row["keep_rate"]] = row
@@ -333,8 +329,7 @@ def best_lines(best: pd.DataFrame) -> list[list[str]]:
             gain = f"{row['gain'] * scale:+.2f}{sign}{interval}"
             p = "—" if row["p_value"] != row["p_value"] else f"{row['p_value']:.3g}"
         chosen = f"{row['chosen_on']} {row['val_mean'] * scale:.2f}{unit}"
-        config = f"{row['configuration']} · {keep_label(row['keep_rate'])}"
-        lines.append([str(row["task"]), config, chosen, figure, gain, p, str(row["seeds"])])
+        lines.append([str(row["task"]), row["configuration"], chosen, figure, gain, p, str(row["seeds"])])
     return lines
 
 

@@ -25,12 +25,11 @@ from matplotlib.patches import Rectangle  # noqa: E402
 from ..catalogue import PLOT_FORMATS  # noqa: E402
 from ..errors import UserError  # noqa: E402
 from ..files import os_error  # noqa: E402
-from .summary import CONFIG_COLUMNS, config_label, latest_rows, summarize, with_config_defaults  # noqa: E402
+from .labels import config_label, varying  # noqa: E402
+from .summary import CONFIG_COLUMNS, latest_rows, summarize, with_config_defaults  # noqa: E402
 
 PNG_DPI = 150
 MAX_CURVES = 8
-# Settings that, when a task has several values of them, split a regularizer's line and name it in the label.
-SPLIT_COLUMNS = ("layer_keep_rates", "input_keep_rate", "dropout", "train_size", "model")
 KEEP_LABEL = "keep rate p (hidden units)"
 BASELINE_LABEL = "baseline (none, keep 1.0)"
 
@@ -47,18 +46,11 @@ def _task_rows(summary: pd.DataFrame, task: str) -> pd.DataFrame:
     return summary[summary["task"] == task]
 
 
-def _varying(rows: pd.DataFrame) -> list[str]:
-    return [c for c in SPLIT_COLUMNS if rows[c].nunique(dropna=False) > 1]
-
-
-def _label(row: pd.Series, varying: Sequence[str]) -> str:
-    """'l2 (0.0001)', then whatever else varies in the task: '· in 0.8', '· bernoulli', '· mlp-1024x2'."""
-    return config_label(row, list(varying), parenthesized=True)
-
-
-def _with_labels(rows: pd.DataFrame) -> pd.DataFrame:
-    varying = _varying(rows)
-    return rows.assign(label=[_label(r, varying) for _, r in rows.iterrows()])
+def _with_labels(rows: pd.DataFrame, *, keep: bool = False) -> pd.DataFrame:
+    """Each row with its label: 'l2 0.0001', then whatever else varies in the task ('· in 0.8', '· mlp-1024-1024');
+    a regularizer's line splits where any of those differ."""
+    differs = varying(rows)
+    return rows.assign(label=[config_label(r, differs, keep=keep) for _, r in rows.iterrows()])
 
 
 def _colors(n: int) -> list[tuple[float, ...]]:
@@ -201,8 +193,7 @@ def plot_learning_curves(epochs: pd.DataFrame, rows: pd.DataFrame, task: str) ->
     rows = with_config_defaults(latest_rows(rows[rows["task"] == task]))
     if rows.empty:
         raise UserError(f"no results for task '{task}'")
-    summary = _with_labels(summarize(rows))
-    summary["label"] = [f"{label}, keep {keep:g}" for label, keep in zip(summary["label"], summary["keep_rate"])]
+    summary = _with_labels(summarize(rows), keep=True)
     classification = bool(summary["classification"].iloc[0])
     ok = rows[rows["status"] == "ok"][["cell_id", *CONFIG_COLUMNS]].copy()
     ok["strength"] = ok["strength"].fillna("")

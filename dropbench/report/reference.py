@@ -26,6 +26,7 @@ import pandas as pd
 
 from ..catalogue import REFERENCES
 from ..errors import UserError
+from .labels import config_label
 
 REFERENCE_COLUMNS = (
     "source",
@@ -110,14 +111,6 @@ def _text(value: object) -> str:
     return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
 
 
-def _label(candidate: pd.Series, with_regularizer: bool) -> str:
-    parts = [_text(candidate["model"])]
-    if with_regularizer:
-        parts.append(_text(candidate["regularizer"]))
-    parts.append(_text(candidate["strength"]))
-    return " ".join(p for p in parts if p)
-
-
 def _match_row(row: dict[str, object], summary: pd.DataFrame) -> dict[str, object]:
     keep, input_keep = row["keep_rate"], row["input_keep_rate"]
     if pd.isna(keep) or pd.isna(input_keep):
@@ -163,7 +156,7 @@ def _match_row(row: dict[str, object], summary: pd.DataFrame) -> dict[str, objec
     if any_regularizer:
         notes.append(f"the paper states no regularizer for this row; took {best['regularizer']}")
     if len(usable) > 1:
-        others = ", ".join(f"{_label(c, any_regularizer)} val {100 * c['val_acc_mean']:.2f}%"
+        others = ", ".join(f"{config_label(c, ('model',))} (val {100 * c['val_acc_mean']:.2f}%)"
                            for _, c in usable.iloc[1:].iterrows())  # fmt: skip
         notes.append(f"best validation accuracy of {len(usable)} matching configurations; the others: {others}")
     ours = float(best["_error"])
@@ -180,9 +173,7 @@ def _match_row(row: dict[str, object], summary: pd.DataFrame) -> dict[str, objec
 
 
 def _configuration(candidate: pd.Series) -> str:
-    """'mlp-1024-1024-2048 max-norm 3 keep 0.5 in 0.8 gaussian': which of ours stands beside a paper's row."""
-    parts = [_text(candidate["model"]), _text(candidate["regularizer"]), _text(candidate["strength"]),
-             f"keep {float(candidate['keep_rate']):g}", f"in {float(candidate['input_keep_rate']):g}"]  # fmt: skip
-    if _text(candidate["dropout"]) not in ("", "bernoulli"):
-        parts.append(_text(candidate["dropout"]))
-    return " ".join(p for p in parts if p)
+    """'max-norm 3 keep 0.5 · in 0.8 · gaussian · mlp-1024-1024-2048': which of ours stands beside a paper's row
+    (the dropout kind named where it is not Bernoulli's)."""
+    named = ["input_keep_rate", "model"] + (["dropout"] if _text(candidate["dropout"]) not in ("", "bernoulli") else [])
+    return config_label(candidate, named, keep=True)

@@ -13,14 +13,13 @@ import pandas as pd
 
 from ..catalogue import DEFAULT_METHOD, GAP, HIGHER_IS_BETTER, METRICS
 from ..errors import UserError
+from .labels import SETUP_COLUMNS, config_label, varying
 from .stats import holm, mean_ci, paired_difference
 
 CONFIG_COLUMNS = (
     "task", "model", "regularizer", "strength", "keep_rate", "layer_keep_rates", "input_keep_rate", "dropout",
     "train_size", "setup",
 )  # fmt: skip
-# Training settings shown where they vary within a task (files merged from runs of other settings).
-SETUP_COLUMNS = ("optimizer", "lr", "momentum", "batch_size", "max_epochs", "precision", "mc_samples")
 SUMMARY_METRICS = ("gap_acc", "gap_loss", "test_acc", "test_loss", "train_acc", "train_loss", "val_acc", "val_loss",
                    "fit_seconds")  # fmt: skip
 OPTIONAL_METRICS = ("test_error", "test_ece", "test_nll", "test_acc_mc", "test_nll_mc", "test_ece_mc")
@@ -201,8 +200,7 @@ def best_report(
     its test figure with its 95% CI, and its paired test-figure gain over the baseline with the gain's 95%
     t-interval and Holm-adjusted p (the family: all of the task's configurations, since the choice was one
     of them). Figures are fractions (accuracy) or losses, unscaled."""
-    varying = {c for c in ("model", "train_size", "input_keep_rate", "dropout", *SETUP_COLUMNS, "setup")
-               if c in summary and summary[c].nunique() > 1}  # fmt: skip
+    differs = varying(summary)
     records = []
     for _, row in best_configurations(summary).iterrows():
         classification = bool(row["classification"])
@@ -211,7 +209,7 @@ def best_report(
         mine = tests[(tests[list(CONFIG_COLUMNS)].astype(str) == row[list(CONFIG_COLUMNS)].astype(str)).all(axis=1)]
         test = mine.iloc[0] if len(mine) else None
         records.append({
-            "task": row["task"], "configuration": config_label(row, varying), "keep_rate": row["keep_rate"],
+            "task": row["task"], "configuration": config_label(row, differs, keep=True), "keep_rate": row["keep_rate"],
             "chosen_on": "val_acc" if classification else "val_loss",
             "val_mean": row["val_acc_mean" if classification else "val_loss_mean"], "test_metric": metric,
             "test_mean": row[f"{metric}_mean"], "test_ci": row[f"{metric}_ci"],
@@ -243,30 +241,3 @@ def tests_for(
         if tasks:
             parts.append(baseline_tests(frame[frame["task"].isin(tasks)], column, method=method, alpha=alpha))
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-
-
-def config_label(row: pd.Series, varying: set[str] | list[str], *, parenthesized: bool = False) -> str:
-    """'l2 0.0001' (or 'l2 (0.0001)'), then whatever else varies within the task: per-layer keep rates,
-    training-set size, input keep rate, dropout kind, model."""
-    strength = row["strength"] if isinstance(row["strength"], str) else ""
-    label = row["regularizer"] + ((f" ({strength})" if parenthesized else f" {strength}") if strength else "")
-    if "layer_keep_rates" in varying and row["layer_keep_rates"]:
-        label += f" · layers {row['layer_keep_rates']}"
-    if "train_size" in varying:
-        label += f" · n={row['train_size'] or 'all'}"
-    if "input_keep_rate" in varying:
-        label += f" · in {row['input_keep_rate']:g}"
-    if "dropout" in varying:
-        label += f" · {row['dropout']}"
-    if "model" in varying:
-        label += f" · {row['model']}"
-    for column in SETUP_COLUMNS:
-        if column in varying and column in row:
-            label += f" · {SETUP_LABELS[column]} {row[column]}"
-    if "setup" in varying and not any(c in varying for c in SETUP_COLUMNS):
-        label += f" · setup {row['setup']}"
-    return label
-
-
-SETUP_LABELS = {"optimizer": "opt", "lr": "lr", "momentum": "momentum", "batch_size": "batch", "max_epochs": "epochs",
-                "precision": "precision", "mc_samples": "mc"}  # fmt: skip
