@@ -23,7 +23,8 @@ import pandas as pd
 from rich.console import Console
 
 from dropbench.cli import main as cli_main
-from dropbench.report.grid import rich_tables, task_grids
+from dropbench.report.data import build_report
+from dropbench.report.exporters.table import grid_tables
 from dropbench.report.stats import TEST_NAMES, paired_difference, smallest_p_value
 from dropbench.report.summary import baseline_tests, summarize, tests_for
 from dropbench.results import read_results
@@ -51,9 +52,8 @@ def quick_table() -> str:
     """The synthetic task's gap table exactly as `dropbench report results/quick/quick.csv --task synthetic`."""
     frame = read_results(QUICK)
     frame = frame[frame["task"] == "synthetic"]
-    summary = summarize(frame)
     console = Console(file=io.StringIO(), width=100, color_system=None, legacy_windows=False)
-    for table in rich_tables(task_grids(summary, "gap", tests_for(frame, summary, "gap")), tested=True):
+    for table in grid_tables(build_report(frame).grids):
         console.print(table)
     text = "\n".join(line.rstrip() for line in console.file.getvalue().splitlines())
     return f"```\n{text}\n```\n"

@@ -27,7 +27,7 @@ _EXPORTS = {
     "RunSummary": "runner",
     "read_results": "results",
     "summarize": "report",
-    "gap_tables": "report",
+    "gap_tables": "report.exporters.table",
     "fit_cell": "train",
     "load_task_data": "data",
     "TASKS": "data",

@@ -21,7 +21,10 @@ import click
 from .catalogue import MARK_METHODS, METRIC_CHOICES, METRIC_HELP, PLOT_FORMATS, REFERENCES
 from .errors import Terminated, UserError, stop_signal
 from .keeprates import keep_rate_problem
+from .report.exporters import names as format_names
 
+# The exporters' names (report/exporters/NAME.py), the default first, found without importing them.
+FORMATS = format_names()
 EXIT_OK, EXIT_FAILED_CELLS, EXIT_BAD_INPUT = 0, 1, 2
 EXIT_INTERRUPTED, EXIT_TERMINATED = 130, 143  # 128 + the signal's number, as a shell reports a death by it
 
@@ -316,7 +319,7 @@ def run(
         executor = make_executor(jobs, threads, resolve_device(device), stack=not no_stack)
     out = out or default_out_path(resolved.name)
     if dry_run:
-        from .terminal import print_plan
+        from .report.console import print_plan
 
         print_plan(plan_run(resolved, out, shard=part, rerun_failed=rerun_failed and not fresh), executor)
         return EXIT_OK
@@ -343,17 +346,12 @@ def run(
 
 def _print_report(paths: list[Path]) -> None:
     """The run's closing tables: each task's gap, with significance against the baseline."""
-    from .report.grid import rich_tables, task_grids
-    from .report.summary import summarize, tests_for
+    from .report.console import write
+    from .report.data import build_report
+    from .report.exporters import get
     from .results import read_results
-    from .terminal import stdout_console
 
-    frame = read_results(*paths)
-    summary = summarize(frame)
-    console = stdout_console()
-    for table in rich_tables(task_grids(summary, "gap", tests_for(frame, summary, "gap")), tested=True):
-        console.print(table)
-        console.print()
+    write(get("table").export(build_report(read_results(*paths), failed=False)))
 
 
 @cli.command()
@@ -389,8 +387,8 @@ def merge(inputs: tuple[Path, ...], out: Path) -> int:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["table", "markdown", "csv", "json"]),
-    default="table",
+    type=click.Choice(FORMATS),
+    default=FORMATS[0],
     show_default=True,
     help="csv is wide: one row per task × regularizer, one column per keep rate (with --paired: the tests, long).",
 )
@@ -404,19 +402,10 @@ def report(
 
     Every choice (★, --best, --reference) is made on the validation split; test figures only report it.
     """
-    from .report.grid import (
-        as_json,
-        csv_text,
-        markdown,
-        paired_markdown,
-        paired_tables,
-        rich_tables,
-        task_grids,
-        wide_csv,
-    )
-    from .report.summary import best_report, failed_cells, summarize, tests_for
+    from .report.console import write
+    from .report.data import build_report
+    from .report.exporters import get
     from .results import read_results, require_rows
-    from .terminal import print_best, print_failed, print_reference, stdout_console
 
     frame = require_rows(read_results(*results), results)
     if tasks:
@@ -425,29 +414,8 @@ def report(
             raise UserError(f"--task: {', '.join(unknown)} not in these results; present: "
                             f"{', '.join(dict.fromkeys(frame['task']))}")  # fmt: skip
         frame = frame[frame["task"].isin(tasks)]
-    summary = summarize(frame)
-    if best:
-        print_best(best_report(frame, summary, method=method, alpha=alpha), fmt)
-        return EXIT_OK
-    tests = tests_for(frame, summary, metric, method=method, alpha=alpha)
-    grids = task_grids(summary, metric, tests, alpha)
-    if fmt == "markdown":
-        click.echo(markdown(grids, tested=True) + (paired_markdown(grids) if paired else ""), nl=False)
-    elif fmt == "csv":
-        click.echo(csv_text(tests) if paired else wide_csv(grids), nl=False)
-    elif fmt == "json":
-        click.echo(as_json(summary, tests, metric), nl=False)
-    else:
-        console = stdout_console()
-        for table in rich_tables(grids, tested=True) + (paired_tables(grids) if paired else []):
-            console.print(table)
-            console.print()
-        print_failed(failed_cells(frame))
-    if reference:
-        from .report.reference import load_reference, match_reference
-
-        matched = match_reference(summary, load_reference(reference))
-        print_reference(matched, reference, fmt, list(summary["task"].unique()))
+    data = build_report(frame, metric=metric, method=method, alpha=alpha, paired=paired, best=best, reference=reference)
+    write(get(fmt).export(data))
     return EXIT_OK
 
 
@@ -463,7 +431,7 @@ def report(
     help="Tolerated worsening: percentage points for accuracies/errors, the metric's units otherwise.",
 )
 @statistics_options("Paired test over seeds; both need 6+ seeds to ever reach p < 0.05 (2/2^n at n seeds).")
-@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=FORMATS[0], show_default=True)
 def compare(base: Path, new: Path, metric: str, max_drop: float, alpha: float, method: str, fmt: str) -> int:
     """Compare NEW results against BASE, cell by cell over seeds.
 
@@ -474,12 +442,13 @@ def compare(base: Path, new: Path, metric: str, max_drop: float, alpha: float, m
     configuration without an ok pair beside comparable ones is listed as 'not comparable'.
     """
     from .report.compare import compare as compare_results
+    from .report.console import write
+    from .report.exporters import get
     from .results import read_results
-    from .terminal import print_comparison
 
     result = compare_results(read_results(base), read_results(new), metric=metric, max_drop=max_drop, alpha=alpha,
                              method=method)  # fmt: skip
-    print_comparison(result, fmt)
+    write(get(fmt).export_comparison(result))
     if result.exit_code == EXIT_BAD_INPUT:
         # Printed first (the report and its verdict line); then the one line on stderr that CI logs show.
         raise UserError(result.reason)
@@ -521,7 +490,7 @@ def tasks() -> int:
 
     from .data import TASKS
     from .data.fetch import data_dir, source_status
-    from .terminal import stdout_console
+    from .report.console import stdout_console
 
     table = Table(title=f"tasks (data dir: {data_dir()})", title_justify="left")
     for column in ("name", "kind", "size", "data", "source"):
@@ -563,7 +532,7 @@ def regularizers() -> int:
     from rich.table import Table
 
     from .regularizers import REGULARIZERS
-    from .terminal import stdout_console
+    from .report.console import stdout_console
 
     table = Table(title="regularizers (combine with +, e.g. max-norm+early-stopping)", title_justify="left")
     for column in ("name", "strength", "default", "what it does"):

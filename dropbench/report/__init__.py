@@ -14,7 +14,9 @@ _EXPORTS = {
     "CONFIG_COLUMNS": "summary",
     "SETUP_COLUMNS": "summary",
     "config_label": "summary",
-    "gap_tables": "grid",
+    "gap_tables": "exporters.table",
+    "build_report": "data",
+    "Report": "data",
     "task_grids": "grid",
 }
 __all__ = list(_EXPORTS)

@@ -200,7 +200,6 @@ def best_report(
     its test figure with its 95% CI, and its paired test-figure gain over the baseline with the gain's 95%
     t-interval and Holm-adjusted p (the family: all of the task's configurations, since the choice was one
     of them). Figures are fractions (accuracy) or losses, unscaled."""
-    differs = varying(summary)
     records = []
     for _, row in best_configurations(summary).iterrows():
         classification = bool(row["classification"])
@@ -208,6 +207,7 @@ def best_report(
         tests = baseline_tests(frame[frame["task"] == row["task"]], metric, method=method, alpha=alpha)
         mine = tests[(tests[list(CONFIG_COLUMNS)].astype(str) == row[list(CONFIG_COLUMNS)].astype(str)).all(axis=1)]
         test = mine.iloc[0] if len(mine) else None
+        differs = varying(summary[summary["task"] == row["task"]])  # named as the task's table names it
         records.append({
             "task": row["task"], "configuration": config_label(row, differs, keep=True), "keep_rate": row["keep_rate"],
             "chosen_on": "val_acc" if classification else "val_loss",

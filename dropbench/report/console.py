@@ -1,0 +1,54 @@
+"""Printing on the terminal: the consoles (wide off a terminal), an exporter's output, the dry-run plan."""
+
+import sys
+from typing import TYPE_CHECKING
+
+from rich.console import Console, RenderableType
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from ..runner import Plan
+
+WIDE = 140  # off a terminal rich would assume 80 columns and wrap the tables
+
+
+def stdout_console() -> Console:
+    return Console(width=None if sys.stdout.isatty() else WIDE)
+
+
+def stderr_console() -> Console:
+    return Console(stderr=True, width=None if sys.stderr.isatty() else WIDE)
+
+
+def write(output: str | RenderableType) -> None:
+    """An exporter's output on stdout: text as it is, a rich renderable through the console."""
+    if isinstance(output, str):
+        sys.stdout.write(output)
+        sys.stdout.flush()
+    else:
+        stdout_console().print(output)
+
+
+def print_plan(plan: "Plan", executor: object) -> None:
+    """--dry-run: per task, the cells of the grid (or shard), those done, those to run, a time estimate."""
+    from ..planning import plan_summary
+
+    jobs = getattr(executor, "jobs", 1)
+    lines, calibrated = plan_summary(plan.cells, plan.todo, plan.written, jobs)
+    table = Table(title=f"dry run -> {plan.csv_path}", title_justify="left")
+    for column in ("task", "cells", "done", "to run", "estimated time"):
+        table.add_column(column, justify="left" if column == "task" else "right")
+    for line in lines:
+        table.add_row(line.name, str(line.cells), str(line.done), str(line.todo), _duration(line.seconds),
+                      style="bold" if line.name == "all" else None)  # fmt: skip
+    stdout_console().print(table)
+    basis = "measured on the cells already done" if calibrated else "this project's 2-core CPU rates"
+    stdout_console().print(f"estimate from {basis}, over {jobs} worker process(es)", highlight=False)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"

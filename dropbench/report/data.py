@@ -1,0 +1,67 @@
+"""The one result type every exporter of `dropbench report` reads: the summary over seeds, the tests against
+the baseline and the grids, computed once; exporters only lay it out."""
+
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from ..catalogue import DEFAULT_METHOD, GAP
+from .grid import Grid, task_grids
+from .summary import best_report, failed_cells, summarize, tests_for
+
+
+@dataclass(frozen=True)
+class ReferenceRows:
+    """Published numbers (`name`, a packaged reference) beside the configurations of ours that match them."""
+
+    name: str
+    rows: pd.DataFrame  # reference.match_reference's rows, of the report's tasks only
+
+
+@dataclass(frozen=True)
+class Report:
+    """What `dropbench report` shows. `summary` has one row per configuration and `tests` one per configuration
+    tested against its baseline, both in the summary's order; `grids` lay the summary out per task. With `best`
+    (report --best) that table is the whole report. `failed` lists the cells not ok; `paired` asks for the paired
+    differences behind the marks as well."""
+
+    summary: pd.DataFrame
+    tests: pd.DataFrame
+    grids: list[Grid]
+    metric: str = GAP
+    method: str = DEFAULT_METHOD
+    alpha: float = 0.05
+    paired: bool = False
+    best: pd.DataFrame | None = None
+    failed: pd.DataFrame = field(default_factory=pd.DataFrame)
+    reference: ReferenceRows | None = None
+
+
+def build_report(
+    frame: pd.DataFrame,
+    *,
+    metric: str = GAP,
+    method: str = DEFAULT_METHOD,
+    alpha: float = 0.05,
+    paired: bool = False,
+    best: bool = False,
+    reference: str | None = None,
+    failed: bool = True,
+) -> Report:
+    """Summarize a results frame and test it against the baseline (or, with `best`, choose each task's best
+    configuration on validation); with `reference`, match the summary against that packaged reference."""
+    summary = summarize(frame)
+    shown_failed = failed_cells(frame) if failed else pd.DataFrame()
+    options = {"metric": metric, "method": method, "alpha": alpha, "paired": paired, "failed": shown_failed}
+    if best:
+        chosen = best_report(frame, summary, method=method, alpha=alpha)
+        return Report(summary, pd.DataFrame(), [], best=chosen, **options)  # type: ignore[arg-type]
+    tests = tests_for(frame, summary, metric, method=method, alpha=alpha)
+    matched = None
+    if reference:
+        from .reference import load_reference, match_reference
+
+        rows = match_reference(summary, load_reference(reference))
+        matched = ReferenceRows(reference, rows[rows["task"].isin(summary["task"].unique())])
+    grids = task_grids(summary, metric, tests, alpha)
+    return Report(summary, tests, grids, reference=matched, **options)  # type: ignore[arg-type]

@@ -1,0 +1,87 @@
+"""`--format markdown`: GitHub-flavoured markdown, a heading and a table per task, fit for a CI job summary."""
+
+from ..compare import CompareResult
+from ..data import ReferenceRows, Report
+from ..grid import PAIRED_HEADERS, Grid, caption, paired_lines, table_rows
+from ..labels import keep_label
+from ..text import (
+    BEST_HEADERS,
+    BEST_LEGEND,
+    REFERENCE_HEADERS,
+    REFERENCE_LEGEND,
+    best_lines,
+    comparison_columns,
+    comparison_lines,
+    missing_lines,
+    reference_lines,
+    reference_title,
+    units,
+    verdict_summary,
+)
+from . import Exporter, register
+
+
+def _row(cells: list[str] | tuple[str, ...]) -> str:
+    return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+
+@register
+class MarkdownExporter(Exporter):
+    name = "markdown"
+    suffix = ".md"
+
+    def export(self, report: Report) -> str:
+        """Per task a heading, its table and its legend; then the paired differences (with `paired`) and the
+        published numbers (with a reference); with `best`, only the table of the best configurations."""
+        if report.best is not None:
+            out = ["### best configuration per task, chosen on validation\n", "| " + " | ".join(BEST_HEADERS) + " |",
+                   "|---|---|---|---:|---:|---:|---:|"]  # fmt: skip
+            out += [_row(line) for line in best_lines(report.best)]
+            return "\n".join(out) + f"\n\n{BEST_LEGEND}\n"
+        text = "".join(grid_markdown(grid) for grid in report.grids)
+        if report.paired:
+            text += "".join(paired_markdown(grid) for grid in report.grids)
+        if report.reference is not None:
+            text += reference_markdown(report.reference)
+        return text
+
+    def export_comparison(self, result: CompareResult) -> str:
+        """A heading, the table (when anything matched), the missing cells, and last the verdict line a CI job
+        summary shows."""
+        _, unit = units(result)
+        out = [f"### compare · {result.metric} · max drop {result.max_drop:g}{unit} · alpha {result.alpha:g}"]
+        if result.rows:
+            out += ["", "| " + " | ".join(comparison_columns(result)) + " |",
+                    "|---|---:|---:|---:|---|---:|---:|---:|---|"]  # fmt: skip
+            out += ["| " + " | ".join(line) + " |" for line in comparison_lines(result)]
+        out += [line for missing in missing_lines(result) for line in ("", missing)]
+        out += ["", f"**Verdict: {result.verdict}** — {verdict_summary(result)}"]
+        return "\n".join(out) + "\n"
+
+
+def grid_markdown(grid: Grid) -> str:
+    out = [f"### {grid.title}\n", "| regularizer | " + " | ".join(keep_label(k) for k in grid.keep_rates) + " |",
+           "|---|" + "---:|" * len(grid.keep_rates)]  # fmt: skip
+    for label, cells in table_rows(grid):
+        out.append(_row([label, *(f"{v}<br>{t}{m}" if t else v for _, (v, t, m) in cells)]))
+    return "\n".join(out) + "\n\n" + caption(grid).replace("\n", "  \n") + "\n\n"
+
+
+def paired_markdown(grid: Grid) -> str:
+    """The paired differences behind a task's marks."""
+    lines = paired_lines(grid)
+    if not lines:
+        return ""
+    out = [f"#### {grid.paired_title}\n", "| " + " | ".join(PAIRED_HEADERS) + " |",
+           "|---|" + "---:|" * (len(PAIRED_HEADERS) - 1)]  # fmt: skip
+    out += [_row(line) for line in lines]
+    if grid.test_note:
+        out += ["", grid.test_note.legend("better", "worse", pointer=False)]
+    return "\n".join(out) + "\n\n"
+
+
+def reference_markdown(reference: ReferenceRows) -> str:
+    out = [f"### {reference_title(reference.name)}\n", "| " + " | ".join(REFERENCE_HEADERS) + " |",
+           "|---|---|---|---|---:|---|---:|---:|---:|"]  # fmt: skip
+    out += [_row(line) for line in reference_lines(reference.rows)]
+    return "\n".join(out) + f"\n\n{REFERENCE_LEGEND}\n"

@@ -1,0 +1,98 @@
+"""Outputs are exporters: one module per format in dropbench/report/exporters, found by its file name."""
+
+import io
+import json
+import subprocess
+import sys
+import textwrap
+
+import pandas as pd
+import pytest
+from rich.console import Console
+from test_verdicts import grid_rows
+
+from dropbench.cli import main
+from dropbench.report import exporters
+from dropbench.report.compare import compare
+from dropbench.report.data import build_report
+
+FRAME = pd.DataFrame(grid_rows(seeds=4) + grid_rows(task="digits", seeds=4, rng_seed=1))
+
+
+def text_of(output):
+    if isinstance(output, str):
+        return output
+    console = Console(width=140, file=io.StringIO())
+    console.print(output)
+    return console.file.getvalue()
+
+
+@pytest.mark.parametrize("name", exporters.names())
+def test_every_format_exports_a_report_and_a_comparison(name):
+    exporter = exporters.get(name)
+    assert exporter.name == name and exporter.suffix.startswith(".")
+    for options in ({}, {"paired": True}, {"best": True}):
+        assert "digits" in text_of(exporter.export(build_report(FRAME, metric="test_acc", **options)))
+    assert "digits" in text_of(exporter.export_comparison(compare(FRAME, FRAME)))
+
+
+def test_the_formats_are_the_modules_and_the_default_comes_first():
+    assert exporters.names() == ("table", "csv", "json", "markdown")
+
+
+def test_a_format_is_one_file(tmp_path, monkeypatch):
+    """What the CI issue's html exporter will be: one module, registered by its name, listed by its file."""
+    (tmp_path / "html.py").write_text(
+        textwrap.dedent("""
+        from dropbench.report.exporters import Exporter, register
+
+        @register
+        class HtmlExporter(Exporter):
+            name = "html"
+            suffix = ".html"
+
+            def export(self, report):
+                return "".join(f"<h3>{grid.title}</h3>" for grid in report.grids)
+    """)
+    )
+    (tmp_path / "misnamed.py").write_text(
+        textwrap.dedent("""
+        from dropbench.report.exporters import Exporter, register
+
+        @register
+        class Misnamed(Exporter):
+            name = "xlsx"
+    """)
+    )
+    monkeypatch.setattr(exporters, "__path__", [*exporters.__path__, str(tmp_path)])
+    assert "html" in exporters.names()
+    assert exporters.get("html").export(build_report(FRAME)).startswith("<h3>wine · gap_acc (pp)")
+    with pytest.raises(TypeError, match="named 'xlsx' but lives in misnamed.py"):
+        exporters.get("misnamed")
+    monkeypatch.delitem(sys.modules, "dropbench.report.exporters.html")
+    monkeypatch.delitem(exporters._REGISTRY, "html")
+
+
+def test_help_lists_the_formats_without_importing_pandas_torch_or_rich():
+    code = ("import sys; from dropbench.cli import main; main(['report', '--help']); "
+            "print(sorted(m for m in ('pandas', 'torch', 'rich', 'scipy') if m in sys.modules))")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "[table|csv|json|markdown]" in out and out.rstrip().endswith("[]")
+
+
+def test_the_progress_reporters_do_not_import_the_comparison():
+    code = "import sys, dropbench.terminal; print('dropbench.report.compare' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_reference_numbers_join_each_format_in_its_own_form(tmp_path, capsys):
+    path = tmp_path / "r.csv"
+    FRAME.to_csv(path, index=False)
+    assert main(["report", str(path), "--format", "json", "--reference", "srivastava2014"]) == 0
+    document = json.loads(capsys.readouterr().out)  # one document, not two
+    assert document["reference"]["name"] == "srivastava2014" and document["reference"]["rows"] == []
+    assert main(["report", str(path), "--format", "markdown", "--reference", "srivastava2014"]) == 0
+    assert "### srivastava2014: published test error" in capsys.readouterr().out
+    assert main(["report", str(path), "--format", "csv", "--reference", "srivastava2014", "--paired"]) == 2
+    assert "one table" in capsys.readouterr().err
