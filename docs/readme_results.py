@@ -25,6 +25,7 @@ from rich.console import Console
 from dropbench.cli import main as cli_main
 from dropbench.report.data import build_report
 from dropbench.report.exporters.table import grid_tables
+from dropbench.report.order import suite_order
 from dropbench.report.stats import TEST_NAMES, paired_difference, smallest_p_value
 from dropbench.report.summary import baseline_tests, summarize, tests_for
 from dropbench.results import read_results
@@ -53,7 +54,7 @@ def quick_table() -> str:
     frame = read_results(QUICK)
     frame = frame[frame["task"] == "synthetic"]
     console = Console(file=io.StringIO(), width=100, color_system=None, legacy_windows=False)
-    for table in grid_tables(build_report(frame).grids):
+    for table in grid_tables(build_report(frame, order=suite_order([QUICK])).grids):
         console.print(table)
     text = "\n".join(line.rstrip() for line in console.file.getvalue().splitlines())
     return f"```\n{text}\n```\n"

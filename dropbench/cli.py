@@ -349,9 +349,10 @@ def _print_report(paths: list[Path]) -> None:
     from .report.console import write
     from .report.data import build_report
     from .report.exporters import get
+    from .report.order import suite_order
     from .results import read_results
 
-    write(get("table").export(build_report(read_results(*paths), failed=False)))
+    write(get("table").export(build_report(read_results(*paths), failed=False, order=suite_order(paths))))
 
 
 @cli.command()
@@ -405,6 +406,7 @@ def report(
     from .report.console import write
     from .report.data import build_report
     from .report.exporters import get
+    from .report.order import suite_order
     from .results import read_results, require_rows
 
     frame = require_rows(read_results(*results), results)
@@ -414,7 +416,8 @@ def report(
             raise UserError(f"--task: {', '.join(unknown)} not in these results; present: "
                             f"{', '.join(dict.fromkeys(frame['task']))}")  # fmt: skip
         frame = frame[frame["task"].isin(tasks)]
-    data = build_report(frame, metric=metric, method=method, alpha=alpha, paired=paired, best=best, reference=reference)
+    data = build_report(frame, metric=metric, method=method, alpha=alpha, paired=paired, best=best, reference=reference,
+                        order=suite_order(results))  # fmt: skip
     write(get(fmt).export(data))
     return EXIT_OK
 
@@ -444,10 +447,11 @@ def compare(base: Path, new: Path, metric: str, max_drop: float, alpha: float, m
     from .report.compare import compare as compare_results
     from .report.console import write
     from .report.exporters import get
+    from .report.order import suite_order
     from .results import read_results
 
     result = compare_results(read_results(base), read_results(new), metric=metric, max_drop=max_drop, alpha=alpha,
-                             method=method)  # fmt: skip
+                             method=method, order=suite_order([base]))  # fmt: skip
     write(get(fmt).export_comparison(result))
     if result.exit_code == EXIT_BAD_INPUT:
         # Printed first (the report and its verdict line); then the one line on stderr that CI logs show.

@@ -16,6 +16,7 @@ import pandas as pd
 from ..catalogue import DEFAULT_METHOD, GAP, HIGHER_IS_BETTER, MARK_METHODS, METRICS, PERCENT_METRICS
 from ..errors import UserError
 from .labels import cell_label, varying
+from .order import SuiteOrder, in_suite_order
 from .stats import holm, paired_difference
 from .summary import CONFIG_COLUMNS, latest_rows, with_config_defaults
 
@@ -163,12 +164,14 @@ def compare(
     max_drop: float = 0.5,
     alpha: float = 0.05,
     method: str = DEFAULT_METHOD,
+    order: SuiteOrder | None = None,
 ) -> CompareResult:
     """Pair BASE and NEW cells by cell_id and test each configuration's NEW - BASE difference over seeds.
 
     `max_drop` is in percentage points for accuracy-like metrics (PERCENT_METRICS), in the metric's units
     otherwise. The interval is the t-interval at level 1 - alpha; the verdict's p-value is the sign-flip (or
-    Wilcoxon) test's, which at few seeds can stay above alpha where the interval already excludes zero."""
+    Wilcoxon) test's, which at few seeds can stay above alpha where the interval already excludes zero.
+    Configurations are listed in the suite's order (report.order; `order` from BASE's metadata)."""
     if metric == GAP:
         raise UserError("compare holds every configuration to one --max-drop, so it takes gap_acc or gap_loss, not gap")
     if metric not in METRICS:
@@ -224,6 +227,8 @@ def compare(
             )
         )
 
+    if drafts:  # listed in the suite's order (Holm's families are per task: the order changes no p)
+        drafts = [drafts[i] for i in in_suite_order(pd.DataFrame.from_records(drafts), base, order).index]
     adjusted: dict[int, float] = {}
     tasks = [d["task"] for d in drafts]
     for task in dict.fromkeys(tasks):

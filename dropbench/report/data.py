@@ -7,6 +7,7 @@ import pandas as pd
 
 from ..catalogue import DEFAULT_METHOD, GAP
 from .grid import Grid, task_grids
+from .order import SuiteOrder
 from .summary import best_report, failed_cells, summarize, tests_for
 
 
@@ -47,10 +48,12 @@ def build_report(
     best: bool = False,
     reference: str | None = None,
     failed: bool = True,
+    order: SuiteOrder | None = None,
 ) -> Report:
     """Summarize a results frame and test it against the baseline (or, with `best`, choose each task's best
-    configuration on validation); with `reference`, match the summary against that packaged reference."""
-    summary = summarize(frame)
+    configuration on validation); with `reference`, match the summary against that packaged reference. Rows
+    follow the suite's order: `order`, from the results' metadata (report.order.suite_order)."""
+    summary = summarize(frame, order=order)
     shown_failed = failed_cells(frame) if failed else pd.DataFrame()
     options = {"metric": metric, "method": method, "alpha": alpha, "paired": paired, "failed": shown_failed}
     if best:

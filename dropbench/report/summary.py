@@ -14,6 +14,7 @@ import pandas as pd
 from ..catalogue import DEFAULT_METHOD, GAP, HIGHER_IS_BETTER, METRICS
 from ..errors import UserError
 from .labels import SETUP_COLUMNS, config_label, varying
+from .order import SuiteOrder, in_suite_order
 from .stats import holm, mean_ci, paired_difference
 
 CONFIG_COLUMNS = (
@@ -58,22 +59,12 @@ def is_baseline(frame: pd.DataFrame) -> pd.Series:
     return (frame["regularizer"] == "none") & (frame["keep_rate"] == 1.0) & (frame["input_keep_rate"] == 1.0)
 
 
-def _in_order_of_appearance(summary: pd.DataFrame, frame: pd.DataFrame) -> pd.DataFrame:
-    """Tasks and regularizers in the order the suite listed them (the CSV's order), keep rates ascending."""
-    task_rank = {t: i for i, t in enumerate(frame["task"].drop_duplicates())}
-    reg_rank = {r: i for i, r in enumerate((frame["regularizer"] + " " + frame["strength"]).drop_duplicates())}
-    ranks = summary.assign(
-        _task=summary["task"].map(task_rank),
-        _reg=(summary["regularizer"] + " " + summary["strength"]).map(reg_rank),
-    )
-    ordered = ranks.sort_values(["_task", "_reg", "input_keep_rate", "dropout", "model", "keep_rate"], kind="stable")
-    return ordered.drop(columns=["_task", "_reg"]).reset_index(drop=True)
-
-
-def summarize(frame: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS) -> pd.DataFrame:
+def summarize(
+    frame: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS, *, order: SuiteOrder | None = None
+) -> pd.DataFrame:
     """Per configuration: `n` ok cells, `not_ok` others, and `<metric>_mean/_sd/_ci` over the ok cells'
     seeds (`_ci` is the half-width of the 95% t-interval). Cells that failed or diverged are counted,
-    not averaged."""
+    not averaged. Rows follow the suite's order (see report.order; `order` from the results' metadata)."""
     frame = with_config_defaults(latest_rows(frame))
     if "test_acc" in frame:
         frame["test_error"] = 1.0 - frame["test_acc"]
@@ -92,7 +83,7 @@ def summarize(frame: pd.DataFrame, metrics: tuple[str, ...] = SUMMARY_METRICS) -
     summary = pd.DataFrame.from_records(records)
     if summary.empty:
         return summary
-    summary = _in_order_of_appearance(summary, frame)
+    summary = in_suite_order(summary, frame, order).reset_index(drop=True)
     summary["baseline"] = is_baseline(summary)
     # A task is a classification task when any of its cells measured an accuracy.
     has_acc = frame.groupby("task")["test_acc"].apply(lambda s: s.notna().any())
@@ -231,13 +222,25 @@ def failed_cells(frame: pd.DataFrame) -> pd.DataFrame:
 def tests_for(
     frame: pd.DataFrame, summary: pd.DataFrame, metric: str, *, method: str = DEFAULT_METHOD, alpha: float = 0.05
 ) -> pd.DataFrame:
-    """Baseline tests of `metric`; for 'gap', of gap_acc on classification tasks and gap_loss on regression."""
+    """Baseline tests of `metric`, in the summary's order; for 'gap', of gap_acc on classification tasks and
+    gap_loss on regression."""
     if metric != GAP:
-        return baseline_tests(frame, metric, method=method, alpha=alpha)
+        return _in_order_of(summary, baseline_tests(frame, metric, method=method, alpha=alpha))
     classification = dict(zip(summary["task"], summary["classification"]))
     parts = []
     for column, wanted in (("gap_acc", True), ("gap_loss", False)):
         tasks = [t for t, c in classification.items() if c == wanted]
         if tasks:
             parts.append(baseline_tests(frame[frame["task"].isin(tasks)], column, method=method, alpha=alpha))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return _in_order_of(summary, pd.concat(parts, ignore_index=True)) if parts else pd.DataFrame()
+
+
+def _in_order_of(summary: pd.DataFrame, tests: pd.DataFrame) -> pd.DataFrame:
+    """`tests` sorted as their configurations stand in `summary`."""
+    if tests.empty:
+        return tests
+    position = {tuple(map(str, key)): i for i, key in enumerate(summary[list(CONFIG_COLUMNS)].itertuples(index=False))}
+    ranks = [
+        position.get(tuple(map(str, key)), len(position)) for key in tests[list(CONFIG_COLUMNS)].itertuples(index=False)
+    ]
+    return tests.assign(_rank=ranks).sort_values("_rank", kind="stable").drop(columns="_rank").reset_index(drop=True)

@@ -104,10 +104,12 @@ def _shown(value: float, spec: str) -> str:
 
 
 def comparison_labels(result: CompareResult) -> list[str]:
-    """'digits l2 0.01 keep 0.5', plus whatever else varies among the rows, so no two configurations read alike."""
+    """'digits l2 0.01 keep 0.5', plus whatever else varies among the task's rows, so no two read alike."""
     rows = [asdict(r) for r in result.rows]
-    differs = {c for c in DISTINGUISHING if c in Comparison.__dataclass_fields__ and len({r[c] for r in rows}) > 1}
-    return [config_label(r, differs, task=True, keep=True) for r in rows]
+    columns = [c for c in DISTINGUISHING if c in Comparison.__dataclass_fields__]
+    differs = {task: {c for c in columns if len({r[c] for r in rows if r["task"] == task}) > 1}
+               for task in {r["task"] for r in rows}}  # fmt: skip
+    return [config_label(r, differs[r["task"]], task=True, keep=True) for r in rows]
 
 
 def comparison_lines(result: CompareResult) -> list[tuple[str, ...]]:
