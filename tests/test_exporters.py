@@ -8,6 +8,7 @@ import textwrap
 
 import pandas as pd
 import pytest
+import scipy.stats
 from rich.console import Console
 from test_verdicts import grid_rows
 
@@ -96,3 +97,21 @@ def test_reference_numbers_join_each_format_in_its_own_form(tmp_path, capsys):
     assert "### srivastava2014: published test error" in capsys.readouterr().out
     assert main(["report", str(path), "--format", "csv", "--reference", "srivastava2014", "--paired"]) == 2
     assert "one table" in capsys.readouterr().err
+
+
+def test_the_wide_csv_gives_seeds_and_the_test_figure_with_its_interval(tmp_path, capsys):
+    path = tmp_path / "r.csv"
+    frame = FRAME[~((FRAME["regularizer"] == "l2") & (FRAME["keep_rate"] == 0.5) & (FRAME["seed"] == 3))]
+    frame.to_csv(path, index=False)
+    assert main(["report", str(path), "--format", "csv"]) == 0
+    wide = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    row = wide[(wide["task"] == "wine") & (wide["regularizer"] == "l2")].iloc[0]
+    assert (row["metric"], row["test_figure"]) == ("gap_acc (pp)", "test accuracy (%)")
+    cells = frame[(frame["task"] == "wine") & (frame["regularizer"] == "l2") & (frame["keep_rate"] == 0.5)]
+    acc = 100 * cells["test_acc"].to_numpy()
+    half = scipy.stats.t.ppf(0.975, len(acc) - 1) * acc.std(ddof=1) / len(acc) ** 0.5
+    assert row["keep_0.5_seeds"] == 3 and row["keep_1_seeds"] == 4
+    assert row["keep_0.5_test"] == pytest.approx(acc.mean(), rel=1e-5)
+    assert (row["keep_0.5_test_low"], row["keep_0.5_test_high"]) == pytest.approx(
+        (acc.mean() - half, acc.mean() + half), rel=1e-5)  # fmt: skip
+    assert row["keep_0.5"] == pytest.approx(100 * cells["gap_acc"].mean(), rel=1e-5)  # the gap stays beside them

@@ -7,6 +7,7 @@ from dataclasses import asdict
 
 import pandas as pd
 
+from ...catalogue import METRICS
 from ...errors import UserError
 from ...results import format_value
 from ..compare import CompareResult
@@ -40,22 +41,36 @@ class CsvExporter(Exporter):
 
 
 def wide_csv(grids: list[Grid]) -> str:
-    """One row per task × regularizer (and any other varying setting), one column per keep rate, in the
-    metric's display units, with a `± CI` column beside each."""
+    """One row per task × regularizer (and any other varying setting), columns per keep rate, in display units
+    (named in `metric` and `test_figure`): `keep_0.5` the metric's mean over seeds and `keep_0.5_ci` its 95% CI
+    half-width, `keep_0.5_seeds` the seeds behind them (ok cells), and `keep_0.5_test` the test figure (accuracy
+    in %, or loss for regression) with its 95% CI from `keep_0.5_test_low` to `keep_0.5_test_high`."""
     records = []
     for grid in grids:
+        test = METRICS["test_acc" if grid.classification else "test_loss"]
         for label, by_keep in grid.rows:
             first = next(iter(by_keep.values()))
             record = {"task": grid.task, "row": label, **{c: first[c] for c in CONFIG_COLUMNS if c not in ("task",
-                      "keep_rate")}, "metric": grid.view.title}  # fmt: skip
+                      "keep_rate")}, "metric": grid.view.title, "test_figure": test.title}  # fmt: skip
             for keep in grid.keep_rates:
                 row = by_keep.get(keep)
-                mean = row[f"{grid.view.name}_mean"] * grid.view.scale if row is not None else math.nan
-                half = row[f"{grid.view.name}_ci"] * grid.view.scale if row is not None else math.nan
-                record[f"keep_{keep:g}"] = mean
-                record[f"keep_{keep:g}_ci"] = half
+                figures = _figures(row, grid.view.name, grid.view.scale) + _figures(row, test.name, test.scale)
+                mean, half, test_mean, test_half = figures
+                record.update({
+                    f"keep_{keep:g}": mean, f"keep_{keep:g}_ci": half,
+                    f"keep_{keep:g}_seeds": math.nan if row is None else int(row["n"]),
+                    f"keep_{keep:g}_test": test_mean, f"keep_{keep:g}_test_low": test_mean - test_half,
+                    f"keep_{keep:g}_test_high": test_mean + test_half,
+                })  # fmt: skip
             records.append(record)
     return csv_text(pd.DataFrame.from_records(records))
+
+
+def _figures(row: pd.Series | None, metric: str, scale: float) -> tuple[float, float]:
+    """(mean, CI half-width) of `metric` in display units; NaN where the grid has no cell."""
+    if row is None:
+        return math.nan, math.nan
+    return row[f"{metric}_mean"] * scale, row[f"{metric}_ci"] * scale
 
 
 def csv_text(frame: pd.DataFrame) -> str:
