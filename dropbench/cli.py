@@ -391,7 +391,8 @@ def merge(inputs: tuple[Path, ...], out: Path) -> int:
     type=click.Choice(FORMATS),
     default=FORMATS[0],
     show_default=True,
-    help="csv is wide: one row per task × regularizer, one column per keep rate (with --paired: the tests, long).",
+    help="csv is one table: wide by default (a row per task × regularizer; per keep rate the figure, its CI, the "
+    "seeds and the test figure with its CI bounds); with --paired the tests, long; with --best or --reference those.",
 )
 @statistics_options("Paired test against the baseline, per task, Holm-corrected.")
 @click.option("--reference", type=click.Choice(REFERENCES), help="Published numbers beside matching rows.")
@@ -476,11 +477,13 @@ def compare(base: Path, new: Path, metric: str, max_drop: float, alpha: float, m
 def plot(results: tuple[Path, ...], out_dir: Path, fmt: str, tasks: tuple[str, ...] | None,
          reference: str | None) -> int:  # fmt: skip
     """Draw error against keep rate (with CI bands), gap heatmaps and learning curves per task."""
+    from .report.order import suite_order
     from .report.plots import write_plots
     from .results import read_epochs, read_results, require_rows
 
     frame = require_rows(read_results(*results), results)
-    written = write_plots(frame, read_epochs(*results), out_dir, fmt=fmt, tasks=tasks, reference=reference)
+    written = write_plots(frame, read_epochs(*results), out_dir, fmt=fmt, tasks=tasks, reference=reference,
+                          order=suite_order(results))  # fmt: skip
     for path in written:
         click.echo(str(path))
     return EXIT_OK

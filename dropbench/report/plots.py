@@ -26,6 +26,7 @@ from ..catalogue import PLOT_FORMATS  # noqa: E402
 from ..errors import UserError  # noqa: E402
 from ..files import os_error  # noqa: E402
 from .labels import config_label, varying  # noqa: E402
+from .order import SuiteOrder  # noqa: E402
 from .summary import CONFIG_COLUMNS, latest_rows, summarize, with_config_defaults  # noqa: E402
 
 PNG_DPI = 150
@@ -279,13 +280,15 @@ def write_plots(
     fmt: str = "png",
     tasks: Sequence[str] | None = None,
     reference: str | None = None,
+    order: SuiteOrder | None = None,
 ) -> list[Path]:
     """Per task: `<task>-keep-rate.<fmt>`, `<task>-gap-heatmap.<fmt>` and, when `epochs` has curves of
     the task's cells, `<task>-learning-curves.<fmt>` in `out_dir` (created). With `reference`, the
-    published test errors that match a configuration are marked on the keep-rate plot."""
+    published test errors that match a configuration are marked on the keep-rate plot. Lines, heatmap rows
+    and tasks follow the suite's order (`order`, see report.order)."""
     if fmt not in PLOT_FORMATS:
         raise UserError(f"unknown plot format '{fmt}'; choose one of: {', '.join(PLOT_FORMATS)}")
-    summary = summarize(results)
+    summary = summarize(results, order=order)
     if summary.empty:
         raise UserError("no results rows to plot")
     known = list(summary["task"].drop_duplicates())
