@@ -6,8 +6,6 @@ Heavy modules (torch, pandas) are imported inside the commands so that `--help` 
 import functools
 import itertools
 import math
-import os
-import shlex
 import signal
 import sys
 import threading
@@ -21,6 +19,7 @@ import click
 from .catalogue import MARK_METHODS, METRIC_CHOICES, METRIC_HELP, PLOT_FORMATS, REFERENCES
 from .errors import Terminated, UserError, stop_signal
 from .keeprates import keep_rate_problem
+from .options import Invocation, RunOptions
 from .report.exporters import names as format_names
 
 # The exporters' names (report/exporters/NAME.py), the default first, found without importing them.
@@ -140,26 +139,30 @@ def statistics_options(test_help: str) -> Callable[[Callable], Callable]:
 
 
 def data_options(command: Callable) -> Callable:
-    """--data-dir and --offline, passed on through the environment so worker processes see them too."""
+    """--data-dir and --offline (or their environment variables), made this process's settings before the
+    command runs, so that worker processes see them too."""
 
-    def set_env(ctx: click.Context, param: click.Parameter, value: object) -> object:
-        if param.name == "data_dir" and value is not None:
-            os.environ["DROPBENCH_DATA"] = str(value)
-        if param.name == "offline" and value:
-            os.environ["DROPBENCH_OFFLINE"] = "1"
-        return value
+    @functools.wraps(command)
+    def with_data_settings(*args: object, data_dir: Path | None, offline: bool, **kwargs: object) -> object:
+        from .data.fetch import use_data_settings
 
-    command = click.option(
+        use_data_settings(data_dir, offline)
+        return command(*args, **kwargs)
+
+    with_data_settings = click.option(
         "--offline",
         is_flag=True,
-        expose_value=False,
-        callback=set_env,
-        help="Never touch the network; a missing file is an error. [env: DROPBENCH_OFFLINE=1]",
-    )(command)
+        envvar="DROPBENCH_OFFLINE",
+        show_envvar=True,
+        help="Never touch the network; a missing file is an error.",
+    )(with_data_settings)
     return click.option(
-        "--data-dir", type=click.Path(file_okay=False, path_type=Path), expose_value=False, callback=set_env,
-        help="Where data sets are kept [env: DROPBENCH_DATA; default: the user cache dir].",
-    )(command)  # fmt: skip
+        "--data-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        envvar="DROPBENCH_DATA",
+        show_envvar=True,
+        help="Where data sets are kept [default: the user cache dir].",
+    )(with_data_settings)
 
 
 # Shown under `run --help` without importing torch; tests/test_catalogue.py keeps it equal to the registries.
@@ -286,62 +289,70 @@ def _errors_as_json_lines(command: Callable[..., int]) -> Callable[..., int]:
     help="Off a terminal: one text line per finished cell, or one JSON object per line.",
 )
 @data_options
+@click.pass_obj
 @_errors_as_json_lines
-def run(
-    suite: str | None, out: Path | None, jobs: int | None, device: str, threads: int | None,
-    no_stack: bool, executor_kind: str, address: str | None, cpus_per_cell: int, gpus_per_cell: float,
-    shard: str | None,
-    rerun_failed: bool, fresh: bool, dry_run: bool, quiet: bool, log_format: str, **overrides: object,
-) -> int:  # fmt: skip
+def run(invocation: Invocation, **params: object) -> int:
     """Run a suite and print its gap tables.
 
     SUITE is a bundled name ('quick', the default) or a path to a TOML file. Flags override the
     suite file. Running into an existing --out skips the cells it already holds.
     """
-    from .devices import resolve_device
-    from .executors import make_executor
+    from click.core import ParameterSource
+
+    context = click.get_current_context()
+    typed = {ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT}
+    options = RunOptions.from_cli(params, {name for name in params if context.get_parameter_source(name) in typed})
+    if problem := options.clash():
+        raise click.UsageError(problem)
+    return _run(options, invocation)
+
+
+def _run(options: RunOptions, invocation: Invocation) -> int:
     from .planning import Shard
     from .runner import default_out_path, plan_run, resume_command, run_suite
     from .suite import Overrides, apply_overrides, load_suite
     from .terminal import make_reporter, print_run_end, print_stopped
 
-    resolved = apply_overrides(load_suite(suite), Overrides(**overrides))  # type: ignore[arg-type]
-    part = Shard.parse(shard) if shard else None
-    if executor_kind == "ray":
-        from .ray_executor import RayExecutor
-
-        if jobs or threads:
-            raise UserError("--jobs and --threads are for the local executor; with Ray use --cpus-per-cell")
-        executor = RayExecutor(address, cpus_per_cell=cpus_per_cell, gpus_per_cell=gpus_per_cell)
-    else:
-        if address:
-            raise UserError("--address needs --executor ray")
-        executor = make_executor(jobs, threads, resolve_device(device), stack=not no_stack)
-    out = out or default_out_path(resolved.name)
-    if dry_run:
+    resolved = apply_overrides(load_suite(options.suite), Overrides(**options.grid))  # type: ignore[arg-type]
+    part = Shard.parse(options.shard) if options.shard else None
+    executor = _executor(options)
+    out = options.out or default_out_path(resolved.name)
+    if options.dry_run:
         from .report.console import print_plan
 
-        print_plan(plan_run(resolved, out, shard=part, rerun_failed=rerun_failed and not fresh), executor)
+        print_plan(plan_run(resolved, out, shard=part, rerun_failed=options.rerun_failed), executor)
         return EXIT_OK
-    invocation = click.get_current_context().obj
     try:
         summary = run_suite(
             resolved,
             out,
-            reporter=make_reporter(quiet, log_format),
+            reporter=make_reporter(options.quiet, options.log_format),
             executor=executor,
             shard=part,
-            rerun_failed=rerun_failed,
-            fresh=fresh,
-            command=invocation["command"],
+            rerun_failed=options.rerun_failed,
+            fresh=options.fresh,
+            command=invocation.command,
         )
     except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (see main)
-        print_stopped(stop_signal(stop), out, resume_command(invocation.get("args", ["run"]), out), log_format)
+        resume = resume_command(list(invocation.args) or ["run"], out)
+        print_stopped(stop_signal(stop), out, resume, options.log_format)
         return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
     if summary.total:  # an empty shard has no table to show
         _print_report([out])
-    print_run_end(summary, log_format)
+    print_run_end(summary, options.log_format)
     return EXIT_FAILED_CELLS if summary.failed else EXIT_OK
+
+
+def _executor(options: RunOptions) -> object:
+    """Where the cells train: Ray tasks, or this machine (this process or a pool)."""
+    if options.executor == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(options.address, cpus_per_cell=options.cpus_per_cell, gpus_per_cell=options.gpus_per_cell)
+    from .devices import resolve_device
+    from .executors import make_executor
+
+    return make_executor(options.jobs, options.threads, resolve_device(options.device), stack=options.stack)
 
 
 def _print_report(paths: list[Path]) -> None:
@@ -574,7 +585,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; bad input is one line on stderr and code 2."""
     try:
         args = sys.argv[1:] if argv is None else argv
-        invocation = {"command": shlex.join(["dropbench", *args]), "args": list(args)}
+        invocation = Invocation(tuple(args))
         with _sigterm_stops_like_ctrl_c():
             code = cli.main(args=args, prog_name="dropbench", standalone_mode=False, obj=invocation)
     except click.UsageError as error:

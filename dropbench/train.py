@@ -151,14 +151,14 @@ def subsample_training(data: TaskData, size: int) -> TaskData:
     n = len(data.y_train)
     if size >= n:
         raise UserError(f"train_size {size} is not below the {n} training rows of task '{data.name}'")
-    stratify = data.y_train.numpy() if data.classification else None
+    stratify = data.y_train.cpu().numpy() if data.classification else None
     idx, _ = train_test_split(
         np.arange(n),
         train_size=size,
         stratify=stratify,
         random_state=derive_seed(data.name, "train_size", size) % 2**32,
     )
-    idx = torch.as_tensor(np.sort(idx))
+    idx = torch.as_tensor(np.sort(idx), device=data.y_train.device)
     return replace(data, x_train=data.x_train[idx], y_train=data.y_train[idx])
 
 

@@ -5,6 +5,24 @@ from dropbench.config import Cell, ModelConfig, OptimizerConfig, TaskConfig
 from dropbench.regularizers import parse_regularizer
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--slow",
+        action="store_true",
+        help="Also run the tests marked slow (subprocesses, kills, Ray, real data, simulations); CI runs them all.",
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out the slow tests unless --slow is given or -m names the marker itself (e.g. -m slow)."""
+    if config.getoption("--slow") or "slow" in (config.option.markexpr or ""):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
+
+
 @pytest.fixture(autouse=True)
 def _one_thread():
     # Deterministic and not oversubscribed when pytest shares the machine with other work.

@@ -14,7 +14,7 @@ def readme_commands():
 def test_readme_opens_with_install_and_run_then_install_and_test():
     run, test = readme_commands()[:2]
     assert "pip install torch==2.13.0" in run and run.endswith("dropbench run")
-    assert "pip install torch==2.13.0" in test and test.endswith("pytest -q")
+    assert "pip install torch==2.13.0" in test and test.endswith("pytest -q --slow")
 
 
 def test_ci_runs_the_readme_test_command_verbatim():

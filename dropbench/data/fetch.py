@@ -72,6 +72,15 @@ def offline() -> bool:
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
+def use_data_settings(directory: Path | None, offline: bool) -> None:
+    """Make --data-dir and --offline this process's settings. They go into its environment, the one place
+    worker processes (spawned, or Ray tasks started from here) read them from, as they read the variables."""
+    if directory is not None:
+        os.environ[DATA_ENV] = str(directory)
+    if offline:
+        os.environ[OFFLINE_ENV] = "1"
+
+
 def candidate_paths(source: DataSource, file: DataFile, root: Path) -> list[Path]:
     """Where a file may be: the data dir (gzip or unpacked), then system folders."""
     folder = root / source.folder
