@@ -58,7 +58,7 @@ def build_report(
     options = {"metric": metric, "method": method, "alpha": alpha, "paired": paired, "failed": shown_failed}
     if best:
         chosen = best_report(frame, summary, method=method, alpha=alpha)
-        return Report(summary, pd.DataFrame(), [], best=chosen, **options)  # type: ignore[arg-type]
+        return Report(summary, pd.DataFrame(), [], best=chosen, **options)
     tests = tests_for(frame, summary, metric, method=method, alpha=alpha)
     matched = None
     if reference:
@@ -67,4 +67,4 @@ def build_report(
         rows = match_reference(summary, load_reference(reference))
         matched = ReferenceRows(reference, rows[rows["task"].isin(summary["task"].unique())])
     grids = task_grids(summary, metric, tests, alpha)
-    return Report(summary, tests, grids, reference=matched, **options)  # type: ignore[arg-type]
+    return Report(summary, tests, grids, reference=matched, **options)

@@ -115,7 +115,7 @@ def comparison_labels(result: CompareResult) -> list[str]:
 def comparison_lines(result: CompareResult) -> list[tuple[str, ...]]:
     """One tuple of display strings per configuration, the verdict last."""
     scale, unit = units(result)
-    lines = []
+    lines: list[tuple[str, ...]] = []
     for r, config in zip(result.rows, comparison_labels(result)):
         delta = "–" if r.delta != r.delta else f"{r.delta * scale:+.2f}{unit}"
         if r.ci_low == r.ci_low:
