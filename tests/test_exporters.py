@@ -74,6 +74,7 @@ def test_a_format_is_one_file(tmp_path, monkeypatch):
     monkeypatch.delitem(exporters._REGISTRY, "html")
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_help_lists_the_formats_without_importing_pandas_torch_or_rich():
     code = ("import sys; from dropbench.cli import main; main(['report', '--help']); "
             "print(sorted(m for m in ('pandas', 'torch', 'rich', 'scipy') if m in sys.modules))")  # fmt: skip
@@ -81,6 +82,7 @@ def test_help_lists_the_formats_without_importing_pandas_torch_or_rich():
     assert "[table|csv|json|markdown]" in out and out.rstrip().endswith("[]")
 
 
+@pytest.mark.slow  # a fresh interpreter
 def test_the_progress_reporters_do_not_import_the_comparison():
     code = "import sys, dropbench.terminal; print('dropbench.report.compare' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
