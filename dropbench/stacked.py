@@ -53,6 +53,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -71,6 +72,7 @@ from .dropout import (
     relu_dropout_,
 )
 from .models import MLP, build_model, count_parameters, init_parameters_
+from .regularizers import EarlyStopping, add_penalty_gradients_, apply_max_norm_, apply_weight_decay_, decay_factor
 from .seeding import make_generator
 from .train import CellResult, EpochRecord, make_optimizer, measure_, subsample_training
 
@@ -323,11 +325,12 @@ def _evaluate(stack: StackedMLP, data: TaskData, which: str) -> tuple[torch.Tens
 
 @dataclass
 class _Members:
-    """The per-member settings of a stack as [K, 1, 1] tensors, rebuilt whenever the stack shrinks."""
+    """The per-member strengths of a stack as [K, 1, 1] tensors (`regularizers.Strength`; None where no member
+    has the regularizer), rebuilt whenever the stack shrinks."""
 
     l1: torch.Tensor | None
     l2: torch.Tensor | None
-    decay: torch.Tensor | None  # the factor 1 - lr·λ of decoupled weight decay
+    decay: torch.Tensor | None  # the factor 1 - lr·λ of decoupled weight decay (`regularizers.decay_factor`)
     max_norm: torch.Tensor | None  # c, or inf for members without max-norm
 
     @classmethod
@@ -343,7 +346,7 @@ class _Members:
         return cls(
             l1=column(l1, any(l1)),
             l2=column(l2, any(l2)),
-            decay=column([1.0 - lr * d for d in decay], any(decay)),
+            decay=column([decay_factor(lr, d) for d in decay], any(decay)),
             max_norm=column([math.inf if c is None else c for c in norms], any(c is not None for c in norms)),
         )
 
@@ -368,25 +371,12 @@ def _train_one_epoch(
             losses = member_losses(out, target, data.classification)
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
-        with torch.no_grad():
-            for weight in weights:  # penalties on weights only, as `add_penalty_gradients_`
-                if weight.grad is None:
-                    continue
-                if members.l2 is not None:
-                    weight.grad.addcmul_(weight, members.l2)
-                if members.l1 is not None:
-                    weight.grad.addcmul_(weight.sign(), members.l1)
-            if members.decay is not None:  # before the step, as `apply_weight_decay_`
-                for weight in weights:
-                    weight.mul_(members.decay)
+        add_penalty_gradients_(weights, l1=members.l1, l2=members.l2)  # weights only, as the single-cell trainer
+        if members.decay is not None:  # before the step, as the single-cell trainer (and AdamW)
+            apply_weight_decay_(weights, members.decay)
         optimizer.step()
-        if members.max_norm is not None:  # as `apply_max_norm_`: c / norm computed as reciprocal(norm) * c
-            with torch.no_grad():
-                for weight in hidden_weights:  # a hidden unit's incoming weights: a column of [in, out]
-                    # Each column's norm from a contiguous row as `apply_max_norm_` takes it: the same rounding.
-                    norms = weight.transpose(1, 2).contiguous().norm(dim=2).unsqueeze(1)
-                    scale = norms.clamp_min(1e-12).reciprocal().mul_(members.max_norm)
-                    weight.mul_(scale.clamp_max(1.0))
+        if members.max_norm is not None:  # a hidden unit's incoming weights: a column of its member's [in, out]
+            apply_max_norm_(hidden_weights, members.max_norm, unit_dim=-1)
         loss_sum += losses.detach().double() * idx.shape[1]
     return loss_sum
 
@@ -440,23 +430,22 @@ def train_stacked(cells: Sequence[Cell], data: TaskData) -> tuple[list[MLP], lis
         orders.append(make_generator(cell.task.name, cell.seed, "order"))
     stack = StackedMLP.from_members(models, keeps, mask_generators)
     results = [CellResult(status="ok", n_params=count_parameters(models[0])) for _ in cells]
-    best_loss = [math.inf] * len(cells)
-    best_state: list[dict[str, torch.Tensor] | None] = [None] * len(cells)
+    stopping = [EarlyStopping(cell.regularizer.patience) for cell in cells]
     final_state: list[dict[str, torch.Tensor] | None] = [None] * len(cells)
     active = list(range(len(cells)))  # the cells still in the stack, by stack position
     optimizer = make_optimizer(cells[0].task.optimizer, stack.params, fused=False)  # fused: see the docstring
     members = _Members.of(cells, device)
-    n_train, n_val = len(data.y_train), len(data.y_val)
+    n_train, n_val, max_epochs = len(data.y_train), len(data.y_val), cells[0].task.epochs
 
     started = time.perf_counter()
-    for epoch in range(1, cells[0].task.epochs + 1):
+    for epoch in range(1, max_epochs + 1):
         active_cells = [cells[i] for i in active]
         fit_sum = _train_one_epoch(stack, optimizer, members, active_cells, data, [orders[i] for i in active])
         val_sum, val_correct = _evaluate(stack, data, "val")
         fit_sums, val_sums, corrects = torch.stack([fit_sum, val_sum, val_correct]).tolist()  # the one host sync
         finished: list[int] = []
         for position, i in enumerate(active):
-            result, patience = results[i], cells[i].regularizer.patience
+            result = results[i]
             fit_loss, val_loss = fit_sums[position] / n_train, val_sums[position] / n_val
             val_acc = int(corrects[position]) / n_val if data.classification else math.nan
             result.curves.append(EpochRecord(epoch, fit_loss, val_loss, val_acc))
@@ -464,20 +453,19 @@ def train_stacked(cells: Sequence[Cell], data: TaskData) -> tuple[list[MLP], lis
             if not (math.isfinite(fit_loss) and math.isfinite(val_loss)):
                 result.status, result.error = "diverged", f"non-finite loss at epoch {epoch}"
                 finished.append(position)
-            elif val_loss < best_loss[i]:
-                best_loss[i], result.best_epoch = val_loss, epoch
-                if patience is not None:
-                    best_state[i] = stack.member_state_dict(position)
-            elif patience is not None and epoch - result.best_epoch >= patience:
-                finished.append(position)
-        if epoch == cells[0].task.epochs:
+            else:
+                if stopping[i].update(epoch, val_loss, partial(stack.member_state_dict, position)):
+                    finished.append(position)
+                result.best_epoch = stopping[i].best_epoch
+        if epoch == max_epochs:
             finished = list(range(len(active)))
         for position in finished:
             i = active[position]
-            final_state[i] = best_state[i] if best_state[i] is not None else stack.member_state_dict(position)
-        if len(finished) == len(active):
-            break
-        if finished:  # take the finished members out: they can no longer change, the others train on
+            best = stopping[i].best_state
+            final_state[i] = best if best is not None else stack.member_state_dict(position)
+        trained = active
+        # Finished members are taken out (they can no longer change); the others train on in a smaller stack.
+        if finished and len(finished) < len(active):
             positions = [p for p in range(len(active)) if p not in finished]
             index = torch.tensor(positions, dtype=torch.long, device=device)
             smaller = stack.subset(positions)
@@ -486,6 +474,8 @@ def train_stacked(cells: Sequence[Cell], data: TaskData) -> tuple[list[MLP], lis
             stack, optimizer = smaller, new_optimizer
             active = [active[p] for p in positions]
             members = _Members.of([cells[i] for i in active], device)
+        if len(finished) == len(trained):
+            break
     elapsed = time.perf_counter() - started
     for model, result, state in zip(models, results, final_state):
         if state is not None:

@@ -15,7 +15,14 @@ from .data import TaskData
 from .devices import autocast
 from .errors import UserError
 from .models import Network, build_model, count_parameters, init_parameters_
-from .regularizers import add_penalty_gradients_, apply_max_norm_, apply_weight_decay_, kl_sparsity_penalty
+from .regularizers import (
+    EarlyStopping,
+    add_penalty_gradients_,
+    apply_max_norm_,
+    apply_weight_decay_,
+    decay_factor,
+    kl_sparsity_penalty,
+)
 from .seeding import derive_seed, make_generator
 from .stats import expected_calibration_error
 
@@ -220,9 +227,9 @@ class Training:
             objective = loss + kl_sparsity_penalty(self.model.activations, setting.kl_target, setting.kl_sparsity)
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
-        add_penalty_gradients_(self.penalized, setting)
+        add_penalty_gradients_(self.penalized, l1=setting.l1, l2=setting.l2)
         if setting.weight_decay:  # before the step, as AdamW does
-            apply_weight_decay_(self.penalized, cell.task.optimizer.lr, setting.weight_decay)
+            apply_weight_decay_(self.penalized, decay_factor(cell.task.optimizer.lr, setting.weight_decay))
         self.optimizer.step()
         if setting.max_norm is not None:
             apply_max_norm_(self.constrained, setting.max_norm)
@@ -266,9 +273,13 @@ def measure_(result: CellResult, model: nn.Module, data: TaskData) -> None:
 def train_model(cell: Cell, data: TaskData) -> tuple[Network, CellResult]:
     """Train one cell; returns the model (best weights under early stopping) and its curves so far."""
     training = Training(cell, data)
-    model, patience = training.model, cell.regularizer.patience
+    model = training.model
     result = CellResult(status="ok", n_params=count_parameters(model))
-    best_loss, best_state = math.inf, None
+    stopping = EarlyStopping(cell.regularizer.patience)
+
+    def weights() -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
     started = time.perf_counter()
     for epoch in range(1, cell.task.epochs + 1):
         fit_loss = training.run_epoch()
@@ -277,15 +288,14 @@ def train_model(cell: Cell, data: TaskData) -> tuple[Network, CellResult]:
         result.epochs_run = epoch
         if not (math.isfinite(fit_loss) and math.isfinite(val_loss)):
             result.status, result.error = "diverged", f"non-finite loss at epoch {epoch}"
+            stop = True
+        else:
+            stop = stopping.update(epoch, val_loss, weights)
+            result.best_epoch = stopping.best_epoch
+        if stop:
             break
-        if val_loss < best_loss:
-            best_loss, result.best_epoch = val_loss, epoch
-            if patience is not None:
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif patience is not None and epoch - result.best_epoch >= patience:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if stopping.best_state is not None:
+        model.load_state_dict(stopping.best_state)
     model.record = False
     result.fit_seconds = time.perf_counter() - started
     return model, result

@@ -15,7 +15,7 @@ from dropbench.config import ModelConfig, OptimizerConfig
 from dropbench.data import TASKS, load_task_data
 from dropbench.dropout import DROPOUT_KINDS, AlphaDropout, DropConnectLinear, GaussianDropout
 from dropbench.models import build_model, count_parameters, init_parameters_
-from dropbench.regularizers import REGULARIZERS, apply_weight_decay_, kl_sparsity_penalty
+from dropbench.regularizers import REGULARIZERS, apply_weight_decay_, decay_factor, kl_sparsity_penalty
 from dropbench.stats import expected_calibration_error
 from dropbench.suite import load_suite
 from dropbench.train import data_loss, fit_cell, subsample_training, train_model
@@ -38,7 +38,7 @@ def test_decoupled_weight_decay_matches_adamw_on_weights_only():
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(x), y).backward()
             if model is ours:
-                apply_weight_decay_(model.penalized_weights(), lr, decay)
+                apply_weight_decay_(model.penalized_weights(), decay_factor(lr, decay))
             opt.step()
     for (name, a), (_, b) in zip(ours.named_parameters(), theirs.named_parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
