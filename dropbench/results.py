@@ -78,6 +78,8 @@ class ResultRow:
     test_nll_mc: float
     test_ece_mc: float
     # cost
+    # Wall time of the training loop, per-epoch validation included (not loading, not the final measurement);
+    # in a stack, the cell's share of it: each epoch's time split evenly among the members that trained in it.
     fit_seconds: float
     n_params: int
     # provenance

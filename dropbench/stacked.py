@@ -414,7 +414,9 @@ def train_stacked(cells: Sequence[Cell], data: TaskData) -> tuple[list[MLP], lis
     """Train cells of one stack key together; per cell (in order), its MLP holding its final weights (the
     best under early stopping) and its result with curves, as `train.train_model` returns for one cell.
 
-    `fit_seconds` is the shared wall time of the training loop divided by the number of cells.
+    `fit_seconds` is each cell's share of the training loop's wall time: every epoch's time split evenly
+    among the members that trained in it, summed over the cell's epochs. The shares add up to the stack's
+    time, and a member that stopped early is charged only for the epochs it trained.
     """
     _check_stackable(cells)
     device = data.x_train.device
@@ -429,7 +431,7 @@ def train_stacked(cells: Sequence[Cell], data: TaskData) -> tuple[list[MLP], lis
         mask_generators.append(make_generator(cell.cell_id, "masks", device=device))
         orders.append(make_generator(cell.task.name, cell.seed, "order"))
     stack = StackedMLP.from_members(models, keeps, mask_generators)
-    results = [CellResult(status="ok", n_params=count_parameters(models[0])) for _ in cells]
+    results = [CellResult(status="ok", n_params=count_parameters(models[0]), fit_seconds=0.0) for _ in cells]
     stopping = [EarlyStopping(cell.regularizer.patience) for cell in cells]
     final_state: list[dict[str, torch.Tensor] | None] = [None] * len(cells)
     active = list(range(len(cells)))  # the cells still in the stack, by stack position
@@ -437,7 +439,7 @@ def train_stacked(cells: Sequence[Cell], data: TaskData) -> tuple[list[MLP], lis
     members = _Members.of(cells, device)
     n_train, n_val, max_epochs = len(data.y_train), len(data.y_val), cells[0].task.epochs
 
-    started = time.perf_counter()
+    clock = time.perf_counter()
     for epoch in range(1, max_epochs + 1):
         active_cells = [cells[i] for i in active]
         fit_sum = _train_one_epoch(stack, optimizer, members, active_cells, data, [orders[i] for i in active])
@@ -474,13 +476,15 @@ def train_stacked(cells: Sequence[Cell], data: TaskData) -> tuple[list[MLP], lis
             stack, optimizer = smaller, new_optimizer
             active = [active[p] for p in positions]
             members = _Members.of([cells[i] for i in active], device)
+        now = time.perf_counter()
+        for i in trained:  # this epoch's time, shared by the members that trained in it
+            results[i].fit_seconds += (now - clock) / len(trained)
+        clock = now
         if len(finished) == len(trained):
             break
-    elapsed = time.perf_counter() - started
-    for model, result, state in zip(models, results, final_state):
+    for model, state in zip(models, final_state):
         if state is not None:
             model.load_state_dict(state)
-        result.fit_seconds = elapsed / len(cells)
     return models, results
 
 
@@ -489,8 +493,8 @@ def fit_stacked(cells: Sequence[Cell], data: TaskData) -> list[CellResult]:
     figures `train.fit_cell` gives (measured per member in eval mode on each whole split, on its best
     weights under early stopping; NaN for a member that diverged).
 
-    `fit_seconds` of each result is the stack's shared training wall time divided by the number of
-    cells, not that cell's own time. Raises ValueError when the cells do not share one non-None key.
+    `fit_seconds` of each result is the cell's share of the stack's training time (`train_stacked`).
+    Raises ValueError when the cells do not share one non-None key.
     """
     _check_stackable(cells)
     if cells[0].train_size:

@@ -271,7 +271,8 @@ def measure_(result: CellResult, model: nn.Module, data: TaskData) -> None:
 
 
 def train_model(cell: Cell, data: TaskData) -> tuple[Network, CellResult]:
-    """Train one cell; returns the model (best weights under early stopping) and its curves so far."""
+    """Train one cell; returns the model (best weights under early stopping) and its curves so far.
+    `fit_seconds` is the wall time of the training loop, the per-epoch validation pass included."""
     training = Training(cell, data)
     model = training.model
     result = CellResult(status="ok", n_params=count_parameters(model))
