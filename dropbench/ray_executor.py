@@ -42,7 +42,7 @@ from .devices import configure
 from .errors import UserError
 from .executors import Finished, fit_alone, fit_safely, usable_cores
 from .provenance import package_version, utc_now
-from .train import CellResult
+from .train import CellResult, OnEpoch
 
 INSTALL_HINT = "--executor ray needs Ray: pip install 'dropbench[ray]'"
 
@@ -249,7 +249,9 @@ class RayExecutor:
 
     # -- running
 
-    def run(self, cells: Sequence[Cell]) -> Iterator[Finished]:
+    def run(self, cells: Sequence[Cell], on_epoch: OnEpoch | None = None) -> Iterator[Finished]:
+        """Fit each cell as a Ray task, yielding cells as they finish. Epochs are not reported (`on_epoch` is
+        never called): a progress display counts each cell's epochs when it finishes."""
         if not cells:
             return
         ray = import_ray()

@@ -23,7 +23,7 @@ from .planning import Shard, shard_cells
 from .provenance import command_line, git_commit, machine, package_version, utc_now, utc_stamp, versions
 from .results import SCHEMA_VERSION, ResultRow, ResultStore, stored_text
 from .suite import Suite
-from .train import CellResult
+from .train import CellResult, EpochProgress
 
 RESULTS_DIR = Path("results")
 
@@ -63,7 +63,11 @@ class Reporter:
     def note(self, message: str) -> None:
         """A line about work outside the cells (a download, say)."""
 
-    def start(self, suite: Suite, total: int, skipped: int, csv_path: Path) -> None: ...
+    def start(self, suite: Suite, total: int, skipped: int, csv_path: Path, epochs: int = 0) -> None:
+        """Before the first cell: `total` cells to run, with `epochs` training epochs at most among them."""
+
+    def epochs_done(self, progress: EpochProgress) -> None:
+        """Epochs that ended in a cell or stack still training (the local executors report them; Ray does not)."""
 
     def cell_done(self, cell: Cell, row: ResultRow) -> None: ...
 
@@ -253,10 +257,10 @@ def run_suite(
             # An empty shard (more shards than cells, a normal event in a CI matrix) still leaves its file, header
             # only, for `merge` to find; a run with cells to do writes the header with its first row.
             store.rows.append([])
-        reporter.start(suite, len(plan.todo), summary.skipped, csv_path)
+        reporter.start(suite, len(plan.todo), summary.skipped, csv_path, sum(cell.task.epochs for cell in plan.todo))
         started, completed, stopped_by = perf_counter(), False, None
         try:
-            for cell, result, started_at in executor.run(plan.todo):
+            for cell, result, started_at in executor.run(plan.todo, on_epoch=reporter.epochs_done):
                 row = make_row(cell, result, started_at, provenance)
                 curves = [{"cell_id": cell.cell_id, **asdict(point)} for point in result.curves]
                 store.append(row, curves)

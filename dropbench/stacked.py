@@ -74,7 +74,7 @@ from .dropout import (
 from .models import MLP, build_model, count_parameters, init_parameters_
 from .regularizers import EarlyStopping, add_penalty_gradients_, apply_max_norm_, apply_weight_decay_, decay_factor
 from .seeding import make_generator
-from .train import CellResult, EpochRecord, make_optimizer, measure_, subsample_training
+from .train import CellResult, EpochProgress, EpochRecord, OnEpoch, make_optimizer, measure_, subsample_training
 
 STACKABLE_REGULARIZERS = frozenset({"none", "l1", "l2", "max-norm", "weight-decay", "early-stopping"})
 # Rows of the split per evaluation chunk, whatever K: a member's figures must not depend on how many other
@@ -410,9 +410,12 @@ def _check_stackable(cells: Sequence[Cell]) -> None:
         raise ValueError(f"cells of {len(keys)} different stack keys cannot be trained in one stack")
 
 
-def train_stacked(cells: Sequence[Cell], data: TaskData) -> tuple[list[MLP], list[CellResult]]:
+def train_stacked(
+    cells: Sequence[Cell], data: TaskData, on_epoch: OnEpoch | None = None
+) -> tuple[list[MLP], list[CellResult]]:
     """Train cells of one stack key together; per cell (in order), its MLP holding its final weights (the
     best under early stopping) and its result with curves, as `train.train_model` returns for one cell.
+    `on_epoch` hears of each epoch as it ends, for the members that trained in it.
 
     `fit_seconds` is each cell's share of the training loop's wall time: every epoch's time split evenly
     among the members that trained in it, summed over the cell's epochs. The shares add up to the stack's
@@ -480,6 +483,9 @@ def train_stacked(cells: Sequence[Cell], data: TaskData) -> tuple[list[MLP], lis
         for i in trained:  # this epoch's time, shared by the members that trained in it
             results[i].fit_seconds += (now - clock) / len(trained)
         clock = now
+        if on_epoch is not None:
+            ended = tuple(cells[trained[p]].cell_id for p in finished)
+            on_epoch(EpochProgress(epoch, max_epochs, tuple(cells[i].cell_id for i in trained), ended))
         if len(finished) == len(trained):
             break
     for model, state in zip(models, final_state):
@@ -488,7 +494,7 @@ def train_stacked(cells: Sequence[Cell], data: TaskData) -> tuple[list[MLP], lis
     return models, results
 
 
-def fit_stacked(cells: Sequence[Cell], data: TaskData) -> list[CellResult]:
+def fit_stacked(cells: Sequence[Cell], data: TaskData, on_epoch: OnEpoch | None = None) -> list[CellResult]:
     """Train cells of one `stack_key` as one stacked model; one CellResult per cell, in order, with the
     figures `train.fit_cell` gives (measured per member in eval mode on each whole split, on its best
     weights under early stopping; NaN for a member that diverged).
@@ -499,7 +505,7 @@ def fit_stacked(cells: Sequence[Cell], data: TaskData) -> list[CellResult]:
     _check_stackable(cells)
     if cells[0].train_size:
         data = subsample_training(data, cells[0].train_size)
-    models, results = train_stacked(cells, data)
+    models, results = train_stacked(cells, data, on_epoch)
     for model, result in zip(models, results):
         if result.status != "diverged":  # as fit_cell: a diverged member's figures stay NaN
             measure_(result, model, data)

@@ -1,186 +1,24 @@
-"""Terminal output: a rich progress bar on a terminal, one line per cell elsewhere, nothing when quiet."""
+"""Terminal output of reports: tables, the best configurations, references, comparisons, the dry-run plan.
+A run's progress and its last lines are in `progress.py`."""
 
 import json
 import sys
 from collections import Counter
 from dataclasses import asdict
-from pathlib import Path
-from typing import TextIO
 
 import pandas as pd
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.text import Text
 
 from .compare import PERCENT_METRICS, VERDICTS, CompareResult
-from .config import Cell
-from .results import ResultRow
-from .runner import Plan, Reporter, RunSummary
+from .runner import Plan
 from .stats import TEST_NAMES
-from .suite import Suite
 
 WIDE = 140  # off a terminal rich would assume 80 columns and wrap the tables
 
 
 def stdout_console() -> Console:
     return Console(width=None if sys.stdout.isatty() else WIDE)
-
-
-def stderr_console() -> Console:
-    return Console(stderr=True, width=None if sys.stderr.isatty() else WIDE)
-
-
-def _outcome(row: ResultRow) -> str:
-    if row.status != "ok":
-        return f"{row.status}: {row.error}"
-    if row.test_acc == row.test_acc:  # not NaN: a classification task
-        return f"test_acc={row.test_acc:.4f} gap_acc={row.gap_acc:+.4f}"
-    return f"test_loss={row.test_loss:.4f} gap_loss={row.gap_loss:+.4f}"
-
-
-class LineReporter(Reporter):
-    """One plain line per finished cell, for CI logs and pipes."""
-
-    def __init__(self, console: Console) -> None:
-        self.console, self.done, self.total = console, 0, 0
-
-    def note(self, message: str) -> None:
-        self.console.print(message, highlight=False, markup=False)
-
-    def start(self, suite: Suite, total: int, skipped: int, csv_path: Path) -> None:
-        self.total = total
-        skip = f", {skipped} already in the file" if skipped else ""
-        self.console.print(f"{suite.name}: {total} cells to run{skip} -> {csv_path}", highlight=False)
-
-    def cell_done(self, cell: Cell, row: ResultRow) -> None:
-        self.done += 1
-        self.console.print(
-            f"[{self.done}/{self.total}] {cell.describe()} {_outcome(row)} ({row.fit_seconds:.2f} s)",
-            highlight=False,
-            markup=False,
-        )
-
-
-class ProgressReporter(Reporter):
-    """A live bar with the count, elapsed time, ETA and the cell that just finished."""
-
-    def __init__(self, console: Console) -> None:
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            TextColumn("{task.fields[last]}", markup=False),
-            console=console,
-            transient=True,
-        )
-        self.bar = None
-
-    def note(self, message: str) -> None:
-        self.progress.console.print(message, highlight=False, markup=False)
-
-    def start(self, suite: Suite, total: int, skipped: int, csv_path: Path) -> None:
-        self.progress.start()
-        self.bar = self.progress.add_task(suite.name, total=total, last="")
-        if skipped:
-            self.progress.console.print(f"{skipped} cells already in {csv_path}: skipped")
-
-    def cell_done(self, cell: Cell, row: ResultRow) -> None:
-        self.progress.update(self.bar, advance=1, last=cell.describe())
-        if row.status != "ok":
-            self.progress.console.print(f"[red]{cell.describe()}: {_outcome(row)}[/red]", highlight=False)
-
-    def finish(self, summary: RunSummary) -> None:
-        self.progress.stop()
-
-
-class JsonLineReporter(Reporter):
-    """One JSON object per line on stderr: each finished cell (its whole row), notes, and the end: a `problem`
-    per failed or diverged cell, then `finish` (also after an interrupt). With `progress` off (-q), only the end.
-    Every line of the stream is JSON; the command adds an `interrupted` object when a run was stopped."""
-
-    def __init__(self, stream: TextIO, progress: bool = True) -> None:
-        self.stream, self.progress = stream, progress
-
-    def _emit(self, record: dict) -> None:
-        self.stream.write(json.dumps(record, default=str, allow_nan=False) + "\n")
-        self.stream.flush()
-
-    def note(self, message: str) -> None:
-        if self.progress:
-            self._emit({"event": "note", "message": message})
-
-    def start(self, suite: Suite, total: int, skipped: int, csv_path: Path) -> None:
-        if self.progress:
-            self._emit({"event": "start", "suite": suite.name, "cells": total, "skipped": skipped,
-                        "csv": str(csv_path)})  # fmt: skip
-
-    def cell_done(self, cell: Cell, row: ResultRow) -> None:
-        if self.progress:
-            fields = {k: (None if isinstance(v, float) and v != v else v) for k, v in asdict(row).items()}
-            self._emit({"event": "cell", **fields})
-
-    def finish(self, summary: RunSummary) -> None:
-        for problem in summary.problems:
-            self._emit({"event": "problem", **asdict(problem)})
-        self._emit({"event": "finish", "counts": dict(summary.counts), "seconds": summary.seconds,
-                    "csv": str(summary.csv_path), "cells": summary.total, "skipped": summary.skipped,
-                    "grid": summary.grid, "shard": summary.shard})  # fmt: skip
-
-
-def make_reporter(quiet: bool, log_format: str = "text") -> Reporter:
-    """JSON: JSON lines (quiet: only the end). Text: nothing when quiet; a live bar on a terminal, else one line
-    per cell."""
-    if log_format == "json":
-        return JsonLineReporter(sys.stderr, progress=not quiet)
-    if quiet:
-        return Reporter()
-    console = stderr_console()
-    return ProgressReporter(console) if console.is_terminal else LineReporter(console)
-
-
-def run_tally(summary: RunSummary) -> str:
-    """The run's last line: '8 ok (4 already done) in 3.1 s -> r.csv', or why there was nothing to run."""
-    if summary.total == 0:
-        where = f"shard {summary.shard} holds none of the grid's {summary.grid} cells" if summary.shard else "no cells"
-        return f"{where}: nothing to run -> {summary.csv_path} (header only)"
-    counts = ", ".join(f"{n} {status}" for status, n in sorted(summary.counts.items())) or "nothing to run"
-    skipped = f" ({summary.skipped} already done)" if summary.skipped else ""
-    return f"{counts}{skipped} in {summary.seconds:.1f} s -> {summary.csv_path}"
-
-
-def print_run_end(summary: RunSummary, log_format: str) -> None:
-    """On stderr, each failed or diverged cell and the tally; with JSON lines the reporter has said both."""
-    if log_format == "json":
-        return
-    console = stderr_console()  # soft_wrap: one line each however long the path, for logs and greps
-    for problem in summary.problems:
-        console.print(str(problem), style="red", highlight=False, markup=False, soft_wrap=True)
-    console.print(run_tally(summary), highlight=False, markup=False, soft_wrap=True)
-
-
-def print_stopped(signal_name: str, csv_path: Path, resume: str, log_format: str) -> None:
-    """One line on stderr for a run stopped by Ctrl-C or SIGTERM: where its cells are, how to go on."""
-    if log_format == "json":
-        line = json.dumps({"event": "interrupted", "signal": signal_name, "csv": str(csv_path), "resume": resume})
-    else:
-        line = f"dropbench: interrupted ({signal_name}): the finished cells are in {csv_path}; to resume: {resume}"
-    sys.stderr.write(line + "\n")
-    sys.stderr.flush()
-
-
-def print_json_error(message: str) -> None:
-    """Bad input as an `error` object on stderr, where --log-format json asks every line to be JSON."""
-    sys.stderr.write(json.dumps({"event": "error", "message": message}) + "\n")
-    sys.stderr.flush()
 
 
 def print_plan(plan: Plan, executor: object) -> None:

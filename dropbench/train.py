@@ -2,6 +2,7 @@
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -39,6 +40,21 @@ class EpochRecord:
     fit_loss: float
     val_loss: float
     val_acc: float
+
+
+@dataclass(frozen=True)
+class EpochProgress:
+    """Epoch `epoch` of at most `max_epochs` has ended for the cells `cell_ids` (a single cell, or the members
+    still in a stack); `stopped` holds those whose training ended with it (early stopping, divergence, the
+    last epoch). What a progress display counts; sent from worker processes, so plain data only."""
+
+    epoch: int
+    max_epochs: int
+    cell_ids: tuple[str, ...]
+    stopped: tuple[str, ...] = ()
+
+
+OnEpoch = Callable[[EpochProgress], None]
 
 
 @dataclass
@@ -246,12 +262,13 @@ class Training:
         return loss_sum.item() / n  # the epoch's one host sync
 
 
-def fit_cell(cell: Cell, data: TaskData) -> CellResult:
+def fit_cell(cell: Cell, data: TaskData, on_epoch: OnEpoch | None = None) -> CellResult:
     """Train one cell and measure train/val/test in eval mode (on the best weights under early stopping).
-    A cell that diverged is not measured: its figures are NaN (empty in the CSV)."""
+    A cell that diverged is not measured: its figures are NaN (empty in the CSV). `on_epoch` hears of each
+    epoch as it ends."""
     if cell.train_size:
         data = subsample_training(data, cell.train_size)
-    model, result = train_model(cell, data)
+    model, result = train_model(cell, data, on_epoch)
     if result.status == "diverged":
         return result  # a model gone non-finite measures nothing real: every figure stays NaN
     measure_(result, model, data)
@@ -270,11 +287,11 @@ def measure_(result: CellResult, model: nn.Module, data: TaskData) -> None:
     result.test_loss, result.test_acc, result.test_nll, result.test_ece = test.loss, test.acc, test.nll, test.ece
 
 
-def train_model(cell: Cell, data: TaskData) -> tuple[Network, CellResult]:
+def train_model(cell: Cell, data: TaskData, on_epoch: OnEpoch | None = None) -> tuple[Network, CellResult]:
     """Train one cell; returns the model (best weights under early stopping) and its curves so far.
     `fit_seconds` is the wall time of the training loop, the per-epoch validation pass included."""
     training = Training(cell, data)
-    model = training.model
+    model, max_epochs = training.model, cell.task.epochs
     result = CellResult(status="ok", n_params=count_parameters(model))
     stopping = EarlyStopping(cell.regularizer.patience)
 
@@ -282,7 +299,7 @@ def train_model(cell: Cell, data: TaskData) -> tuple[Network, CellResult]:
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     started = time.perf_counter()
-    for epoch in range(1, cell.task.epochs + 1):
+    for epoch in range(1, max_epochs + 1):
         fit_loss = training.run_epoch()
         val_loss, val_acc = evaluate(model, data, "val")
         result.curves.append(EpochRecord(epoch, fit_loss, val_loss, val_acc))
@@ -293,6 +310,9 @@ def train_model(cell: Cell, data: TaskData) -> tuple[Network, CellResult]:
         else:
             stop = stopping.update(epoch, val_loss, weights)
             result.best_epoch = stopping.best_epoch
+        if on_epoch is not None:
+            ended = (cell.cell_id,) if stop or epoch == max_epochs else ()
+            on_epoch(EpochProgress(epoch, max_epochs, (cell.cell_id,), ended))
         if stop:
             break
     if stopping.best_state is not None:
