@@ -96,8 +96,8 @@ def make_row(cell: Cell, result: CellResult, started_at: str, provenance: dict[s
         train_loss=result.train_loss, train_acc=result.train_acc, val_loss=result.val_loss,
         val_acc=result.val_acc, test_loss=result.test_loss, test_acc=result.test_acc,
         gap_acc=_gap(result.train_acc, result.test_acc), gap_loss=_gap(result.test_loss, result.train_loss),
-        test_nll=result.test_nll, test_ece=result.test_ece, mc_samples=cell.mc_samples,
-        test_acc_mc=result.test_acc_mc, test_nll_mc=result.test_nll_mc, test_ece_mc=result.test_ece_mc,
+        test_ece=result.test_ece, mc_samples=cell.mc_samples,
+        test_acc_mc=result.test_acc_mc, test_loss_mc=result.test_loss_mc, test_ece_mc=result.test_ece_mc,
         fit_seconds=result.fit_seconds, n_params=result.n_params, status=result.status, error=result.error,
         started_at=started_at, **provenance,
     )  # fmt: skip

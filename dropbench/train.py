@@ -69,10 +69,9 @@ class CellResult:
     val_acc: float = math.nan
     test_loss: float = math.nan
     test_acc: float = math.nan
-    test_nll: float = math.nan
     test_ece: float = math.nan
     test_acc_mc: float = math.nan
-    test_nll_mc: float = math.nan
+    test_loss_mc: float = math.nan
     test_ece_mc: float = math.nan
     fit_seconds: float = math.nan
     n_params: int = 0
@@ -81,11 +80,10 @@ class CellResult:
 
 @dataclass(frozen=True)
 class Measured:
-    """A split measured once: mean loss, accuracy, and for classification NLL and ECE."""
+    """A split measured once: mean loss (for classification the cross-entropy, i.e. the NLL), accuracy and ECE."""
 
     loss: float
     acc: float = math.nan
-    nll: float = math.nan
     ece: float = math.nan
 
 
@@ -122,7 +120,7 @@ def _fsum(parts: list[torch.Tensor]) -> float:
 
 @torch.inference_mode()
 def measure(model: nn.Module, data: TaskData, which: str) -> Measured:
-    """The whole split in eval mode: mean loss (plain cross-entropy or MSE), accuracy, NLL, ECE."""
+    """The whole split in eval mode: mean loss (plain cross-entropy or MSE), accuracy, ECE."""
     x, y = data.split(which)
     was_training = model.training
     model.eval()
@@ -140,7 +138,7 @@ def measure(model: nn.Module, data: TaskData, which: str) -> Measured:
         return Measured(loss)
     correct = torch.cat(hits)
     ece = expected_calibration_error(torch.cat(confidences).tolist(), correct.tolist(), bins=ECE_BINS)
-    return Measured(loss, int(correct.sum()) / len(y), loss, ece)
+    return Measured(loss, int(correct.sum()) / len(y), ece)
 
 
 def evaluate(model: nn.Module, data: TaskData, which: str) -> tuple[float, float]:
@@ -166,7 +164,7 @@ def measure_mc(model: Network, data: TaskData, passes: int, generator: torch.Gen
     correct = predicted == y
     nll = -math.fsum(probabilities[torch.arange(len(y), device=x.device), y].clamp_min(1e-12).log().tolist()) / len(y)
     ece = expected_calibration_error(confidence.tolist(), correct.tolist(), bins=ECE_BINS)
-    return Measured(nll, int(correct.sum()) / len(y), nll, ece)
+    return Measured(nll, int(correct.sum()) / len(y), ece)
 
 
 def subsample_training(data: TaskData, size: int) -> TaskData:
@@ -275,7 +273,7 @@ def fit_cell(cell: Cell, data: TaskData, on_epoch: OnEpoch | None = None) -> Cel
     if cell.mc_samples and data.classification:
         device = data.x_test.device
         mc = measure_mc(model, data, cell.mc_samples, make_generator(cell.cell_id, "mc-dropout", device=device))
-        result.test_acc_mc, result.test_nll_mc, result.test_ece_mc = mc.acc, mc.nll, mc.ece
+        result.test_acc_mc, result.test_loss_mc, result.test_ece_mc = mc.acc, mc.loss, mc.ece
     return result
 
 
@@ -284,7 +282,7 @@ def measure_(result: CellResult, model: nn.Module, data: TaskData) -> None:
     train, val, test = (measure(model, data, which) for which in ("train", "val", "test"))
     result.train_loss, result.train_acc = train.loss, train.acc
     result.val_loss, result.val_acc = val.loss, val.acc
-    result.test_loss, result.test_acc, result.test_nll, result.test_ece = test.loss, test.acc, test.nll, test.ece
+    result.test_loss, result.test_acc, result.test_ece = test.loss, test.acc, test.ece
 
 
 def train_model(cell: Cell, data: TaskData, on_epoch: OnEpoch | None = None) -> tuple[Network, CellResult]:

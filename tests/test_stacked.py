@@ -22,8 +22,8 @@ from dropbench.train import fit_cell, train_model
 
 TOL = 1e-5
 # Every figure of a result; a diverged cell's are all NaN.
-FIGURES = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "test_nll", "test_ece",
-           "test_acc_mc", "test_nll_mc", "test_ece_mc")  # fmt: skip
+FIGURES = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "test_ece",
+           "test_acc_mc", "test_loss_mc", "test_ece_mc")  # fmt: skip
 SGD = OptimizerConfig(lr=0.05, momentum=0.9)
 ADAM = OptimizerConfig(name="adam", lr=0.003)
 # (regularizer, strengths) of the equivalence cells: one per kind of per-member setting
