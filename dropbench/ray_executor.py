@@ -29,7 +29,6 @@ made.
 import contextlib
 import logging
 import os
-import signal
 import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -45,14 +44,6 @@ from .provenance import package_version, utc_now
 from .train import CellResult, OnEpoch
 
 INSTALL_HINT = "--executor ray needs Ray: pip install 'dropbench[ray]'"
-
-# TEST HOOK, unset in normal use: tests/test_ray.py sets these to kill a Ray worker in the middle of a
-# cell. With KILL_ONCE naming a file that does not exist yet, the first cell to create it writes its
-# cell_id there and kills its own worker process before fitting (so Ray retries it, once); with
-# KILL_ALWAYS=1 as well, every attempt of that cell is killed (so it fails after max_retries).
-TEST_KILL_ONCE_ENV = "DROPBENCH_TEST_RAY_KILL_ONCE"
-TEST_KILL_ALWAYS_ENV = "DROPBENCH_TEST_RAY_KILL_ALWAYS"
-
 
 # What ray.init (or we, before it) sets in this process's environment; put back when the run ends.
 _RAY_SETS_ENV = ("RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE")
@@ -72,21 +63,6 @@ def import_ray() -> Any:
 # Tasks whose data this worker process got from the driver (its node lacks the files): loaded once,
 # moved to the device once; keyed by (task, device).
 _driver_copies: dict[tuple[str, str], TaskData] = {}
-
-
-def _test_kill_hook(cell: Cell, marker: str | None, always: bool) -> None:
-    """TEST HOOK (see TEST_KILL_ONCE_ENV): does nothing unless a test passed a marker path."""
-    if not marker:
-        return
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        if not (always and Path(marker).read_text() == cell.cell_id):
-            return
-    else:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(cell.cell_id)
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _driver_data(name: str, driver_copy: list, device: str) -> TaskData | None:
@@ -123,7 +99,6 @@ def _fit_remote(
     data_env: str | None,
     threads: int,
     device: str,
-    kill_hook: tuple[str | None, bool],
 ) -> tuple[CellResult, str, dict[str, str]]:
     """The body of a cell's Ray task: (result, started_at, the worker's versions)."""
     import torch
@@ -139,7 +114,6 @@ def _fit_remote(
     else:
         os.environ[DATA_ENV] = data_env
     os.environ[OFFLINE_ENV] = "1"  # the driver prepared the files; a worker reads, never downloads
-    _test_kill_hook(cell, *kill_hook)
     started_at = utc_now()
     data = _driver_data(cell.task.name, driver_copy, device)
     result = fit_safely(cell, device) if data is None else _fit_with(cell, data)
@@ -275,13 +249,12 @@ class RayExecutor:
             data_env = os.environ.get(DATA_ENV)
             if data_env:
                 data_env = str(Path(data_env).expanduser().resolve())  # workers do not share our cwd
-            kill_hook = (os.environ.get(TEST_KILL_ONCE_ENV) or None, os.environ.get(TEST_KILL_ALWAYS_ENV) == "1")
             copies: dict[str, list] = {}
             for cell in cells:
                 task = cell.task.name
                 if task not in copies:  # once per task of the run; only a cluster needs the driver's copy
                     copies[task] = [ray.put(load_task_data(task)) if mode != "started" else None]
-                pending[fit.remote(cell, copies[task], data_env, self.threads, self.device, kill_hook)] = cell
+                pending[fit.remote(cell, copies[task], data_env, self.threads, self.device)] = cell
             ours = _versions()
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)  # a timeout keeps Ctrl-C prompt

@@ -11,6 +11,7 @@ import time
 
 import pandas as pd
 import pytest
+from conftest import subprocess_env
 
 from dropbench.cli import main
 from dropbench.merge import CIRCUMSTANCE_COLUMNS
@@ -35,7 +36,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(tm
     assert main(["run", *GRID, "--out", str(reference)]) == 0
     out = tmp_path / "killed.csv"
     # Each batch of rows is written in two halves 0.1 s apart, so a kill often lands mid-line.
-    env = {**os.environ, "DROPBENCH_TEST_WRITE_PAUSE": "0.1"}
+    env = subprocess_env(DROPBENCH_TEST_WRITE_PAUSE="0.1")
     rng = random.Random(7)
     kills, torn = 0, 0
     for _ in range(6):
