@@ -139,8 +139,8 @@ def _init_worker(threads: int, device: str, progress: SimpleQueue | None) -> Non
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     # A worker's results are sent before it exits; the interpreter's own teardown with torch loaded then
-    # takes seconds (3 s for two workers, measured), which the pool shutdown would wait for. Registered
-    # after torch's handlers, this one runs first and skips the rest.
+    # takes seconds (docs/performance.md), which the pool shutdown would wait for. Registered after torch's
+    # handlers, this one runs first and skips the rest.
     atexit.register(os._exit, 0)
     torch.set_num_threads(threads)
     configure(device)
@@ -162,9 +162,9 @@ def _fit_in_worker(unit: WorkUnit) -> tuple[list[CellResult], str]:
 class PoolExecutor:
     """Fit cells in `jobs` worker processes of `threads` torch threads each.
 
-    Small networks are bound by per-step overhead, not arithmetic: on 2 cores, two 1-thread workers
-    run the quick suite 1.8x faster than one process with 2 threads. Workers are spawned (not forked)
-    so no OpenMP or torch state is inherited; each loads a task's data once and keeps it.
+    Small networks are bound by per-step overhead, not arithmetic: one-thread workers, one per core, run
+    the quick suite faster than one process with a thread per core (docs/performance.md). Workers are
+    spawned (not forked) so no OpenMP or torch state is inherited; each loads a task's data once and keeps it.
     """
 
     name = "process-pool"

@@ -1,29 +1,9 @@
 """Run cells as Ray tasks: on a Ray instance started for the run on this machine, or on a cluster.
 
-Each cell is one Ray task asking for `cpus_per_cell` CPUs (its torch thread count) and `gpus_per_cell`
-GPUs (fractions allowed: 0.25 puts four cells on one GPU); a cell given a GPU trains on CUDA (Ray makes
-the GPU it assigns the only one the worker sees), one without on the CPU. A worker process that dies
-mid-cell (killed, out of memory, its node lost) is retried by Ray up to `max_retries` times; a cell that
-still cannot finish is written as a failed row and the run goes on. An exception in training is a
-failed row already (`fit_safely`), so exceptions are never retried; bad data (UserError) stops the run,
-as it does locally. Results stream back as cells finish and the driver stays the only writer, so
-resume, shards and merge work as with the local executors; a cell's figures do not depend on where it
-ran.
-
-How data travels. The driver has already made every task's files present and verified (`run_suite`
-calls `prepare_task`). A worker first loads a task from its own node (`load_task_data`, with
-DROPBENCH_OFFLINE=1 so a worker never downloads; DROPBENCH_DATA is the driver's, passed as an argument
-because workers on other nodes do not inherit the driver's environment) and keeps it for every later
-cell of that task in that process. Where the node lacks the files (that load raises UserError), the
-worker uses the driver's copy: on a cluster the driver loads each task of the run once and puts its
-`TaskData` into the object store once (`ray.put`, when the first cell of that task is submitted), and
-every cell of that task gets the ObjectRef wrapped in a list, so Ray does not resolve it before the
-task starts and a worker fetches it only when it needs it. Ray moves an object to a node at most once
-and a worker deserializes it once per task. On a Ray instance started for the run every worker shares
-the driver's disk, so nothing is put in the object store there.
-
-Ray is an optional dependency (`pip install 'dropbench[ray]'`), imported only when this executor is
-made.
+One Ray task per cell, trained by the trainer its figures come from in every run (`executors.fit_alone`), so they
+do not depend on where it ran; a worker that dies is retried by Ray, a cell that keeps failing is a failed row,
+and the driver stays the only writer. docs/ray.md says how data reaches the workers and what is retried. Ray is optional
+(`pip install 'dropbench[ray]'`), imported only when this executor is made.
 """
 
 import contextlib

@@ -1,52 +1,11 @@
 """Train K cells of one task and architecture as one stacked model: per-step overhead paid once for K.
 
-Small networks are bound by per-step framework overhead, not arithmetic. K MLPs of the same widths
-become one set of stacked tensors (weights [K, in, out], biases [K, out]) trained with batched matmuls
-(`torch.baddbmm`); every member keeps the single-cell semantics of `train.train_model` exactly:
-
-- initialization: each member's MLP is built and initialized by `init_parameters_` from its own
-  (task, seed) init generator, then stacked, so it starts from bit-identical weights;
-- batch order: a `torch.randperm` per epoch from the member's own (task, seed) order generator (drawn on
-  the CPU, as the single trainer draws it), gathered per member into [K, B, ...];
-- dropout: masks drawn per member from its own (cell_id) mask generator, layer by layer in the order the
-  single-cell MLP draws them, with the member's own input and hidden keep rates (the same bits, so the
-  same masks as the single-cell run);
-- penalties: l1/l2 gradient additions on weights only, decoupled weight decay before the step, max-norm
-  on each hidden unit's incoming weights after it, each with the member's own strength (0, or no
-  max-norm, where it has none);
-- the loss is the sum of the members' mean minibatch losses, so each member's gradient is its own loss's
-  gradient; SGD (momentum, Nesterov) and Adam are elementwise, hence per member the single-cell update;
-- early stopping and divergence per member: a member that stops (patience) or diverges (non-finite loss)
-  is taken out of the stack at the end of that epoch, with its final weights (its best weights under
-  early stopping) kept aside; the others go on in a smaller stack with their optimizer state carried over.
-  A member out of the stack can no longer change.
-
-The figures agree with the single-cell trainer's to float32 rounding, not bit for bit: `nn.Linear` keeps
-weights as [out, in] and the stack as [in, out], and BLAS rounds the two products differently. So a cell
-that `stacks` always trains here, in a stack of one when it runs alone (`executors.fit_alone`), and at one
-torch thread a member's figures are bit for bit those of a stack of one, whatever else the stack holds.
-What that needs:
-
-- every per-member operation acts on the member's own rows (batched matmuls are one GEMM per member,
-  reductions run along a member's own axis, per-member settings broadcast along dim 0);
-- every width (inputs, hidden units, outputs) is padded with zero units to a multiple of ALIGN floats, so
-  each member's slice of every matmul operand and result starts 64 bytes apart from the previous one, as
-  a stack of one's does: MKL rounds a GEMM differently when its output is not 64-byte aligned, and routes
-  a stack of one with a single output column to another routine (measured on torch 2.13 CPU: in a
-  [K, 55, 128] @ [K, 128, 10] product, members at odd positions differed from the same product alone).
-  Padded units have zero weights, bias and gradient, and stay zero under every penalty, constraint and
-  optimizer;
-- the optimizer is torch's `foreach` one: the fused CPU kernels round an element in the vectorized body
-  of a tensor differently from one in its scalar tail (FMA or not), and where a member's elements fall
-  depends on K (measured on torch 2.13: fused SGD and Adam changed 3-4 of 6,000 elements, foreach none);
-- evaluation runs in chunks of a fixed number of rows (EVAL_ROWS), not a share of a budget split K ways.
-
-tests/test_faults_run.py holds this through the CLI: --jobs, --shard, --no-stack and a resume regroup
-cells and change no figure. One host sync per epoch, for all members together.
-
-Where it pays: per-step overhead is paid once for K, arithmetic is not saved. On a 2-core CPU, 1 thread,
-8 cells of digits: 5x the cells per second at widths (64, 64), 1.5x at (256, 256), and 0.7-0.9x (slower)
-at (1024, 1024), where K-times larger activations fall out of cache.
+K MLPs of equal widths become stacked tensors (weights [K, in, out]) trained with batched matmuls. Every member
+keeps the single-cell semantics of `train.train_model` (its own initialization, batch order, masks, strengths,
+early stopping: the penalties and the stopping rule are `regularizers`' own), and at one torch thread a member's
+figures are bit for bit those of a stack of one, whatever else the stack holds, because every per-member
+operation acts on the member's own rows, widths are padded to ALIGN, the optimizer is `foreach`, and evaluation
+chunks are fixed. docs/stacked.md says why each of these is needed; docs/performance.md where stacking pays.
 """
 
 import math
@@ -160,7 +119,7 @@ ALIGN = 16  # floats: 64 bytes, the CPU allocator's alignment (and one AVX-512 v
 
 
 def padded(width: int) -> int:
-    """`width` rounded up to a multiple of ALIGN (see the module docstring for why)."""
+    """`width` rounded up to a multiple of ALIGN (docs/stacked.md says why)."""
     return -(-width // ALIGN) * ALIGN
 
 
@@ -184,7 +143,7 @@ class StackedMLP:
 
     Weights are held as [K, in, out], each member's `nn.Linear` weight transposed, so the forward pass is
     `x @ W` and autograd hands back gradients in the parameters' own layout (with [K, out, in] and
-    `W.transpose`, every step paid a copy of every weight gradient: 2x slower at width 1024).
+    `W.transpose`, every step paid a copy of every weight gradient, which dominated at large widths).
     Biases are [K, out]. Every width is padded to a multiple of ALIGN; `widths` holds the real ones
     (inputs, each hidden layer, outputs).
 
@@ -438,7 +397,7 @@ def train_stacked(
     stopping = [EarlyStopping(cell.regularizer.patience) for cell in cells]
     final_state: list[dict[str, torch.Tensor] | None] = [None] * len(cells)
     active = list(range(len(cells)))  # the cells still in the stack, by stack position
-    optimizer = make_optimizer(cells[0].task.optimizer, stack.params, fused=False)  # fused: see the docstring
+    optimizer = make_optimizer(cells[0].task.optimizer, stack.params, fused=False)  # not fused: docs/stacked.md
     members = _Members.of(cells, device)
     n_train, n_val, max_epochs = len(data.y_train), len(data.y_val), cells[0].task.epochs
 
@@ -512,11 +471,10 @@ def fit_stacked(cells: Sequence[Cell], data: TaskData, on_epoch: OnEpoch | None 
     return results
 
 
-# On a CPU, stacking pays while per-step overhead dominates: measured on this project's 2-core machine,
-# 16 breast-cancer cells (128-128) trained 2.3-3.3x faster stacked, digits (64-64) ~5x, (256-256) ~1.5x,
-# while (1024-1024) was slower (0.6-0.9x): the matmuls already run at the machine's limit there.
+# On a CPU, stacking pays while per-step overhead dominates; on wide nets the matmuls already run at the machine's
+# limit and a stack was slower than its cells one by one (docs/performance.md has the figures).
 MAX_CPU_STACK_WIDTH = 256
-MAX_GROUP = 32  # members per stacked model: K=32-64 gave no more cells per second than K=16 on tabular nets
+MAX_GROUP = 32  # members per stacked model: larger stacks gave no more cells per second on tabular nets
 
 
 @dataclass(frozen=True)

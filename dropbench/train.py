@@ -89,9 +89,9 @@ class Measured:
 
 def make_optimizer(config: OptimizerConfig, params: list[torch.Tensor], fused: bool = True) -> torch.optim.Optimizer:
     """SGD or Adam with torch's fused kernels: one pass over each parameter per step where `foreach` makes
-    several (momentum, update), ~7% of a 784-1024-1024-10 step on this CPU. The same arithmetic either way;
-    `foreach` where this torch has no fused kernel for the device (CPU kernels came in torch 2.4), or when
-    asked (`fused=False`: see stacked.py for why a stack must not use the fused kernels)."""
+    several (momentum, update), a visible share of a wide net's step (docs/performance.md). The same
+    arithmetic either way; `foreach` where this torch has no fused kernel for the device (CPU kernels came in
+    torch 2.4), or when asked (`fused=False`: docs/stacked.md says why a stack must not use the fused kernels)."""
     if config.name == "adam":
         kind, options = torch.optim.Adam, {"lr": config.lr, "betas": config.betas}
     else:
