@@ -258,9 +258,11 @@ def run_suite(
             # only, for `merge` to find; a run with cells to do writes the header with its first row.
             store.rows.append([])
         reporter.start(suite, len(plan.todo), summary.skipped, csv_path, sum(cell.task.epochs for cell in plan.todo))
+        # Epochs are sent from workers only to a reporter that shows them (the live bar), not to the quiet one.
+        on_epoch = reporter.epochs_done if type(reporter).epochs_done is not Reporter.epochs_done else None
         started, completed, stopped_by = perf_counter(), False, None
         try:
-            for cell, result, started_at in executor.run(plan.todo, on_epoch=reporter.epochs_done):
+            for cell, result, started_at in executor.run(plan.todo, on_epoch=on_epoch):
                 row = make_row(cell, result, started_at, provenance)
                 curves = [{"cell_id": cell.cell_id, **asdict(point)} for point in result.curves]
                 store.append(row, curves)
