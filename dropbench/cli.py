@@ -198,7 +198,7 @@ def _errors_as_json_lines(command: Callable[..., int]) -> Callable[..., int]:
         except UserError as error:
             if kwargs.get("log_format") != "json":
                 raise
-            from .terminal import print_json_error
+            from .progress import print_json_error
 
             print_json_error(str(error))
             return EXIT_BAD_INPUT
@@ -309,9 +309,9 @@ def run(invocation: Invocation, **params: object) -> int:
 
 def _run(options: RunOptions, invocation: Invocation) -> int:
     from .planning import Shard
+    from .progress import make_reporter, print_run_end, print_stopped
     from .runner import default_out_path, plan_run, resume_command, run_suite
     from .suite import Overrides, apply_overrides, load_suite
-    from .terminal import make_reporter, print_run_end, print_stopped
 
     resolved = apply_overrides(load_suite(options.suite), Overrides(**options.grid))  # type: ignore[arg-type]
     part = Shard.parse(options.shard) if options.shard else None

@@ -26,7 +26,7 @@ def resolve_device(name: str) -> str:
 # glibc malloc: blocks from 8 MiB up get their own mapping, returned to the system when freed; the heap
 # keeps up to 64 MiB free at its top. By default the mapping threshold follows the largest block freed
 # (up to 32 MiB), so after the first 4096-row evaluation batch every such batch lands on the heap and the
-# heap grows: measuring MNIST's 55,000 training rows took a process from 465 to 775 MiB, 530 with these.
+# heap grows with every split measured (docs/performance.md: an MNIST process's peak, with and without).
 # Training's own blocks (a 1024x1024 gradient is 4 MiB) stay on the heap, reused without page faults.
 MALLOC_MMAP_THRESHOLD = 8 << 20
 MALLOC_TRIM_THRESHOLD = 64 << 20
@@ -34,8 +34,8 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc'
 
 
 def configure(device: str) -> None:
-    """Settings for a process that trains cells. On CUDA, allow TF32 matmuls and convolutions: ~8x the fp32
-    throughput of an H100's tensor cores for a 10-bit mantissa in the products, far below the seed-to-seed
+    """Settings for a process that trains cells. On CUDA, allow TF32 matmuls and convolutions: the tensor
+    cores' throughput, several times fp32's, for a 10-bit mantissa in the products, far below the seed-to-seed
     spread of any figure dropbench reports. On Linux, fixed malloc thresholds (above)."""
     if device == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True

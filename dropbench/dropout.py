@@ -10,10 +10,9 @@ preserved exactly. A rate within 2^-17 of 1 rounds to 1 and is no dropout at all
 Rates below 1/65536 are refused (`keeprates.keep_rate_problem`). A lane is as narrow as that rate
 allows: p = 0.5 needs 1 bit per unit, 0.25 and 0.75 need 2, 0.8 needs all 16. The distribution is the
 same either way; only the number of draws changes. Masks are uint8, written straight by the comparison
-(a bool mask cast afterwards costs more than the comparison). Between matmuls, as in training, on this
-project's 2-core CPU a 128x1024 mask costs ~0.2-0.3 ms at p = 0.5 and ~0.4 ms at p = 0.8, against
-~2.5 ms for `F.dropout` and ~1.3 ms for the 128x1024 @ 1024x1024 matmul beside it. After a ReLU,
-dropout is fused with it (`relu_dropout_`).
+(a bool mask cast afterwards costs more than the comparison). Drawn this way a mask costs a fraction of
+`F.dropout`'s, which costs more than the matmul beside it (docs/performance.md). After a ReLU, dropout is
+fused with it (`relu_dropout_`).
 """
 
 import math
@@ -119,10 +118,10 @@ def kept_from_words(
     else:
         octets = words.view(torch.uint8).unsqueeze(-2)  # [..., 1, 8W]
         lanes = octets if bits == 8 else octets & lane_fields(bits, words.device)
-    # [..., lanes per byte, bytes]; torch.broadcast_shapes would cost as much as the comparison (~50 us).
+    # [..., lanes per byte, bytes]; torch.broadcast_shapes would cost as much as the comparison.
     shape = (*words.shape[:-1], limits.shape[-2], lanes.shape[-1])
     out = torch.empty(shape, dtype=dtype, device=words.device)
-    torch.lt(lanes, limits, out=out)  # written in `dtype` directly: a bool mask cast to float costs 5x more
+    torch.lt(lanes, limits, out=out)  # written in `dtype` directly: a bool mask cast to float costs more
     return out.flatten(-2)[..., :count]
 
 

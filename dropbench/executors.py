@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from multiprocessing.queues import SimpleQueue
 
 import torch
 
@@ -27,10 +28,13 @@ from .devices import configure
 from .errors import UserError
 from .provenance import utc_now
 from .stacked import WorkUnit, fit_stacked, stacks, work_units
-from .train import CellResult, fit_cell
+from .train import CellResult, OnEpoch, fit_cell
 
 Finished = tuple[Cell, CellResult, str]  # (cell, result, started_at)
 WORKER_DEATHS_ALLOWED = 2  # a cell in flight when two worker processes died is written as failed
+SPAWN = multiprocessing.get_context("spawn")  # workers inherit no OpenMP or torch state (see PoolExecutor)
+# How often the driver takes the epochs its workers reported while it waits for a cell: a progress bar's pace.
+PROGRESS_POLL_S = 0.2
 
 
 def usable_cores() -> int:
@@ -47,40 +51,41 @@ def default_threads(device: str) -> int:
     return usable_cores() if device == "cuda" else 1
 
 
-def fit_alone(cell: Cell, data: TaskData) -> CellResult:
+def fit_alone(cell: Cell, data: TaskData, on_epoch: OnEpoch | None = None) -> CellResult:
     """Fit one cell by the trainer its figures come from in every run: a cell that `stacks` trains as a stack
     of one, so that it gives the same numbers alone (--no-stack, a retry, Ray) as beside any other cells."""
     if stacks(cell, data.x_train.device.type):
-        return fit_stacked([cell], data)[0]
-    return fit_cell(cell, data)
+        return fit_stacked([cell], data, on_epoch)[0]
+    return fit_cell(cell, data, on_epoch)
 
 
-def fit_safely(cell: Cell, device: str = "cpu") -> CellResult:
+def fit_safely(cell: Cell, device: str = "cpu", on_epoch: OnEpoch | None = None) -> CellResult:
     """Fit a cell; an exception in training is recorded as a failed cell, not a crashed run.
 
     Bad data (UserError) still stops the run: every other cell of that task would fail the same way.
     """
     data = load_task_data_on(cell.task.name, device)
     try:
-        return fit_alone(cell, data)
+        return fit_alone(cell, data, on_epoch)
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001 - any failure of one cell is recorded and the run goes on
         return CellResult(status="failed", error=f"{type(error).__name__}: {error}")
 
 
-def fit_unit(unit: WorkUnit, device: str = "cpu") -> list[tuple[Cell, CellResult]]:
+def fit_unit(unit: WorkUnit, device: str = "cpu", on_epoch: OnEpoch | None = None) -> list[tuple[Cell, CellResult]]:
     """Fit a unit of work: one cell, or a group trained as one stacked model. If a stacked group fails
-    for any reason but bad data, its cells are fitted one by one (`fit_alone`), so one bad cell fails alone."""
+    for any reason but bad data, its cells are fitted one by one (`fit_alone`), so one bad cell fails alone.
+    `on_epoch` hears of every epoch as it ends."""
     if not unit.stacked:
-        return [(cell, fit_safely(cell, device)) for cell in unit.cells]
+        return [(cell, fit_safely(cell, device, on_epoch)) for cell in unit.cells]
     data = load_task_data_on(unit.cells[0].task.name, device)
     try:
-        return list(zip(unit.cells, fit_stacked(unit.cells, data)))
+        return list(zip(unit.cells, fit_stacked(unit.cells, data, on_epoch)))
     except UserError:
         raise
     except Exception:  # noqa: BLE001 - the single-cell trainer then records each cell's own failure
-        return [(cell, fit_safely(cell, device)) for cell in unit.cells]
+        return [(cell, fit_safely(cell, device, on_epoch)) for cell in unit.cells]
 
 
 class LocalExecutor:
@@ -94,12 +99,13 @@ class LocalExecutor:
         self.device = device
         self.stack = stack
 
-    def run(self, cells: Sequence[Cell]) -> Iterator[Finished]:
+    def run(self, cells: Sequence[Cell], on_epoch: OnEpoch | None = None) -> Iterator[Finished]:
+        """Fit the cells one unit after another; `on_epoch` hears of every epoch as it ends."""
         torch.set_num_threads(self.threads)
         configure(self.device)
         for unit in work_units(cells, jobs=1, stack=self.stack, device=self.device):
             started_at = utc_now()
-            for cell, result in fit_unit(unit, self.device):
+            for cell, result in fit_unit(unit, self.device, on_epoch):
                 yield cell, result, started_at
 
 
@@ -128,34 +134,37 @@ def _workers_deaf_to_ctrl_c() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _init_worker(threads: int, device: str) -> None:
+def _init_worker(threads: int, device: str, progress: SimpleQueue | None) -> None:
     # Where the blocked mask was not inherited (see _workers_deaf_to_ctrl_c): the driver handles Ctrl-C.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     # A worker's results are sent before it exits; the interpreter's own teardown with torch loaded then
-    # takes seconds (3 s for two workers, measured), which the pool shutdown would wait for. Registered
-    # after torch's handlers, this one runs first and skips the rest.
+    # takes seconds (docs/performance.md), which the pool shutdown would wait for. Registered after torch's
+    # handlers, this one runs first and skips the rest.
     atexit.register(os._exit, 0)
     torch.set_num_threads(threads)
     configure(device)
-    global _WORKER_DEVICE
-    _WORKER_DEVICE = device
+    global _WORKER_DEVICE, _WORKER_PROGRESS
+    _WORKER_DEVICE, _WORKER_PROGRESS = device, progress
 
 
-_WORKER_DEVICE = "cpu"  # set once per worker process by _init_worker
+# Set once per worker process by _init_worker: its device, and where it reports finished epochs (or None).
+_WORKER_DEVICE = "cpu"
+_WORKER_PROGRESS: SimpleQueue | None = None
 
 
 def _fit_in_worker(unit: WorkUnit) -> tuple[list[CellResult], str]:
     started_at = utc_now()
-    return [result for _, result in fit_unit(unit, _WORKER_DEVICE)], started_at
+    on_epoch = None if _WORKER_PROGRESS is None else _WORKER_PROGRESS.put
+    return [result for _, result in fit_unit(unit, _WORKER_DEVICE, on_epoch)], started_at
 
 
 class PoolExecutor:
     """Fit cells in `jobs` worker processes of `threads` torch threads each.
 
-    Small networks are bound by per-step overhead, not arithmetic: on 2 cores, two 1-thread workers
-    run the quick suite 1.8x faster than one process with 2 threads. Workers are spawned (not forked)
-    so no OpenMP or torch state is inherited; each loads a task's data once and keeps it.
+    Small networks are bound by per-step overhead, not arithmetic: one-thread workers, one per core, run
+    the quick suite faster than one process with a thread per core (docs/performance.md). Workers are
+    spawned (not forked) so no OpenMP or torch state is inherited; each loads a task's data once and keeps it.
     """
 
     name = "process-pool"
@@ -166,28 +175,33 @@ class PoolExecutor:
         self.device = device
         self.stack = stack
 
-    def _start(self, workers: int) -> ProcessPoolExecutor:
+    def _start(self, workers: int, progress: SimpleQueue | None) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
             max_workers=workers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=SPAWN,
             initializer=_init_worker,
-            initargs=(self.threads, self.device),
+            initargs=(self.threads, self.device, progress),
         )
 
-    def run(self, cells: Sequence[Cell]) -> Iterator[Finished]:
+    def run(self, cells: Sequence[Cell], on_epoch: OnEpoch | None = None) -> Iterator[Finished]:
         """Keep each worker fed with one cell at a time, so the cells in flight are known: when a worker
         dies (killed, out of memory) the pool breaks, those cells are retried once in a fresh pool and a
-        cell that was in flight at two breakages is written as failed; the others are not affected."""
+        cell that was in flight at two breakages is written as failed; the others are not affected.
+
+        With `on_epoch`, workers put each finished epoch on a queue that this process empties into it while
+        it waits for cells (every PROGRESS_POLL_S). A queue per pool: one whose worker was killed while
+        writing to it is dropped with its pool."""
         units = work_units(cells, jobs=self.jobs, stack=self.stack, device=self.device)
         queue, strikes = deque(units), Counter[str]()
         while queue:
-            pool = self._start(min(self.jobs, len(queue)))
+            progress = SPAWN.SimpleQueue() if on_epoch is not None else None
+            pool = self._start(min(self.jobs, len(queue)), progress)
             in_flight: dict[Future, WorkUnit] = {}
             try:
                 while queue or in_flight:
                     if not self._feed(pool, queue, in_flight):
                         break  # a worker died between two submits: the pool is broken
-                    done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                    done = _wait(in_flight, progress, on_epoch)
                     if any(isinstance(f.exception(), BrokenProcessPool) for f in done):
                         break
                     for future in done:
@@ -200,6 +214,8 @@ class PoolExecutor:
                     _stop(pool)
                 else:
                     pool.shutdown(wait=True)
+                if progress is not None:
+                    progress.close()
             for unit in in_flight.values():  # the pool broke under these cells
                 key = unit.cells[0].cell_id
                 strikes[key] += 1
@@ -223,6 +239,20 @@ class PoolExecutor:
                 queue.appendleft(unit)
                 return False
         return True
+
+
+def _wait(in_flight: dict[Future, WorkUnit], progress: SimpleQueue | None, on_epoch: OnEpoch | None) -> set[Future]:
+    """The units in flight that are done, once one is; meanwhile the epochs the workers reported go to
+    `on_epoch`. A report is one small pickle, written to the pipe whole, so a worker killed mid-put cannot
+    leave half of one to block this read."""
+    if progress is None or on_epoch is None:
+        return wait(in_flight, return_when=FIRST_COMPLETED)[0]
+    while True:
+        done, _ = wait(in_flight, timeout=PROGRESS_POLL_S, return_when=FIRST_COMPLETED)
+        while not progress.empty():
+            on_epoch(progress.get())
+        if done:
+            return done
 
 
 def _stop(pool: ProcessPoolExecutor) -> None:

@@ -8,7 +8,6 @@ import errno
 import os
 import signal
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -70,18 +69,6 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def _write_in_halves(fd: int, data: bytes) -> None:
-    # Test hook: DROPBENCH_TEST_WRITE_PAUSE=SECONDS writes each batch in two halves with a pause between,
-    # so a test can land a kill or a Ctrl-C in the middle of a line. Unset in normal use.
-    pause = float(os.environ.get("DROPBENCH_TEST_WRITE_PAUSE", "0") or 0)
-    if pause <= 0:
-        write_all(fd, data)
-        return
-    write_all(fd, data[: len(data) // 2])
-    time.sleep(pause)
-    write_all(fd, data[len(data) // 2 :])
-
-
 def append_bytes(path: Path, data: bytes) -> None:
     """Append whole lines and fsync, with interrupts held. A failed write (a full disk) is cut back off,
     so the file keeps exactly the lines it had."""
@@ -93,7 +80,7 @@ def append_bytes(path: Path, data: bytes) -> None:
         start = os.lseek(fd, 0, os.SEEK_END)
         with interrupts_held():
             try:
-                _write_in_halves(fd, data)
+                write_all(fd, data)
                 os.fsync(fd)
             except OSError as error:
                 os.ftruncate(fd, start)  # frees the blocks it took, so it works on a full disk too

@@ -105,7 +105,7 @@ class ConvNet(Network):
         self.features = nn.Sequential(*blocks)
         head_kind = "bernoulli" if kind == "spatial" else kind
         self.head = MLP(channels * height * width, config.widths(keeps), n_out, keeps, 1.0, head_kind)
-        # channels_last: ~25% faster convolutions on CPU (oneDNN), the same numbers.
+        # channels_last: faster convolutions on CPU (oneDNN; docs/performance.md), the same numbers.
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

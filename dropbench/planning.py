@@ -9,10 +9,9 @@ from .config import Cell
 from .data import get_task
 from .errors import UserError
 
-# A cell's time on one CPU core is modelled as arithmetic plus per-step overhead, with both rates
-# measured on this project's 2-core machine (torch 2.13 CPU): ~40 GFLOP/s for one thread on these
-# shapes, and ~0.6 ms of framework overhead per optimizer step (which dominates small tabular nets).
-# Only used to balance shards and to print an estimate; a file with finished cells calibrates it.
+# A cell's time on one CPU core is modelled as arithmetic plus per-step overhead (which dominates small
+# tabular nets), both rates measured on this project's machine (docs/performance.md). Only used to balance
+# shards and to print an estimate; a file with finished cells calibrates it.
 FLOPS_PER_SECOND = 40e9
 SECONDS_PER_STEP = 6e-4
 PER_CELL_OVERHEAD_S = 0.05  # building the model, evaluating the three splits

@@ -1,35 +1,14 @@
 """Run cells as Ray tasks: on a Ray instance started for the run on this machine, or on a cluster.
 
-Each cell is one Ray task asking for `cpus_per_cell` CPUs (its torch thread count) and `gpus_per_cell`
-GPUs (fractions allowed: 0.25 puts four cells on one GPU); a cell given a GPU trains on CUDA (Ray makes
-the GPU it assigns the only one the worker sees), one without on the CPU. A worker process that dies
-mid-cell (killed, out of memory, its node lost) is retried by Ray up to `max_retries` times; a cell that
-still cannot finish is written as a failed row and the run goes on. An exception in training is a
-failed row already (`fit_safely`), so exceptions are never retried; bad data (UserError) stops the run,
-as it does locally. Results stream back as cells finish and the driver stays the only writer, so
-resume, shards and merge work as with the local executors; a cell's figures do not depend on where it
-ran.
-
-How data travels. The driver has already made every task's files present and verified (`run_suite`
-calls `prepare_task`). A worker first loads a task from its own node (`load_task_data`, with
-DROPBENCH_OFFLINE=1 so a worker never downloads; DROPBENCH_DATA is the driver's, passed as an argument
-because workers on other nodes do not inherit the driver's environment) and keeps it for every later
-cell of that task in that process. Where the node lacks the files (that load raises UserError), the
-worker uses the driver's copy: on a cluster the driver loads each task of the run once and puts its
-`TaskData` into the object store once (`ray.put`, when the first cell of that task is submitted), and
-every cell of that task gets the ObjectRef wrapped in a list, so Ray does not resolve it before the
-task starts and a worker fetches it only when it needs it. Ray moves an object to a node at most once
-and a worker deserializes it once per task. On a Ray instance started for the run every worker shares
-the driver's disk, so nothing is put in the object store there.
-
-Ray is an optional dependency (`pip install 'dropbench[ray]'`), imported only when this executor is
-made.
+One Ray task per cell, trained by the trainer its figures come from in every run (`executors.fit_alone`), so they
+do not depend on where it ran; a worker that dies is retried by Ray, a cell that keeps failing is a failed row,
+and the driver stays the only writer. docs/ray.md says how data reaches the workers and what is retried. Ray is optional
+(`pip install 'dropbench[ray]'`), imported only when this executor is made.
 """
 
 import contextlib
 import logging
 import os
-import signal
 import socket
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -42,17 +21,9 @@ from .devices import configure
 from .errors import UserError
 from .executors import Finished, fit_alone, fit_safely, usable_cores
 from .provenance import package_version, utc_now
-from .train import CellResult
+from .train import CellResult, OnEpoch
 
 INSTALL_HINT = "--executor ray needs Ray: pip install 'dropbench[ray]'"
-
-# TEST HOOK, unset in normal use: tests/test_ray.py sets these to kill a Ray worker in the middle of a
-# cell. With KILL_ONCE naming a file that does not exist yet, the first cell to create it writes its
-# cell_id there and kills its own worker process before fitting (so Ray retries it, once); with
-# KILL_ALWAYS=1 as well, every attempt of that cell is killed (so it fails after max_retries).
-TEST_KILL_ONCE_ENV = "DROPBENCH_TEST_RAY_KILL_ONCE"
-TEST_KILL_ALWAYS_ENV = "DROPBENCH_TEST_RAY_KILL_ALWAYS"
-
 
 # What ray.init (or we, before it) sets in this process's environment; put back when the run ends.
 _RAY_SETS_ENV = ("RAY_USAGE_STATS_ENABLED", "RAY_AUTH_MODE")
@@ -72,21 +43,6 @@ def import_ray() -> Any:
 # Tasks whose data this worker process got from the driver (its node lacks the files): loaded once,
 # moved to the device once; keyed by (task, device).
 _driver_copies: dict[tuple[str, str], TaskData] = {}
-
-
-def _test_kill_hook(cell: Cell, marker: str | None, always: bool) -> None:
-    """TEST HOOK (see TEST_KILL_ONCE_ENV): does nothing unless a test passed a marker path."""
-    if not marker:
-        return
-    try:
-        fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-    except FileExistsError:
-        if not (always and Path(marker).read_text() == cell.cell_id):
-            return
-    else:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(cell.cell_id)
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _driver_data(name: str, driver_copy: list, device: str) -> TaskData | None:
@@ -123,7 +79,6 @@ def _fit_remote(
     data_env: str | None,
     threads: int,
     device: str,
-    kill_hook: tuple[str | None, bool],
 ) -> tuple[CellResult, str, dict[str, str]]:
     """The body of a cell's Ray task: (result, started_at, the worker's versions)."""
     import torch
@@ -139,7 +94,6 @@ def _fit_remote(
     else:
         os.environ[DATA_ENV] = data_env
     os.environ[OFFLINE_ENV] = "1"  # the driver prepared the files; a worker reads, never downloads
-    _test_kill_hook(cell, *kill_hook)
     started_at = utc_now()
     data = _driver_data(cell.task.name, driver_copy, device)
     result = fit_safely(cell, device) if data is None else _fit_with(cell, data)
@@ -249,7 +203,9 @@ class RayExecutor:
 
     # -- running
 
-    def run(self, cells: Sequence[Cell]) -> Iterator[Finished]:
+    def run(self, cells: Sequence[Cell], on_epoch: OnEpoch | None = None) -> Iterator[Finished]:
+        """Fit each cell as a Ray task, yielding cells as they finish. Epochs are not reported (`on_epoch` is
+        never called): a progress display counts each cell's epochs when it finishes."""
         if not cells:
             return
         ray = import_ray()
@@ -273,13 +229,12 @@ class RayExecutor:
             data_env = os.environ.get(DATA_ENV)
             if data_env:
                 data_env = str(Path(data_env).expanduser().resolve())  # workers do not share our cwd
-            kill_hook = (os.environ.get(TEST_KILL_ONCE_ENV) or None, os.environ.get(TEST_KILL_ALWAYS_ENV) == "1")
             copies: dict[str, list] = {}
             for cell in cells:
                 task = cell.task.name
                 if task not in copies:  # once per task of the run; only a cluster needs the driver's copy
                     copies[task] = [ray.put(load_task_data(task)) if mode != "started" else None]
-                pending[fit.remote(cell, copies[task], data_env, self.threads, self.device, kill_hook)] = cell
+                pending[fit.remote(cell, copies[task], data_env, self.threads, self.device)] = cell
             ours = _versions()
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)  # a timeout keeps Ctrl-C prompt

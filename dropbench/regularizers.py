@@ -3,11 +3,14 @@
 Penalties act on weight matrices only, never on biases, and are added to the gradients directly
 (no extra autograd graph): an L2 strength λ adds λ·w, exactly what `torch.optim.SGD(weight_decay=λ)`
 adds, i.e. the penalty (λ/2)·Σw². Reported losses never include a penalty: they are the data loss.
+
+The penalties, max-norm, decoupled decay and early stopping are implemented once, here, for both trainers:
+`train.py` passes one model's strengths as numbers, `stacked.py` a stack's as per-member tensors.
 """
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -193,35 +196,98 @@ def validate_strength(name: str, value: object, where: str) -> float:
     return float(value)
 
 
+# A strength: one number (a single model), or a tensor of per-member values broadcast along a stack's leading
+# member axis ([K, 1, 1] for weights [K, in, out]: `stacked.py`), where a member without the regularizer has the
+# neutral value (0 for a penalty, inf for max-norm, 1 for a decay factor).
+Strength = float | torch.Tensor
+
+
 @torch.no_grad()
-def add_penalty_gradients_(weights: Iterable[torch.nn.Parameter], setting: RegularizerSetting) -> None:
-    """Add the L1/L2 penalty gradients to each weight's .grad in place (weights only, never biases)."""
-    l1, l2 = setting.l1, setting.l2
-    if not (l1 or l2):
+def add_penalty_gradients_(
+    weights: Iterable[torch.Tensor], l1: Strength | None = None, l2: Strength | None = None
+) -> None:
+    """Add the L1/L2 penalty gradients λ₁·sign(w) and λ₂·w to each weight's .grad in place (weights only, never
+    biases; a zero or None strength adds nothing). A number adds as `torch.optim.SGD(weight_decay=λ)` does
+    (`add_` with alpha); a per-member tensor by `addcmul_`."""
+    l1, l2 = _used(l1), _used(l2)
+    if l1 is None and l2 is None:
         return
     for weight in weights:
         if weight.grad is None:
             continue
-        if l2:
-            weight.grad.add_(weight, alpha=l2)
-        if l1:
-            weight.grad.add_(weight.sign(), alpha=l1)
+        if l2 is not None:
+            _add_scaled_(weight.grad, weight, l2)
+        if l1 is not None:
+            _add_scaled_(weight.grad, weight.sign(), l1)
+
+
+def _used(strength: Strength | None) -> Strength | None:
+    """None where a strength adds nothing: None or 0 (a tensor always counts: some member has the penalty)."""
+    return strength if isinstance(strength, torch.Tensor) or strength else None
+
+
+def _add_scaled_(target: torch.Tensor, values: torch.Tensor, strength: Strength) -> None:
+    if isinstance(strength, torch.Tensor):
+        target.addcmul_(values, strength)
+    else:
+        target.add_(values, alpha=strength)
 
 
 @torch.no_grad()
-def apply_max_norm_(weights: Iterable[torch.Tensor], max_norm: float) -> None:
-    """Rescale each unit's incoming weights (a row of a Linear weight, one filter of a Conv2d) to norm ≤ c."""
+def apply_max_norm_(weights: Iterable[torch.Tensor], max_norm: Strength, *, unit_dim: int = 0) -> None:
+    """Rescale each unit's incoming weights to norm ≤ c (units already within it are left as they are).
+
+    `unit_dim` says where the units are: 0 for `nn.Linear`'s [out, in] and a Conv2d's [out, in, kh, kw] (a unit's
+    weights are a row, a filter); -1 for a stack's [K, in, out] (a unit's weights are a column of its member's
+    matrix, `max_norm` a number or per member [K, 1, 1], inf where a member has no max-norm). Either way a
+    unit's norm is taken over its weights laid out contiguously, so it rounds the same in both layouts, and
+    c / norm is computed as reciprocal(norm) · c."""
     for weight in weights:
-        norms = weight.flatten(1).norm(dim=1)
-        scale = (max_norm / norms.clamp_min(1e-12)).clamp_max(1.0)
-        weight.mul_(scale.view(-1, *([1] * (weight.dim() - 1))))
+        if unit_dim == 0:
+            norms = weight.flatten(1).norm(dim=1).view(-1, *([1] * (weight.dim() - 1)))
+        elif unit_dim == -1:
+            norms = weight.transpose(-1, -2).contiguous().norm(dim=-1).unsqueeze(-2)
+        else:
+            raise ValueError(f"unit_dim must be 0 or -1, not {unit_dim}")
+        scale = norms.clamp_min(1e-12).reciprocal().mul_(max_norm)
+        weight.mul_(scale.clamp_max(1.0))
+
+
+def decay_factor(lr: float, decay: float) -> float:
+    """Decoupled weight decay's factor 1 − lr·λ (1.0 without decay)."""
+    return 1.0 - lr * decay
 
 
 @torch.no_grad()
-def apply_weight_decay_(weights: Iterable[torch.Tensor], lr: float, decay: float) -> None:
-    """Decoupled decay, as torch.optim.AdamW applies it before its update: w ← w·(1 − lr·λ)."""
+def apply_weight_decay_(weights: Iterable[torch.Tensor], factor: Strength) -> None:
+    """Decoupled decay, as torch.optim.AdamW applies it before its update: w ← w·(1 − lr·λ), with `factor`
+    from `decay_factor` (a number, or per member)."""
     for weight in weights:
-        weight.mul_(1.0 - lr * decay)
+        weight.mul_(factor)
+
+
+@dataclass
+class EarlyStopping:
+    """One model's best validation loss so far, its epoch, and under early stopping (a `patience`) when to
+    stop and the weights to go back to. A stack keeps one per member.
+
+    Every run records its best epoch; only with a patience are the best weights kept (to be restored at the
+    end) and training stopped after `patience` epochs without a lower validation loss."""
+
+    patience: int | None
+    best_loss: float = math.inf
+    best_epoch: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+
+    def update(self, epoch: int, val_loss: float, state: Callable[[], dict[str, torch.Tensor]]) -> bool:
+        """Record an epoch's (finite) validation loss; True when training should stop after it. `state()`
+        returns a copy of the current weights: called only for a new best under early stopping."""
+        if val_loss < self.best_loss:
+            self.best_loss, self.best_epoch = val_loss, epoch
+            if self.patience is not None:
+                self.best_state = state()
+            return False
+        return self.patience is not None and epoch - self.best_epoch >= self.patience
 
 
 KL_FLOOR = 1e-6  # the least batch mean the sparsity penalty sees: only so that a dead unit gives no inf

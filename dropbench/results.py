@@ -3,7 +3,9 @@
 A results file `NAME.csv` has two siblings: `NAME.epochs.csv` (per-epoch curves keyed by cell_id and
 epoch) and `NAME.json` (run metadata). Rows are appended under a file lock and flushed per cell, so a
 killed run loses at most the cell in flight and a rerun into the same file continues where it stopped.
-Every value goes through format_value on its way into a file and through parse_value on its way back.
+Every value goes through format_value on its way into a file and through parse_value on its way back
+(`cell_text` and `cell_value`, which know the columns whose 0 is written as an empty cell).
+Files of earlier schemas are read into the current one's columns (`read_results`).
 """
 
 import csv
@@ -32,7 +34,8 @@ from .files import (
 # 2: provenance columns python/scikit-learn versions, host, cpu, threads
 # 3: layer_keep_rates, train_size, calibration (test_nll, test_ece) and MC dropout columns
 # 4: momentum, precision, setup_id: a configuration is everything that changes training
-SCHEMA_VERSION = 4
+# 5: test_nll dropped (it was test_loss again), test_nll_mc renamed test_loss_mc, train_size empty for the whole split
+SCHEMA_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class ResultRow:
     layer_keep_rates: str  # per-layer rates as "0.8/0.5", empty when one rate serves every layer
     input_keep_rate: float
     dropout: str
-    train_size: int  # 0: the whole training split; n: a stratified subsample of n rows of it
+    train_size: int  # 0 (an empty cell in the file): the whole training split; n: a stratified subsample of n rows
     seed: int
     # budget
     max_epochs: int
@@ -67,17 +70,18 @@ class ResultRow:
     train_acc: float
     val_loss: float
     val_acc: float
-    test_loss: float
+    test_loss: float  # classification: cross-entropy, i.e. the negative log-likelihood of the test labels
     test_acc: float
     gap_acc: float  # train_acc - test_acc
     gap_loss: float  # test_loss - train_loss
-    test_nll: float  # negative log-likelihood of the test labels (= test_loss for classification)
-    test_ece: float  # expected calibration error, 15 equal-width bins
+    test_ece: float  # expected calibration error, 15 equal-width bins (classification)
     mc_samples: int  # passes of MC dropout behind the *_mc figures (0: not measured)
     test_acc_mc: float
-    test_nll_mc: float
+    test_loss_mc: float  # cross-entropy (NLL) of the mean of the MC passes' probabilities
     test_ece_mc: float
     # cost
+    # Wall time of the training loop, per-epoch validation included (not loading, not the final measurement);
+    # in a stack, the cell's share of it: each epoch's time split evenly among the members that trained in it.
     fit_seconds: float
     n_params: int
     # provenance
@@ -103,6 +107,11 @@ TEXT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow) if f.typ
 COLUMN_TYPES: dict[str, type] = {f.name: f.type for f in fields(ResultRow)}  # type: ignore[misc]
 EPOCH_TYPES: dict[str, type] = {"cell_id": str, "epoch": int, "fit_loss": float, "val_loss": float, "val_acc": float}
 KEEP_RATE_COLUMNS = ("keep_rate", "input_keep_rate")
+# Whole-number columns whose 0 means "not set" and is written as an empty cell: a 0 in train_size read like
+# zero rows, not the whole training split. Files of schema 4 and before wrote the 0; both read back as 0.
+ZERO_IS_EMPTY = frozenset({"train_size"})
+# Columns of earlier schemas read under their current name; None: dropped (test_nll repeated test_loss).
+RENAMED_COLUMNS: dict[str, str | None] = {"test_nll": None, "test_nll_mc": "test_loss_mc"}
 
 # A spreadsheet evaluates a text cell that starts with one of these (OWASP's CSV-injection list), so such
 # text is written behind an apostrophe; text that starts with an apostrophe gets one more, so that
@@ -137,6 +146,16 @@ def parse_value(kind: type, cell: str) -> object:
     return number
 
 
+def cell_text(column: str, value: object) -> str:
+    """`value` as written in `column` (format_value, with ZERO_IS_EMPTY's 0 as an empty cell)."""
+    return "" if column in ZERO_IS_EMPTY and value == 0 else format_value(value)
+
+
+def cell_value(column: str, kind: type, cell: str) -> object:
+    """The value cell_text wrote as `cell` in `column` (parse_value, with ZERO_IS_EMPTY's empty cell as 0)."""
+    return 0 if column in ZERO_IS_EMPTY and cell == "" else parse_value(kind, cell)
+
+
 def stored_text(value: object) -> str:
     """`value` as reading its results file gives it back: format_value's text, unescaped."""
     return read_text(format_value(value))
@@ -162,8 +181,8 @@ def _encode(rows: Iterable[Iterable[str]]) -> bytes:
 
 
 def table_bytes(columns: tuple[str, ...], rows: Iterable[dict[str, object]]) -> bytes:
-    """A whole CSV file, header and rows, every value through format_value."""
-    return _encode([columns, *([format_value(row[c]) for c in columns] for row in rows)])
+    """A whole CSV file, header and rows, every value through cell_text."""
+    return _encode([columns, *([cell_text(c, row[c]) for c in columns] for row in rows)])
 
 
 def _records(path: Path, text: str, width: int) -> Iterable[tuple[int, list[str]]]:
@@ -200,7 +219,7 @@ def read_table(path: Path, types: dict[str, type]) -> list[dict[str, object]]:
         row = {}
         for (column, kind), cell in zip(types.items(), record):
             try:
-                row[column] = parse_value(kind, cell)
+                row[column] = cell_value(column, kind, cell)
             except ValueError:
                 expected = "a whole number" if kind is int else "a finite number or empty"
                 raise UserError(f"{path}: line {line}: {column} is {cell[:40]!r}, not {expected}") from None
@@ -239,8 +258,8 @@ class CsvTable:
         )
 
     def append(self, rows: Iterable[dict[str, object]]) -> None:
-        """Append rows (each value through format_value) under the lock, as one fsynced write."""
-        data = _encode([format_value(row[c]) for c in self.columns] for row in rows)
+        """Append rows (each value through cell_text) under the lock, as one fsynced write."""
+        data = _encode([cell_text(c, row[c]) for c in self.columns] for row in rows)
         with append_lock(self.path):
             if self.path.exists():
                 repair_torn_tail(self.path)
@@ -409,7 +428,8 @@ def _read_csv(path: Path, **options: object) -> pd.DataFrame:
 
 
 def read_results(*paths: str | Path) -> pd.DataFrame:
-    """Read one or more results CSVs into one DataFrame (text columns as text, empty cells as NaN)."""
+    """Read one or more results CSVs into one DataFrame (text columns as text, empty cells as NaN), files of
+    earlier schemas in the current one's columns (RENAMED_COLUMNS) and train_size 0 for the whole split."""
     frames = []
     for path in map(Path, paths):
         frame = _read_csv(path, dtype={c: "string" for c in TEXT_COLUMNS}, keep_default_na=False,
@@ -419,7 +439,12 @@ def read_results(*paths: str | Path) -> pd.DataFrame:
             raise UserError(f"{path}: not a dropbench results CSV (missing columns: {', '.join(missing)})")
         for column in (c for c in TEXT_COLUMNS if c in frame.columns):
             frame[column] = frame[column].map(read_text, na_action="ignore").astype("string")
-        frames.append(_numbers(frame, path, COLUMN_TYPES))
+        frame = frame.drop(columns=[old for old, new in RENAMED_COLUMNS.items() if new is None and old in frame])
+        frame = frame.rename(columns={old: new for old, new in RENAMED_COLUMNS.items() if new is not None})
+        frame = _numbers(frame, path, COLUMN_TYPES)
+        for column in (c for c in ZERO_IS_EMPTY if c in frame):
+            frame[column] = frame[column].fillna(0).astype(int)
+        frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 
 

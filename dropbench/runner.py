@@ -23,7 +23,7 @@ from .planning import Shard, shard_cells
 from .provenance import command_line, git_commit, machine, package_version, utc_now, utc_stamp, versions
 from .results import SCHEMA_VERSION, ResultRow, ResultStore, stored_text
 from .suite import Suite
-from .train import CellResult
+from .train import CellResult, EpochProgress
 
 RESULTS_DIR = Path("results")
 
@@ -63,7 +63,11 @@ class Reporter:
     def note(self, message: str) -> None:
         """A line about work outside the cells (a download, say)."""
 
-    def start(self, suite: Suite, total: int, skipped: int, csv_path: Path) -> None: ...
+    def start(self, suite: Suite, total: int, skipped: int, csv_path: Path, epochs: int = 0) -> None:
+        """Before the first cell: `total` cells to run, with `epochs` training epochs at most among them."""
+
+    def epochs_done(self, progress: EpochProgress) -> None:
+        """Epochs that ended in a cell or stack still training (the local executors report them; Ray does not)."""
 
     def cell_done(self, cell: Cell, row: ResultRow) -> None: ...
 
@@ -92,8 +96,8 @@ def make_row(cell: Cell, result: CellResult, started_at: str, provenance: dict[s
         train_loss=result.train_loss, train_acc=result.train_acc, val_loss=result.val_loss,
         val_acc=result.val_acc, test_loss=result.test_loss, test_acc=result.test_acc,
         gap_acc=_gap(result.train_acc, result.test_acc), gap_loss=_gap(result.test_loss, result.train_loss),
-        test_nll=result.test_nll, test_ece=result.test_ece, mc_samples=cell.mc_samples,
-        test_acc_mc=result.test_acc_mc, test_nll_mc=result.test_nll_mc, test_ece_mc=result.test_ece_mc,
+        test_ece=result.test_ece, mc_samples=cell.mc_samples,
+        test_acc_mc=result.test_acc_mc, test_loss_mc=result.test_loss_mc, test_ece_mc=result.test_ece_mc,
         fit_seconds=result.fit_seconds, n_params=result.n_params, status=result.status, error=result.error,
         started_at=started_at, **provenance,
     )  # fmt: skip
@@ -253,10 +257,12 @@ def run_suite(
             # An empty shard (more shards than cells, a normal event in a CI matrix) still leaves its file, header
             # only, for `merge` to find; a run with cells to do writes the header with its first row.
             store.rows.append([])
-        reporter.start(suite, len(plan.todo), summary.skipped, csv_path)
+        reporter.start(suite, len(plan.todo), summary.skipped, csv_path, sum(cell.task.epochs for cell in plan.todo))
+        # Epochs are sent from workers only to a reporter that shows them (the live bar), not to the quiet one.
+        on_epoch = reporter.epochs_done if type(reporter).epochs_done is not Reporter.epochs_done else None
         started, completed, stopped_by = perf_counter(), False, None
         try:
-            for cell, result, started_at in executor.run(plan.todo):
+            for cell, result, started_at in executor.run(plan.todo, on_epoch=on_epoch):
                 row = make_row(cell, result, started_at, provenance)
                 curves = [{"cell_id": cell.cell_id, **asdict(point)} for point in result.curves]
                 store.append(row, curves)

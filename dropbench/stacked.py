@@ -1,58 +1,18 @@
 """Train K cells of one task and architecture as one stacked model: per-step overhead paid once for K.
 
-Small networks are bound by per-step framework overhead, not arithmetic. K MLPs of the same widths
-become one set of stacked tensors (weights [K, in, out], biases [K, out]) trained with batched matmuls
-(`torch.baddbmm`); every member keeps the single-cell semantics of `train.train_model` exactly:
-
-- initialization: each member's MLP is built and initialized by `init_parameters_` from its own
-  (task, seed) init generator, then stacked, so it starts from bit-identical weights;
-- batch order: a `torch.randperm` per epoch from the member's own (task, seed) order generator (drawn on
-  the CPU, as the single trainer draws it), gathered per member into [K, B, ...];
-- dropout: masks drawn per member from its own (cell_id) mask generator, layer by layer in the order the
-  single-cell MLP draws them, with the member's own input and hidden keep rates (the same bits, so the
-  same masks as the single-cell run);
-- penalties: l1/l2 gradient additions on weights only, decoupled weight decay before the step, max-norm
-  on each hidden unit's incoming weights after it, each with the member's own strength (0, or no
-  max-norm, where it has none);
-- the loss is the sum of the members' mean minibatch losses, so each member's gradient is its own loss's
-  gradient; SGD (momentum, Nesterov) and Adam are elementwise, hence per member the single-cell update;
-- early stopping and divergence per member: a member that stops (patience) or diverges (non-finite loss)
-  is taken out of the stack at the end of that epoch, with its final weights (its best weights under
-  early stopping) kept aside; the others go on in a smaller stack with their optimizer state carried over.
-  A member out of the stack can no longer change.
-
-The figures agree with the single-cell trainer's to float32 rounding, not bit for bit: `nn.Linear` keeps
-weights as [out, in] and the stack as [in, out], and BLAS rounds the two products differently. So a cell
-that `stacks` always trains here, in a stack of one when it runs alone (`executors.fit_alone`), and at one
-torch thread a member's figures are bit for bit those of a stack of one, whatever else the stack holds.
-What that needs:
-
-- every per-member operation acts on the member's own rows (batched matmuls are one GEMM per member,
-  reductions run along a member's own axis, per-member settings broadcast along dim 0);
-- every width (inputs, hidden units, outputs) is padded with zero units to a multiple of ALIGN floats, so
-  each member's slice of every matmul operand and result starts 64 bytes apart from the previous one, as
-  a stack of one's does: MKL rounds a GEMM differently when its output is not 64-byte aligned, and routes
-  a stack of one with a single output column to another routine (measured on torch 2.13 CPU: in a
-  [K, 55, 128] @ [K, 128, 10] product, members at odd positions differed from the same product alone).
-  Padded units have zero weights, bias and gradient, and stay zero under every penalty, constraint and
-  optimizer;
-- the optimizer is torch's `foreach` one: the fused CPU kernels round an element in the vectorized body
-  of a tensor differently from one in its scalar tail (FMA or not), and where a member's elements fall
-  depends on K (measured on torch 2.13: fused SGD and Adam changed 3-4 of 6,000 elements, foreach none);
-- evaluation runs in chunks of a fixed number of rows (EVAL_ROWS), not a share of a budget split K ways.
-
-tests/test_faults_run.py holds this through the CLI: --jobs, --shard, --no-stack and a resume regroup
-cells and change no figure. One host sync per epoch, for all members together.
-
-Where it pays: per-step overhead is paid once for K, arithmetic is not saved. On a 2-core CPU, 1 thread,
-8 cells of digits: 5x the cells per second at widths (64, 64), 1.5x at (256, 256), and 0.7-0.9x (slower)
-at (1024, 1024), where K-times larger activations fall out of cache.
+K MLPs of equal widths become stacked tensors (weights [K, in, out]) trained with batched matmuls. Every member
+keeps the single-cell semantics of `train.train_model` (its own initialization, batch order, masks, strengths,
+early stopping: the penalties and the stopping rule are `regularizers`' own), and at one torch thread a member's
+figures are bit for bit those of a stack of one, whatever else the stack holds, because every per-member
+operation acts on the member's own rows, widths are padded to ALIGN, the optimizer is `foreach`, and evaluation
+chunks are fixed. docs/stacked.md says why each of these is needed; docs/performance.md where stacking pays.
 """
 
 import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -71,8 +31,9 @@ from .dropout import (
     relu_dropout_,
 )
 from .models import MLP, build_model, count_parameters, init_parameters_
+from .regularizers import EarlyStopping, add_penalty_gradients_, apply_max_norm_, apply_weight_decay_, decay_factor
 from .seeding import make_generator
-from .train import CellResult, EpochRecord, make_optimizer, measure_, subsample_training
+from .train import CellResult, EpochProgress, EpochRecord, OnEpoch, make_optimizer, measure_, subsample_training
 
 STACKABLE_REGULARIZERS = frozenset({"none", "l1", "l2", "max-norm", "weight-decay", "early-stopping"})
 # Rows of the split per evaluation chunk, whatever K: a member's figures must not depend on how many other
@@ -158,7 +119,7 @@ ALIGN = 16  # floats: 64 bytes, the CPU allocator's alignment (and one AVX-512 v
 
 
 def padded(width: int) -> int:
-    """`width` rounded up to a multiple of ALIGN (see the module docstring for why)."""
+    """`width` rounded up to a multiple of ALIGN (docs/stacked.md says why)."""
     return -(-width // ALIGN) * ALIGN
 
 
@@ -182,7 +143,7 @@ class StackedMLP:
 
     Weights are held as [K, in, out], each member's `nn.Linear` weight transposed, so the forward pass is
     `x @ W` and autograd hands back gradients in the parameters' own layout (with [K, out, in] and
-    `W.transpose`, every step paid a copy of every weight gradient: 2x slower at width 1024).
+    `W.transpose`, every step paid a copy of every weight gradient, which dominated at large widths).
     Biases are [K, out]. Every width is padded to a multiple of ALIGN; `widths` holds the real ones
     (inputs, each hidden layer, outputs).
 
@@ -323,11 +284,12 @@ def _evaluate(stack: StackedMLP, data: TaskData, which: str) -> tuple[torch.Tens
 
 @dataclass
 class _Members:
-    """The per-member settings of a stack as [K, 1, 1] tensors, rebuilt whenever the stack shrinks."""
+    """The per-member strengths of a stack as [K, 1, 1] tensors (`regularizers.Strength`; None where no member
+    has the regularizer), rebuilt whenever the stack shrinks."""
 
     l1: torch.Tensor | None
     l2: torch.Tensor | None
-    decay: torch.Tensor | None  # the factor 1 - lr·λ of decoupled weight decay
+    decay: torch.Tensor | None  # the factor 1 - lr·λ of decoupled weight decay (`regularizers.decay_factor`)
     max_norm: torch.Tensor | None  # c, or inf for members without max-norm
 
     @classmethod
@@ -343,7 +305,7 @@ class _Members:
         return cls(
             l1=column(l1, any(l1)),
             l2=column(l2, any(l2)),
-            decay=column([1.0 - lr * d for d in decay], any(decay)),
+            decay=column([decay_factor(lr, d) for d in decay], any(decay)),
             max_norm=column([math.inf if c is None else c for c in norms], any(c is not None for c in norms)),
         )
 
@@ -368,25 +330,12 @@ def _train_one_epoch(
             losses = member_losses(out, target, data.classification)
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
-        with torch.no_grad():
-            for weight in weights:  # penalties on weights only, as `add_penalty_gradients_`
-                if weight.grad is None:
-                    continue
-                if members.l2 is not None:
-                    weight.grad.addcmul_(weight, members.l2)
-                if members.l1 is not None:
-                    weight.grad.addcmul_(weight.sign(), members.l1)
-            if members.decay is not None:  # before the step, as `apply_weight_decay_`
-                for weight in weights:
-                    weight.mul_(members.decay)
+        add_penalty_gradients_(weights, l1=members.l1, l2=members.l2)  # weights only, as the single-cell trainer
+        if members.decay is not None:  # before the step, as the single-cell trainer (and AdamW)
+            apply_weight_decay_(weights, members.decay)
         optimizer.step()
-        if members.max_norm is not None:  # as `apply_max_norm_`: c / norm computed as reciprocal(norm) * c
-            with torch.no_grad():
-                for weight in hidden_weights:  # a hidden unit's incoming weights: a column of [in, out]
-                    # Each column's norm from a contiguous row as `apply_max_norm_` takes it: the same rounding.
-                    norms = weight.transpose(1, 2).contiguous().norm(dim=2).unsqueeze(1)
-                    scale = norms.clamp_min(1e-12).reciprocal().mul_(members.max_norm)
-                    weight.mul_(scale.clamp_max(1.0))
+        if members.max_norm is not None:  # a hidden unit's incoming weights: a column of its member's [in, out]
+            apply_max_norm_(hidden_weights, members.max_norm, unit_dim=-1)
         loss_sum += losses.detach().double() * idx.shape[1]
     return loss_sum
 
@@ -420,11 +369,16 @@ def _check_stackable(cells: Sequence[Cell]) -> None:
         raise ValueError(f"cells of {len(keys)} different stack keys cannot be trained in one stack")
 
 
-def train_stacked(cells: Sequence[Cell], data: TaskData) -> tuple[list[MLP], list[CellResult]]:
+def train_stacked(
+    cells: Sequence[Cell], data: TaskData, on_epoch: OnEpoch | None = None
+) -> tuple[list[MLP], list[CellResult]]:
     """Train cells of one stack key together; per cell (in order), its MLP holding its final weights (the
     best under early stopping) and its result with curves, as `train.train_model` returns for one cell.
+    `on_epoch` hears of each epoch as it ends, for the members that trained in it.
 
-    `fit_seconds` is the shared wall time of the training loop divided by the number of cells.
+    `fit_seconds` is each cell's share of the training loop's wall time: every epoch's time split evenly
+    among the members that trained in it, summed over the cell's epochs. The shares add up to the stack's
+    time, and a member that stopped early is charged only for the epochs it trained.
     """
     _check_stackable(cells)
     device = data.x_train.device
@@ -439,24 +393,23 @@ def train_stacked(cells: Sequence[Cell], data: TaskData) -> tuple[list[MLP], lis
         mask_generators.append(make_generator(cell.cell_id, "masks", device=device))
         orders.append(make_generator(cell.task.name, cell.seed, "order"))
     stack = StackedMLP.from_members(models, keeps, mask_generators)
-    results = [CellResult(status="ok", n_params=count_parameters(models[0])) for _ in cells]
-    best_loss = [math.inf] * len(cells)
-    best_state: list[dict[str, torch.Tensor] | None] = [None] * len(cells)
+    results = [CellResult(status="ok", n_params=count_parameters(models[0]), fit_seconds=0.0) for _ in cells]
+    stopping = [EarlyStopping(cell.regularizer.patience) for cell in cells]
     final_state: list[dict[str, torch.Tensor] | None] = [None] * len(cells)
     active = list(range(len(cells)))  # the cells still in the stack, by stack position
-    optimizer = make_optimizer(cells[0].task.optimizer, stack.params, fused=False)  # fused: see the docstring
+    optimizer = make_optimizer(cells[0].task.optimizer, stack.params, fused=False)  # not fused: docs/stacked.md
     members = _Members.of(cells, device)
-    n_train, n_val = len(data.y_train), len(data.y_val)
+    n_train, n_val, max_epochs = len(data.y_train), len(data.y_val), cells[0].task.epochs
 
-    started = time.perf_counter()
-    for epoch in range(1, cells[0].task.epochs + 1):
+    clock = time.perf_counter()
+    for epoch in range(1, max_epochs + 1):
         active_cells = [cells[i] for i in active]
         fit_sum = _train_one_epoch(stack, optimizer, members, active_cells, data, [orders[i] for i in active])
         val_sum, val_correct = _evaluate(stack, data, "val")
         fit_sums, val_sums, corrects = torch.stack([fit_sum, val_sum, val_correct]).tolist()  # the one host sync
         finished: list[int] = []
         for position, i in enumerate(active):
-            result, patience = results[i], cells[i].regularizer.patience
+            result = results[i]
             fit_loss, val_loss = fit_sums[position] / n_train, val_sums[position] / n_val
             val_acc = int(corrects[position]) / n_val if data.classification else math.nan
             result.curves.append(EpochRecord(epoch, fit_loss, val_loss, val_acc))
@@ -464,20 +417,19 @@ def train_stacked(cells: Sequence[Cell], data: TaskData) -> tuple[list[MLP], lis
             if not (math.isfinite(fit_loss) and math.isfinite(val_loss)):
                 result.status, result.error = "diverged", f"non-finite loss at epoch {epoch}"
                 finished.append(position)
-            elif val_loss < best_loss[i]:
-                best_loss[i], result.best_epoch = val_loss, epoch
-                if patience is not None:
-                    best_state[i] = stack.member_state_dict(position)
-            elif patience is not None and epoch - result.best_epoch >= patience:
-                finished.append(position)
-        if epoch == cells[0].task.epochs:
+            else:
+                if stopping[i].update(epoch, val_loss, partial(stack.member_state_dict, position)):
+                    finished.append(position)
+                result.best_epoch = stopping[i].best_epoch
+        if epoch == max_epochs:
             finished = list(range(len(active)))
         for position in finished:
             i = active[position]
-            final_state[i] = best_state[i] if best_state[i] is not None else stack.member_state_dict(position)
-        if len(finished) == len(active):
-            break
-        if finished:  # take the finished members out: they can no longer change, the others train on
+            best = stopping[i].best_state
+            final_state[i] = best if best is not None else stack.member_state_dict(position)
+        trained = active
+        # Finished members are taken out (they can no longer change); the others train on in a smaller stack.
+        if finished and len(finished) < len(active):
             positions = [p for p in range(len(active)) if p not in finished]
             index = torch.tensor(positions, dtype=torch.long, device=device)
             smaller = stack.subset(positions)
@@ -486,37 +438,43 @@ def train_stacked(cells: Sequence[Cell], data: TaskData) -> tuple[list[MLP], lis
             stack, optimizer = smaller, new_optimizer
             active = [active[p] for p in positions]
             members = _Members.of([cells[i] for i in active], device)
-    elapsed = time.perf_counter() - started
-    for model, result, state in zip(models, results, final_state):
+        now = time.perf_counter()
+        for i in trained:  # this epoch's time, shared by the members that trained in it
+            results[i].fit_seconds += (now - clock) / len(trained)
+        clock = now
+        if on_epoch is not None:
+            ended = tuple(cells[trained[p]].cell_id for p in finished)
+            on_epoch(EpochProgress(epoch, max_epochs, tuple(cells[i].cell_id for i in trained), ended))
+        if len(finished) == len(trained):
+            break
+    for model, state in zip(models, final_state):
         if state is not None:
             model.load_state_dict(state)
-        result.fit_seconds = elapsed / len(cells)
     return models, results
 
 
-def fit_stacked(cells: Sequence[Cell], data: TaskData) -> list[CellResult]:
+def fit_stacked(cells: Sequence[Cell], data: TaskData, on_epoch: OnEpoch | None = None) -> list[CellResult]:
     """Train cells of one `stack_key` as one stacked model; one CellResult per cell, in order, with the
     figures `train.fit_cell` gives (measured per member in eval mode on each whole split, on its best
     weights under early stopping; NaN for a member that diverged).
 
-    `fit_seconds` of each result is the stack's shared training wall time divided by the number of
-    cells, not that cell's own time. Raises ValueError when the cells do not share one non-None key.
+    `fit_seconds` of each result is the cell's share of the stack's training time (`train_stacked`).
+    Raises ValueError when the cells do not share one non-None key.
     """
     _check_stackable(cells)
     if cells[0].train_size:
         data = subsample_training(data, cells[0].train_size)
-    models, results = train_stacked(cells, data)
+    models, results = train_stacked(cells, data, on_epoch)
     for model, result in zip(models, results):
         if result.status != "diverged":  # as fit_cell: a diverged member's figures stay NaN
             measure_(result, model, data)
     return results
 
 
-# On a CPU, stacking pays while per-step overhead dominates: measured on this project's 2-core machine,
-# 16 breast-cancer cells (128-128) trained 2.3-3.3x faster stacked, digits (64-64) ~5x, (256-256) ~1.5x,
-# while (1024-1024) was slower (0.6-0.9x): the matmuls already run at the machine's limit there.
+# On a CPU, stacking pays while per-step overhead dominates; on wide nets the matmuls already run at the machine's
+# limit and a stack was slower than its cells one by one (docs/performance.md has the figures).
 MAX_CPU_STACK_WIDTH = 256
-MAX_GROUP = 32  # members per stacked model: K=32-64 gave no more cells per second than K=16 on tabular nets
+MAX_GROUP = 32  # members per stacked model: larger stacks gave no more cells per second on tabular nets
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ DEFAULT_BATCH_SIZE = 64
 
 # The most cells one suite may expand to. The largest bundled suite has 288 cells; 100,000 cells of the
 # quick suite's size are hours of CPU (the dry run's estimate), of MNIST's months, and a dry run of them
-# already takes ~15 s here. Past this a grid is a typo (`seeds = 100000000`) far more often than a plan,
+# already takes seconds. Past this a grid is a typo (`seeds = 100000000`) far more often than a plan,
 # and expanding it would hang before anything could refuse it: the size is counted as a product of the
 # axes' lengths, never by expanding. A real sweep that large is split into suites or shards.
 MAX_GRID_CELLS = 100_000

@@ -2,6 +2,7 @@
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -15,9 +16,16 @@ from .data import TaskData
 from .devices import autocast
 from .errors import UserError
 from .models import Network, build_model, count_parameters, init_parameters_
-from .regularizers import add_penalty_gradients_, apply_max_norm_, apply_weight_decay_, kl_sparsity_penalty
+from .regularizers import (
+    EarlyStopping,
+    add_penalty_gradients_,
+    apply_max_norm_,
+    apply_weight_decay_,
+    decay_factor,
+    kl_sparsity_penalty,
+)
 from .seeding import derive_seed, make_generator
-from .stats import expected_calibration_error
+from .report.stats import expected_calibration_error
 
 EVAL_BATCH = 4096  # large batches under inference_mode: evaluation is cheap beside training
 ECE_BINS = 15  # equal-width confidence bins, the usual choice since Guo et al. 2017
@@ -34,6 +42,21 @@ class EpochRecord:
     val_acc: float
 
 
+@dataclass(frozen=True)
+class EpochProgress:
+    """Epoch `epoch` of at most `max_epochs` has ended for the cells `cell_ids` (a single cell, or the members
+    still in a stack); `stopped` holds those whose training ended with it (early stopping, divergence, the
+    last epoch). What a progress display counts; sent from worker processes, so plain data only."""
+
+    epoch: int
+    max_epochs: int
+    cell_ids: tuple[str, ...]
+    stopped: tuple[str, ...] = ()
+
+
+OnEpoch = Callable[[EpochProgress], None]
+
+
 @dataclass
 class CellResult:
     status: str  # ok | diverged | failed
@@ -46,10 +69,9 @@ class CellResult:
     val_acc: float = math.nan
     test_loss: float = math.nan
     test_acc: float = math.nan
-    test_nll: float = math.nan
     test_ece: float = math.nan
     test_acc_mc: float = math.nan
-    test_nll_mc: float = math.nan
+    test_loss_mc: float = math.nan
     test_ece_mc: float = math.nan
     fit_seconds: float = math.nan
     n_params: int = 0
@@ -58,19 +80,18 @@ class CellResult:
 
 @dataclass(frozen=True)
 class Measured:
-    """A split measured once: mean loss, accuracy, and for classification NLL and ECE."""
+    """A split measured once: mean loss (for classification the cross-entropy, i.e. the NLL), accuracy and ECE."""
 
     loss: float
     acc: float = math.nan
-    nll: float = math.nan
     ece: float = math.nan
 
 
 def make_optimizer(config: OptimizerConfig, params: list[torch.Tensor], fused: bool = True) -> torch.optim.Optimizer:
     """SGD or Adam with torch's fused kernels: one pass over each parameter per step where `foreach` makes
-    several (momentum, update), ~7% of a 784-1024-1024-10 step on this CPU. The same arithmetic either way;
-    `foreach` where this torch has no fused kernel for the device (CPU kernels came in torch 2.4), or when
-    asked (`fused=False`: see stacked.py for why a stack must not use the fused kernels)."""
+    several (momentum, update), a visible share of a wide net's step (docs/performance.md). The same
+    arithmetic either way; `foreach` where this torch has no fused kernel for the device (CPU kernels came in
+    torch 2.4), or when asked (`fused=False`: docs/stacked.md says why a stack must not use the fused kernels)."""
     if config.name == "adam":
         kind, options = torch.optim.Adam, {"lr": config.lr, "betas": config.betas}
     else:
@@ -99,7 +120,7 @@ def _fsum(parts: list[torch.Tensor]) -> float:
 
 @torch.inference_mode()
 def measure(model: nn.Module, data: TaskData, which: str) -> Measured:
-    """The whole split in eval mode: mean loss (plain cross-entropy or MSE), accuracy, NLL, ECE."""
+    """The whole split in eval mode: mean loss (plain cross-entropy or MSE), accuracy, ECE."""
     x, y = data.split(which)
     was_training = model.training
     model.eval()
@@ -117,7 +138,7 @@ def measure(model: nn.Module, data: TaskData, which: str) -> Measured:
         return Measured(loss)
     correct = torch.cat(hits)
     ece = expected_calibration_error(torch.cat(confidences).tolist(), correct.tolist(), bins=ECE_BINS)
-    return Measured(loss, int(correct.sum()) / len(y), loss, ece)
+    return Measured(loss, int(correct.sum()) / len(y), ece)
 
 
 def evaluate(model: nn.Module, data: TaskData, which: str) -> tuple[float, float]:
@@ -143,7 +164,7 @@ def measure_mc(model: Network, data: TaskData, passes: int, generator: torch.Gen
     correct = predicted == y
     nll = -math.fsum(probabilities[torch.arange(len(y), device=x.device), y].clamp_min(1e-12).log().tolist()) / len(y)
     ece = expected_calibration_error(confidence.tolist(), correct.tolist(), bins=ECE_BINS)
-    return Measured(nll, int(correct.sum()) / len(y), nll, ece)
+    return Measured(nll, int(correct.sum()) / len(y), ece)
 
 
 def subsample_training(data: TaskData, size: int) -> TaskData:
@@ -220,9 +241,9 @@ class Training:
             objective = loss + kl_sparsity_penalty(self.model.activations, setting.kl_target, setting.kl_sparsity)
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
-        add_penalty_gradients_(self.penalized, setting)
+        add_penalty_gradients_(self.penalized, l1=setting.l1, l2=setting.l2)
         if setting.weight_decay:  # before the step, as AdamW does
-            apply_weight_decay_(self.penalized, cell.task.optimizer.lr, setting.weight_decay)
+            apply_weight_decay_(self.penalized, decay_factor(cell.task.optimizer.lr, setting.weight_decay))
         self.optimizer.step()
         if setting.max_norm is not None:
             apply_max_norm_(self.constrained, setting.max_norm)
@@ -239,19 +260,20 @@ class Training:
         return loss_sum.item() / n  # the epoch's one host sync
 
 
-def fit_cell(cell: Cell, data: TaskData) -> CellResult:
+def fit_cell(cell: Cell, data: TaskData, on_epoch: OnEpoch | None = None) -> CellResult:
     """Train one cell and measure train/val/test in eval mode (on the best weights under early stopping).
-    A cell that diverged is not measured: its figures are NaN (empty in the CSV)."""
+    A cell that diverged is not measured: its figures are NaN (empty in the CSV). `on_epoch` hears of each
+    epoch as it ends."""
     if cell.train_size:
         data = subsample_training(data, cell.train_size)
-    model, result = train_model(cell, data)
+    model, result = train_model(cell, data, on_epoch)
     if result.status == "diverged":
         return result  # a model gone non-finite measures nothing real: every figure stays NaN
     measure_(result, model, data)
     if cell.mc_samples and data.classification:
         device = data.x_test.device
         mc = measure_mc(model, data, cell.mc_samples, make_generator(cell.cell_id, "mc-dropout", device=device))
-        result.test_acc_mc, result.test_nll_mc, result.test_ece_mc = mc.acc, mc.nll, mc.ece
+        result.test_acc_mc, result.test_loss_mc, result.test_ece_mc = mc.acc, mc.loss, mc.ece
     return result
 
 
@@ -260,32 +282,39 @@ def measure_(result: CellResult, model: nn.Module, data: TaskData) -> None:
     train, val, test = (measure(model, data, which) for which in ("train", "val", "test"))
     result.train_loss, result.train_acc = train.loss, train.acc
     result.val_loss, result.val_acc = val.loss, val.acc
-    result.test_loss, result.test_acc, result.test_nll, result.test_ece = test.loss, test.acc, test.nll, test.ece
+    result.test_loss, result.test_acc, result.test_ece = test.loss, test.acc, test.ece
 
 
-def train_model(cell: Cell, data: TaskData) -> tuple[Network, CellResult]:
-    """Train one cell; returns the model (best weights under early stopping) and its curves so far."""
+def train_model(cell: Cell, data: TaskData, on_epoch: OnEpoch | None = None) -> tuple[Network, CellResult]:
+    """Train one cell; returns the model (best weights under early stopping) and its curves so far.
+    `fit_seconds` is the wall time of the training loop, the per-epoch validation pass included."""
     training = Training(cell, data)
-    model, patience = training.model, cell.regularizer.patience
+    model, max_epochs = training.model, cell.task.epochs
     result = CellResult(status="ok", n_params=count_parameters(model))
-    best_loss, best_state = math.inf, None
+    stopping = EarlyStopping(cell.regularizer.patience)
+
+    def weights() -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
     started = time.perf_counter()
-    for epoch in range(1, cell.task.epochs + 1):
+    for epoch in range(1, max_epochs + 1):
         fit_loss = training.run_epoch()
         val_loss, val_acc = evaluate(model, data, "val")
         result.curves.append(EpochRecord(epoch, fit_loss, val_loss, val_acc))
         result.epochs_run = epoch
         if not (math.isfinite(fit_loss) and math.isfinite(val_loss)):
             result.status, result.error = "diverged", f"non-finite loss at epoch {epoch}"
+            stop = True
+        else:
+            stop = stopping.update(epoch, val_loss, weights)
+            result.best_epoch = stopping.best_epoch
+        if on_epoch is not None:
+            ended = (cell.cell_id,) if stop or epoch == max_epochs else ()
+            on_epoch(EpochProgress(epoch, max_epochs, (cell.cell_id,), ended))
+        if stop:
             break
-        if val_loss < best_loss:
-            best_loss, result.best_epoch = val_loss, epoch
-            if patience is not None:
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        elif patience is not None and epoch - result.best_epoch >= patience:
-            break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+    if stopping.best_state is not None:
+        model.load_state_dict(stopping.best_state)
     model.record = False
     result.fit_seconds = time.perf_counter() - started
     return model, result

@@ -1,8 +1,19 @@
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
 from dropbench.config import Cell, ModelConfig, OptimizerConfig, TaskConfig
 from dropbench.regularizers import parse_regularizer
+
+ROOT = Path(__file__).resolve().parent.parent
+HOOKS = ROOT / "tests" / "hooks"  # its sitecustomize.py patches dropbench in subprocesses (DROPBENCH_TEST_*)
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """The environment of a dropbench subprocess: this checkout on the path, and the test hooks."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HOOKS)]), **extra}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -15,7 +15,7 @@ from dropbench.config import ModelConfig, OptimizerConfig
 from dropbench.data import TASKS, load_task_data
 from dropbench.dropout import DROPOUT_KINDS, AlphaDropout, DropConnectLinear, GaussianDropout
 from dropbench.models import build_model, count_parameters, init_parameters_
-from dropbench.regularizers import REGULARIZERS, apply_weight_decay_, kl_sparsity_penalty
+from dropbench.regularizers import REGULARIZERS, apply_weight_decay_, decay_factor, kl_sparsity_penalty
 from dropbench.report.stats import expected_calibration_error
 from dropbench.suite import load_suite
 from dropbench.train import data_loss, fit_cell, subsample_training, train_model
@@ -38,7 +38,7 @@ def test_decoupled_weight_decay_matches_adamw_on_weights_only():
             opt.zero_grad()
             torch.nn.functional.cross_entropy(model(x), y).backward()
             if model is ours:
-                apply_weight_decay_(model.penalized_weights(), lr, decay)
+                apply_weight_decay_(model.penalized_weights(), decay_factor(lr, decay))
             opt.step()
     for (name, a), (_, b) in zip(ours.named_parameters(), theirs.named_parameters()):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
@@ -165,11 +165,13 @@ def test_mc_dropout_adds_calibrated_figures():
     cell = make_cell("synthetic", keep=0.5, epochs=3, hidden=(64,))
     plain = fit_cell(cell, load_task_data("synthetic"))
     assert math.isnan(plain.test_acc_mc) and 0 <= plain.test_ece <= 1
-    assert plain.test_nll == plain.test_loss
     mc_cell = replace(cell, mc_samples=20)
     mc = fit_cell(mc_cell, load_task_data("synthetic"))
-    assert 0.4 < mc.test_acc_mc <= 1 and mc.test_nll_mc > 0 and 0 <= mc.test_ece_mc <= 1
-    assert mc.test_nll_mc != mc.test_nll
+    assert 0.4 < mc.test_acc_mc <= 1 and mc.test_loss_mc > 0 and 0 <= mc.test_ece_mc <= 1
+    assert mc.test_loss_mc != mc.test_loss
+    # Without dropout every pass is the eval-mode one: the MC figures are the plain ones (the loss to rounding).
+    still = fit_cell(replace(make_cell("synthetic", epochs=3, hidden=(64,)), mc_samples=3), load_task_data("synthetic"))
+    assert still.test_loss_mc == pytest.approx(still.test_loss, rel=1e-5) and still.test_acc_mc == still.test_acc
 
 
 def test_mixup_and_label_smoothing_train_and_figures_stay_plain():

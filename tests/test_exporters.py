@@ -84,7 +84,7 @@ def test_help_lists_the_formats_without_importing_pandas_torch_or_rich():
 
 @pytest.mark.slow  # a fresh interpreter
 def test_the_progress_reporters_do_not_import_the_comparison():
-    code = "import sys, dropbench.terminal; print('dropbench.report.compare' in sys.modules)"
+    code = "import sys, dropbench.progress; print('dropbench.report.compare' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

@@ -10,6 +10,7 @@ main() or hang, and the kill cases, run in a subprocess; the rest call main() in
 
 import csv
 import errno
+import fcntl
 import io
 import os
 import shutil
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import subprocess_env
 
 import dropbench.files as files
 from dropbench.cli import main
@@ -77,7 +79,22 @@ def _command(*args: str) -> list[str]:
 
 
 def _env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+    return subprocess_env(**extra)
+
+
+def test_the_write_pause_hook_reaches_a_dropbench_subprocess(tmp_path):
+    """The tests that land a kill or a Ctrl-C in the middle of a line rely on tests/hooks/sitecustomize.py: in a
+    subprocess, an append is written in two halves with the pause between; an atomic rewrite is not paused."""
+    code = (
+        "import sys, time; from pathlib import Path; from dropbench import files; path = Path(sys.argv[1]); "
+        "t = time.monotonic(); files.append_bytes(path, b'a,b\\n'); appended = time.monotonic() - t; "
+        "t = time.monotonic(); files.replace_atomically(path, b'a,b\\n'); print(appended, time.monotonic() - t)"
+    )
+    paused = _env(DROPBENCH_TEST_WRITE_PAUSE="0.5")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.csv")], env=paused, capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    appended, replaced = map(float, done.stdout.split())
+    assert appended >= 0.5 > replaced
 
 
 @pytest.fixture(scope="module")
@@ -314,11 +331,15 @@ def test_a_full_disk_leaves_every_row_whole(tmp_path, capsys, monkeypatch, finis
     out = copy_run(finished, tmp_path)
     before = snapshot(tmp_path)
 
+    write_all = files.write_all
+
     def disk_fills_halfway(fd, data):
+        if not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND:  # the metadata's atomic rewrite still fits
+            return write_all(fd, data)
         os.write(fd, data[: len(data) // 2])  # part of a line gets out, then the disk is full
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(files, "_write_in_halves", disk_fills_halfway)
+    monkeypatch.setattr(files, "write_all", disk_fills_halfway)
     code, err = cli_main(capsys, "run", *TWO_SEEDS, "--out", out)
     assert code == 2
     assert_one_error_line(err, "No space left on device", "intact")

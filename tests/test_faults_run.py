@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import subprocess_env
 
 from dropbench.cli import main
 from dropbench.merge import CIRCUMSTANCE_COLUMNS
@@ -34,7 +35,7 @@ def dropbench(*args: str) -> list[str]:
 
 
 def env(**extra: str) -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT), **extra}
+    return subprocess_env(**extra)
 
 
 def figures(path: Path) -> pd.DataFrame:

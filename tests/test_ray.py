@@ -38,6 +38,32 @@ def reference(suite, tmp_path_factory):
     return figures(out)
 
 
+def killing(marker, always=False):
+    """The body of a cell's Ray task with a test hook: the first cell to create the file `marker` writes its
+    cell_id there and kills its own worker before fitting (so Ray retries it); with `always`, every attempt of
+    that cell is killed (so it fails after its retries). Put in place of `ray_executor._fit_remote`; a closure,
+    so Ray ships it to the workers by value, and it calls the workers' own `_fit_remote`."""
+
+    def fit(cell, *args):
+        import os
+        import signal
+        from pathlib import Path
+
+        from dropbench import ray_executor
+
+        try:
+            fd = os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            if not (always and Path(marker).read_text() == cell.cell_id):
+                return ray_executor._fit_remote(cell, *args)
+        else:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(cell.cell_id)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    return fit
+
+
 @pytest.fixture(scope="module")
 def shared_ray():
     """One small Ray instance for the tests after the first; RayExecutor uses a connection it finds."""
@@ -77,7 +103,7 @@ def test_a_worker_killed_mid_cell_is_retried_and_the_file_ends_complete(
     suite, reference, tmp_path, monkeypatch, shared_ray
 ):
     marker = tmp_path / "killed"
-    monkeypatch.setenv("DROPBENCH_TEST_RAY_KILL_ONCE", str(marker))
+    monkeypatch.setattr(ray_executor, "_fit_remote", killing(str(marker)))
     out = tmp_path / "ray.csv"
     run_suite(suite, out, executor=RayExecutor(cpus_per_cell=1, max_retries=2))
     assert marker.read_text()  # the hook fired: this cell's worker was killed once
@@ -91,8 +117,7 @@ def test_a_cell_that_keeps_dying_is_failed_after_its_retries_and_the_run_goes_on
     suite, reference, tmp_path, monkeypatch, shared_ray
 ):
     marker = tmp_path / "killed"
-    monkeypatch.setenv("DROPBENCH_TEST_RAY_KILL_ONCE", str(marker))
-    monkeypatch.setenv("DROPBENCH_TEST_RAY_KILL_ALWAYS", "1")
+    monkeypatch.setattr(ray_executor, "_fit_remote", killing(str(marker), always=True))
     out = tmp_path / "ray.csv"
     summary = run_suite(suite, out, executor=RayExecutor(max_retries=1))
     frame = pd.read_csv(out, keep_default_na=False).set_index("cell_id")
@@ -137,7 +162,7 @@ def test_a_worker_without_the_files_uses_the_drivers_copy(monkeypatch, shared_ra
     monkeypatch.setattr(ray_executor, "_driver_copies", {})
     monkeypatch.setenv("DROPBENCH_OFFLINE", "0")  # the task body sets both; monkeypatch restores them
     monkeypatch.delenv("DROPBENCH_DATA", raising=False)
-    result, started_at, _ = ray_executor._fit_remote(cell, copy, None, 1, "cpu", (None, False))
+    result, started_at, _ = ray_executor._fit_remote(cell, copy, None, 1, "cpu")
     expected = fit_alone(cell, data)  # the trainer a local run uses for this cell
     assert (result.status, result.test_loss, result.curves) == ("ok", expected.test_loss, expected.curves)
     assert started_at.endswith("Z") and ray_executor._driver_copies["wine", "cpu"] is not data  # fetched from the store

@@ -1,8 +1,10 @@
 """The stacked trainer: per member, the single-cell trainer's numbers (dropout off: to float32 rounding)."""
 
+import itertools
 import math
 import statistics
 from dataclasses import asdict, replace
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,8 +22,8 @@ from dropbench.train import fit_cell, train_model
 
 TOL = 1e-5
 # Every figure of a result; a diverged cell's are all NaN.
-FIGURES = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "test_nll", "test_ece",
-           "test_acc_mc", "test_nll_mc", "test_ece_mc")  # fmt: skip
+FIGURES = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "test_ece",
+           "test_acc_mc", "test_loss_mc", "test_ece_mc")  # fmt: skip
 SGD = OptimizerConfig(lr=0.05, momentum=0.9)
 ADAM = OptimizerConfig(name="adam", lr=0.003)
 # (regularizer, strengths) of the equivalence cells: one per kind of per-member setting
@@ -292,12 +294,25 @@ def test_a_member_diverging_after_its_best_epoch_has_no_figures(monkeypatch):
         assert results[k].status == "ok" and 0 < results[k].test_acc <= 1
 
 
-def test_fit_seconds_is_the_shared_time_split_evenly_and_n_params_is_one_members():
-    data = load_task_data("wine")
-    cells = [make_cell("wine", seed=seed, hidden=(16,), epochs=2) for seed in range(4)]
+def test_fit_seconds_is_each_members_share_of_the_epochs_it_trained_in(monkeypatch):
+    """A clock that advances 1 s per reading makes each epoch of the stack last 1 s: a member's fit_seconds is
+    the sum, over the epochs it trained, of 1 / (members training in that epoch). An early-stopped member gets
+    less than a full-length one, and the shares add up to the stack's time (its epochs)."""
+    ticks = itertools.count()
+    monkeypatch.setattr(stacked_module, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
+    data = load_task_data("synthetic")
+    specs = [("early-stopping", {"early-stopping": 1}), ("early-stopping", {"early-stopping": 3}), ("none", {})]
+    cells = [make_cell("synthetic", reg=reg, strengths=s, seed=seed, hidden=(64, 64), epochs=12, optimizer=SGD)
+             for seed, (reg, s) in enumerate(specs)]  # fmt: skip
     results = fit_stacked(cells, data)
-    assert len({r.fit_seconds for r in results}) == 1 and results[0].fit_seconds > 0
-    assert all(r.n_params == 13 * 16 + 16 + 16 * 3 + 3 for r in results)
+    runs = [r.epochs_run for r in results]
+    assert runs[0] < runs[2] == 12  # the first member stopped early
+    shares = [sum(1 / sum(other >= epoch for other in runs) for epoch in range(1, run + 1)) for run in runs]
+    assert [r.fit_seconds for r in results] == pytest.approx(shares)
+    assert sum(r.fit_seconds for r in results) == pytest.approx(max(runs))
+    assert results[0].fit_seconds < results[2].fit_seconds
+    n_in, n_out = data.input_shape[0], data.n_outputs
+    assert all(r.n_params == n_in * 64 + 64 + 64 * 64 + 64 + 64 * n_out + n_out for r in results)  # one member's
 
 
 def test_image_inputs_normalized_per_batch_train_like_the_single_cell():

@@ -11,10 +11,11 @@ import time
 
 import pandas as pd
 import pytest
+from conftest import subprocess_env
 
 from dropbench.cli import main
 from dropbench.merge import CIRCUMSTANCE_COLUMNS
-from dropbench.results import COLUMNS, CsvTable
+from dropbench.results import COLUMNS, SCHEMA_VERSION, CsvTable
 
 GRID = ["--task", "wine,breast-cancer", "--keep", "0.5,1.0", "--reg", "none,l2", "--seeds", "3", "--epochs", "4",
         "--jobs", "1", "-q"]  # fmt: skip
@@ -35,7 +36,7 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(tm
     assert main(["run", *GRID, "--out", str(reference)]) == 0
     out = tmp_path / "killed.csv"
     # Each batch of rows is written in two halves 0.1 s apart, so a kill often lands mid-line.
-    env = {**os.environ, "DROPBENCH_TEST_WRITE_PAUSE": "0.1"}
+    env = subprocess_env(DROPBENCH_TEST_WRITE_PAUSE="0.1")
     rng = random.Random(7)
     kills, torn = 0, 0
     for _ in range(6):
@@ -174,15 +175,15 @@ def test_failed_cells_are_recorded_the_run_goes_on_and_exits_1(tmp_path, monkeyp
 
     real_alone, real_stacked = executors.fit_alone, executors.fit_stacked
 
-    def flaky(cell, data):
+    def flaky(cell, data, *rest):
         if cell.keep_rate == 0.5 and cell.seed == 0:
             raise RuntimeError("simulated failure")
-        return real_alone(cell, data)
+        return real_alone(cell, data, *rest)
 
-    def broken_stack(cells, data):
+    def broken_stack(cells, data, *rest):
         if len(cells) > 1:  # a cell alone trains as a stack of one: that one works
             raise RuntimeError("simulated stacked failure")
-        return real_stacked(cells, data)
+        return real_stacked(cells, data, *rest)
 
     monkeypatch.setattr(executors, "fit_alone", flaky)
     # A stacked group that raises is fitted again cell by cell, so the one bad cell fails alone.
@@ -201,7 +202,7 @@ def test_provenance_in_rows_and_sidecar(tmp_path):
     assert main(["run", *GRID, "--seeds", "1", "--out", str(out)]) == 0
     row = pd.read_csv(out).iloc[0]
     assert row["python_version"].count(".") == 2 and row["sklearn_version"] and row["host"] and row["cpu"]
-    assert row["threads"] >= 1 and row["schema_version"] == 4
+    assert row["threads"] >= 1 and row["schema_version"] == SCHEMA_VERSION
     meta = json.loads((tmp_path / "r.json").read_text())
     assert meta["runs"][0]["machine"]["cpu_count"] >= 1 and meta["data_files"] == {"wine": {}, "breast-cancer": {}}
 

@@ -23,7 +23,7 @@ CONFIG_COLUMNS = (
 )  # fmt: skip
 SUMMARY_METRICS = ("gap_acc", "gap_loss", "test_acc", "test_loss", "train_acc", "train_loss", "val_acc", "val_loss",
                    "fit_seconds")  # fmt: skip
-OPTIONAL_METRICS = ("test_error", "test_ece", "test_nll", "test_acc_mc", "test_nll_mc", "test_ece_mc")
+OPTIONAL_METRICS = ("test_error", "test_ece", "test_acc_mc", "test_loss_mc", "test_ece_mc")
 
 
 def _setup_key(frame: pd.DataFrame) -> pd.Series:

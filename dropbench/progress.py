@@ -1,4 +1,11 @@
-"""Terminal output: a rich progress bar on a terminal, one line per cell elsewhere, nothing when quiet."""
+"""A run's progress as it goes, and its last lines: a live bar on a terminal, one line (or one JSON object) per
+finished cell elsewhere, nothing when quiet.
+
+The bar counts training epochs, not cells: a stack finishes all its cells at once, so a bar of cells would sit
+still while stacks train. Its total is every cell's epoch budget; an epoch counts when it ends (executors send
+them from their workers), and a cell that stops early (early stopping, divergence, failure) is credited its
+remaining epochs when it stops. The line and JSON reporters stay one record per finished cell.
+"""
 
 import json
 import sys
@@ -7,20 +14,14 @@ from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .config import Cell
 from .report.console import stderr_console
 from .results import ResultRow
 from .runner import Reporter, RunSummary
 from .suite import Suite
+from .train import EpochProgress
 
 
 def _outcome(row: ResultRow) -> str:
@@ -29,6 +30,32 @@ def _outcome(row: ResultRow) -> str:
     if row.test_acc == row.test_acc:  # not NaN: a classification task
         return f"test_acc={row.test_acc:.4f} gap_acc={row.gap_acc:+.4f}"
     return f"test_loss={row.test_loss:.4f} gap_loss={row.gap_loss:+.4f}"
+
+
+class EpochTally:
+    """Epochs counted per cell, each at most the cell's budget: an epoch that ended, all of a cell's budget
+    once it stopped or finished. A report that comes twice (a cell retried after its worker died, a stack
+    whose cells are refitted one by one) or late (after the cell's row) counts nothing more."""
+
+    def __init__(self) -> None:
+        self.counted: dict[str, int] = {}
+
+    def _raise(self, cell_id: str, epochs: int) -> int:
+        before = self.counted.get(cell_id, 0)
+        if epochs <= before:
+            return 0
+        self.counted[cell_id] = epochs
+        return epochs - before
+
+    def epochs(self, progress: EpochProgress) -> int:
+        """The epochs this report adds."""
+        stopped = set(progress.stopped)
+        return sum(self._raise(cell_id, progress.max_epochs if cell_id in stopped else progress.epoch)
+                   for cell_id in progress.cell_ids)  # fmt: skip
+
+    def cell_done(self, cell: Cell) -> int:
+        """The epochs a finished cell adds: what remained of its budget."""
+        return self._raise(cell.cell_id, cell.task.epochs)
 
 
 class LineReporter(Reporter):
@@ -40,7 +67,7 @@ class LineReporter(Reporter):
     def note(self, message: str) -> None:
         self.console.print(message, highlight=False, markup=False)
 
-    def start(self, suite: Suite, total: int, skipped: int, csv_path: Path) -> None:
+    def start(self, suite: Suite, total: int, skipped: int, csv_path: Path, epochs: int = 0) -> None:
         self.total = total
         skip = f", {skipped} already in the file" if skipped else ""
         self.console.print(f"{suite.name}: {total} cells to run{skip} -> {csv_path}", highlight=False)
@@ -55,13 +82,14 @@ class LineReporter(Reporter):
 
 
 class ProgressReporter(Reporter):
-    """A live bar with the count, elapsed time, ETA and the cell that just finished."""
+    """A live bar of training epochs (see the module docstring) with the cells done, elapsed time, ETA and the
+    cell that just finished."""
 
     def __init__(self, console: Console) -> None:
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
-            MofNCompleteColumn(),
+            TextColumn("{task.fields[cells]} cells"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
             TextColumn("{task.fields[last]}", markup=False),
@@ -69,18 +97,26 @@ class ProgressReporter(Reporter):
             transient=True,
         )
         self.bar = None
+        self.tally = EpochTally()
+        self.done, self.total = 0, 0
 
     def note(self, message: str) -> None:
         self.progress.console.print(message, highlight=False, markup=False)
 
-    def start(self, suite: Suite, total: int, skipped: int, csv_path: Path) -> None:
+    def start(self, suite: Suite, total: int, skipped: int, csv_path: Path, epochs: int = 0) -> None:
+        self.total = total
         self.progress.start()
-        self.bar = self.progress.add_task(suite.name, total=total, last="")
+        self.bar = self.progress.add_task(suite.name, total=epochs, cells=f"0/{total}", last="")
         if skipped:
             self.progress.console.print(f"{skipped} cells already in {csv_path}: skipped")
 
+    def epochs_done(self, progress: EpochProgress) -> None:
+        self.progress.update(self.bar, advance=self.tally.epochs(progress))
+
     def cell_done(self, cell: Cell, row: ResultRow) -> None:
-        self.progress.update(self.bar, advance=1, last=cell.describe())
+        self.done += 1
+        advance = self.tally.cell_done(cell)
+        self.progress.update(self.bar, advance=advance, cells=f"{self.done}/{self.total}", last=cell.describe())
         if row.status != "ok":
             self.progress.console.print(f"[red]{cell.describe()}: {_outcome(row)}[/red]", highlight=False)
 
@@ -104,7 +140,7 @@ class JsonLineReporter(Reporter):
         if self.progress:
             self._emit({"event": "note", "message": message})
 
-    def start(self, suite: Suite, total: int, skipped: int, csv_path: Path) -> None:
+    def start(self, suite: Suite, total: int, skipped: int, csv_path: Path, epochs: int = 0) -> None:
         if self.progress:
             self._emit({"event": "start", "suite": suite.name, "cells": total, "skipped": skipped,
                         "csv": str(csv_path)})  # fmt: skip
