@@ -24,8 +24,8 @@ from .regularizers import (
     decay_factor,
     kl_sparsity_penalty,
 )
-from .seeding import derive_seed, make_generator
 from .report.stats import expected_calibration_error
+from .seeding import derive_seed, make_generator
 
 EVAL_BATCH = 4096  # large batches under inference_mode: evaluation is cheap beside training
 ECE_BINS = 15  # equal-width confidence bins, the usual choice since Guo et al. 2017
