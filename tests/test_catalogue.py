@@ -21,6 +21,7 @@ from dropbench.suite import load_suite
 from dropbench.train import data_loss, fit_cell, subsample_training, train_model
 
 
+@pytest.mark.slow
 def test_decoupled_weight_decay_matches_adamw_on_weights_only():
     torch.manual_seed(0)
     ours = build_model(ModelConfig(hidden=(16,)), (8,), 3, (1.0,), 1.0)
@@ -217,7 +218,12 @@ def _kinds(task):
     return [k for k in DROPOUT_KINDS if k != ("alpha" if task == "cifar10" else "spatial")]
 
 
-SMOKE = [(t, r, k) for t in sorted(TASKS) for r in REGULARIZERS for k in _kinds(t)]
+def _smoke_case(task, reg, kind):
+    # Tasks with data files to read (MNIST, CIFAR-10, ...) take a second or more each: slow tests.
+    return pytest.param(task, reg, kind, marks=[pytest.mark.slow] if TASKS[task].source else [])
+
+
+SMOKE = [_smoke_case(t, r, k) for t in sorted(TASKS) for r in REGULARIZERS for k in _kinds(t)]
 
 
 @pytest.mark.parametrize(("task", "reg", "kind"), SMOKE)

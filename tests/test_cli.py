@@ -22,6 +22,7 @@ def run_small(tmp_path, name="r.csv", extra=()):
     return code, out
 
 
+@pytest.mark.slow
 def test_run_writes_one_ok_row_per_cell_with_sidecars(tmp_path, capsys):
     code, out = run_small(tmp_path)
     assert code == 0
@@ -43,6 +44,7 @@ def test_run_writes_one_ok_row_per_cell_with_sidecars(tmp_path, capsys):
     assert "wine · gap_acc (pp)" in printed and "diabetes · gap_loss" in printed and "◆" in printed
 
 
+@pytest.mark.slow
 def test_two_runs_with_the_same_seeds_write_identical_figures(tmp_path):
     _, a = run_small(tmp_path, "a.csv")
     _, b = run_small(tmp_path, "b.csv")
@@ -54,6 +56,7 @@ def test_two_runs_with_the_same_seeds_write_identical_figures(tmp_path):
     assert not (new_seed["test_loss"] == old_seed["test_loss"]).any()
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_resumes_without_duplicates(tmp_path):
     _, full = run_small(tmp_path, "full.csv")
     code, out = run_small(tmp_path, "part.csv")
@@ -72,6 +75,7 @@ def test_an_interrupted_run_resumes_without_duplicates(tmp_path):
     assert len(json.loads((tmp_path / "part.json").read_text())["runs"]) == 2
 
 
+@pytest.mark.slow
 def test_default_output_goes_to_results_with_a_utc_timestamp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["run", "--task", "wine", "--keep", "1.0", "--reg", "none", "--seeds", "1", "--epochs", "1", "-q"]) == 0
@@ -79,6 +83,7 @@ def test_default_output_goes_to_results_with_a_utc_timestamp(tmp_path, monkeypat
     assert len(pd.read_csv(written)) == 1
 
 
+@pytest.mark.slow
 def test_report_renders_an_earlier_csv(tmp_path, capsys):
     _, out = run_small(tmp_path)
     capsys.readouterr()
@@ -135,6 +140,7 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
     assert not (tmp_path / "results").exists()  # nothing was written for a refused run
 
 
+@pytest.mark.slow
 def test_a_process_pool_gives_the_same_figures_as_one_process(tmp_path):
     _, alone = run_small(tmp_path, "alone.csv", ["--jobs", "1", "--threads", "2"])
     _, pooled = run_small(tmp_path, "pooled.csv", ["--jobs", "2"])
@@ -143,6 +149,7 @@ def test_a_process_pool_gives_the_same_figures_as_one_process(tmp_path):
     pd.testing.assert_frame_equal(a, b)
 
 
+@pytest.mark.slow
 def test_stacked_and_single_cell_training_give_the_same_figures(tmp_path):
     _, stacked = run_small(tmp_path, "stacked.csv")
     _, alone = run_small(tmp_path, "alone.csv", ["--no-stack"])

@@ -28,6 +28,7 @@ def text_of(output):
     return console.file.getvalue()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", exporters.names())
 def test_every_format_exports_a_report_and_a_comparison(name):
     exporter = exporters.get(name)
@@ -89,6 +90,7 @@ def test_the_progress_reporters_do_not_import_the_comparison():
     assert out.strip() == "False"
 
 
+@pytest.mark.slow
 def test_reference_numbers_join_each_format_in_its_own_form(tmp_path, capsys):
     path = tmp_path / "r.csv"
     FRAME.to_csv(path, index=False)

@@ -82,6 +82,7 @@ def _env(**extra: str) -> dict[str, str]:
     return subprocess_env(**extra)
 
 
+@pytest.mark.slow
 def test_the_write_pause_hook_reaches_a_dropbench_subprocess(tmp_path):
     """The tests that land a kill or a Ctrl-C in the middle of a line rely on tests/hooks/sitecustomize.py: in a
     subprocess, an append is written in two halves with the pause between; an atomic rewrite is not paused."""
@@ -216,6 +217,7 @@ def test_the_run_lock_names_its_holder_and_is_free_again_after(tmp_path):
         pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("target", ["/dev/null", "/proc/version"])
 def test_an_out_that_is_not_a_regular_file_is_refused_at_once(tmp_path, target):
     if not Path(target).exists():
@@ -493,6 +495,7 @@ def test_merge_refuses_a_torn_last_line(tmp_path, capsys, finished):
     assert_one_error_line(err, "last line is cut short")
 
 
+@pytest.mark.slow
 def test_merge_on_binary_junk_is_one_line(tmp_path):
     (tmp_path / "junk.csv").write_bytes(bytes(range(256)) * 8)
     (tmp_path / "nul.csv").write_bytes(",".join(COLUMNS).encode() + b"\n\x00a,b\n")
@@ -594,6 +597,7 @@ def test_bad_results_files_are_one_line(tmp_path, capsys, finished, command, cas
     assert_untouched(before)
 
 
+@pytest.mark.slow
 def test_report_on_a_header_only_file_in_a_process_of_its_own(tmp_path, finished):
     done = cli_process("report", _header_only(finished, tmp_path), cwd=tmp_path)
     assert done.returncode == 2

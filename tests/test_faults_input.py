@@ -353,6 +353,7 @@ def test_the_most_shards_allowed_split_a_grid_at_once(workdir):
     assert [len(p) for p in parts] == [1, 1]
 
 
+@pytest.mark.slow
 def test_faults_that_gave_a_traceback_are_one_line_from_the_installed_command(workdir, tmp_path):
     # The hangs and the MemoryError are refused in-process above, under a deadline; a process start costs
     # seconds, so only the two faults whose old traceback came from inside the suite loader run here.

@@ -79,6 +79,7 @@ def wait_for_rows(path: Path, rows: int, proc: subprocess.Popen, timeout: float 
 # ---------------------------------------------------------------- item 6: figures whatever the flags
 
 
+@pytest.mark.slow
 def test_shards_at_1_and_2_jobs_and_unstacked_merge_to_the_one_process_figures(reference, tmp_path, capsys):
     """The issue's case: one shard run at --jobs 1 and at --jobs 2 merges (its rows are duplicates, not
     conflicts), and the merge of shards run with other flags, in another order, equals the one-process run."""
@@ -101,6 +102,7 @@ def test_shards_at_1_and_2_jobs_and_unstacked_merge_to_the_one_process_figures(r
         pd.testing.assert_frame_equal(curves(path), curves(reference))
 
 
+@pytest.mark.slow
 def test_kill_then_resume_regroups_cells_and_changes_no_figure(reference, tmp_path):
     """SIGKILL once some rows are written: the rerun stacks the rest in other groups; one row per cell, the
     uninterrupted run's figures and curves."""
@@ -151,6 +153,7 @@ def test_an_empty_shard_exits_0_with_one_line_a_header_only_csv_and_its_json(tmp
 # ---------------------------------------------------------------- item 13: signals and JSON lines
 
 
+@pytest.mark.slow
 def test_sigterm_stops_like_ctrl_c_records_the_stop_and_prints_the_command_that_resumes(
     reference, tmp_path, monkeypatch
 ):
@@ -196,6 +199,7 @@ def _blocks_sigint(pid: int) -> bool:
     return bool(int(blocked, 16) & (1 << (signal.SIGINT - 1)))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads worker signal masks from /proc")
 def test_ctrl_c_while_the_pool_starts_is_one_line_and_no_worker_traceback(tmp_path):
     """Ctrl-C goes to the whole process group, workers included, while they still import torch: they were

@@ -114,6 +114,7 @@ def _expected_pixels(fig):
     return int(height * PNG_DPI), int(width * PNG_DPI)  # Agg truncates to whole pixels
 
 
+@pytest.mark.slow
 def test_write_plots_png_files_are_valid_images_of_the_figure_size(results, epochs, summary, tmp_path):
     plt.close("all")
     paths = write_plots(results, epochs, tmp_path / "plots")
@@ -135,6 +136,7 @@ def test_write_plots_png_files_are_valid_images_of_the_figure_size(results, epoc
             assert image.shape[:2] == expected[path.name]
 
 
+@pytest.mark.slow
 def test_write_plots_svg_parses_as_xml(results, tmp_path):
     paths = write_plots(results, None, tmp_path, fmt="svg", tasks=[REG])
     assert [p.name for p in paths] == ["openml-1590-keep-rate.svg", "openml-1590-gap-heatmap.svg"]
@@ -145,6 +147,7 @@ def test_write_plots_svg_parses_as_xml(results, tmp_path):
     assert plt.get_fignums() == []
 
 
+@pytest.mark.slow
 def test_write_plots_from_files_on_disk(results, epochs, tmp_path):
     # Through the real reader: text columns as pandas strings, empty strengths as NA.
     csv = tmp_path / "run.csv"
@@ -176,6 +179,7 @@ def test_safe_names():
     assert safe_name("a/b c:d_e.f-g") == "a-b-c-d_e.f-g"
 
 
+@pytest.mark.slow
 def test_colliding_safe_names_do_not_overwrite(results, tmp_path):
     other = results[results["task"] == REG].assign(task="openml-1590", cell_id=lambda f: f["cell_id"] + "x")
     paths = write_plots(pd.concat([results, other]), None, tmp_path, tasks=[REG, "openml-1590"])

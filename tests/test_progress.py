@@ -81,6 +81,7 @@ def test_epochs_of_a_stack_reach_the_reporter_before_its_cells_finish(suite, tmp
     check_events(events, 8, 6)
 
 
+@pytest.mark.slow
 def test_epochs_reach_the_driver_from_pool_workers(suite, tmp_path):
     reporter = Recorder()
     run_suite(suite, tmp_path / "r.csv", reporter=reporter, executor=PoolExecutor(jobs=2, threads=1))

@@ -8,6 +8,8 @@ from conftest import make_cell
 
 ray = pytest.importorskip("ray")
 
+pytestmark = pytest.mark.slow  # every test here starts Ray, or runs beside a Ray instance
+
 from dropbench import ray_executor  # noqa: E402 - only once Ray is known to be there
 from dropbench.data import load_task_data  # noqa: E402
 from dropbench.errors import UserError  # noqa: E402
@@ -73,6 +75,7 @@ def shared_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow
 def test_a_ray_instance_of_its_own_is_stopped_also_when_a_cell_raises_a_user_error(monkeypatch):
     # First in the file, before `shared_ray` connects this process: this run starts a Ray instance of its
     # own. A cell of a task the worker cannot load raises UserError there; it reaches us as a UserError,
@@ -87,6 +90,7 @@ def test_a_ray_instance_of_its_own_is_stopped_also_when_a_cell_raises_a_user_err
     assert type(caught.value) is UserError and not ray.is_initialized()
 
 
+@pytest.mark.slow
 def test_a_ray_run_gives_the_local_figures(suite, reference, tmp_path, shared_ray):
     executor = RayExecutor(cpus_per_cell=1)
     out = tmp_path / "ray.csv"
@@ -99,6 +103,7 @@ def test_a_ray_run_gives_the_local_figures(suite, reference, tmp_path, shared_ra
     assert ray.is_initialized()  # a connection it found is left as it was
 
 
+@pytest.mark.slow
 def test_a_worker_killed_mid_cell_is_retried_and_the_file_ends_complete(
     suite, reference, tmp_path, monkeypatch, shared_ray
 ):
@@ -113,6 +118,7 @@ def test_a_worker_killed_mid_cell_is_retried_and_the_file_ends_complete(
     pd.testing.assert_frame_equal(figures(out), reference)
 
 
+@pytest.mark.slow
 def test_a_cell_that_keeps_dying_is_failed_after_its_retries_and_the_run_goes_on(
     suite, reference, tmp_path, monkeypatch, shared_ray
 ):
@@ -186,6 +192,7 @@ def test_cli_without_ray_says_how_to_install_it(monkeypatch, capsys):
     assert "pip install 'dropbench[ray]'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cli_address_needs_the_ray_executor(capsys):
     from dropbench.cli import main
 

@@ -4,6 +4,8 @@ import importlib.util
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -23,6 +25,7 @@ def test_ci_runs_the_readme_test_command_verbatim():
     assert test in ci.splitlines()
 
 
+@pytest.mark.slow
 def test_every_result_the_readme_quotes_is_generated_from_the_committed_csvs():
     """docs/readme_results.py rewrites README.md's generated blocks and the committed report files from
     results/; a README (or report) that says anything the results do not is stale, and fails here."""

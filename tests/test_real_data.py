@@ -24,6 +24,7 @@ def shared_data(monkeypatch):
     monkeypatch.setenv("DROPBENCH_OFFLINE", "1")
 
 
+@pytest.mark.slow
 @needs_fashion
 def test_training_on_the_real_fashion_mnist(tmp_path, monkeypatch):
     monkeypatch.setenv("DROPBENCH_DATA", str(tmp_path))  # empty: the Debian copy must be found
@@ -35,6 +36,7 @@ def test_training_on_the_real_fashion_mnist(tmp_path, monkeypatch):
     assert 0.80 < result.train_acc < 1.0  # one epoch at keep 0.5: fitted, and not memorized
 
 
+@pytest.mark.slow
 @needs_mnist
 def test_mnist_is_split_and_normalized_with_training_statistics(shared_data):
     data = load_task_data("mnist")
@@ -44,6 +46,7 @@ def test_mnist_is_split_and_normalized_with_training_statistics(shared_data):
     assert torch.bincount(data.y_val).min() > 400  # stratified: every digit well represented
 
 
+@pytest.mark.slow
 @needs_cifar
 def test_cifar10_trains_a_conv_net_step(shared_data):
     from dropbench.config import ModelConfig

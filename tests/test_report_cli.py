@@ -24,6 +24,7 @@ def results(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_report_and_compare_take_the_same_metrics(results, capsys):
     from dropbench.cli import cli
 
@@ -60,6 +61,7 @@ def test_wide_csv_has_one_row_per_task_and_regularizer_and_a_column_per_keep_rat
     assert row["keep_0.5"] == pytest.approx(100 * (1 - mine["test_acc"].mean()), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_json_export_lists_every_configuration_with_its_test(results, capsys):
     assert main(["report", str(results), "--format", "json", "--metric", "test_acc"]) == 0
     payload = json.loads(capsys.readouterr().out)
@@ -96,6 +98,7 @@ def _variant(path, tmp_path, name, shift):
     return out
 
 
+@pytest.mark.slow
 def test_compare_exit_codes(results, tmp_path, capsys):
     same = _variant(results, tmp_path, "same.csv", lambda s: 0.0)
     assert main(["compare", str(results), str(same)]) == 0
@@ -132,6 +135,7 @@ def test_compare_against_a_run_that_failed_everywhere_exits_2(results, tmp_path,
     assert out.rstrip().splitlines()[-1].startswith("**Verdict: not comparable**") and out.rstrip().endswith("exit 2")
 
 
+@pytest.mark.slow
 def test_plots_are_valid_png_and_svg_of_the_expected_size(results, tmp_path, capsys):
     out = tmp_path / "plots"
     assert main(["plot", str(results), "-o", str(out)]) == 0
@@ -146,6 +150,7 @@ def test_plots_are_valid_png_and_svg_of_the_expected_size(results, tmp_path, cap
     assert svg.tag.endswith("svg") and svg.get("viewBox")
 
 
+@pytest.mark.slow
 def test_reference_numbers_sit_beside_matching_rows(results, tmp_path, capsys):
     frame = pd.read_csv(results, dtype={"strength": str})
     rows = frame[(frame.task == "wine") & (frame.regularizer == "l2") & (frame.keep_rate == 0.5)].copy()

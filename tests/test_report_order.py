@@ -55,6 +55,7 @@ def test_without_metadata_the_baseline_comes_first_then_the_order_of_appearance(
     assert labels_of_first_table(out) == ["none", "l2 0.01", "max-norm 3"]
 
 
+@pytest.mark.slow
 def test_with_the_runs_metadata_every_format_follows_the_suite(late_baseline, capsys):
     late_baseline.with_suffix(".json").write_text(json.dumps(SUITE))
     assert suite_order([late_baseline]).regularizers == ("none ", "max-norm 3", "l2 0.01")

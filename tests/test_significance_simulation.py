@@ -66,12 +66,14 @@ NULL_CASES = [("sign-flip", 6, 1.0), ("sign-flip", 9, 0.3), ("sign-flip", 9, 1.0
               ("sign-flip", 12, 1.0), ("wilcoxon", 9, 0.3), ("wilcoxon", 9, 1.0), ("wilcoxon", 12, 3.0)]  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("method", "seeds", "noise_examples"), NULL_CASES)
 def test_the_share_of_tasks_with_any_mark_stays_at_alpha_under_the_null(method, seeds, noise_examples):
     accuracies = simulate(seeds, noise_examples, rng_seed=seeds * 10 + int(noise_examples * 10))
     assert marked_tasks(accuracies, dropbench_test(method)).mean() <= LIMIT
 
 
+@pytest.mark.slow
 def test_the_simulation_catches_the_t_test_dropbench_used_to_mark_with():
     """At 3 seeds with differences of about one example, the old t-test marked 12-14% of null tasks."""
     accuracies = simulate(3, 0.5)
@@ -79,6 +81,7 @@ def test_the_simulation_catches_the_t_test_dropbench_used_to_mark_with():
     assert marked_tasks(accuracies, dropbench_test("sign-flip")).mean() == 0.0  # 2/2^3 can never pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", MARK_METHODS)
 def test_a_real_effect_is_marked_at_the_default_suites_seeds(method):
     """Power where it matters: 9 seeds (the quick suite's), 7 comparisons, an effect of 5 test examples against
@@ -101,6 +104,7 @@ def as_results(accuracies: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+@pytest.mark.slow
 def test_report_marks_exactly_the_tasks_the_simulation_marks():
     """The same simulated tasks through report.baseline_tests: its marks are the direct computation's."""
     accuracies = simulate(9, 1.0, tasks=60, effect_examples=2.0, rng_seed=7)

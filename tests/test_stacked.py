@@ -96,6 +96,7 @@ def test_member_state_dict_round_trips_through_an_mlp():
         assert torch.allclose(out[k], member(x), atol=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "optimizer", [OptimizerConfig(lr=0.1, momentum=0.9), OptimizerConfig(name="adam", lr=0.01)], ids=["sgd", "adam"]
 )
@@ -135,6 +136,7 @@ def test_regression_and_train_size_subsample():
         assert_same_figures(result, single)
 
 
+@pytest.mark.slow
 def test_with_dropout_stacked_and_single_accuracies_agree_over_seeds():
     """Keep 0.5: over 8 seeds the stacked and the single-cell test accuracies are indistinguishable."""
     data = load_task_data("synthetic")

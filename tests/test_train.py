@@ -4,6 +4,7 @@ import math
 from dataclasses import asdict, replace
 
 import numpy as np
+import pytest
 import torch
 from conftest import make_cell
 
@@ -111,6 +112,7 @@ def test_a_cell_that_blows_up_has_no_figures():
     assert all(math.isnan(getattr(result, name)) for name in FIGURES)
 
 
+@pytest.mark.slow
 def test_dropout_shrinks_the_gap_on_the_synthetic_task():
     """The science the quick suite exists to show, at its own settings (3 seeds)."""
     data = load_task_data("synthetic")

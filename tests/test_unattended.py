@@ -31,6 +31,7 @@ def cli(*args):
     return [sys.executable, "-m", "dropbench", *args]
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(tmp_path):
     reference = tmp_path / "reference.csv"
     assert main(["run", *GRID, "--out", str(reference)]) == 0
@@ -68,6 +69,7 @@ def _append_many(path, writer, count):
         table.append([{"writer": writer, "index": i, "payload": f"{writer}-{i}-" + "x" * 500}])
 
 
+@pytest.mark.slow
 def test_two_processes_appending_at_once_never_interleave(tmp_path):
     path = tmp_path / "shared.csv"
     ctx = multiprocessing.get_context("spawn")
@@ -85,6 +87,7 @@ def test_two_processes_appending_at_once_never_interleave(tmp_path):
         assert [int(r[1]) for r in rows if r[0] == writer] == list(range(150))
 
 
+@pytest.mark.slow
 def test_shards_merged_equal_the_unsharded_run(tmp_path, capsys):
     whole = tmp_path / "whole.csv"
     assert main(["run", *GRID, "--out", str(whole)]) == 0
@@ -116,6 +119,7 @@ def test_merge_refuses_conflicting_rows(tmp_path, capsys):
     assert not (tmp_path / "m.csv").exists()
 
 
+@pytest.mark.slow
 def test_rerun_failed_replaces_failed_rows_and_fresh_sets_the_file_aside(tmp_path):
     out = tmp_path / "r.csv"
     assert main(["run", *GRID, "--out", str(out)]) == 0
@@ -169,6 +173,7 @@ def test_json_log_lines_one_per_cell(tmp_path, capsys):
     assert events[0]["event"] == "start" and events[-1]["event"] == "finish"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stacked", [False, True])
 def test_failed_cells_are_recorded_the_run_goes_on_and_exits_1(tmp_path, monkeypatch, capsys, stacked):
     import dropbench.executors as executors
@@ -234,6 +239,7 @@ POOL_GRID = ["run", "--task", "synthetic", "--keep", "0.5,0.8,1.0", "--reg", "no
              "--epochs", "40", "--jobs", "2", "--no-stack", "-q"]  # fmt: skip
 
 
+@pytest.mark.slow
 def test_pool_workers_leave_when_the_driver_is_killed(tmp_path):
     out = tmp_path / "r.csv"
     proc = subprocess.Popen(cli(*POOL_GRID, "--out", str(out)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -248,6 +254,7 @@ def test_pool_workers_leave_when_the_driver_is_killed(tmp_path):
     assert not any(_alive(pid) for pid in workers)
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_is_replaced_and_its_cell_retried(tmp_path):
     out = tmp_path / "r.csv"
     proc = subprocess.Popen(cli(*POOL_GRID, "--out", str(out)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

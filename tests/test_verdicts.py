@@ -50,6 +50,7 @@ def chosen(frame: pd.DataFrame) -> list[tuple]:
     return [tuple(row[c] for c in report.CONFIG_COLUMNS) for _, row in summary[summary["best"]].iterrows()]
 
 
+@pytest.mark.slow
 def test_shuffling_the_test_columns_changes_no_choice():
     frame = pd.DataFrame(grid_rows() + grid_rows(task="digits", rng_seed=1))
     choices, best = chosen(frame), report.best_report(frame, report.summarize(frame))["configuration"].tolist()
@@ -79,6 +80,7 @@ def write(rows, path):
     return path
 
 
+@pytest.mark.slow
 def test_report_separates_cells_trained_with_other_settings(tmp_path, capsys):
     """Two runs into one file with other epochs (a merge of two files, or a schema-3 file): never pooled."""
     path = write(
