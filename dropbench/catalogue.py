@@ -1,5 +1,6 @@
-"""The names the command line offers and the report package reads, defined once and importing nothing heavy
-(no torch, pandas or rich), so that `dropbench --help` lists them as fast as it starts.
+"""The names the command line offers and the library reads, defined once and importing nothing heavy (no
+torch, pandas or rich), so that `dropbench --help` lists them as fast as it starts: the regularizers and
+their default strengths, the dropout kinds, the metrics and their direction, the marking tests.
 
 A metric is a column of the results (or, for test_error, one derived from a column): which way is better,
 whether people read it in percent, and how a table shows it.
@@ -83,3 +84,134 @@ DEFAULT_METHOD = "sign-flip"
 # Published numbers packaged in dropbench/references/NAME.csv.
 REFERENCES = ("srivastava2014",)
 PLOT_FORMATS = ("png", "svg")
+
+
+@dataclass(frozen=True)
+class RegularizerInfo:
+    """A regularizer: what it does (`summary`, and `brief` for `run --help`), what its strength means, and its
+    default strength (None: it takes none). `regularizers.py` implements each one."""
+
+    name: str
+    summary: str
+    strength_meaning: str
+    default_strength: float | None
+    brief: str = ""
+
+
+REGULARIZERS: dict[str, RegularizerInfo] = {
+    info.name: info
+    for info in [
+        RegularizerInfo("none", "no regularizer besides the keep rate (the baseline at keep rate 1.0)", "", None),
+        RegularizerInfo(
+            "l1",
+            "L1 penalty on weights: λ·Σ|w|, subgradient λ·sign(w)",
+            "λ",
+            1e-5,  # an order below L2: the L1 subgradient does not shrink with the weight
+            "penalty λ·Σ|w| on weights",
+        ),
+        RegularizerInfo(
+            "l2",
+            "L2 penalty on weights: (λ/2)·Σw², gradient λ·w (= SGD weight_decay λ)",
+            "λ",
+            1e-4,  # common weight-decay value for MLPs of this size; strong enough to show, weak enough to fit
+            "penalty (λ/2)·Σw² on weights (= SGD weight_decay)",
+        ),
+        RegularizerInfo(
+            "max-norm",
+            "after every step, rescale each unit's incoming weight vector to norm ≤ c (hidden layers)",
+            "c",
+            3.0,  # Srivastava et al. 2014 report c between 3 and 4 working best
+            "each hidden unit's incoming weights rescaled to norm ≤ c",
+        ),
+        RegularizerInfo(
+            "weight-decay",
+            "decoupled weight decay (AdamW-style): w ← w·(1 − lr·λ) before each step, outside the gradient",
+            "λ",
+            1e-2,  # torch.optim.AdamW's default
+            "decoupled decay w ← w·(1 − lr·λ) (AdamW-style)",
+        ),
+        RegularizerInfo(
+            "kl-sparsity",
+            "β·Σ_j KL(ρ ‖ q_j), Bernoulli KL (Ng 2011) with q_j = m_j/(1 + m_j), m_j the batch mean of ReLU "
+            "unit j: every unit keeps a gradient; target ρ = 0.05 unless [regularizer.kl-sparsity] target is set",
+            "β",
+            1e-3,  # small beside a cross-entropy of order 1: the paper tunes it on validation data
+            "β·Σ KL(ρ‖m/(1+m)) over hidden units, m a unit's batch mean, ρ = 0.05",
+        ),
+        RegularizerInfo(
+            "label-smoothing",
+            "train on targets (1 − ε)·one-hot + ε/K (classification only; figures use plain cross-entropy)",
+            "ε",
+            0.1,  # Szegedy et al. 2016
+            "targets (1 − ε)·one-hot + ε/K",
+        ),
+        RegularizerInfo(
+            "mixup",
+            "train on convex mixes of example pairs and of their targets, λ ~ Beta(α, α) per batch",
+            "α",
+            0.2,  # Zhang et al. 2018 use 0.1 to 0.4 on ImageNet-size data
+            "convex mixes of example pairs, λ ~ Beta(α, α)",
+        ),
+        RegularizerInfo(
+            "early-stopping",
+            "stop after `patience` epochs without a lower validation loss; restore the best weights",
+            "patience (epochs)",
+            10,  # long enough to ride out noisy validation losses on small splits
+            "stop after that many epochs without a lower validation loss",
+        ),
+    ]
+}
+
+
+@dataclass(frozen=True)
+class DropoutKind:
+    """A kind of dropout, keyed like every kind by the keep rate p; `dropout.py` implements each one."""
+
+    name: str
+    summary: str
+    brief: str
+
+
+DROPOUT_KINDS: dict[str, DropoutKind] = {
+    kind.name: kind
+    for kind in [
+        DropoutKind(
+            "bernoulli",
+            "inverted Bernoulli dropout: each unit kept with probability p and scaled by 1/p",
+            "inverted dropout: x·m/p, m ~ Bernoulli(p) per unit and example",
+        ),
+        DropoutKind(
+            "gaussian",
+            "multiplicative Gaussian noise of mean 1 and variance (1 - p)/p per unit",
+            "multiplicative noise N(1, (1−p)/p)",
+        ),
+        DropoutKind(
+            "dropconnect",
+            "DropConnect: each weight of a Linear layer kept with probability p, biases never masked",
+            "Bernoulli mask on the weights of hidden layers (one mask per batch)",
+        ),
+        DropoutKind(
+            "alpha",
+            "alpha dropout for SELU nets: dropped units set to -lambda*alpha, then affine back to mean 0, var 1",
+            "for SELU MLPs: keeps mean 0 and variance 1 (Klambauer et al. 2017)",
+        ),
+        DropoutKind(
+            "spatial",
+            "spatial dropout: whole channels of a conv feature map kept with probability p",
+            "whole channels of conv maps (cnn models)",
+        ),
+    ]
+}
+
+
+def run_epilog() -> str:
+    """The regularizers and dropout kinds as `dropbench run --help` lists them (`\b`: click keeps the lines)."""
+    lines = ["\b", "Regularizers (--reg; combine with +, e.g. max-norm+early-stopping), strength and default:"]
+    for info in REGULARIZERS.values():
+        default = (
+            "-" if info.default_strength is None else f"{info.strength_meaning.split()[0]} {info.default_strength:g}"
+        )
+        lines.append(f"  {info.name:<16} {default:<15} {info.brief}".rstrip())
+    lines += ["", "\b", "Dropout kinds (--dropout), all keyed by the keep rate p:"]
+    lines += [f"  {kind.name:<12} {kind.brief}" for kind in DROPOUT_KINDS.values()]
+    return "\n".join(lines) + "\n"

@@ -16,7 +16,16 @@ from typing import Any
 
 import click
 
-from .catalogue import MARK_METHODS, METRIC_CHOICES, METRIC_HELP, PLOT_FORMATS, REFERENCES
+from .catalogue import (
+    DROPOUT_KINDS,
+    MARK_METHODS,
+    METRIC_CHOICES,
+    METRIC_HELP,
+    PLOT_FORMATS,
+    REFERENCES,
+    REGULARIZERS,
+    run_epilog,
+)
 from .errors import Terminated, UserError, stop_signal
 from .keeprates import keep_rate_problem
 from .options import Invocation, RunOptions
@@ -165,29 +174,6 @@ def data_options(command: Callable) -> Callable:
     )(with_data_settings)
 
 
-# Shown under `run --help` without importing torch; tests/test_catalogue.py keeps it equal to the registries.
-RUN_EPILOG = """\b
-Regularizers (--reg; combine with +, e.g. max-norm+early-stopping), strength and default:
-  none             -
-  l1               λ 1e-05         penalty λ·Σ|w| on weights
-  l2               λ 0.0001        penalty (λ/2)·Σw² on weights (= SGD weight_decay)
-  max-norm         c 3             each hidden unit's incoming weights rescaled to norm ≤ c
-  weight-decay     λ 0.01          decoupled decay w ← w·(1 − lr·λ) (AdamW-style)
-  kl-sparsity      β 0.001         β·Σ KL(ρ‖m/(1+m)) over hidden units, m a unit's batch mean, ρ = 0.05
-  label-smoothing  ε 0.1           targets (1 − ε)·one-hot + ε/K
-  mixup            α 0.2           convex mixes of example pairs, λ ~ Beta(α, α)
-  early-stopping   patience 10     stop after that many epochs without a lower validation loss
-
-\b
-Dropout kinds (--dropout), all keyed by the keep rate p:
-  bernoulli    inverted dropout: x·m/p, m ~ Bernoulli(p) per unit and example
-  gaussian     multiplicative noise N(1, (1−p)/p)
-  dropconnect  Bernoulli mask on the weights of hidden layers (one mask per batch)
-  alpha        for SELU MLPs: keeps mean 0 and variance 1 (Klambauer et al. 2017)
-  spatial      whole channels of conv maps (cnn models)
-"""
-
-
 def _errors_as_json_lines(command: Callable[..., int]) -> Callable[..., int]:
     """With --log-format json, bad input found by the command is an `error` object, so stderr stays JSON lines."""
 
@@ -206,7 +192,7 @@ def _errors_as_json_lines(command: Callable[..., int]) -> Callable[..., int]:
     return wrapper
 
 
-@cli.command(epilog=RUN_EPILOG)
+@cli.command(epilog=run_epilog())
 @click.argument("suite", required=False)
 @list_option("--task", "tasks", type=CommaList(), help="Run these tasks (from the suite or the registry).")
 @list_option("--keep", "keep_rates", type=CommaList(keep_rates=True), help="Hidden-unit keep rates, e.g. 0.5,1.0.")
@@ -216,7 +202,7 @@ def _errors_as_json_lines(command: Callable[..., int]) -> Callable[..., int]:
     "--dropout",
     "dropouts",
     type=CommaList(),
-    help="Dropout kinds: bernoulli, gaussian, dropconnect, alpha (SELU MLPs), spatial (conv nets).",
+    help=f"Dropout kinds: {', '.join(DROPOUT_KINDS)} (see below).",
 )
 @list_option(
     "--train-size",
@@ -549,7 +535,6 @@ def regularizers() -> int:
     """
     from rich.table import Table
 
-    from .regularizers import REGULARIZERS
     from .report.console import stdout_console
 
     table = Table(title="regularizers (combine with +, e.g. max-norm+early-stopping)", title_justify="left")

@@ -20,6 +20,7 @@ import math
 import torch
 from torch import nn
 
+from .catalogue import DROPOUT_KINDS
 from .keeprates import LANE_BITS, LANE_LEVELS, keep_rate_problem
 
 LANE_WIDTHS = (1, 2, 4, 8, 16)  # lane widths that tile a byte (or, at 16, an int16)
@@ -355,14 +356,6 @@ class DropConnectLinear(nn.Linear):
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, keep={self.keep}"
 
-
-DROPOUT_KINDS: dict[str, str] = {
-    "bernoulli": "inverted Bernoulli dropout: each unit kept with probability p and scaled by 1/p",
-    "gaussian": "multiplicative Gaussian noise of mean 1 and variance (1 - p)/p per unit",
-    "dropconnect": "DropConnect: each weight of a Linear layer kept with probability p, biases never masked",
-    "alpha": "alpha dropout for SELU nets: dropped units set to -lambda*alpha, then affine back to mean 0, var 1",
-    "spatial": "spatial dropout: whole channels of a conv feature map kept with probability p",
-}
 
 _ACTIVATION_DROPOUTS: dict[str, type[ActivationNoise]] = {
     "bernoulli": Dropout,

@@ -15,74 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .catalogue import REGULARIZERS
 from .errors import UserError
-
-
-@dataclass(frozen=True)
-class RegularizerInfo:
-    """One registry entry: what its strength means, and its default with the reason for it."""
-
-    name: str
-    summary: str
-    strength_meaning: str
-    default_strength: float | None
-
-
-REGULARIZERS: dict[str, RegularizerInfo] = {
-    info.name: info
-    for info in [
-        RegularizerInfo("none", "no regularizer besides the keep rate (the baseline at keep rate 1.0)", "", None),
-        RegularizerInfo(
-            "l1",
-            "L1 penalty on weights: λ·Σ|w|, subgradient λ·sign(w)",
-            "λ",
-            1e-5,  # an order below L2: the L1 subgradient does not shrink with the weight
-        ),
-        RegularizerInfo(
-            "l2",
-            "L2 penalty on weights: (λ/2)·Σw², gradient λ·w (= SGD weight_decay λ)",
-            "λ",
-            1e-4,  # common weight-decay value for MLPs of this size; strong enough to show, weak enough to fit
-        ),
-        RegularizerInfo(
-            "max-norm",
-            "after every step, rescale each unit's incoming weight vector to norm ≤ c (hidden layers)",
-            "c",
-            3.0,  # Srivastava et al. 2014 report c between 3 and 4 working best
-        ),
-        RegularizerInfo(
-            "weight-decay",
-            "decoupled weight decay (AdamW-style): w ← w·(1 − lr·λ) before each step, outside the gradient",
-            "λ",
-            1e-2,  # torch.optim.AdamW's default
-        ),
-        RegularizerInfo(
-            "kl-sparsity",
-            "β·Σ_j KL(ρ ‖ q_j), Bernoulli KL (Ng 2011) with q_j = m_j/(1 + m_j), m_j the batch mean of ReLU "
-            "unit j: every unit keeps a gradient; target ρ = 0.05 unless [regularizer.kl-sparsity] target is set",
-            "β",
-            1e-3,  # small beside a cross-entropy of order 1: the paper tunes it on validation data
-        ),
-        RegularizerInfo(
-            "label-smoothing",
-            "train on targets (1 − ε)·one-hot + ε/K (classification only; figures use plain cross-entropy)",
-            "ε",
-            0.1,  # Szegedy et al. 2016
-        ),
-        RegularizerInfo(
-            "mixup",
-            "train on convex mixes of example pairs and of their targets, λ ~ Beta(α, α) per batch",
-            "α",
-            0.2,  # Zhang et al. 2018 use 0.1 to 0.4 on ImageNet-size data
-        ),
-        RegularizerInfo(
-            "early-stopping",
-            "stop after `patience` epochs without a lower validation loss; restore the best weights",
-            "patience (epochs)",
-            10,  # long enough to ride out noisy validation losses on small splits
-        ),
-    ]
-}
 
 
 @dataclass(frozen=True)

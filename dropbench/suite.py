@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
+from .catalogue import DROPOUT_KINDS
 from .config import Cell, ModelConfig, OptimizerConfig, TaskConfig
 from .data import get_task
 from .errors import UserError
@@ -21,7 +22,6 @@ from .models import MODEL_KINDS
 from .regularizers import REGULARIZERS, RegularizerSetting, expand_regularizer, parse_regularizer, validate_strength
 
 DEFAULT_SUITE = "quick"
-DROPOUT_KINDS = ("bernoulli", "gaussian", "dropconnect", "alpha", "spatial")
 OPTIMIZERS = ("sgd", "adam")
 
 SUITE_KEYS = (
@@ -251,7 +251,7 @@ def validate_keep_rates(values: object, where: str) -> tuple[float, ...]:
 
 
 def _dropouts(value: object, where: str) -> tuple[str, ...]:
-    kinds = tuple(_str(kind, where, DROPOUT_KINDS) for kind in _list(value, where))
+    kinds = tuple(_str(kind, where, tuple(DROPOUT_KINDS)) for kind in _list(value, where))
     _refuse_repeats(kinds, where, "dropout kind")
     return kinds
 
