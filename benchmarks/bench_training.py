@@ -33,11 +33,27 @@ import time
 from dataclasses import dataclass
 
 PROBLEMS = {
-    "mnist-mlp": {"n_in": 784, "hidden": (1024, 1024), "n_out": 10, "batch": 128, "samples": 12800,
-                  "epochs": 1, "input_keep": 0.8, "keep": 0.5},
-    "tabular-mlp": {"n_in": 30, "hidden": (128, 128), "n_out": 2, "batch": 32, "samples": 341,
-                    "epochs": 20, "input_keep": 0.8, "keep": 0.5},
-}  # fmt: skip
+    "mnist-mlp": {
+        "n_in": 784,
+        "hidden": (1024, 1024),
+        "n_out": 10,
+        "batch": 128,
+        "samples": 12800,
+        "epochs": 1,
+        "input_keep": 0.8,
+        "keep": 0.5,
+    },
+    "tabular-mlp": {
+        "n_in": 30,
+        "hidden": (128, 128),
+        "n_out": 2,
+        "batch": 32,
+        "samples": 341,
+        "epochs": 20,
+        "input_keep": 0.8,
+        "keep": 0.5,
+    },
+}
 STACK_SIZES = (1, 4, 16, 64)
 STACK_SAMPLE_FACTOR = 4  # a stack of K trains on at most 4/K of the rows per model (a rate does not need more)
 STEP_PAIRS = 300  # interleaved dropout / no-dropout steps for the step-cost ratio
@@ -156,8 +172,16 @@ def _variant(problem: str, variant: str, threads: int, queue) -> None:
         from sklearn.exceptions import ConvergenceWarning
         from sklearn.neural_network import MLPClassifier
 
-        clf = MLPClassifier(hidden_layer_sizes=p["hidden"], solver="sgd", momentum=0.9, learning_rate_init=0.01,
-                            batch_size=p["batch"], max_iter=p["epochs"], shuffle=True, random_state=0)  # fmt: skip
+        clf = MLPClassifier(
+            hidden_layer_sizes=p["hidden"],
+            solver="sgd",
+            momentum=0.9,
+            learning_rate_init=0.01,
+            batch_size=p["batch"],
+            max_iter=p["epochs"],
+            shuffle=True,
+            random_state=0,
+        )
         x, y = data.x_train.numpy(), data.y_train.numpy()
         start = time.perf_counter()
         with warnings.catch_warnings():

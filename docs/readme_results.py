@@ -76,15 +76,21 @@ def quick_claims() -> str:
             if row["change"] == "improvement"
             else ("significantly larger" if row["change"] == "degradation" else "no significant change")
         )
-        lines.append(f"| {task} | {name} | {row['delta'] * scale:+.{digits}f}{unit} | "
-                     f"{interval(row['delta_low'], row['delta_high'], scale, digits)} | {p_text(row['p_raw'])} | "
-                     f"{p_text(row['p_value'])} | {verdict} |")  # fmt: skip
+        lines.append(
+            f"| {task} | {name} | {row['delta'] * scale:+.{digits}f}{unit} | "
+            f"{interval(row['delta_low'], row['delta_high'], scale, digits)} | {p_text(row['p_raw'])} | "
+            f"{p_text(row['p_value'])} | {verdict} |"
+        )
     seeds = int(tests["pairs"].min())
-    head = ("| task | gap | Δ keep 0.5 − keep 1.0 | 95% CI of Δ | p | p (Holm) | verdict |\n"
-            "|---|---|---:|---:|---:|---:|---|\n")  # fmt: skip
-    note = (f"\nDropout alone (keep 0.5, no other regularizer) against the baseline, paired by seed over {seeds} "
-            f"seeds; {TEST_NAMES['sign-flip']}, Holm across each task's {int(tests['family'].max())} comparisons, "
-            f"α = 0.05. From `results/quick/quick.csv`.\n")  # fmt: skip
+    head = (
+        "| task | gap | Δ keep 0.5 − keep 1.0 | 95% CI of Δ | p | p (Holm) | verdict |\n"
+        "|---|---|---:|---:|---:|---:|---|\n"
+    )
+    note = (
+        f"\nDropout alone (keep 0.5, no other regularizer) against the baseline, paired by seed over {seeds} "
+        f"seeds; {TEST_NAMES['sign-flip']}, Holm across each task's {int(tests['family'].max())} comparisons, "
+        f"α = 0.05. From `results/quick/quick.csv`.\n"
+    )
     return head + "\n".join(lines) + "\n" + note
 
 
@@ -122,19 +128,32 @@ def _delta(test: pd.Series) -> str:
 def _significance_sentence(significant: pd.DataFrame, seeds: int, family: int) -> str:
     smallest = smallest_p_value(seeds)
     if significant.empty and smallest * family >= 0.05:
-        return (f"No difference here can be significant: at {seeds} seeds the exact sign-flip test's smallest p is "
-                f"{smallest:g} (and {family} comparisons share α = 0.05), so the table shows shapes and intervals, "
-                "not verdicts.")  # fmt: skip
+        return (
+            f"No difference here can be significant: at {seeds} seeds the exact sign-flip test's smallest p is "
+            f"{smallest:g} (and {family} comparisons share α = 0.05), so the table shows shapes and intervals, "
+            "not verdicts."
+        )
     if significant.empty:
         return f"No difference is significant (sign-flip test, Holm across {family} comparisons, α = 0.05)."
     return f"{len(significant)} of {family} differences are significant (sign-flip test, Holm, α = 0.05)."
 
 
-TABLE9_ROWS = (("L2", "l2", 1.0, 1.0), ("L2 + L1", "l1+l2", 1.0, 1.0), ("L2 + KL-sparsity", "l2+kl-sparsity", 1.0, 1.0),
-               ("max-norm", "max-norm", 1.0, 1.0), ("dropout + L2", "l2", 0.5, 0.8),
-               ("dropout + max-norm", "max-norm", 0.5, 0.8))  # fmt: skip
-TABLE9_PAPER = {"L2": 1.62, "L2 + L1": 1.60, "L2 + KL-sparsity": 1.55, "max-norm": 1.35, "dropout + L2": 1.25,
-                "dropout + max-norm": 1.05}  # fmt: skip
+TABLE9_ROWS = (
+    ("L2", "l2", 1.0, 1.0),
+    ("L2 + L1", "l1+l2", 1.0, 1.0),
+    ("L2 + KL-sparsity", "l2+kl-sparsity", 1.0, 1.0),
+    ("max-norm", "max-norm", 1.0, 1.0),
+    ("dropout + L2", "l2", 0.5, 0.8),
+    ("dropout + max-norm", "max-norm", 0.5, 0.8),
+)
+TABLE9_PAPER = {
+    "L2": 1.62,
+    "L2 + L1": 1.60,
+    "L2 + KL-sparsity": 1.55,
+    "max-norm": 1.35,
+    "dropout + L2": 1.25,
+    "dropout + max-norm": 1.05,
+}
 
 
 def _cells(frame: pd.DataFrame, reg: str, keep: float, input_keep: float) -> pd.Series:
@@ -150,8 +169,11 @@ def table9() -> str:
     out = ["| | " + " | ".join(name for name, *_ in TABLE9_ROWS) + " |", "|---|" + "---|" * len(TABLE9_ROWS)]
     cells = []
     for _, reg, keep, input_keep in TABLE9_ROWS:
-        row = summary[(summary["regularizer"] == reg) & (summary["keep_rate"] == keep)
-                      & (summary["input_keep_rate"] == input_keep)].iloc[0]  # fmt: skip
+        row = summary[
+            (summary["regularizer"] == reg)
+            & (summary["keep_rate"] == keep)
+            & (summary["input_keep_rate"] == input_keep)
+        ].iloc[0]
         cells.append(f"{pct(row['test_error_mean'])} ± {pct(row['test_error_ci'])}")
     out.append("| ours, test error % (95% CI) | " + " | ".join(cells) + " |")
     out.append("| paper | " + " | ".join(f"{TABLE9_PAPER[name]:.2f}" for name, *_ in TABLE9_ROWS) + " |")
@@ -161,9 +183,11 @@ def table9() -> str:
         b = _cells(frame, *next(r[1:] for r in TABLE9_ROWS if r[0] == with_dropout))
         test = paired_difference(a.tolist(), b.loc[a.index].tolist())
         verdict = "significant at α = 0.05" if test.p_value < 0.05 else "not shown to differ"
-        out.append(f"- {with_dropout} − {without}: {100 * test.mean_diff:+.2f} points "
-                   f"{interval(test.ci_low, test.ci_high)} (95% t-interval), sign-flip p = {p_text(test.p_value)} "
-                   f"over {test.n} seeds (smallest possible: {test.min_p:g}): {verdict}.")  # fmt: skip
+        out.append(
+            f"- {with_dropout} − {without}: {100 * test.mean_diff:+.2f} points "
+            f"{interval(test.ci_low, test.ci_high)} (95% t-interval), sign-flip p = {p_text(test.p_value)} "
+            f"over {test.n} seeds (smallest possible: {test.min_p:g}): {verdict}."
+        )
     return "\n".join(out) + "\n"
 
 
@@ -180,9 +204,11 @@ def figure10() -> str:
         rows = rows.set_index("train_size")
         figures = (f"{pct(rows.loc[s, 'test_error_mean'])} ± {pct(rows.loc[s, 'test_error_ci'])}" for s in sizes)
         out.append(f"| {label} | " + " | ".join(figures) + " |")
-    out.append("| Δ (95% CI) | " + " | ".join(
-        f"{100 * dropout.loc[s, 'delta']:+.2f} {interval(dropout.loc[s, 'delta_low'], dropout.loc[s, 'delta_high'])}"
-        for s in sizes) + " |")  # fmt: skip
+    deltas = (
+        f"{100 * row['delta']:+.2f} {interval(row['delta_low'], row['delta_high'])}"
+        for row in (dropout.loc[s] for s in sizes)
+    )
+    out.append("| Δ (95% CI) | " + " | ".join(deltas) + " |")
     out.append("| p (Holm) | " + " | ".join(p_text(dropout.loc[s, "p_value"]) for s in sizes) + " |")
     seeds = int(tests["pairs"].min())
     out.append("")
@@ -216,8 +242,9 @@ def report_files() -> dict[Path, str]:
     for name in ("figure9", "table9", "figure10"):
         csv = str((SRIVASTAVA / f"{name}.csv").relative_to(ROOT))
         files[SRIVASTAVA / f"{name}.table.txt"] = cli_output("report", csv, "--paired")
-        files[SRIVASTAVA / f"{name}.report.txt"] = cli_output("report", csv, "--metric", "test_error", "--paired",
-                                                              "--reference", "srivastava2014")  # fmt: skip
+        files[SRIVASTAVA / f"{name}.report.txt"] = cli_output(
+            "report", csv, "--metric", "test_error", "--paired", "--reference", "srivastava2014"
+        )
     return files
 
 
@@ -247,8 +274,11 @@ def main(argv: list[str] | None = None) -> int:
         stale += 1
         if args.check:
             name = str(path.relative_to(ROOT))
-            sys.stdout.writelines(difflib.unified_diff(current.splitlines(True), fresh.splitlines(True), name,
-                                                       f"{name} (from the results)"))  # fmt: skip
+            sys.stdout.writelines(
+                difflib.unified_diff(
+                    current.splitlines(True), fresh.splitlines(True), name, f"{name} (from the results)"
+                )
+            )
         else:
             path.write_text(fresh, encoding="utf-8")
     return 1 if args.check and stale else 0

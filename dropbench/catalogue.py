@@ -35,10 +35,24 @@ class Metric:
 
 
 _METRICS = (
-    Metric("gap_acc", "gap_acc (pp)", False, True, 1, "gap_acc = train acc − test acc in percentage points, eval mode",
-           signed=True),
-    Metric("gap_loss", "gap_loss", False, False, 3,
-           "gap_loss = test loss − train loss (regression: MSE, standardized target), eval mode", signed=True),
+    Metric(
+        "gap_acc",
+        "gap_acc (pp)",
+        False,
+        True,
+        1,
+        "gap_acc = train acc − test acc in percentage points, eval mode",
+        signed=True,
+    ),
+    Metric(
+        "gap_loss",
+        "gap_loss",
+        False,
+        False,
+        3,
+        "gap_loss = test loss − train loss (regression: MSE, standardized target), eval mode",
+        signed=True,
+    ),
     Metric("test_acc", "test accuracy (%)", True, True, 1, "test accuracy in percent"),
     Metric("test_error", "test error (%)", False, True, 2, "test error = 100 − test accuracy, %"),
     Metric("test_loss", "test loss", False, False, 3, "test loss (cross-entropy, or MSE)"),
@@ -48,7 +62,7 @@ _METRICS = (
     Metric("train_acc", "training accuracy (%)", True, True, 1, "training accuracy in percent, eval mode"),
     Metric("train_loss", "training loss", False, False, 3, "training loss (cross-entropy, or MSE), eval mode"),
     Metric("fit_seconds", "fit seconds", False, False, 2, "training time in seconds"),
-)  # fmt: skip
+)
 METRICS: dict[str, Metric] = {metric.name: metric for metric in _METRICS}
 HIGHER_IS_BETTER = frozenset(name for name, metric in METRICS.items() if metric.higher_is_better)
 PERCENT_METRICS = frozenset(name for name, metric in METRICS.items() if metric.percent)

@@ -141,8 +141,14 @@ def statistics_options(test_help: str) -> Callable[[Callable], Callable]:
             show_default=True,
             help="Significance level, after Holm's correction.",
         )(command)
-        return click.option("--test", "method", type=click.Choice(MARK_METHODS), default=MARK_METHODS[0],
-                            show_default=True, help=test_help)(command)  # fmt: skip
+        return click.option(
+            "--test",
+            "method",
+            type=click.Choice(MARK_METHODS),
+            default=MARK_METHODS[0],
+            show_default=True,
+            help=test_help,
+        )(command)
 
     return decorate
 
@@ -394,9 +400,16 @@ def merge(inputs: tuple[Path, ...], out: Path) -> int:
 @statistics_options("Paired test against the baseline, per task, Holm-corrected.")
 @click.option("--reference", type=click.Choice(REFERENCES), help="Published numbers beside matching rows.")
 def report(
-    results: tuple[Path, ...], metric: str, tasks: tuple[str, ...] | None, best: bool, paired: bool, fmt: str,
-    method: str, alpha: float, reference: str | None,
-) -> int:  # fmt: skip
+    results: tuple[Path, ...],
+    metric: str,
+    tasks: tuple[str, ...] | None,
+    best: bool,
+    paired: bool,
+    fmt: str,
+    method: str,
+    alpha: float,
+    reference: str | None,
+) -> int:
     """Summarize results CSVs (partial or resumed ones too): mean ± CI over seeds, tests against the baseline.
 
     Every choice (★, --best, --reference) is made on the validation split; test figures only report it.
@@ -411,11 +424,20 @@ def report(
     if tasks:
         unknown = sorted(set(tasks) - set(frame["task"]))
         if unknown:
-            raise UserError(f"--task: {', '.join(unknown)} not in these results; present: "
-                            f"{', '.join(dict.fromkeys(frame['task']))}")  # fmt: skip
+            raise UserError(
+                f"--task: {', '.join(unknown)} not in these results; present: {', '.join(dict.fromkeys(frame['task']))}"
+            )
         frame = frame[frame["task"].isin(tasks)]
-    data = build_report(frame, metric=metric, method=method, alpha=alpha, paired=paired, best=best, reference=reference,
-                        order=suite_order(results))  # fmt: skip
+    data = build_report(
+        frame,
+        metric=metric,
+        method=method,
+        alpha=alpha,
+        paired=paired,
+        best=best,
+        reference=reference,
+        order=suite_order(results),
+    )
     write(get(fmt).export(data))
     return EXIT_OK
 
@@ -448,8 +470,15 @@ def compare(base: Path, new: Path, metric: str, max_drop: float, alpha: float, m
     from .report.order import suite_order
     from .results import read_results
 
-    result = compare_results(read_results(base), read_results(new), metric=metric, max_drop=max_drop, alpha=alpha,
-                             method=method, order=suite_order([base]))  # fmt: skip
+    result = compare_results(
+        read_results(base),
+        read_results(new),
+        metric=metric,
+        max_drop=max_drop,
+        alpha=alpha,
+        method=method,
+        order=suite_order([base]),
+    )
     write(get(fmt).export_comparison(result))
     if result.exit_code == EXIT_BAD_INPUT:
         # Printed first (the report and its verdict line); then the one line on stderr that CI logs show.
@@ -471,16 +500,18 @@ def compare(base: Path, new: Path, metric: str, max_drop: float, alpha: float, m
 @click.option("--format", "fmt", type=click.Choice(PLOT_FORMATS), default="png", show_default=True)
 @list_option("--task", "tasks", type=CommaList(), help="Only these tasks.")
 @click.option("--reference", type=click.Choice(REFERENCES), help="Published numbers on the keep-rate plot.")
-def plot(results: tuple[Path, ...], out_dir: Path, fmt: str, tasks: tuple[str, ...] | None,
-         reference: str | None) -> int:  # fmt: skip
+def plot(
+    results: tuple[Path, ...], out_dir: Path, fmt: str, tasks: tuple[str, ...] | None, reference: str | None
+) -> int:
     """Draw error against keep rate (with CI bands), gap heatmaps and learning curves per task."""
     from .report.order import suite_order
     from .report.plots import write_plots
     from .results import read_epochs, read_results, require_rows
 
     frame = require_rows(read_results(*results), results)
-    written = write_plots(frame, read_epochs(*results), out_dir, fmt=fmt, tasks=tasks, reference=reference,
-                          order=suite_order(results))  # fmt: skip
+    written = write_plots(
+        frame, read_epochs(*results), out_dir, fmt=fmt, tasks=tasks, reference=reference, order=suite_order(results)
+    )
     for path in written:
         click.echo(str(path))
     return EXIT_OK
@@ -502,8 +533,13 @@ def tasks() -> int:
     for name, info in sorted(TASKS.items()):
         status = "bundled" if info.source is None else source_status(info.source)
         table.add_row(name, info.kind, info.summary, status, info.origin)
-    table.add_row("openml:<id>", "from its target", "any OpenML table (shortcuts: adult, covertype, higgs, "
-                  "california-housing)", "cached on first use", "OpenML via scikit-learn")  # fmt: skip
+    table.add_row(
+        "openml:<id>",
+        "from its target",
+        "any OpenML table (shortcuts: adult, covertype, higgs, california-housing)",
+        "cached on first use",
+        "OpenML via scikit-learn",
+    )
     stdout_console().print(table)
     return EXIT_OK
 

@@ -157,7 +157,16 @@ class Cell:
 
     def describe(self) -> str:
         """'digits l2(0.0001) keep=0.5 in=0.8 gaussian n=100 seed=2', in report.labels' vocabulary for a cell."""
-        return cell_label({"task": self.task.name, "regularizer": self.regularizer.name,
-                           "strength": self.regularizer.strength_label, "keep_rate": self.mean_keep_rate,
-                           "layer_keep_rates": self.keep_label, "input_keep_rate": self.input_keep_rate,
-                           "dropout": self.dropout, "train_size": self.train_size, "seed": self.seed})  # fmt: skip
+        return cell_label(
+            {
+                "task": self.task.name,
+                "regularizer": self.regularizer.name,
+                "strength": self.regularizer.strength_label,
+                "keep_rate": self.mean_keep_rate,
+                "layer_keep_rates": self.keep_label,
+                "input_keep_rate": self.input_keep_rate,
+                "dropout": self.dropout,
+                "train_size": self.train_size,
+                "seed": self.seed,
+            }
+        )

@@ -136,9 +136,12 @@ def _single_limits(keep: float, device: torch.device | str) -> torch.Tensor:
 
 
 def kept_units(
-    shape: torch.Size | tuple[int, ...], keep: float, generator: torch.Generator, device: torch.device | str,
+    shape: torch.Size | tuple[int, ...],
+    keep: float,
+    generator: torch.Generator,
+    device: torch.device | str,
     dtype: torch.dtype = torch.uint8,
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """1 where a unit is kept, 0 where dropped: the bits behind every dropout kind, so the same bits give the
     same units everywhere. uint8 by default: a quarter of a float mask's memory traffic. All ones, and no
     draw, where the rate rounds to 1."""

@@ -152,8 +152,9 @@ def append_lock(path: Path) -> Iterator[None]:
         with FileLock(str(lock_path), timeout=APPEND_LOCK_SECONDS):
             yield
     except Timeout:
-        raise UserError(f"{path}: still locked by another process after {APPEND_LOCK_SECONDS:.0f} s "
-                        f"({lock_path})") from None  # fmt: skip
+        raise UserError(
+            f"{path}: still locked by another process after {APPEND_LOCK_SECONDS:.0f} s ({lock_path})"
+        ) from None
 
 
 @contextmanager

@@ -79,8 +79,13 @@ def _write(out: Path, rows: list[Row], curves: list[Row], inputs: list[Path], du
     are removed again, so a merge leaves all of its files or none."""
     prepare_output(out)
     epochs_path, meta_path = sidecar_paths(out)
-    meta = {"csv": out.name, "schema_version": SCHEMA_VERSION, "merged_from": [str(p) for p in inputs],
-            "rows": len(rows), "duplicates": duplicates}  # fmt: skip
+    meta = {
+        "csv": out.name,
+        "schema_version": SCHEMA_VERSION,
+        "merged_from": [str(p) for p in inputs],
+        "rows": len(rows),
+        "duplicates": duplicates,
+    }
     # Values go out through format_value, as a run's do: text a shard holds is escaped here too.
     files = [(meta_path, (json.dumps(meta, indent=2) + "\n").encode("utf-8")), (out, table_bytes(COLUMNS, rows))]
     if curves:

@@ -46,9 +46,14 @@ class MLP(Network):
     """
 
     def __init__(
-        self, n_in: int, hidden: tuple[int, ...], n_out: int, keeps: tuple[float, ...], input_keep: float,
+        self,
+        n_in: int,
+        hidden: tuple[int, ...],
+        n_out: int,
+        keeps: tuple[float, ...],
+        input_keep: float,
         kind: str = "bernoulli",
-    ) -> None:  # fmt: skip
+    ) -> None:
         super().__init__()
         widths = [n_in, *hidden]
         self.kind = kind
@@ -88,9 +93,14 @@ class ConvNet(Network):
     """
 
     def __init__(
-        self, config: ModelConfig, input_shape: tuple[int, ...], n_out: int, keeps: tuple[float, ...],
-        input_keep: float, kind: str = "bernoulli",
-    ) -> None:  # fmt: skip
+        self,
+        config: ModelConfig,
+        input_shape: tuple[int, ...],
+        n_out: int,
+        keeps: tuple[float, ...],
+        input_keep: float,
+        kind: str = "bernoulli",
+    ) -> None:
         super().__init__()
         if len(input_shape) != 3:
             raise UserError(f"model 'cnn' needs image inputs [C, H, W]; this task's inputs are {input_shape}")
@@ -141,9 +151,13 @@ def init_parameters_(model: Network, generator: torch.Generator) -> None:
 
 
 def build_model(
-    config: ModelConfig, input_shape: tuple[int, ...], n_out: int, keeps: tuple[float, ...], input_keep: float,
+    config: ModelConfig,
+    input_shape: tuple[int, ...],
+    n_out: int,
+    keeps: tuple[float, ...],
+    input_keep: float,
     kind: str = "bernoulli",
-) -> Network:  # fmt: skip
+) -> Network:
     """The network of a cell: `keeps` has one keep rate per hidden layer (widths n / p under fixed p·n)."""
     if config.kind == "cnn":
         return ConvNet(config, input_shape, n_out, keeps, input_keep, kind)

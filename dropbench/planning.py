@@ -103,9 +103,9 @@ class PlanLine:
     seconds: float
 
 
-def plan_summary(cells: list[Cell], todo: list[Cell], written: dict[str, dict[str, str]], jobs: int) -> tuple[
-    list[PlanLine], bool
-]:  # fmt: skip
+def plan_summary(
+    cells: list[Cell], todo: list[Cell], written: dict[str, dict[str, str]], jobs: int
+) -> tuple[list[PlanLine], bool]:
     """Per task and in all, what a run would do and how long it should take; and whether the estimate is
     calibrated on cells the file already holds (their fit_seconds) rather than on the default rates."""
     pending = {c.cell_id for c in todo}

@@ -50,8 +50,10 @@ class EpochTally:
     def epochs(self, progress: EpochProgress) -> int:
         """The epochs this report adds."""
         stopped = set(progress.stopped)
-        return sum(self._raise(cell_id, progress.max_epochs if cell_id in stopped else progress.epoch)
-                   for cell_id in progress.cell_ids)  # fmt: skip
+        return sum(
+            self._raise(cell_id, progress.max_epochs if cell_id in stopped else progress.epoch)
+            for cell_id in progress.cell_ids
+        )
 
     def cell_done(self, cell: Cell) -> int:
         """The epochs a finished cell adds: what remained of its budget."""
@@ -142,8 +144,9 @@ class JsonLineReporter(Reporter):
 
     def start(self, suite: Suite, total: int, skipped: int, csv_path: Path, epochs: int = 0) -> None:
         if self.progress:
-            self._emit({"event": "start", "suite": suite.name, "cells": total, "skipped": skipped,
-                        "csv": str(csv_path)})  # fmt: skip
+            self._emit(
+                {"event": "start", "suite": suite.name, "cells": total, "skipped": skipped, "csv": str(csv_path)}
+            )
 
     def cell_done(self, cell: Cell, row: ResultRow) -> None:
         if self.progress:
@@ -153,9 +156,18 @@ class JsonLineReporter(Reporter):
     def finish(self, summary: RunSummary) -> None:
         for problem in summary.problems:
             self._emit({"event": "problem", **asdict(problem)})
-        self._emit({"event": "finish", "counts": dict(summary.counts), "seconds": summary.seconds,
-                    "csv": str(summary.csv_path), "cells": summary.total, "skipped": summary.skipped,
-                    "grid": summary.grid, "shard": summary.shard})  # fmt: skip
+        self._emit(
+            {
+                "event": "finish",
+                "counts": dict(summary.counts),
+                "seconds": summary.seconds,
+                "csv": str(summary.csv_path),
+                "cells": summary.total,
+                "skipped": summary.skipped,
+                "grid": summary.grid,
+                "shard": summary.shard,
+            }
+        )
 
 
 def make_reporter(quiet: bool, log_format: str = "text") -> Reporter:

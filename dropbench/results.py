@@ -332,8 +332,10 @@ class ResultStore:
         self.rows.check_header(any_version=any_version)
         self.epochs.check_header(any_version=any_version)
         if not _is_run_metadata(self.meta_path):
-            raise UserError(f"{self.meta_path}: not dropbench's run metadata, and a run into {self.csv_path} would "
-                            "overwrite it; nothing was changed: choose another --out")  # fmt: skip
+            raise UserError(
+                f"{self.meta_path}: not dropbench's run metadata, and a run into {self.csv_path} would "
+                "overwrite it; nothing was changed: choose another --out"
+            )
 
     def written(self) -> dict[str, dict[str, str]]:
         """cell_id -> its row, for every cell the file already holds (text cells unescaped: as written)."""
@@ -432,8 +434,12 @@ def read_results(*paths: str | Path) -> pd.DataFrame:
     earlier schemas in the current one's columns (RENAMED_COLUMNS) and train_size 0 for the whole split."""
     frames = []
     for path in map(Path, paths):
-        frame = _read_csv(path, dtype={c: "string" for c in TEXT_COLUMNS}, keep_default_na=False,
-                          na_values={c: [""] for c in COLUMNS if c not in TEXT_COLUMNS})  # fmt: skip
+        frame = _read_csv(
+            path,
+            dtype={c: "string" for c in TEXT_COLUMNS},
+            keep_default_na=False,
+            na_values={c: [""] for c in COLUMNS if c not in TEXT_COLUMNS},
+        )
         missing = [c for c in ("cell_id", "task", "regularizer", "keep_rate", "status") if c not in frame.columns]
         if missing:
             raise UserError(f"{path}: not a dropbench results CSV (missing columns: {', '.join(missing)})")
@@ -451,8 +457,10 @@ def read_results(*paths: str | Path) -> pd.DataFrame:
 def require_rows(frame: pd.DataFrame, paths: Iterable[str | Path]) -> pd.DataFrame:
     """The frame, refused when it holds no row (a header-only file: a shard with no cells, a killed run)."""
     if frame.empty:
-        raise UserError(f"no results rows in {', '.join(map(str, paths))}: a header only (a shard that got no cells, "
-                        "or a run stopped before its first cell)")  # fmt: skip
+        raise UserError(
+            f"no results rows in {', '.join(map(str, paths))}: a header only (a shard that got no cells, "
+            "or a run stopped before its first cell)"
+        )
     return frame
 
 

@@ -86,32 +86,64 @@ def _gap(train: float, test: float) -> float:
 def make_row(cell: Cell, result: CellResult, started_at: str, provenance: dict[str, object]) -> ResultRow:
     task, reg = cell.task, cell.regularizer
     return ResultRow(
-        cell_id=cell.cell_id, suite=cell.suite, task=task.name, model=task.model.label,
-        regularizer=reg.name, strength=reg.strength_label, keep_rate=cell.mean_keep_rate,
-        layer_keep_rates=cell.keep_label, input_keep_rate=cell.input_keep_rate, dropout=cell.dropout,
-        train_size=cell.train_size, seed=cell.seed,
-        max_epochs=task.epochs, epochs_run=result.epochs_run, best_epoch=result.best_epoch,
-        batch_size=task.batch_size, optimizer=task.optimizer.label, lr=task.optimizer.lr,
-        momentum=task.optimizer.momentum_value, precision=cell.precision, setup_id=cell.setup_id,
-        train_loss=result.train_loss, train_acc=result.train_acc, val_loss=result.val_loss,
-        val_acc=result.val_acc, test_loss=result.test_loss, test_acc=result.test_acc,
-        gap_acc=_gap(result.train_acc, result.test_acc), gap_loss=_gap(result.test_loss, result.train_loss),
-        test_ece=result.test_ece, mc_samples=cell.mc_samples,
-        test_acc_mc=result.test_acc_mc, test_loss_mc=result.test_loss_mc, test_ece_mc=result.test_ece_mc,
-        fit_seconds=result.fit_seconds, n_params=result.n_params, status=result.status, error=result.error,
-        started_at=started_at, **provenance,
-    )  # fmt: skip
+        cell_id=cell.cell_id,
+        suite=cell.suite,
+        task=task.name,
+        model=task.model.label,
+        regularizer=reg.name,
+        strength=reg.strength_label,
+        keep_rate=cell.mean_keep_rate,
+        layer_keep_rates=cell.keep_label,
+        input_keep_rate=cell.input_keep_rate,
+        dropout=cell.dropout,
+        train_size=cell.train_size,
+        seed=cell.seed,
+        max_epochs=task.epochs,
+        epochs_run=result.epochs_run,
+        best_epoch=result.best_epoch,
+        batch_size=task.batch_size,
+        optimizer=task.optimizer.label,
+        lr=task.optimizer.lr,
+        momentum=task.optimizer.momentum_value,
+        precision=cell.precision,
+        setup_id=cell.setup_id,
+        train_loss=result.train_loss,
+        train_acc=result.train_acc,
+        val_loss=result.val_loss,
+        val_acc=result.val_acc,
+        test_loss=result.test_loss,
+        test_acc=result.test_acc,
+        gap_acc=_gap(result.train_acc, result.test_acc),
+        gap_loss=_gap(result.test_loss, result.train_loss),
+        test_ece=result.test_ece,
+        mc_samples=cell.mc_samples,
+        test_acc_mc=result.test_acc_mc,
+        test_loss_mc=result.test_loss_mc,
+        test_ece_mc=result.test_ece_mc,
+        fit_seconds=result.fit_seconds,
+        n_params=result.n_params,
+        status=result.status,
+        error=result.error,
+        started_at=started_at,
+        **provenance,
+    )
 
 
 def _metadata(store: ResultStore, suite: Suite, executor_name: str, command: str, shard: Shard | None) -> dict:
     """The JSON sidecar: one entry per invocation that wrote into this file (resumes append)."""
     meta = store.read_metadata()
     runs = meta.get("runs", [])
-    runs.append({
-        "command": command, "started_at": utc_now(), "executor": executor_name,
-        "shard": f"{shard.index}/{shard.count}" if shard else None,
-        "versions": versions(), "git_commit": git_commit(), "machine": machine(),
-    })  # fmt: skip
+    runs.append(
+        {
+            "command": command,
+            "started_at": utc_now(),
+            "executor": executor_name,
+            "shard": f"{shard.index}/{shard.count}" if shard else None,
+            "versions": versions(),
+            "git_commit": git_commit(),
+            "machine": machine(),
+        }
+    )
     return {
         **({"merged_from": meta["merged_from"]} if "merged_from" in meta else {}),  # a merged file's record stays
         "csv": store.csv_path.name,
@@ -129,9 +161,16 @@ SETUP_COLUMNS = ("model", "optimizer", "lr", "momentum", "batch_size", "max_epoc
 def setup_values(cell: Cell) -> dict[str, str]:
     """The cell's SETUP_COLUMNS as reading its CSV row gives them back."""
     task = cell.task
-    values = {"model": task.model.label, "optimizer": task.optimizer.label, "lr": task.optimizer.lr,
-              "momentum": task.optimizer.momentum_value, "batch_size": task.batch_size, "max_epochs": task.epochs,
-              "precision": cell.precision, "mc_samples": cell.mc_samples}  # fmt: skip
+    values = {
+        "model": task.model.label,
+        "optimizer": task.optimizer.label,
+        "lr": task.optimizer.lr,
+        "momentum": task.optimizer.momentum_value,
+        "batch_size": task.batch_size,
+        "max_epochs": task.epochs,
+        "precision": cell.precision,
+        "mc_samples": cell.mc_samples,
+    }
     return {column: stored_text(value) for column, value in values.items()}
 
 
@@ -146,8 +185,10 @@ def setup_conflict(written: Iterable[dict[str, str]], cells: list[Cell]) -> str 
         mine = setup_values(cell)
         for column in SETUP_COLUMNS:
             if row.get(column) != mine[column]:
-                return (f"its {row['task']} cells were trained with {column} = {row.get(column) or 'none'}, "
-                        f"this run asks {column} = {mine[column] or 'none'}")  # fmt: skip
+                return (
+                    f"its {row['task']} cells were trained with {column} = {row.get(column) or 'none'}, "
+                    f"this run asks {column} = {mine[column] or 'none'}"
+                )
         return f"its {row['task']} cells were trained with another setup (setup_id {row.get('setup_id')})"
     return None
 
@@ -251,8 +292,13 @@ def run_suite(
         metadata = _metadata(store, suite, executor.name, command or command_line(), shard)
         store.write_metadata(metadata)
         provenance = _provenance(executor)
-        summary = RunSummary(csv_path=csv_path, total=len(plan.cells), skipped=len(plan.cells) - len(plan.todo),
-                             grid=plan.grid, shard=f"{shard.index}/{shard.count}" if shard else None)  # fmt: skip
+        summary = RunSummary(
+            csv_path=csv_path,
+            total=len(plan.cells),
+            skipped=len(plan.cells) - len(plan.todo),
+            grid=plan.grid,
+            shard=f"{shard.index}/{shard.count}" if shard else None,
+        )
         if not plan.todo and not csv_path.exists():
             # An empty shard (more shards than cells, a normal event in a CI matrix) still leaves its file, header
             # only, for `merge` to find; a run with cells to do writes the header with its first row.

@@ -152,9 +152,13 @@ class StackedMLP:
     """
 
     def __init__(
-        self, names: Sequence[str], params: Sequence[torch.Tensor], keeps: Sequence[tuple[float, ...]],
-        generators: Sequence[torch.Generator], widths: Sequence[int],
-    ) -> None:  # fmt: skip
+        self,
+        names: Sequence[str],
+        params: Sequence[torch.Tensor],
+        keeps: Sequence[tuple[float, ...]],
+        generators: Sequence[torch.Generator],
+        widths: Sequence[int],
+    ) -> None:
         self.names = list(names)
         self.widths = tuple(widths)
         self.params = [p.detach().clone().requires_grad_(True) for p in params]
@@ -171,8 +175,10 @@ class StackedMLP:
         """Stack the parameters of K MLPs of equal widths (copied: the MLPs are left as they are)."""
         named = [dict(m.named_parameters()) for m in members]
         names = list(named[0])
-        params = [torch.stack([_padded_param(name, _stored(name, member[name].detach())) for member in named])
-                  for name in names]  # fmt: skip
+        params = [
+            torch.stack([_padded_param(name, _stored(name, member[name].detach())) for member in named])
+            for name in names
+        ]
         weights = [named[0][name] for name in names[0::2]]  # nn.Linear's [out, in]
         widths = [weights[0].shape[1], *(w.shape[0] for w in weights)]
         return cls(names, params, keeps, generators, widths)
@@ -311,9 +317,13 @@ class _Members:
 
 
 def _train_one_epoch(
-    stack: StackedMLP, optimizer: torch.optim.Optimizer, members: _Members, cells: Sequence[Cell], data: TaskData,
+    stack: StackedMLP,
+    optimizer: torch.optim.Optimizer,
+    members: _Members,
+    cells: Sequence[Cell],
+    data: TaskData,
     orders: Sequence[torch.Generator],
-) -> torch.Tensor:  # fmt: skip
+) -> torch.Tensor:
     """One epoch of every member; returns the members' summed minibatch data losses [K] (float64, on device)."""
     x, y = data.x_train, data.y_train
     n, batch = len(y), cells[0].task.batch_size
@@ -341,9 +351,12 @@ def _train_one_epoch(
 
 
 def _carry_optimizer(
-    old: torch.optim.Optimizer, new: torch.optim.Optimizer, old_params: Sequence[torch.Tensor],
-    new_params: Sequence[torch.Tensor], index: torch.Tensor,
-) -> None:  # fmt: skip
+    old: torch.optim.Optimizer,
+    new: torch.optim.Optimizer,
+    old_params: Sequence[torch.Tensor],
+    new_params: Sequence[torch.Tensor],
+    index: torch.Tensor,
+) -> None:
     """Move the per-element optimizer state of the members at `index` to the smaller stack's optimizer."""
     size = old_params[0].shape[0]
     for old_param, new_param in zip(old_params, new_params):
@@ -385,8 +398,9 @@ def train_stacked(
     models: list[MLP] = []
     keeps, mask_generators, orders = [], [], []
     for cell in cells:
-        model = build_model(cell.task.model, data.input_shape, data.n_outputs, cell.layer_keep_rates,
-                            cell.input_keep_rate, cell.dropout)  # fmt: skip
+        model = build_model(
+            cell.task.model, data.input_shape, data.n_outputs, cell.layer_keep_rates, cell.input_keep_rate, cell.dropout
+        )
         init_parameters_(model, make_generator(cell.task.name, cell.seed, "init"))  # on the CPU, as train_model
         models.append(model.to(device))
         keeps.append((cell.input_keep_rate, *cell.layer_keep_rates))

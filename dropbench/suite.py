@@ -25,9 +25,22 @@ DEFAULT_SUITE = "quick"
 OPTIMIZERS = ("sgd", "adam")
 
 SUITE_KEYS = (
-    "name", "description", "seeds", "keep_rates", "input_keep_rate", "dropout", "regularizers",
-    "epochs", "batch_size", "model", "optimizer", "regularizer", "task", "train_size", "mc_samples",
-)  # fmt: skip
+    "name",
+    "description",
+    "seeds",
+    "keep_rates",
+    "input_keep_rate",
+    "dropout",
+    "regularizers",
+    "epochs",
+    "batch_size",
+    "model",
+    "optimizer",
+    "regularizer",
+    "task",
+    "train_size",
+    "mc_samples",
+)
 TASK_KEYS = ("name", "model", "optimizer", "batch_size", "epochs")
 MODEL_KEYS = ("kind", "hidden", "channels", "conv_keep", "fixed_pn")
 OPTIMIZER_KEYS = ("name", "lr", "momentum", "nesterov", "betas")
@@ -83,18 +96,27 @@ class Suite:
         return [
             Cell(self.name, task, reg, keep, input_keep, dropout, seed, size, self.mc_samples, self.precision)
             for task, reg, keep, input_keep, dropout, size, seed in itertools.product(
-                self.tasks, self.regularizers, self.keep_rates, self.input_keep_rates, self.dropouts,
-                self.train_sizes, self.seeds,
+                self.tasks,
+                self.regularizers,
+                self.keep_rates,
+                self.input_keep_rates,
+                self.dropouts,
+                self.train_sizes,
+                self.seeds,
             )
-        ]  # fmt: skip
+        ]
 
     def axis_lengths(self) -> dict[str, int]:
         """How many values each axis of the grid has, by a name for messages (plural)."""
         return {
-            "tasks": len(self.tasks), "regularizers": len(self.regularizers), "keep rates": len(self.keep_rates),
-            "input keep rates": len(self.input_keep_rates), "dropout kinds": len(self.dropouts),
-            "train sizes": len(self.train_sizes), "seeds": len(self.seeds),
-        }  # fmt: skip
+            "tasks": len(self.tasks),
+            "regularizers": len(self.regularizers),
+            "keep rates": len(self.keep_rates),
+            "input keep rates": len(self.input_keep_rates),
+            "dropout kinds": len(self.dropouts),
+            "train sizes": len(self.train_sizes),
+            "seeds": len(self.seeds),
+        }
 
     def check_grid(self, keep_where: str | None = None, dropout_where: str | None = None) -> None:
         """Refuse, before anything is expanded or written, a grid past MAX_GRID_CELLS and a task its keep
@@ -114,8 +136,11 @@ class Suite:
             "source": self.source,
             "tasks": [
                 {
-                    "name": t.name, "model": t.model.label, "optimizer": t.optimizer.as_identity(),
-                    "batch_size": t.batch_size, "epochs": t.epochs,
+                    "name": t.name,
+                    "model": t.model.label,
+                    "optimizer": t.optimizer.as_identity(),
+                    "batch_size": t.batch_size,
+                    "epochs": t.epochs,
                 }
                 for t in self.tasks
             ],
@@ -126,7 +151,7 @@ class Suite:
             "train_sizes": list(self.train_sizes),
             "mc_samples": self.mc_samples,
             "seeds": list(self.seeds),
-        }  # fmt: skip
+        }
 
 
 @dataclass(frozen=True)
@@ -264,8 +289,11 @@ def _grid_keep_rates(values: object, where: str) -> tuple[float | tuple[float, .
         if item == []:
             raise UserError(f"{where}: expected a keep rate or a list of one per hidden layer, got []")
         if isinstance(item, list):
-            rates.append(validate_keep_rates(item, where) if len(item) == 1 else tuple(
-                validate_keep_rates([v], where)[0] for v in item))  # fmt: skip
+            rates.append(
+                validate_keep_rates(item, where)
+                if len(item) == 1
+                else tuple(validate_keep_rates([v], where)[0] for v in item)
+            )
         else:
             rates.append(validate_keep_rates(item, where)[0])
     repeated = first_repeat(rates)
@@ -418,8 +446,10 @@ def _strength_values(name: str, value: object, where: str) -> tuple[float, ...]:
             raise UserError(f"{where}.log: low must be below high, got {bounds!r}")
         values = tuple(float(f"{low * (high / low) ** (i / (count - 1)):.6g}") for i in range(count))
         if first_repeat(values) is not None:
-            raise UserError(f"{where}: num = {count} values over log = {bounds!r} repeat at 6 significant digits "
-                            "(the CSV's precision); widen the range or lower num")  # fmt: skip
+            raise UserError(
+                f"{where}: num = {count} values over log = {bounds!r} repeat at 6 significant digits "
+                "(the CSV's precision); widen the range or lower num"
+            )
         return values
     values = tuple(validate_strength(name, v, where) for v in _list(value, where))
     # Strengths are written with 6 significant digits (the CSV's strength column): compare them so.
@@ -509,7 +539,7 @@ def parse_suite(data: dict, source: str) -> Suite:
         task_defaults=defaults,
         sweeps=sweeps,
         kl_target=kl_target,
-    )  # fmt: skip
+    )
 
 
 def _suite_name(data: dict, source: str) -> str:

@@ -211,8 +211,9 @@ class Training:
         self.cell, self.data = cell, data
         device = data.x_train.device
         self.order = make_generator(cell.task.name, cell.seed, "order")
-        self.model = build_model(cell.task.model, data.input_shape, data.n_outputs, cell.layer_keep_rates,
-                                 cell.input_keep_rate, cell.dropout)  # fmt: skip
+        self.model = build_model(
+            cell.task.model, data.input_shape, data.n_outputs, cell.layer_keep_rates, cell.input_keep_rate, cell.dropout
+        )
         init_parameters_(self.model, make_generator(cell.task.name, cell.seed, "init"))  # CPU: same on every device
         self.model.to(device)
         self.model.set_generator(make_generator(cell.cell_id, "masks", device=device))

@@ -31,8 +31,9 @@ def test_decoupled_weight_decay_matches_adamw_on_weights_only():
     opt_ours = torch.optim.Adam(ours.parameters(), lr=lr)
     weights = [p for n, p in theirs.named_parameters() if n.endswith("weight")]
     biases = [p for n, p in theirs.named_parameters() if n.endswith("bias")]
-    opt_theirs = torch.optim.AdamW([{"params": weights, "weight_decay": decay}, {"params": biases, "weight_decay": 0}],
-                                   lr=lr)  # fmt: skip
+    opt_theirs = torch.optim.AdamW(
+        [{"params": weights, "weight_decay": decay}, {"params": biases, "weight_decay": 0}], lr=lr
+    )
     x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
     for _ in range(10):
         for model, opt in ((ours, opt_ours), (theirs, opt_theirs)):
@@ -68,8 +69,9 @@ def test_kl_sparsity_is_zero_at_the_target_and_positive_elsewhere_above_one_too(
     rho = 0.05
     optimum = rho / (1 - rho)  # q = m/(1 + m) = ρ
     means = torch.tensor([0.001, 0.01, 0.04, optimum, 0.07, 0.5, 1.0, 2.0, 10.0], dtype=torch.float64)
-    penalties = [kl_sparsity_penalty([torch.full((8, 1), m.item(), dtype=torch.float64)], rho, 1.0).item()
-                 for m in means]  # fmt: skip
+    penalties = [
+        kl_sparsity_penalty([torch.full((8, 1), m.item(), dtype=torch.float64)], rho, 1.0).item() for m in means
+    ]
     assert penalties[3] == pytest.approx(0.0, abs=1e-6)
     assert all(p > 1e-4 for i, p in enumerate(penalties) if i != 3)
     assert penalties.index(min(penalties)) == 3
@@ -181,8 +183,10 @@ def test_mixup_and_label_smoothing_train_and_figures_stay_plain():
         model, result = train_model(make_cell("wine", reg=reg, epochs=3), data)
         assert result.status == "ok"
     with pytest.raises(Exception, match="label-smoothing needs a classification task"):
-        train_model(make_cell("diabetes", reg="label-smoothing", epochs=1,
-                              optimizer=OptimizerConfig("adam", lr=1e-3)), load_task_data("diabetes"))  # fmt: skip
+        train_model(
+            make_cell("diabetes", reg="label-smoothing", epochs=1, optimizer=OptimizerConfig("adam", lr=1e-3)),
+            load_task_data("diabetes"),
+        )
 
 
 def test_run_help_and_regularizers_document_every_entry(capsys):
@@ -242,8 +246,9 @@ def test_smoke_every_task_regularizer_and_dropout_kind(task, reg, kind, monkeypa
     monkeypatch.setenv("DROPBENCH_OFFLINE", "1")
     data = load_task_data(task)
     small = subsample_training(data, 60) if len(data.y_train) > 1000 else data
-    small = replace(small, x_val=small.x_val[:200], y_val=small.y_val[:200], x_test=small.x_test[:200],
-                    y_test=small.y_test[:200])  # fmt: skip
+    small = replace(
+        small, x_val=small.x_val[:200], y_val=small.y_val[:200], x_test=small.x_test[:200], y_test=small.y_test[:200]
+    )
     model = ModelConfig("cnn", (16,), (4,)) if task == "cifar10" else ModelConfig(hidden=(16,))
     optimizer = OptimizerConfig("adam", lr=1e-3)
     cell = make_cell(task, reg=reg, keep=0.5, epochs=1, hidden=(16,), optimizer=optimizer, input_keep=0.8)

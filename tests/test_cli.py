@@ -10,8 +10,21 @@ import pytest
 from dropbench.cli import main
 from dropbench.results import COLUMNS, EPOCH_COLUMNS
 
-SMALL = ["--task", "wine,diabetes", "--keep", "0.5,1.0", "--reg", "none,l2,early-stopping", "--seeds", "2",
-         "--epochs", "3", "-q", "--jobs", "1"]  # fmt: skip
+SMALL = [
+    "--task",
+    "wine,diabetes",
+    "--keep",
+    "0.5,1.0",
+    "--reg",
+    "none,l2,early-stopping",
+    "--seeds",
+    "2",
+    "--epochs",
+    "3",
+    "-q",
+    "--jobs",
+    "1",
+]
 SMALL_CELLS = 2 * 2 * 3 * 2
 TIMING = ["fit_seconds", "started_at", "threads"]  # circumstances, not figures
 

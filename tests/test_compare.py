@@ -48,15 +48,39 @@ def row(task="digits", reg="none", strength="", keep=1.0, seed=0, status="ok", s
     """A results row with every schema column; the cell_id depends on the identity only, not the suite."""
     values = dict.fromkeys(COLUMNS, "")
     values.update(
-        cell_id=f"{task}|{reg}|{strength}|{keep}|{seed}", suite=suite, task=task, model="mlp(32)", regularizer=reg,
-        strength=strength, keep_rate=keep, input_keep_rate=1.0, dropout="bernoulli", seed=seed, max_epochs=3,
-        epochs_run=3, best_epoch=3, batch_size=64, optimizer="adam", lr=0.01, n_params=100, fit_seconds=1.0,
-        status=status, schema_version=1,
-    )  # fmt: skip
+        cell_id=f"{task}|{reg}|{strength}|{keep}|{seed}",
+        suite=suite,
+        task=task,
+        model="mlp(32)",
+        regularizer=reg,
+        strength=strength,
+        keep_rate=keep,
+        input_keep_rate=1.0,
+        dropout="bernoulli",
+        seed=seed,
+        max_epochs=3,
+        epochs_run=3,
+        best_epoch=3,
+        batch_size=64,
+        optimizer="adam",
+        lr=0.01,
+        n_params=100,
+        fit_seconds=1.0,
+        status=status,
+        schema_version=1,
+    )
     acc = figures.pop("test_acc", 0.9)
     loss = figures.pop("test_loss", 0.3)
-    values.update(train_acc=acc + 0.05, test_acc=acc, val_acc=acc, train_loss=loss - 0.1, test_loss=loss,
-                  val_loss=loss, gap_acc=0.05, gap_loss=0.1)  # fmt: skip
+    values.update(
+        train_acc=acc + 0.05,
+        test_acc=acc,
+        val_acc=acc,
+        train_loss=loss - 0.1,
+        test_loss=loss,
+        val_loss=loss,
+        gap_acc=0.05,
+        gap_loss=0.1,
+    )
     values.update(figures)
     return values
 
@@ -86,10 +110,17 @@ def test_clear_regression_fails_the_gate():
     # All eight differences share a sign: only the observed pattern and its mirror reach |sum|, p = 2/2^8.
     assert exact_sign_flip_p(CLEAR_DROP) == ONE_SIGN_P
     assert comparison.p_value == pytest.approx(ONE_SIGN_P) and comparison.p_raw == pytest.approx(ONE_SIGN_P)
-    assert without_setup(comparison.config) == {"task": "digits", "model": "mlp(32)", "regularizer": "none",
-                                                 "strength": "", "keep_rate": 1.0, "layer_keep_rates": "",
-                                                 "input_keep_rate": 1.0, "dropout": "bernoulli",
-                                                 "train_size": 0}  # fmt: skip
+    assert without_setup(comparison.config) == {
+        "task": "digits",
+        "model": "mlp(32)",
+        "regularizer": "none",
+        "strength": "",
+        "keep_rate": 1.0,
+        "layer_keep_rates": "",
+        "input_keep_rate": 1.0,
+        "dropout": "bernoulli",
+        "train_size": 0,
+    }
     assert comparison.config["setup"] == comparison.setup
     assert result.missing_in_new == [] and result.missing_in_base == []
     assert (result.metric, result.max_drop, result.alpha) == ("test_acc", 0.5, 0.05)
@@ -315,8 +346,10 @@ def test_no_cell_in_common_exits_2_with_one_line_saying_why(tmp_path, capsys):
 
     code, out, err = run_cli(tmp_path, capsys, base, accs([0.0] * 8, task="digits"))
     assert code == 2
-    assert err == ("dropbench: error: nothing to compare: BASE and NEW have no cell in common "
-                   "(BASE: 16 cells of wine; NEW: 8 cells of digits)\n")  # fmt: skip
+    assert err == (
+        "dropbench: error: nothing to compare: BASE and NEW have no cell in common "
+        "(BASE: 16 cells of wine; NEW: 8 cells of digits)\n"
+    )
     assert "Traceback" not in out + err
     assert last_line(out).startswith("Verdict: not comparable — nothing to compare") and out.endswith("exit 2\n")
 
@@ -346,8 +379,9 @@ def test_the_reason_names_the_side_that_failed():
     # Seeds 0-1 failed in BASE, seeds 2-7 in NEW: each side has ok cells, but never the same seed.
     crossed = compare(frame(failed(base[:2]) + base[2:]), frame(accs([0.0] * 2) + failed(accs([0.0] * 8)[2:])))
     assert crossed.exit_code == 2
-    assert crossed.reason == ("nothing to compare: no matched cell is ok on both sides "
-                              "(failed or diverged: BASE 2 of 8, NEW 6 of 8)")  # fmt: skip
+    assert crossed.reason == (
+        "nothing to compare: no matched cell is ok on both sides (failed or diverged: BASE 2 of 8, NEW 6 of 8)"
+    )
 
 
 def test_accuracy_of_regression_tasks_only_is_not_comparable():
@@ -355,8 +389,9 @@ def test_accuracy_of_regression_tasks_only_is_not_comparable():
     housing = [row("housing", seed=s, test_acc=nan, train_acc=nan, val_acc=nan) for s in SEEDS]
     result = compare(frame(housing), frame(housing))
     assert result.exit_code == 2
-    assert result.reason == ("nothing to compare: test_acc is not measured in any ok cell of the tasks BASE and NEW "
-                             "share (housing)")  # fmt: skip
+    assert result.reason == (
+        "nothing to compare: test_acc is not measured in any ok cell of the tasks BASE and NEW share (housing)"
+    )
     assert compare(frame(housing), frame(housing), metric="test_loss").exit_code == 0
 
 
@@ -386,8 +421,10 @@ def test_markdown_ends_with_one_verdict_line_naming_the_exit_code(tmp_path, caps
     exit_code, out, _ = run_cli(tmp_path, capsys, base_rows(), accs(deltas), "--format", "markdown")
     assert exit_code == code
     others = "" if code else "1 no change; "
-    assert last_line(out) == (f"**Verdict: {verdict}** — {code} of 1 configuration worse in test_acc beyond 0.5 pp "
-                              f"(exact sign-flip test, Holm per task, α = 0.05); {others}exit {code}")  # fmt: skip
+    assert last_line(out) == (
+        f"**Verdict: {verdict}** — {code} of 1 configuration worse in test_acc beyond 0.5 pp "
+        f"(exact sign-flip test, Holm per task, α = 0.05); {others}exit {code}"
+    )
     assert sum("Verdict" in text for text in out.splitlines()) == 1
 
 
@@ -395,8 +432,10 @@ def test_markdown_and_table_of_nothing_comparable_end_with_the_reason_and_exit_2
     base = base_rows()
     code, out, _ = run_cli(tmp_path, capsys, base, failed(base), "--format", "markdown")
     assert code == 2
-    assert last_line(out) == ("**Verdict: not comparable** — nothing to compare: every matched cell of NEW failed or "
-                              "diverged (8 of 8); exit 2")  # fmt: skip
+    assert last_line(out) == (
+        "**Verdict: not comparable** — nothing to compare: every matched cell of NEW failed or "
+        "diverged (8 of 8); exit 2"
+    )
     code, out, _ = run_cli(tmp_path, capsys, base, accs([0.0] * 8, task="wine"), "--format", "markdown")
     assert code == 2 and "|---|" not in out  # no empty table when no cell matched
 

@@ -77,8 +77,10 @@ def test_a_format_is_one_file(tmp_path, monkeypatch):
 
 @pytest.mark.slow  # a fresh interpreter
 def test_help_lists_the_formats_without_importing_pandas_torch_or_rich():
-    code = ("import sys; from dropbench.cli import main; main(['report', '--help']); "
-            "print(sorted(m for m in ('pandas', 'torch', 'rich', 'scipy') if m in sys.modules))")  # fmt: skip
+    code = (
+        "import sys; from dropbench.cli import main; main(['report', '--help']); "
+        "print(sorted(m for m in ('pandas', 'torch', 'rich', 'scipy') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "[table|csv|json|markdown]" in out and out.rstrip().endswith("[]")
 
@@ -117,5 +119,6 @@ def test_the_wide_csv_gives_seeds_and_the_test_figure_with_its_interval(tmp_path
     assert row["keep_0.5_seeds"] == 3 and row["keep_1_seeds"] == 4
     assert row["keep_0.5_test"] == pytest.approx(acc.mean(), rel=1e-5)
     assert (row["keep_0.5_test_low"], row["keep_0.5_test_high"]) == pytest.approx(
-        (acc.mean() - half, acc.mean() + half), rel=1e-5)  # fmt: skip
+        (acc.mean() - half, acc.mean() + half), rel=1e-5
+    )
     assert row["keep_0.5"] == pytest.approx(100 * cells["gap_acc"].mean(), rel=1e-5)  # the gap stays beside them

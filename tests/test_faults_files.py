@@ -92,8 +92,9 @@ def test_the_write_pause_hook_reaches_a_dropbench_subprocess(tmp_path):
         "t = time.monotonic(); files.replace_atomically(path, b'a,b\\n'); print(appended, time.monotonic() - t)"
     )
     paused = _env(DROPBENCH_TEST_WRITE_PAUSE="0.5")
-    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "x.csv")], env=paused, capture_output=True,
-                          text=True, check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "x.csv")], env=paused, capture_output=True, text=True, check=True
+    )
     appended, replaced = map(float, done.stdout.split())
     assert appended >= 0.5 > replaced
 
@@ -190,11 +191,32 @@ def test_fresh_twice_in_one_second_keeps_both_backups(tmp_path):
 @pytest.mark.slow
 def test_a_second_run_into_the_same_file_is_refused_while_the_first_goes_on(tmp_path, capsys):
     out = tmp_path / "r.csv"
-    args = ["run", "--task", "wine", "--reg", "none", "--keep", "1.0", "--seeds", "3", "--epochs", "1", "--jobs", "1",
-            "-q", "--out", out]  # fmt: skip
+    args = [
+        "run",
+        "--task",
+        "wine",
+        "--reg",
+        "none",
+        "--keep",
+        "1.0",
+        "--seeds",
+        "3",
+        "--epochs",
+        "1",
+        "--jobs",
+        "1",
+        "-q",
+        "--out",
+        out,
+    ]
     # Each write takes a second, so the first run is still going when the second starts.
-    first = subprocess.Popen(_command(*args), env=_env(DROPBENCH_TEST_WRITE_PAUSE="1"), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)  # fmt: skip
+    first = subprocess.Popen(
+        _command(*args),
+        env=_env(DROPBENCH_TEST_WRITE_PAUSE="1"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     lock = tmp_path / ".r.csv.run.lock"
     deadline = time.time() + 120
     while time.time() < deadline and not (lock.exists() and lock.read_text().strip()):
@@ -374,8 +396,13 @@ def test_a_full_disk_while_writing_the_metadata_keeps_the_old_metadata(tmp_path,
 def test_an_interrupt_in_the_middle_of_a_write_waits_for_the_line_to_end(tmp_path, sig):
     out = tmp_path / "r.csv"
     # Each write is made in two halves two seconds apart: the signal is sent once the first half is in.
-    proc = subprocess.Popen(_command("run", *TINY, "--out", out), env=_env(DROPBENCH_TEST_WRITE_PAUSE="2"),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        _command("run", *TINY, "--out", out),
+        env=_env(DROPBENCH_TEST_WRITE_PAUSE="2"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     targets = (tmp_path / "r.epochs.csv", out)
     deadline = time.time() + 120
     while time.time() < deadline and not any(p.exists() and not p.read_bytes().endswith(b"\n") for p in targets):
@@ -589,8 +616,11 @@ def test_bad_results_files_are_one_line(tmp_path, capsys, finished, command, cas
     if command == "compare" and case == "header-only":
         fragment = "nothing to compare"
     before = snapshot(tmp_path)
-    args = {"report": ["report", bad], "plot": ["plot", bad, "-o", tmp_path / "plots"],
-            "compare": ["compare", finished, bad]}[command]  # fmt: skip
+    args = {
+        "report": ["report", bad],
+        "plot": ["plot", bad, "-o", tmp_path / "plots"],
+        "compare": ["compare", finished, bad],
+    }[command]
     code, err = cli_main(capsys, *args)
     assert code == 2
     assert_one_error_line(err, fragment)
@@ -606,9 +636,12 @@ def test_report_on_a_header_only_file_in_a_process_of_its_own(tmp_path, finished
 
 @pytest.mark.parametrize(
     "junk, fragment",
-    [(b"\x00\xff junk\n1,2\n", "r.epochs.csv"), (b"a,b\n1,2\n", "missing columns"),
-     (b"cell_id,epoch,fit_loss,val_loss,val_acc\nx,one,1,1,1\n", "epoch is 'one'")],
-)  # fmt: skip
+    [
+        (b"\x00\xff junk\n1,2\n", "r.epochs.csv"),
+        (b"a,b\n1,2\n", "missing columns"),
+        (b"cell_id,epoch,fit_loss,val_loss,val_acc\nx,one,1,1,1\n", "epoch is 'one'"),
+    ],
+)
 def test_plot_with_a_junk_epochs_file_is_one_line(tmp_path, capsys, finished, junk, fragment):
     out = copy_run(finished, tmp_path)
     (tmp_path / "r.epochs.csv").write_bytes(junk)

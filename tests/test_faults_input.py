@@ -85,8 +85,16 @@ def assert_all_refused_by_the_installed_command(cases, cwd, root):
     """Each (args, expected texts) run as `python -m dropbench` at once, side by side (a start costs seconds):
     the faults that used to end in a traceback or a hang."""
     before = files_under(root)
-    procs = [subprocess.Popen([sys.executable, "-m", "dropbench", *args], cwd=cwd, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True) for args, _ in cases]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "dropbench", *args],
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for args, _ in cases
+    ]
     for proc, (args, expected) in zip(procs, cases):
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 2, (args, err)
@@ -183,10 +191,13 @@ def test_report_refuses_a_task_named_twice(workdir, tmp_path, capsys):
         ("train_size = [10, 10]", "name = 'wine'", "train_size: train size 10 is listed twice"),
         ("[regularizer.l2]\nstrength = [1e-4, 1e-4]", "name = 'wine'", "strength: strength 0.0001 is listed twice"),
         ("[regularizer.l2]\nstrength = [1e-4, 1.0000001e-4]", "name = 'wine'", "strength 0.0001 is listed twice"),
-        ("[regularizer.l2]\nstrength = { log = [1e-3, 1.000001e-3], num = 10 }", "name = 'wine'",
-         "num = 10 values over log = [0.001, 0.001000001] repeat at 6 significant digits"),
+        (
+            "[regularizer.l2]\nstrength = { log = [1e-3, 1.000001e-3], num = 10 }",
+            "name = 'wine'",
+            "num = 10 values over log = [0.001, 0.001000001] repeat at 6 significant digits",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_suite_value_listed_twice_is_refused(workdir, tmp_path, capsys, top, task, expected):
     path = suite_file(workdir, top, task)
     assert_refused(["run", str(path), *FAST], capsys, tmp_path, str(path), expected)
@@ -204,14 +215,20 @@ def test_a_repeated_flag_adds_up_like_a_comma_list(workdir, tmp_path, capsys):
 
 def test_a_hidden_keep_rate_without_hidden_layers_is_refused(workdir, tmp_path, capsys):
     path = suite_file(workdir, "keep_rates = [0.2, 1.0]", "name = 'wine'\nmodel = { hidden = [] }")
-    assert_refused(["run", str(path), *FAST], capsys, tmp_path, f"{path}: keep_rates: keep rate 0.2 would drop nothing",
-                   "task 'wine' has no hidden layer (model.hidden = [])")  # fmt: skip
+    assert_refused(
+        ["run", str(path), *FAST],
+        capsys,
+        tmp_path,
+        f"{path}: keep_rates: keep rate 0.2 would drop nothing",
+        "task 'wine' has no hidden layer (model.hidden = [])",
+    )
 
 
 def test_a_keep_flag_for_a_model_without_hidden_layers_is_refused(workdir, tmp_path, capsys):
     path = suite_file(workdir, "model = { hidden = [] }")
-    assert_refused(["run", str(path), "--keep", "0.5", *FAST], capsys, tmp_path, "--keep: keep rate 0.5 would drop",
-                   "task 'wine'")  # fmt: skip
+    assert_refused(
+        ["run", str(path), "--keep", "0.5", *FAST], capsys, tmp_path, "--keep: keep rate 0.5 would drop", "task 'wine'"
+    )
 
 
 def test_spatial_dropout_of_a_conv_net_without_hidden_layers_is_refused(workdir, tmp_path, capsys):
@@ -233,14 +250,18 @@ def test_input_dropout_without_hidden_layers_is_accepted(workdir, capsys):
 @pytest.mark.parametrize(
     ("top", "expected"),
     [
-        ("regularizers = ['l2']\n[regularizer.l2]\nstrength = { log = [1e-6, 1e-2], num = 100000000 }",
-         "regularizer.l2.strength.num: at most 1,000 values per sweep, got 100,000,000"),
+        (
+            "regularizers = ['l2']\n[regularizer.l2]\nstrength = { log = [1e-6, 1e-2], num = 100000000 }",
+            "regularizer.l2.strength.num: at most 1,000 values per sweep, got 100,000,000",
+        ),
         ("seeds = 100000000", "seeds: the grid has 100000000 seeds = 100,000,000 cells; a suite may have at most"),
-        ("regularizers = ['l1+l2']\n[regularizer.l1]\nstrength = { log = [1e-6, 1e-2], num = 1000 }\n"
-         "[regularizer.l2]\nstrength = { log = [1e-6, 1e-2], num = 1000 }",
-         "regularizers: 1,000,000 regularizer settings ('l1+l2' alone: 1,000,000 combinations"),
+        (
+            "regularizers = ['l1+l2']\n[regularizer.l1]\nstrength = { log = [1e-6, 1e-2], num = 1000 }\n"
+            "[regularizer.l2]\nstrength = { log = [1e-6, 1e-2], num = 1000 }",
+            "regularizers: 1,000,000 regularizer settings ('l1+l2' alone: 1,000,000 combinations",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_suite_too_big_to_expand_is_refused_at_once(workdir, tmp_path, capsys, top, expected):
     path = suite_file(workdir, top)
     assert_refused(["run", str(path), "--dry-run"], capsys, tmp_path, str(path), expected)
@@ -267,32 +288,53 @@ def test_a_grid_at_the_limit_is_accepted_without_being_expanded(workdir):
 @pytest.mark.parametrize(
     ("top", "task", "expected"),
     [
-        ("regularizers = ['l2']\n[regularizer.l2]\nstrength = { log = [1e-3, inf], num = 3 }", "name = 'wine'",
-         "regularizer.l2.strength.log: strength must be a finite number, got inf"),
-        ("regularizers = ['l2']\n[regularizer.l2]\nstrength = nan", "name = 'wine'",
-         "regularizer.l2.strength: strength must be a finite number, got nan"),
-        ("regularizers = ['max-norm']\n[regularizer.max-norm]\nstrength = inf", "name = 'wine'",
-         "regularizer.max-norm.strength: strength must be a finite number, got inf"),
-        ("regularizers = ['l2']\n[regularizer.l2]\nstrength = [1e-4, -inf]", "name = 'wine'",
-         "strength must be a finite number, got -inf"),
-        ("regularizers = ['kl-sparsity']\n[regularizer.kl-sparsity]\ntarget = nan", "name = 'wine'",
-         "regularizer.kl-sparsity.target: expected a finite number, got nan"),
+        (
+            "regularizers = ['l2']\n[regularizer.l2]\nstrength = { log = [1e-3, inf], num = 3 }",
+            "name = 'wine'",
+            "regularizer.l2.strength.log: strength must be a finite number, got inf",
+        ),
+        (
+            "regularizers = ['l2']\n[regularizer.l2]\nstrength = nan",
+            "name = 'wine'",
+            "regularizer.l2.strength: strength must be a finite number, got nan",
+        ),
+        (
+            "regularizers = ['max-norm']\n[regularizer.max-norm]\nstrength = inf",
+            "name = 'wine'",
+            "regularizer.max-norm.strength: strength must be a finite number, got inf",
+        ),
+        (
+            "regularizers = ['l2']\n[regularizer.l2]\nstrength = [1e-4, -inf]",
+            "name = 'wine'",
+            "strength must be a finite number, got -inf",
+        ),
+        (
+            "regularizers = ['kl-sparsity']\n[regularizer.kl-sparsity]\ntarget = nan",
+            "name = 'wine'",
+            "regularizer.kl-sparsity.target: expected a finite number, got nan",
+        ),
         ("", "name = 'wine'\noptimizer = { lr = nan }", "task[0].optimizer.lr: expected a finite number, got nan"),
         ("", "name = 'wine'\noptimizer = { lr = inf }", "task[0].optimizer.lr: expected a finite number, got inf"),
         ("optimizer = { momentum = nan }", "name = 'wine'", "optimizer.momentum: expected a finite number, got nan"),
-        ("optimizer = { name = 'adam', betas = [0.9, nan] }", "name = 'wine'",
-         "optimizer.betas: expected a finite number, got nan"),
+        (
+            "optimizer = { name = 'adam', betas = [0.9, nan] }",
+            "name = 'wine'",
+            "optimizer.betas: expected a finite number, got nan",
+        ),
         ("keep_rates = [nan]", "name = 'wine'", "keep_rates: expected a finite number, got nan"),
         ("keep_rates = [[0.5, inf]]", "name = 'wine'", "keep_rates: expected a finite number, got inf"),
         ("input_keep_rate = inf", "name = 'wine'", "input_keep_rate: expected a finite number, got inf"),
-        ("model = { kind = 'cnn', channels = [8], conv_keep = nan }", "name = 'mnist'",
-         "model.conv_keep: expected a finite number, got nan"),
+        (
+            "model = { kind = 'cnn', channels = [8], conv_keep = nan }",
+            "name = 'mnist'",
+            "model.conv_keep: expected a finite number, got nan",
+        ),
         ("epochs = inf", "name = 'wine'", "epochs: expected an integer ≥ 1, got inf"),
         ("", "name = 'wine'\nbatch_size = nan", "task[0].batch_size: expected an integer ≥ 1, got nan"),
         ("seeds = inf", "name = 'wine'", "seeds: expected an integer ≥ 0, got inf"),
         ("task = []", None, "task: the suite has no task"),
     ],
-)  # fmt: skip
+)
 def test_a_non_finite_number_or_an_empty_suite_is_refused(workdir, tmp_path, capsys, top, task, expected):
     path = suite_file(workdir, top, task)
     assert_refused(["run", str(path), *FAST], capsys, tmp_path, str(path), expected)
@@ -358,8 +400,9 @@ def test_faults_that_gave_a_traceback_are_one_line_from_the_installed_command(wo
     # The hangs and the MemoryError are refused in-process above, under a deadline; a process start costs
     # seconds, so only the two faults whose old traceback came from inside the suite loader run here.
     nul = suite_file(workdir, 'name = "a\\u0000b"', name="nul.toml")
-    patience = suite_file(workdir, "regularizers = ['early-stopping']\n[regularizer.early-stopping]\nstrength = inf",
-                          name="patience.toml")  # fmt: skip
+    patience = suite_file(
+        workdir, "regularizers = ['early-stopping']\n[regularizer.early-stopping]\nstrength = inf", name="patience.toml"
+    )
     cases = [
         (["run", str(nul), *FAST], [str(nul), r"name: 'a\x00b'", NAME_RULE]),
         (["run", str(patience), *FAST], [str(patience), "early-stopping.strength: strength must be a finite number"]),

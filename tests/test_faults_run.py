@@ -108,8 +108,12 @@ def test_kill_then_resume_regroups_cells_and_changes_no_figure(reference, tmp_pa
     uninterrupted run's figures and curves."""
     out = tmp_path / "killed.csv"
     paused = env(DROPBENCH_TEST_WRITE_PAUSE="0.1")  # each write in two halves 0.1 s apart: time to kill
-    proc = subprocess.Popen(dropbench("run", *GRID, "--jobs", "1", "--out", str(out)), env=paused,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    proc = subprocess.Popen(
+        dropbench("run", *GRID, "--jobs", "1", "--out", str(out)),
+        env=paused,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for_rows(out, 3, proc)
     proc.kill()
     proc.wait()
@@ -160,8 +164,14 @@ def test_sigterm_stops_like_ctrl_c_records_the_stop_and_prints_the_command_that_
     out = tmp_path / "terminated.csv"
     # No --out on the command line: the line must add it, or a rerun would start a new file.
     args = ["run", *GRID, "--jobs", "1", "--fresh"]
-    proc = subprocess.Popen(dropbench(*args), env=env(DROPBENCH_TEST_WRITE_PAUSE="0.1"), cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    proc = subprocess.Popen(
+        dropbench(*args),
+        env=env(DROPBENCH_TEST_WRITE_PAUSE="0.1"),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline, found = time.time() + 60, []
     while not found and time.time() < deadline:
         found = [p for p in (tmp_path / "results").glob("quick-*.csv") if not p.name.endswith(".epochs.csv")]
@@ -205,9 +215,14 @@ def test_ctrl_c_while_the_pool_starts_is_one_line_and_no_worker_traceback(tmp_pa
     """Ctrl-C goes to the whole process group, workers included, while they still import torch: they were
     spawned with SIGINT blocked, so only the driver acts on it."""
     out = tmp_path / "pool.csv"
-    proc = subprocess.Popen(dropbench("run", *GRID, "--jobs", "2", "--out", str(out)), env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        dropbench("run", *GRID, "--jobs", "2", "--out", str(out)),
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     deadline, workers = time.time() + 60, []
     while not workers and time.time() < deadline and proc.poll() is None:
         workers = _pool_workers(proc.pid)

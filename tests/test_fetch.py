@@ -20,8 +20,12 @@ from dropbench.data.images import load_cifar10_task, load_idx_task
 from dropbench.data.sources import FASHION_MNIST
 from dropbench.errors import UserError
 
-IDX_NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz",
-             "t10k-labels-idx1-ubyte.gz")  # fmt: skip
+IDX_NAMES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 
 
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -176,8 +180,13 @@ def test_archive_members_are_extracted_safely(server, tmp_path, monkeypatch):
     link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
     files = make_cifar_archive(www / "cifar-10-binary.tar.gz", [(evil, b"evil"), (absolute, b"evil"), (link, b"")])
     archive_hash = "sha256:" + sha256((www / "cifar-10-binary.tar.gz").read_bytes())
-    source = DataSource("toy-cifar", "cifar10", files, mirrors=(url,),
-                        archive=Archive("cifar-10-binary.tar.gz", archive_hash, "cifar-10-batches-bin/"))  # fmt: skip
+    source = DataSource(
+        "toy-cifar",
+        "cifar10",
+        files,
+        mirrors=(url,),
+        archive=Archive("cifar-10-binary.tar.gz", archive_hash, "cifar-10-batches-bin/"),
+    )
     data = tmp_path / "data"
     ensure_source(source, data)
     inside = sorted(p.name for p in (data / "cifar10").iterdir() if not p.name.startswith("cifar-10-binary"))

@@ -6,9 +6,20 @@ from conftest import make_cell
 
 from dropbench.report.labels import cell_label, config_label, varying
 
-ROW = {"task": "digits", "model": "mlp-8", "regularizer": "l2", "strength": "0.0001", "keep_rate": 0.5,
-       "layer_keep_rates": "", "input_keep_rate": 0.8, "dropout": "gaussian", "train_size": 0, "seed": 2,
-       "max_epochs": 3, "setup": "abc"}  # fmt: skip
+ROW = {
+    "task": "digits",
+    "model": "mlp-8",
+    "regularizer": "l2",
+    "strength": "0.0001",
+    "keep_rate": 0.5,
+    "layer_keep_rates": "",
+    "input_keep_rate": 0.8,
+    "dropout": "gaussian",
+    "train_size": 0,
+    "seed": 2,
+    "max_epochs": 3,
+    "setup": "abc",
+}
 
 
 def test_a_configuration_names_the_regularizer_then_what_sets_it_apart():

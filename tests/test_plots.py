@@ -43,15 +43,41 @@ def _row(task, reg, strength, keep, seed, rng, classification):
         train_acc = test_acc = float("nan")
     row = dict.fromkeys(COLUMNS, "")
     row.update(
-        cell_id=_cell_id(task, reg, keep, seed), suite="test", task=task, model="mlp-32", regularizer=reg,
-        strength=strength, keep_rate=keep, input_keep_rate=1.0, dropout="bernoulli", seed=seed,
-        max_epochs=EPOCHS, epochs_run=EPOCHS, best_epoch=EPOCHS, batch_size=64, optimizer="sgd", lr=0.01,
-        train_loss=train_loss, train_acc=train_acc, val_loss=test_loss, val_acc=test_acc, test_loss=test_loss,
-        test_acc=test_acc, gap_acc=train_acc - test_acc, gap_loss=test_loss - train_loss,
-        fit_seconds=1.0 + rng.random(), n_params=1000, status="ok", error="", device="cpu",
-        dropbench_version="0.1.0", torch_version="2.3", git_commit="", started_at="2024-01-01T00:00:00Z",
+        cell_id=_cell_id(task, reg, keep, seed),
+        suite="test",
+        task=task,
+        model="mlp-32",
+        regularizer=reg,
+        strength=strength,
+        keep_rate=keep,
+        input_keep_rate=1.0,
+        dropout="bernoulli",
+        seed=seed,
+        max_epochs=EPOCHS,
+        epochs_run=EPOCHS,
+        best_epoch=EPOCHS,
+        batch_size=64,
+        optimizer="sgd",
+        lr=0.01,
+        train_loss=train_loss,
+        train_acc=train_acc,
+        val_loss=test_loss,
+        val_acc=test_acc,
+        test_loss=test_loss,
+        test_acc=test_acc,
+        gap_acc=train_acc - test_acc,
+        gap_loss=test_loss - train_loss,
+        fit_seconds=1.0 + rng.random(),
+        n_params=1000,
+        status="ok",
+        error="",
+        device="cpu",
+        dropbench_version="0.1.0",
+        torch_version="2.3",
+        git_commit="",
+        started_at="2024-01-01T00:00:00Z",
         schema_version=1,
-    )  # fmt: skip
+    )
     return row
 
 
@@ -87,8 +113,15 @@ def epochs(results, early_id):
     for cell_id in results["cell_id"]:
         last = 3 if cell_id == early_id else EPOCHS  # one cell stopped early
         for epoch in range(1, last + 1):
-            points.append(dict(cell_id=cell_id, epoch=epoch, fit_loss=1.0 / epoch + rng.random(),
-                               val_loss=1.2 / epoch + rng.random(), val_acc=0.9))  # fmt: skip
+            points.append(
+                dict(
+                    cell_id=cell_id,
+                    epoch=epoch,
+                    fit_loss=1.0 / epoch + rng.random(),
+                    val_loss=1.2 / epoch + rng.random(),
+                    val_acc=0.9,
+                )
+            )
     return pd.DataFrame(points, columns=list(EPOCH_COLUMNS))
 
 
@@ -119,9 +152,13 @@ def test_write_plots_png_files_are_valid_images_of_the_figure_size(results, epoc
     plt.close("all")
     paths = write_plots(results, epochs, tmp_path / "plots")
     assert [p.name for p in paths] == [
-        "digits-keep-rate.png", "digits-gap-heatmap.png", "digits-learning-curves.png",
-        "openml-1590-keep-rate.png", "openml-1590-gap-heatmap.png", "openml-1590-learning-curves.png",
-    ]  # fmt: skip
+        "digits-keep-rate.png",
+        "digits-gap-heatmap.png",
+        "digits-learning-curves.png",
+        "openml-1590-keep-rate.png",
+        "openml-1590-gap-heatmap.png",
+        "openml-1590-learning-curves.png",
+    ]
     assert plt.get_fignums() == []  # every figure closed
     expected = {
         "digits-keep-rate.png": _expected_pixels(plot_keep_rate(summary, CLS)),

@@ -139,6 +139,19 @@ def row_for(cell):
     from dropbench.train import CellResult
 
     result = CellResult(status="ok", epochs_run=cell.task.epochs, test_acc=0.9, train_acc=1.0, fit_seconds=0.1)
-    return make_row(cell, result, "2026-01-01T00:00:00Z", {
-        "device": "cpu", "threads": 1, "host": "h", "cpu": "c", "dropbench_version": "0", "torch_version": "0",
-        "sklearn_version": "0", "python_version": "3", "git_commit": "x"})  # fmt: skip
+    return make_row(
+        cell,
+        result,
+        "2026-01-01T00:00:00Z",
+        {
+            "device": "cpu",
+            "threads": 1,
+            "host": "h",
+            "cpu": "c",
+            "dropbench_version": "0",
+            "torch_version": "0",
+            "sklearn_version": "0",
+            "python_version": "3",
+            "git_commit": "x",
+        },
+    )

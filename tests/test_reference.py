@@ -17,8 +17,11 @@ HEADER = (
 # dropbench's regularizer names, with the one the paper needs that dropbench plans.
 REGULARIZER_NAMES = {"none", "l1", "l2", "l1+l2", "max-norm", "early-stopping", "l2+kl-sparsity"}
 # dropbench's model labels of the mapped rows: Table 2's three max-norm nets, Table 9's net, Table 10's MNIST net.
-TABLE_2_MODELS = {"3 layers, 1024 units, ReLU": "mlp-1024-1024-1024", "2 layers, 4096 units, ReLU": "mlp-4096-4096",
-                  "2 layers, 8192 units, ReLU": "mlp-8192-8192"}  # fmt: skip
+TABLE_2_MODELS = {
+    "3 layers, 1024 units, ReLU": "mlp-1024-1024-1024",
+    "2 layers, 4096 units, ReLU": "mlp-4096-4096",
+    "2 layers, 8192 units, ReLU": "mlp-8192-8192",
+}
 TABLE_9_MODEL = "mlp-1024-1024-2048"
 TABLE_10_MODEL = "mlp-1024-1024"
 TABLE_9 = [
@@ -40,12 +43,34 @@ def reference():
     return load_reference("srivastava2014")
 
 
-def summary_row(task="mnist", model=TABLE_9_MODEL, reg="none", strength="", keep=1.0, input_keep=1.0,
-                dropout="bernoulli", n=3, acc=0.985, ci=0.001, val=None):  # fmt: skip
+def summary_row(
+    task="mnist",
+    model=TABLE_9_MODEL,
+    reg="none",
+    strength="",
+    keep=1.0,
+    input_keep=1.0,
+    dropout="bernoulli",
+    n=3,
+    acc=0.985,
+    ci=0.001,
+    val=None,
+):
     """One configuration of a summary; its mean validation accuracy is `val`, the test one's `acc` if not given."""
-    return {"task": task, "model": model, "regularizer": reg, "strength": strength, "keep_rate": keep,
-            "input_keep_rate": input_keep, "dropout": dropout, "n": n, "val_acc_mean": acc if val is None else val,
-            "test_acc_mean": acc, "test_acc_ci": ci, "train_acc_mean": 0.999}  # fmt: skip
+    return {
+        "task": task,
+        "model": model,
+        "regularizer": reg,
+        "strength": strength,
+        "keep_rate": keep,
+        "input_keep_rate": input_keep,
+        "dropout": dropout,
+        "n": n,
+        "val_acc_mean": acc if val is None else val,
+        "test_acc_mean": acc,
+        "test_acc_ci": ci,
+        "train_acc_mean": 0.999,
+    }
 
 
 def summary(*rows):
@@ -114,8 +139,16 @@ def test_mapping_columns_are_filled_only_together(reference):
 def test_table_9_as_published(reference):
     table = reference[reference["table"] == 9]
     assert len(table) == 6
-    got = list(zip(table["method"], table["test_error_pct"], table["regularizer"], table["keep_rate"],
-                   table["input_keep_rate"], table["dropout"]))  # fmt: skip
+    got = list(
+        zip(
+            table["method"],
+            table["test_error_pct"],
+            table["regularizer"],
+            table["keep_rate"],
+            table["input_keep_rate"],
+            table["dropout"],
+        )
+    )
     assert got == TABLE_9
     assert (table["architecture"] == "784-1024-1024-2048-10, ReLU").all()
     assert (table["model"] == TABLE_9_MODEL).all()
@@ -127,8 +160,12 @@ def test_table_9_as_published(reference):
 def test_table_10_has_its_spread(reference):
     table = reference[reference["table"] == 10]
     got = {(r.task, r.dropout): (r.test_error_pct, r.test_error_sd_pct) for r in table.itertuples()}
-    assert got == {("mnist", "bernoulli"): (1.08, 0.04), ("mnist", "gaussian"): (0.95, 0.04),
-                   ("cifar10", "bernoulli"): (12.6, 0.1), ("cifar10", "gaussian"): (12.5, 0.1)}  # fmt: skip
+    assert got == {
+        ("mnist", "bernoulli"): (1.08, 0.04),
+        ("mnist", "gaussian"): (0.95, 0.04),
+        ("cifar10", "bernoulli"): (12.6, 0.1),
+        ("cifar10", "gaussian"): (12.5, 0.1),
+    }
 
 
 def test_mapped_rows_name_dropbench_models(reference):
@@ -137,7 +174,9 @@ def test_mapped_rows_name_dropbench_models(reference):
     assert got == {(2, architecture): model for architecture, model in TABLE_2_MODELS.items()}
     table_10 = mapped[mapped["table"] == 10]
     assert list(zip(table_10["task"], table_10["dropout"], table_10["model"])) == [
-        ("mnist", "bernoulli", TABLE_10_MODEL), ("mnist", "gaussian", TABLE_10_MODEL)]  # fmt: skip
+        ("mnist", "bernoulli", TABLE_10_MODEL),
+        ("mnist", "gaussian", TABLE_10_MODEL),
+    ]
     # Labels as dropbench writes them (ModelConfig.label): the kind, then each hidden width.
     assert all(re.fullmatch(r"mlp(-[1-9][0-9]*)+", model) for model in mapped["model"]), set(mapped["model"])
 
@@ -260,11 +299,27 @@ def test_ours_configuration_names_the_chosen_configuration(reference):
         summary_row(reg="l2", strength="0.0001"),
         summary_row(reg="max-norm", strength="3", keep=0.5, input_keep=0.8, val=0.990, acc=0.986),
         summary_row(reg="max-norm", strength="4", keep=0.5, input_keep=0.8, val=0.985, acc=0.990),
-        summary_row(model=TABLE_10_MODEL, reg="l2", strength="0.0001", keep=0.5, input_keep=0.8,
-                    dropout="gaussian", val=0.986, acc=0.992),
-        summary_row(model=TABLE_10_MODEL, reg="max-norm", strength="3", keep=0.5, input_keep=0.8,
-                    dropout="gaussian", val=0.989, acc=0.988),
-    )  # fmt: skip
+        summary_row(
+            model=TABLE_10_MODEL,
+            reg="l2",
+            strength="0.0001",
+            keep=0.5,
+            input_keep=0.8,
+            dropout="gaussian",
+            val=0.986,
+            acc=0.992,
+        ),
+        summary_row(
+            model=TABLE_10_MODEL,
+            reg="max-norm",
+            strength="3",
+            keep=0.5,
+            input_keep=0.8,
+            dropout="gaussian",
+            val=0.989,
+            acc=0.988,
+        ),
+    )
     matched = match_reference(ours, reference)
     assert only(matched, 9, "L2")["ours_configuration"] == "l2 0.0001 keep 1.0 · in 1 · mlp-1024-1024-2048"
     table_9 = only(matched, 9, "Dropout + Max-norm")
@@ -287,8 +342,14 @@ def _candidates_for_every_mapped_row(reference, rng):
     rows = []
     for ref in reference[is_mapped(reference)].itertuples():
         for reg in [ref.regularizer] if ref.regularizer else ["l2", "max-norm"]:
-            config = {"task": ref.task, "model": ref.model, "reg": reg, "keep": ref.keep_rate,
-                      "input_keep": ref.input_keep_rate, "dropout": ref.dropout or "bernoulli"}  # fmt: skip
+            config = {
+                "task": ref.task,
+                "model": ref.model,
+                "reg": reg,
+                "keep": ref.keep_rate,
+                "input_keep": ref.input_keep_rate,
+                "dropout": ref.dropout or "bernoulli",
+            }
             for _ in range(3):
                 val, acc, ci = rng.uniform(0.97, 0.99), rng.uniform(0.97, 0.99), rng.uniform(0.0005, 0.002)
                 rows.append(summary_row(**config, strength=str(len(rows)), val=val, acc=acc, ci=ci))
@@ -366,10 +427,17 @@ def test_unmapped_rows_never_match(reference):
     # Every keep-rate combination an unmapped row could plausibly be confused with, on every net the reference
     # names.
     models = sorted(set(reference["model"]) - {""})
-    ours = summary(*[summary_row(task=t, model=m, reg=r, keep=k, input_keep=i, dropout=d)
-                     for t, ms in (("mnist", models), ("cifar10", ["cnn"])) for m in ms
-                     for r in ("none", "l2", "max-norm") for k in (0.5, 1.0) for i in (0.8, 1.0)
-                     for d in ("bernoulli", "gaussian")])  # fmt: skip
+    ours = summary(
+        *[
+            summary_row(task=t, model=m, reg=r, keep=k, input_keep=i, dropout=d)
+            for t, ms in (("mnist", models), ("cifar10", ["cnn"]))
+            for m in ms
+            for r in ("none", "l2", "max-norm")
+            for k in (0.5, 1.0)
+            for i in (0.8, 1.0)
+            for d in ("bernoulli", "gaussian")
+        ]
+    )
     matched = match_reference(ours, reference)
     unmapped = matched[~is_mapped(reference)]
     assert len(unmapped) > 0

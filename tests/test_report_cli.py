@@ -11,8 +11,21 @@ import pytest
 
 from dropbench.cli import main
 
-GRID = ["--task", "wine,diabetes", "--keep", "0.5,1.0", "--reg", "none,l2", "--seeds", "6", "--epochs", "3",
-        "--jobs", "1", "-q"]  # fmt: skip
+GRID = [
+    "--task",
+    "wine,diabetes",
+    "--keep",
+    "0.5,1.0",
+    "--reg",
+    "none,l2",
+    "--seeds",
+    "6",
+    "--epochs",
+    "3",
+    "--jobs",
+    "1",
+    "-q",
+]
 # Six seeds: the exact sign-flip test's smallest p is 2/2^6, so a drop on every seed of wine's four
 # configurations reaches 4 · 2/64 = 0.125 after Holm (at three seeds no verdict could ever be a regression).
 
@@ -28,8 +41,11 @@ def results(tmp_path_factory):
 def test_report_and_compare_take_the_same_metrics(results, capsys):
     from dropbench.cli import cli
 
-    choices = {name: next(p for p in command.params if p.name == "metric").type.choices
-               for name, command in cli.commands.items() if name in ("report", "compare")}  # fmt: skip
+    choices = {
+        name: next(p for p in command.params if p.name == "metric").type.choices
+        for name, command in cli.commands.items()
+        if name in ("report", "compare")
+    }
     assert choices["report"] == choices["compare"]
     assert main(["report", str(results), "--metric", "val_acc", "--format", "markdown"]) == 0
     out = capsys.readouterr().out

@@ -23,12 +23,33 @@ def rows(task, reg, strength, seeds=3):
     for keep in (0.5, 1.0):
         for seed in range(seeds):
             acc = rng.uniform(0.8, 0.95)
-            out.append({**dict.fromkeys(COLUMNS, ""), "cell_id": f"{task}-{reg}-{keep}-{seed}", "suite": "s",
-                        "task": task, "model": "mlp-8", "regularizer": reg, "strength": strength, "keep_rate": keep,
-                        "input_keep_rate": 1.0, "dropout": "bernoulli", "train_size": 0, "seed": seed,
-                        "max_epochs": 3, "setup_id": "s1", "status": "ok", "val_acc": acc, "val_loss": 1 - acc,
-                        "test_acc": acc, "test_loss": 1 - acc, "train_acc": 1.0, "train_loss": 0.0,
-                        "gap_acc": 1.0 - acc, "gap_loss": 1 - acc})  # fmt: skip
+            out.append(
+                {
+                    **dict.fromkeys(COLUMNS, ""),
+                    "cell_id": f"{task}-{reg}-{keep}-{seed}",
+                    "suite": "s",
+                    "task": task,
+                    "model": "mlp-8",
+                    "regularizer": reg,
+                    "strength": strength,
+                    "keep_rate": keep,
+                    "input_keep_rate": 1.0,
+                    "dropout": "bernoulli",
+                    "train_size": 0,
+                    "seed": seed,
+                    "max_epochs": 3,
+                    "setup_id": "s1",
+                    "status": "ok",
+                    "val_acc": acc,
+                    "val_loss": 1 - acc,
+                    "test_acc": acc,
+                    "test_loss": 1 - acc,
+                    "train_acc": 1.0,
+                    "train_loss": 0.0,
+                    "gap_acc": 1.0 - acc,
+                    "gap_loss": 1 - acc,
+                }
+            )
     return out
 
 
@@ -37,8 +58,12 @@ def late_baseline(tmp_path):
     """As a pool may write them: digits before wine, and in each task l2 first, the baseline's cells after
     it, max-norm last."""
     path = tmp_path / "r.csv"
-    finished = [r for task in ("digits", "wine") for reg, s in (("l2", "0.01"), ("none", ""), ("max-norm", "3"))
-                for r in rows(task, reg, s)]  # fmt: skip
+    finished = [
+        r
+        for task in ("digits", "wine")
+        for reg, s in (("l2", "0.01"), ("none", ""), ("max-norm", "3"))
+        for r in rows(task, reg, s)
+    ]
     pd.DataFrame(finished, columns=list(COLUMNS)).to_csv(path, index=False)
     return path
 
@@ -76,14 +101,21 @@ def test_with_the_runs_metadata_every_format_follows_the_suite(late_baseline, ca
     assert main(["report", str(late_baseline), "--format", "json"]) == 0
     configurations = json.loads(capsys.readouterr().out)["configurations"]
     assert [(c["regularizer"], c["keep_rate"]) for c in configurations[:6]] == [
-        (reg, keep) for reg, _ in REGULARIZERS for keep in (0.5, 1.0)]  # fmt: skip
+        (reg, keep) for reg, _ in REGULARIZERS for keep in (0.5, 1.0)
+    ]
 
     assert main(["report", str(late_baseline), "--paired", "--format", "csv"]) == 0
     tests = pd.read_csv(io.StringIO(capsys.readouterr().out))
-    assert tests["task"].iloc[0] == "wine" and tests["regularizer"].tolist()[:5] == ["none", *["max-norm"] * 2,
-                                                                                     *["l2"] * 2]  # fmt: skip
+    assert tests["task"].iloc[0] == "wine" and tests["regularizer"].tolist()[:5] == [
+        "none",
+        *["max-norm"] * 2,
+        *["l2"] * 2,
+    ]
 
     frame = read_results(late_baseline)
     result = compare(frame, frame, order=suite_order([late_baseline]))
-    assert [(r.task, r.regularizer) for r in result.rows][:3] == [("wine", "none"), ("wine", "none"),
-                                                                  ("wine", "max-norm")]  # fmt: skip
+    assert [(r.task, r.regularizer) for r in result.rows][:3] == [
+        ("wine", "none"),
+        ("wine", "none"),
+        ("wine", "max-norm"),
+    ]

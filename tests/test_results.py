@@ -51,10 +51,25 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_the_whole_training_split_is_an_empty_train_size_and_reads_back_as_0(tmp_path):
-    rows = [{**dict.fromkeys(COLUMNS, ""), "cell_id": cell_id, "train_size": size, "seed": 0, "max_epochs": 3,
-             "epochs_run": 3, "best_epoch": 3, "batch_size": 64, "mc_samples": 0, "n_params": 1, "threads": 1,
-             "schema_version": SCHEMA_VERSION, "keep_rate": 1.0, "input_keep_rate": 1.0}
-            for cell_id, size in (("all", 0), ("some", 200))]  # fmt: skip
+    rows = [
+        {
+            **dict.fromkeys(COLUMNS, ""),
+            "cell_id": cell_id,
+            "train_size": size,
+            "seed": 0,
+            "max_epochs": 3,
+            "epochs_run": 3,
+            "best_epoch": 3,
+            "batch_size": 64,
+            "mc_samples": 0,
+            "n_params": 1,
+            "threads": 1,
+            "schema_version": SCHEMA_VERSION,
+            "keep_rate": 1.0,
+            "input_keep_rate": 1.0,
+        }
+        for cell_id, size in (("all", 0), ("some", 200))
+    ]
     for row in rows:
         row.update({c: math.nan for c in COLUMNS if COLUMN_TYPES[c] is float and row[c] == ""})
     path = tmp_path / "r.csv"

@@ -24,8 +24,16 @@ TASKS = 1000
 LIMIT = ALPHA + 3 * math.sqrt(ALPHA * (1 - ALPHA) / TASKS)
 
 
-def simulate(seeds: int, noise_examples: float, *, tasks: int = TASKS, configs: int = 8, test_size: int = 100,
-             effect_examples: float = 0.0, rng_seed: int = 0) -> np.ndarray:  # fmt: skip
+def simulate(
+    seeds: int,
+    noise_examples: float,
+    *,
+    tasks: int = TASKS,
+    configs: int = 8,
+    test_size: int = 100,
+    effect_examples: float = 0.0,
+    rng_seed: int = 0,
+) -> np.ndarray:
     """Accuracies [task, configuration, seed] in whole examples of `test_size`. Configuration 0 is the
     baseline. A seed's shared effect (sd 3 points) stands for common random numbers; each configuration adds
     noise of `noise_examples` examples (sd); configuration 1 is shifted by `effect_examples` (0: the null)."""
@@ -62,8 +70,16 @@ def naive_t_test(base: list[float], mine: list[float]) -> float:
 
 # Seeds where marks are possible at all (2/2^n times 7 comparisons below α needs n >= 9 for the sign-flip test),
 # and differences of mostly ties (0.3 examples), about one example, and several.
-NULL_CASES = [("sign-flip", 6, 1.0), ("sign-flip", 9, 0.3), ("sign-flip", 9, 1.0), ("sign-flip", 9, 3.0),
-              ("sign-flip", 12, 1.0), ("wilcoxon", 9, 0.3), ("wilcoxon", 9, 1.0), ("wilcoxon", 12, 3.0)]  # fmt: skip
+NULL_CASES = [
+    ("sign-flip", 6, 1.0),
+    ("sign-flip", 9, 0.3),
+    ("sign-flip", 9, 1.0),
+    ("sign-flip", 9, 3.0),
+    ("sign-flip", 12, 1.0),
+    ("wilcoxon", 9, 0.3),
+    ("wilcoxon", 9, 1.0),
+    ("wilcoxon", 12, 3.0),
+]
 
 
 @pytest.mark.slow
@@ -97,10 +113,24 @@ def as_results(accuracies: np.ndarray) -> pd.DataFrame:
         for c, config in enumerate(task):
             for seed, acc in enumerate(config):
                 keep = 1.0 - c / 100
-                rows.append({**dict.fromkeys(COLUMNS, ""), "cell_id": f"{t}-{c}-{seed}", "task": f"t{t}",
-                             "model": "mlp-8", "regularizer": "none", "strength": "", "keep_rate": keep,
-                             "input_keep_rate": 1.0, "dropout": "bernoulli", "train_size": 0, "seed": seed,
-                             "setup_id": "s", "status": "ok", "test_acc": acc})  # fmt: skip
+                rows.append(
+                    {
+                        **dict.fromkeys(COLUMNS, ""),
+                        "cell_id": f"{t}-{c}-{seed}",
+                        "task": f"t{t}",
+                        "model": "mlp-8",
+                        "regularizer": "none",
+                        "strength": "",
+                        "keep_rate": keep,
+                        "input_keep_rate": 1.0,
+                        "dropout": "bernoulli",
+                        "train_size": 0,
+                        "seed": seed,
+                        "setup_id": "s",
+                        "status": "ok",
+                        "test_acc": acc,
+                    }
+                )
     return pd.DataFrame(rows)
 
 

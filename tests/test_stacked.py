@@ -22,8 +22,18 @@ from dropbench.train import fit_cell, train_model
 
 TOL = 1e-5
 # Every figure of a result; a diverged cell's are all NaN.
-FIGURES = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "test_ece",
-           "test_acc_mc", "test_loss_mc", "test_ece_mc")  # fmt: skip
+FIGURES = (
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "test_loss",
+    "test_acc",
+    "test_ece",
+    "test_acc_mc",
+    "test_loss_mc",
+    "test_ece_mc",
+)
 SGD = OptimizerConfig(lr=0.05, momentum=0.9)
 ADAM = OptimizerConfig(name="adam", lr=0.003)
 # (regularizer, strengths) of the equivalence cells: one per kind of per-member setting
@@ -304,8 +314,10 @@ def test_fit_seconds_is_each_members_share_of_the_epochs_it_trained_in(monkeypat
     monkeypatch.setattr(stacked_module, "time", SimpleNamespace(perf_counter=lambda: float(next(ticks))))
     data = load_task_data("synthetic")
     specs = [("early-stopping", {"early-stopping": 1}), ("early-stopping", {"early-stopping": 3}), ("none", {})]
-    cells = [make_cell("synthetic", reg=reg, strengths=s, seed=seed, hidden=(64, 64), epochs=12, optimizer=SGD)
-             for seed, (reg, s) in enumerate(specs)]  # fmt: skip
+    cells = [
+        make_cell("synthetic", reg=reg, strengths=s, seed=seed, hidden=(64, 64), epochs=12, optimizer=SGD)
+        for seed, (reg, s) in enumerate(specs)
+    ]
     results = fit_stacked(cells, data)
     runs = [r.epochs_run for r in results]
     assert runs[0] < runs[2] == 12  # the first member stopped early

@@ -14,10 +14,29 @@ from dropbench.runner import make_row
 from dropbench.train import Training, fit_cell, train_model
 
 # Every figure a row holds; a diverged row holds none of them (epochs, best epoch and time stay).
-FIGURES = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "test_ece",
-           "test_acc_mc", "test_loss_mc", "test_ece_mc")  # fmt: skip
-PROVENANCE = ("device", "threads", "host", "cpu", "dropbench_version", "torch_version", "sklearn_version",
-              "python_version", "git_commit")  # fmt: skip
+FIGURES = (
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "test_loss",
+    "test_acc",
+    "test_ece",
+    "test_acc_mc",
+    "test_loss_mc",
+    "test_ece_mc",
+)
+PROVENANCE = (
+    "device",
+    "threads",
+    "host",
+    "cpu",
+    "dropbench_version",
+    "torch_version",
+    "sklearn_version",
+    "python_version",
+    "git_commit",
+)
 
 TIMING = {"fit_seconds"}
 

@@ -17,8 +17,21 @@ from dropbench.cli import main
 from dropbench.merge import CIRCUMSTANCE_COLUMNS
 from dropbench.results import COLUMNS, SCHEMA_VERSION, CsvTable
 
-GRID = ["--task", "wine,breast-cancer", "--keep", "0.5,1.0", "--reg", "none,l2", "--seeds", "3", "--epochs", "4",
-        "--jobs", "1", "-q"]  # fmt: skip
+GRID = [
+    "--task",
+    "wine,breast-cancer",
+    "--keep",
+    "0.5,1.0",
+    "--reg",
+    "none,l2",
+    "--seeds",
+    "3",
+    "--epochs",
+    "4",
+    "--jobs",
+    "1",
+    "-q",
+]
 GRID_CELLS = 2 * 2 * 2 * 3
 
 
@@ -41,8 +54,9 @@ def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_result(tm
     rng = random.Random(7)
     kills, torn = 0, 0
     for _ in range(6):
-        proc = subprocess.Popen(cli("run", *GRID, "--out", str(out)), env=env, stderr=subprocess.DEVNULL,
-                                stdout=subprocess.DEVNULL)  # fmt: skip
+        proc = subprocess.Popen(
+            cli("run", *GRID, "--out", str(out)), env=env, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+        )
         try:
             proc.wait(timeout=rng.uniform(2.5, 4.5))  # python + torch start in ~2 s; then cells run
         except subprocess.TimeoutExpired:
@@ -235,8 +249,23 @@ def _wait_for_rows(path, count: int, timeout: float) -> None:
 
 
 # Unstacked: twelve units of one cell, so the pool is still busy when the first rows are written.
-POOL_GRID = ["run", "--task", "synthetic", "--keep", "0.5,0.8,1.0", "--reg", "none,l2", "--seeds", "2",
-             "--epochs", "40", "--jobs", "2", "--no-stack", "-q"]  # fmt: skip
+POOL_GRID = [
+    "run",
+    "--task",
+    "synthetic",
+    "--keep",
+    "0.5,0.8,1.0",
+    "--reg",
+    "none,l2",
+    "--seeds",
+    "2",
+    "--epochs",
+    "40",
+    "--jobs",
+    "2",
+    "--no-stack",
+    "-q",
+]
 
 
 @pytest.mark.slow

@@ -25,15 +25,40 @@ def grid_rows(task="wine", seeds=6, setup_id="s1", max_epochs=3, rng_seed=0):
             for seed in range(seeds):
                 val, test = rng.uniform(0.8, 0.95, size=2)
                 cell_id = f"{task}-{reg}-{keep}-{seed}-{setup_id}-{max_epochs}"
-                rows.append({**dict.fromkeys(COLUMNS, ""), "cell_id": cell_id, "suite": "s",
-                             "task": task, "model": "mlp-8", "regularizer": reg,
-                             "strength": "0.01" if reg == "l2" else "", "keep_rate": keep, "input_keep_rate": 1.0,
-                             "dropout": "bernoulli", "train_size": 0, "seed": seed, "max_epochs": max_epochs,
-                             "batch_size": 64, "optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "precision": "fp32",
-                             "mc_samples": 0, "setup_id": setup_id, "status": "ok", "val_acc": val,
-                             "val_loss": 1 - val, "test_acc": test, "test_loss": 1 - test, "train_acc": 1.0,
-                             "train_loss": 0.0, "gap_acc": 1.0 - test, "gap_loss": 1 - test,
-                             "test_ece": 0.01})  # fmt: skip
+                rows.append(
+                    {
+                        **dict.fromkeys(COLUMNS, ""),
+                        "cell_id": cell_id,
+                        "suite": "s",
+                        "task": task,
+                        "model": "mlp-8",
+                        "regularizer": reg,
+                        "strength": "0.01" if reg == "l2" else "",
+                        "keep_rate": keep,
+                        "input_keep_rate": 1.0,
+                        "dropout": "bernoulli",
+                        "train_size": 0,
+                        "seed": seed,
+                        "max_epochs": max_epochs,
+                        "batch_size": 64,
+                        "optimizer": "sgd",
+                        "lr": 0.01,
+                        "momentum": 0.9,
+                        "precision": "fp32",
+                        "mc_samples": 0,
+                        "setup_id": setup_id,
+                        "status": "ok",
+                        "val_acc": val,
+                        "val_loss": 1 - val,
+                        "test_acc": test,
+                        "test_loss": 1 - test,
+                        "train_acc": 1.0,
+                        "train_loss": 0.0,
+                        "gap_acc": 1.0 - test,
+                        "gap_loss": 1 - test,
+                        "test_ece": 0.01,
+                    }
+                )
     return rows
 
 

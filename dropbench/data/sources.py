@@ -11,48 +11,64 @@ MNIST = DataSource(
     name="mnist",
     folder="mnist",
     files=(
-        DataFile("train-images-idx3-ubyte.gz",
-                 "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
-                 "sha256:440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
-        DataFile("train-labels-idx1-ubyte.gz",
-                 "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
-                 "sha256:3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
-        DataFile("t10k-images-idx3-ubyte.gz",
-                 "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
-                 "sha256:8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
-        DataFile("t10k-labels-idx1-ubyte.gz",
-                 "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
-                 "sha256:f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+        DataFile(
+            "train-images-idx3-ubyte.gz",
+            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            "sha256:440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
+        ),
+        DataFile(
+            "train-labels-idx1-ubyte.gz",
+            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            "sha256:3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
+        ),
+        DataFile(
+            "t10k-images-idx3-ubyte.gz",
+            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            "sha256:8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+        ),
+        DataFile(
+            "t10k-labels-idx1-ubyte.gz",
+            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+            "sha256:f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+        ),
     ),
     mirrors=(
         "https://ossci-datasets.s3.amazonaws.com/mnist/",
         "https://storage.googleapis.com/cvdf-datasets/mnist/",
         "http://yann.lecun.com/exdb/mnist/",
     ),
-)  # fmt: skip
+)
 
 FASHION_MNIST = DataSource(
     name="fashion-mnist",
     folder="fashion-mnist",
     files=(
         # Only MD5s of the official .gz files are published; the content check is SHA-256 all the same.
-        DataFile("train-images-idx3-ubyte.gz",
-                 "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-                 "md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
-        DataFile("train-labels-idx1-ubyte.gz",
-                 "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-                 "md5:25c81989df183df01b3e8a0aad5dffbe"),
-        DataFile("t10k-images-idx3-ubyte.gz",
-                 "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-                 "md5:bef4ecab320f06d8554ea6380940ec79"),
-        DataFile("t10k-labels-idx1-ubyte.gz",
-                 "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-                 "md5:bb300cfdad3c16e7a12a480ee83cd310"),
+        DataFile(
+            "train-images-idx3-ubyte.gz",
+            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            "md5:8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+        ),
+        DataFile(
+            "train-labels-idx1-ubyte.gz",
+            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            "md5:25c81989df183df01b3e8a0aad5dffbe",
+        ),
+        DataFile(
+            "t10k-images-idx3-ubyte.gz",
+            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            "md5:bef4ecab320f06d8554ea6380940ec79",
+        ),
+        DataFile(
+            "t10k-labels-idx1-ubyte.gz",
+            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+            "md5:bb300cfdad3c16e7a12a480ee83cd310",
+        ),
     ),
     mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
     # Debian's dataset-fashion-mnist package: the same content under rewritten gzip headers.
     system_dirs=("/usr/share/datasets/fashion-mnist",),
-)  # fmt: skip
+)
 
 CIFAR10 = DataSource(
     name="cifar10",

@@ -101,15 +101,23 @@ def standardize_features(split: Split) -> Split:
     """Scale numeric features with the training split's mean and std (sklearn's StandardScaler)."""
     scaler = StandardScaler().fit(split.x_train)
     return Split(
-        scaler.transform(split.x_train), split.y_train, scaler.transform(split.x_val), split.y_val,
-        scaler.transform(split.x_test), split.y_test,
-    )  # fmt: skip
+        scaler.transform(split.x_train),
+        split.y_train,
+        scaler.transform(split.x_val),
+        split.y_val,
+        scaler.transform(split.x_test),
+        split.y_test,
+    )
 
 
 def standardize_target(split: Split) -> Split:
     """A regression target on the training split's scale: losses read as a fraction of its variance."""
     mean, std = split.y_train.mean(), split.y_train.std()
     return Split(
-        split.x_train, (split.y_train - mean) / std, split.x_val, (split.y_val - mean) / std,
-        split.x_test, (split.y_test - mean) / std,
-    )  # fmt: skip
+        split.x_train,
+        (split.y_train - mean) / std,
+        split.x_val,
+        (split.y_val - mean) / std,
+        split.x_test,
+        (split.y_test - mean) / std,
+    )

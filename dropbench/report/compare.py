@@ -133,8 +133,9 @@ def _cells_of(frame: pd.DataFrame) -> str:
     return f"{len(frame)} cells of {', '.join(dict.fromkeys(frame['task'].astype(str)))}"
 
 
-def _why_nothing_compares(base: pd.DataFrame, new: pd.DataFrame, pairs: pd.DataFrame, metric: str,
-                          unmeasured: set[str]) -> str:  # fmt: skip
+def _why_nothing_compares(
+    base: pd.DataFrame, new: pd.DataFrame, pairs: pd.DataFrame, metric: str, unmeasured: set[str]
+) -> str:
     """Why not a single pair could be tested (the first reason that holds): the line a user sees with exit 2."""
     if pairs.empty:
         return f"BASE and NEW have no cell in common (BASE: {_cells_of(base)}; NEW: {_cells_of(new)})"
@@ -151,8 +152,10 @@ def _why_nothing_compares(base: pd.DataFrame, new: pd.DataFrame, pairs: pd.DataF
             return f"every matched cell of {side} failed or diverged ({total} of {total})"
     both_ok = int(((pairs["status_base"] == "ok") & (pairs["status_new"] == "ok")).sum())
     if both_ok == 0:
-        return (f"no matched cell is ok on both sides (failed or diverged: BASE {base_bad} of "
-                f"{total}, NEW {new_bad} of {total})")  # fmt: skip
+        return (
+            f"no matched cell is ok on both sides (failed or diverged: BASE {base_bad} of "
+            f"{total}, NEW {new_bad} of {total})"
+        )
     return f"none of the {both_ok} cells ok on both sides has a {metric} value on both"
 
 
@@ -209,8 +212,9 @@ def compare(
                 config[column] = float(config[column])
             else:
                 config[column] = int(config[column]) if column == "train_size" else str(config[column])
-        test = paired_difference(finite["_value_base"].tolist(), finite["_value_new"].tolist(), method=method,
-                                 confidence=1 - alpha)  # fmt: skip
+        test = paired_difference(
+            finite["_value_base"].tolist(), finite["_value_new"].tolist(), method=method, confidence=1 - alpha
+        )
         drafts.append(
             dict(
                 config,

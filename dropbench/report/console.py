@@ -39,8 +39,14 @@ def print_plan(plan: "Plan", executor: object) -> None:
     for column in ("task", "cells", "done", "to run", "estimated time"):
         table.add_column(column, justify="left" if column == "task" else "right")
     for line in lines:
-        table.add_row(line.name, str(line.cells), str(line.done), str(line.todo), _duration(line.seconds),
-                      style="bold" if line.name == "all" else None)  # fmt: skip
+        table.add_row(
+            line.name,
+            str(line.cells),
+            str(line.done),
+            str(line.todo),
+            _duration(line.seconds),
+            style="bold" if line.name == "all" else None,
+        )
     stdout_console().print(table)
     basis = "measured on the cells already done" if calibrated else "this project's 2-core CPU rates"
     stdout_console().print(f"estimate from {basis}, over {jobs} worker process(es)", highlight=False)

@@ -37,9 +37,11 @@ class TestNote:
             f"the paired differences over {self.pairs} seeds, Holm across {self.family} comparisons, "
             f"α = {self.alpha:g}"
         )
-        if self.min_p * self.family >= self.alpha:  # fmt: skip
-            text += (f"; at {self.pairs} seeds no mark is possible (smallest p {self.min_p:.3g}, times {self.family}): "
-                     "run more seeds")  # fmt: skip
+        if self.min_p * self.family >= self.alpha:
+            text += (
+                f"; at {self.pairs} seeds no mark is possible (smallest p {self.min_p:.3g}, times {self.family}): "
+                "run more seeds"
+            )
         return text + (". Paired differences: dropbench report --paired" if pointer else ".")
 
 
@@ -49,8 +51,13 @@ def _test_note(tests: pd.DataFrame | None, task: str, alpha: float) -> TestNote 
     rows = tests[tests["task"] == task]
     if rows.empty:
         return None
-    return TestNote(str(rows["method"].iloc[0]), int(rows["pairs"].min()), int(rows["family"].max()),
-                    float(rows["min_p"].max()), alpha)  # fmt: skip
+    return TestNote(
+        str(rows["method"].iloc[0]),
+        int(rows["pairs"].min()),
+        int(rows["family"].max()),
+        float(rows["min_p"].max()),
+        alpha,
+    )
 
 
 def _paired_by_row(summary: pd.DataFrame, tests: pd.DataFrame | None) -> dict[object, pd.Series]:
@@ -105,10 +112,19 @@ def task_grids(
         rows: dict[str, dict[float, pd.Series]] = {}
         for label, (_, row) in zip(labels, task_rows.iterrows()):
             rows.setdefault(label, {})[row["keep_rate"]] = row
-        grids.append(Grid(str(task), metric_for(metric, classification), classification, int(task_rows["seeds"].max()),
-                          sorted(task_rows["keep_rate"].unique()), list(rows.items()), _best_index(task_rows),
-                          {i: paired[i] for i in task_rows.index if i in paired},
-                          _test_note(tests, str(task), alpha)))  # fmt: skip
+        grids.append(
+            Grid(
+                str(task),
+                metric_for(metric, classification),
+                classification,
+                int(task_rows["seeds"].max()),
+                sorted(task_rows["keep_rate"].unique()),
+                list(rows.items()),
+                _best_index(task_rows),
+                {i: paired[i] for i in task_rows.index if i in paired},
+                _test_note(tests, str(task), alpha),
+            )
+        )
     return grids
 
 
@@ -134,9 +150,11 @@ SEEDS_COVER = (
 
 def caption(grid: Grid) -> str:
     figure = "accuracy" if grid.classification else "loss"
-    lines = [grid.view.explanation,
-             f"{BASELINE_MARK} baseline (none, keep 1.0)  {BEST_MARK} chosen on mean validation {figure}; "
-             "its test figure is shown"]  # fmt: skip
+    lines = [
+        grid.view.explanation,
+        f"{BASELINE_MARK} baseline (none, keep 1.0)  {BEST_MARK} chosen on mean validation {figure}; "
+        "its test figure is shown",
+    ]
     if grid.test_note is not None:
         higher_better = grid.view.higher_is_better
         better, worse = ("significantly higher", "lower") if higher_better else ("significantly lower", "higher")
@@ -172,8 +190,18 @@ def paired_lines(grid: Grid) -> list[list[str]]:
             interval = f"[{low}, {high}]" if test["delta_low"] == test["delta_low"] else "—"
             p_raw = "—" if test["p_raw"] != test["p_raw"] else f"{test['p_raw']:.3g}"
             p_holm = "—" if test["p_value"] != test["p_value"] else f"{test['p_value']:.3g}"
-            lines.append([label, keep_label(keep), delta, interval, p_raw, p_holm, str(int(test["pairs"])),
-                          MARKS[test["change"]]])  # fmt: skip
+            lines.append(
+                [
+                    label,
+                    keep_label(keep),
+                    delta,
+                    interval,
+                    p_raw,
+                    p_holm,
+                    str(int(test["pairs"])),
+                    MARKS[test["change"]],
+                ]
+            )
     return lines
 
 

@@ -17,8 +17,15 @@ from collections.abc import Collection, Mapping
 
 # Training settings named in a label where they vary within a task (files merged from runs of other settings).
 SETUP_COLUMNS = ("optimizer", "lr", "momentum", "batch_size", "max_epochs", "precision", "mc_samples")
-SETUP_LABELS = {"optimizer": "opt", "lr": "lr", "momentum": "momentum", "batch_size": "batch", "max_epochs": "epochs",
-                "precision": "precision", "mc_samples": "mc"}  # fmt: skip
+SETUP_LABELS = {
+    "optimizer": "opt",
+    "lr": "lr",
+    "momentum": "momentum",
+    "batch_size": "batch",
+    "max_epochs": "epochs",
+    "precision": "precision",
+    "mc_samples": "mc",
+}
 # What else can set two configurations of one task apart, in the order a label names it.
 DISTINGUISHING = ("layer_keep_rates", "train_size", "input_keep_rate", "dropout", "model", *SETUP_COLUMNS, "setup")
 

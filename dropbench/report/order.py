@@ -48,8 +48,9 @@ def suite_order(paths: Iterable[str | Path]) -> SuiteOrder:
         try:
             suite = json.loads(sidecar_paths(Path(path))[1].read_text(encoding="utf-8"))["suite"]
             tasks.update(dict.fromkeys(str(task["name"]) for task in suite["tasks"]))
-            regularizers.update(dict.fromkeys(regularizer_key(str(r["name"]), str(r["strength"]))
-                                              for r in suite["regularizers"]))  # fmt: skip
+            regularizers.update(
+                dict.fromkeys(regularizer_key(str(r["name"]), str(r["strength"])) for r in suite["regularizers"])
+            )
         except (OSError, ValueError, KeyError, TypeError):
             continue  # no sidecar, not JSON, or not a run's: order by appearance
     return SuiteOrder(tuple(tasks), tuple(regularizers))
@@ -61,8 +62,9 @@ def in_suite_order(rows: pd.DataFrame, seen: pd.DataFrame, order: SuiteOrder | N
     order = order or SuiteOrder()
     strengths = seen["strength"].fillna("").astype(str)
     tasks = dict.fromkeys([*order.tasks, *seen["task"]])
-    keys = dict.fromkeys([regularizer_key(BASELINE_REGULARIZER, ""), *order.regularizers,
-                          *(seen["regularizer"] + " " + strengths)])  # fmt: skip
+    keys = dict.fromkeys(
+        [regularizer_key(BASELINE_REGULARIZER, ""), *order.regularizers, *(seen["regularizer"] + " " + strengths)]
+    )
     task_rank = {task: i for i, task in enumerate(tasks)}
     key_rank = {key: i for i, key in enumerate(keys)}
     ranked = rows.assign(

@@ -84,8 +84,17 @@ def _panel(ax: Axes, rows: pd.DataFrame, metric: str, scale: float, classificati
         mean = baseline[f"{metric}_mean"].to_numpy(dtype=float)
         y = (1.0 - mean) * 100.0 if classification else mean
         # A scatter, not a line: ax.get_lines() holds exactly one line per label.
-        ax.scatter(baseline["keep_rate"].to_numpy(dtype=float), y, marker="D", s=90, facecolor="gold",
-                   edgecolor="black", linewidth=0.9, zorder=4, label=BASELINE_LABEL)  # fmt: skip
+        ax.scatter(
+            baseline["keep_rate"].to_numpy(dtype=float),
+            y,
+            marker="D",
+            s=90,
+            facecolor="gold",
+            edgecolor="black",
+            linewidth=0.9,
+            zorder=4,
+            label=BASELINE_LABEL,
+        )
     keeps = sorted(rows["keep_rate"].dropna().unique())
     ax.set_xticks(keeps, [f"{k:g}" for k in keeps])
     if len(keeps) > 1:
@@ -125,8 +134,14 @@ def plot_keep_rate(summary: pd.DataFrame, task: str, ax_pair: tuple[Axes, Axes] 
     else:  # the figure may hold other plots: the task goes into the panels' own titles
         ax_test.set_title(f"{task}: test set")
         ax_train.set_title(f"{task}: training set (eval mode)")
-    ax_train.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small",
-                    title="regularizer besides dropout", title_fontsize="small")  # fmt: skip
+    ax_train.legend(
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        borderaxespad=0.0,
+        fontsize="small",
+        title="regularizer besides dropout",
+        title_fontsize="small",
+    )
     return fig
 
 
@@ -221,10 +236,21 @@ def plot_learning_curves(epochs: pd.DataFrame, rows: pd.DataFrame, task: str) ->
     for color, label in zip(_colors(len(shown)), shown):
         curve = means.loc[label]
         x = curve.index.to_numpy(dtype=float)
-        ax.plot(x, curve["val_loss"].to_numpy(dtype=float), color=color, linestyle="-", marker=".",
-                label=f"{label}: validation loss")  # fmt: skip
-        ax.plot(x, curve["fit_loss"].to_numpy(dtype=float), color=color, linestyle="--",
-                label=f"{label}: train loss (training mode, with dropout)")  # fmt: skip
+        ax.plot(
+            x,
+            curve["val_loss"].to_numpy(dtype=float),
+            color=color,
+            linestyle="-",
+            marker=".",
+            label=f"{label}: validation loss",
+        )
+        ax.plot(
+            x,
+            curve["fit_loss"].to_numpy(dtype=float),
+            color=color,
+            linestyle="--",
+            label=f"{label}: train loss (training mode, with dropout)",
+        )
         handles.append(Line2D([], [], color=color, linewidth=2.5, label=label))
     handles += [
         Line2D([], [], color="0.3", linestyle="-", label="validation loss (eval mode)"),
@@ -266,8 +292,15 @@ def _with_reference(fig: Figure, summary: pd.DataFrame, task: str, reference: st
     if rows.empty:
         return fig
     ax = fig.axes[0]
-    ax.scatter(rows["keep_rate"], rows["test_error_pct"], marker="X", s=70, color="black", zorder=5,
-               label=f"{reference} (published)")  # fmt: skip
+    ax.scatter(
+        rows["keep_rate"],
+        rows["test_error_pct"],
+        marker="X",
+        s=70,
+        color="black",
+        zorder=5,
+        label=f"{reference} (published)",
+    )
     ax.legend(fontsize="small")
     return fig
 
@@ -314,8 +347,10 @@ def write_plots(
             copy += 1
             stem = f"{base}-{copy}"
         stems.add(stem)
-        jobs = [("keep-rate", lambda t=task: _with_reference(plot_keep_rate(summary, t), summary, t, reference)),
-                ("gap-heatmap", lambda t=task: plot_gap_heatmap(summary, t))]  # fmt: skip
+        jobs = [
+            ("keep-rate", lambda t=task: _with_reference(plot_keep_rate(summary, t), summary, t, reference)),
+            ("gap-heatmap", lambda t=task: plot_gap_heatmap(summary, t)),
+        ]
         task_ids = set(ok.loc[ok["task"] == task, "cell_id"].astype(str))
         if cell_ids & task_ids:
             jobs.append(("learning-curves", lambda t=task: plot_learning_curves(epochs, results, t)))

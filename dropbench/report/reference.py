@@ -55,8 +55,19 @@ MATCH_COLUMNS = (
     "difference_pct",
     "match_note",
 )
-SUMMARY_COLUMNS = ("task", "model", "regularizer", "strength", "keep_rate", "input_keep_rate", "dropout", "n",
-                   "val_acc_mean", "test_acc_mean", "test_acc_ci")  # fmt: skip
+SUMMARY_COLUMNS = (
+    "task",
+    "model",
+    "regularizer",
+    "strength",
+    "keep_rate",
+    "input_keep_rate",
+    "dropout",
+    "n",
+    "val_acc_mean",
+    "test_acc_mean",
+    "test_acc_ci",
+)
 RATE_TOLERANCE = 1e-9
 
 
@@ -99,8 +110,16 @@ def match_reference(summary: pd.DataFrame, reference: pd.DataFrame) -> pd.DataFr
 
 
 def _no_match(note: str) -> dict[str, object]:
-    return {"ours_test_error_pct": math.nan, "ours_ci_pct": math.nan, "ours_n": pd.NA, "ours_model": "",
-            "ours_strength": "", "ours_configuration": "", "difference_pct": math.nan, "match_note": note}  # fmt: skip
+    return {
+        "ours_test_error_pct": math.nan,
+        "ours_ci_pct": math.nan,
+        "ours_n": pd.NA,
+        "ours_model": "",
+        "ours_strength": "",
+        "ours_configuration": "",
+        "difference_pct": math.nan,
+        "match_note": note,
+    }
 
 
 def _close(values: pd.Series, target: float) -> pd.Series:
@@ -156,8 +175,9 @@ def _match_row(row: dict[str, object], summary: pd.DataFrame) -> dict[str, objec
     if any_regularizer:
         notes.append(f"the paper states no regularizer for this row; took {best['regularizer']}")
     if len(usable) > 1:
-        others = ", ".join(f"{config_label(c, ('model',))} (val {100 * c['val_acc_mean']:.2f}%)"
-                           for _, c in usable.iloc[1:].iterrows())  # fmt: skip
+        others = ", ".join(
+            f"{config_label(c, ('model',))} (val {100 * c['val_acc_mean']:.2f}%)" for _, c in usable.iloc[1:].iterrows()
+        )
         notes.append(f"best validation accuracy of {len(usable)} matching configurations; the others: {others}")
     ours = float(best["_error"])
     return {

@@ -18,11 +18,28 @@ from .order import SuiteOrder, in_suite_order
 from .stats import holm, mean_ci, paired_difference
 
 CONFIG_COLUMNS = (
-    "task", "model", "regularizer", "strength", "keep_rate", "layer_keep_rates", "input_keep_rate", "dropout",
-    "train_size", "setup",
-)  # fmt: skip
-SUMMARY_METRICS = ("gap_acc", "gap_loss", "test_acc", "test_loss", "train_acc", "train_loss", "val_acc", "val_loss",
-                   "fit_seconds")  # fmt: skip
+    "task",
+    "model",
+    "regularizer",
+    "strength",
+    "keep_rate",
+    "layer_keep_rates",
+    "input_keep_rate",
+    "dropout",
+    "train_size",
+    "setup",
+)
+SUMMARY_METRICS = (
+    "gap_acc",
+    "gap_loss",
+    "test_acc",
+    "test_loss",
+    "train_acc",
+    "train_loss",
+    "val_acc",
+    "val_loss",
+    "fit_seconds",
+)
 OPTIONAL_METRICS = ("test_error", "test_ece", "test_acc_mc", "test_loss_mc", "test_ece_mc")
 
 
@@ -77,8 +94,9 @@ def summarize(
         record.update({column: group[column].iloc[0] for column in SETUP_COLUMNS if column in group})
         for metric in metrics:
             estimate = mean_ci(pd.to_numeric(ok[metric], errors="coerce").astype(float).tolist())
-            record.update({f"{metric}_mean": estimate.mean, f"{metric}_sd": estimate.sd,
-                           f"{metric}_ci": estimate.half_width})  # fmt: skip
+            record.update(
+                {f"{metric}_mean": estimate.mean, f"{metric}_sd": estimate.sd, f"{metric}_ci": estimate.half_width}
+            )
         records.append(record)
     summary = pd.DataFrame.from_records(records)
     if summary.empty:
@@ -148,20 +166,46 @@ def baseline_tests(
             base_by_seed, mine = _by_seed(base, metric), _by_seed(group, metric)
             seeds = sorted(set(mine.index) & set(base_by_seed.index))
             test = paired_difference(base_by_seed.loc[seeds].tolist(), mine.loc[seeds].tolist(), method=method)
-            task_records.append({**config, "pairs": test.n, "delta": test.mean_diff, "delta_low": test.ci_low,
-                                 "delta_high": test.ci_high, "p_raw": test.p_value, "min_p": test.min_p})  # fmt: skip
+            task_records.append(
+                {
+                    **config,
+                    "pairs": test.n,
+                    "delta": test.mean_diff,
+                    "delta_low": test.ci_low,
+                    "delta_high": test.ci_high,
+                    "p_raw": test.p_value,
+                    "min_p": test.min_p,
+                }
+            )
         family = sum(1 for r in task_records if r["p_raw"] == r["p_raw"])  # Holm's m: tests that gave a p
         for record, p in zip(task_records, holm([r["p_raw"] for r in task_records])):
             better = record["delta"] > 0 if metric in HIGHER_IS_BETTER else record["delta"] < 0
             significant = p == p and p < alpha
-            record.update(p_value=p, significant=significant, method=method, family=family,
-                          change=("improvement" if better else "degradation") if significant else "")  # fmt: skip
+            record.update(
+                p_value=p,
+                significant=significant,
+                method=method,
+                family=family,
+                change=("improvement" if better else "degradation") if significant else "",
+            )
             records.append(record)
     return pd.DataFrame.from_records(records, columns=list(TEST_COLUMNS))
 
 
-TEST_COLUMNS = (*CONFIG_COLUMNS, "pairs", "delta", "delta_low", "delta_high", "p_raw", "min_p", "p_value", "method",
-                "family", "significant", "change")  # fmt: skip
+TEST_COLUMNS = (
+    *CONFIG_COLUMNS,
+    "pairs",
+    "delta",
+    "delta_low",
+    "delta_high",
+    "p_raw",
+    "min_p",
+    "p_value",
+    "method",
+    "family",
+    "significant",
+    "change",
+)
 
 
 def _by_seed(rows: pd.DataFrame, metric: str) -> pd.Series:
@@ -170,8 +214,10 @@ def _by_seed(rows: pd.DataFrame, metric: str) -> pd.Series:
     repeated = rows["seed"][rows["seed"].duplicated()]
     if len(repeated):
         row = rows.iloc[0]
-        raise UserError(f"{row['task']} {row['regularizer']} keep {row['keep_rate']:g}: seed {repeated.iloc[0]} "
-                        "appears in more than one cell of one configuration; these results mix trainings")  # fmt: skip
+        raise UserError(
+            f"{row['task']} {row['regularizer']} keep {row['keep_rate']:g}: seed {repeated.iloc[0]} "
+            "appears in more than one cell of one configuration; these results mix trainings"
+        )
     return rows.set_index("seed")[metric]
 
 
@@ -180,8 +226,23 @@ def best_configurations(summary: pd.DataFrame) -> pd.DataFrame:
     return summary[summary["best"]].reset_index(drop=True)
 
 
-BEST_COLUMNS = ("task", "configuration", "keep_rate", "chosen_on", "val_mean", "test_metric", "test_mean", "test_ci",
-                "gain", "gain_low", "gain_high", "p_value", "method", "family", "seeds")  # fmt: skip
+BEST_COLUMNS = (
+    "task",
+    "configuration",
+    "keep_rate",
+    "chosen_on",
+    "val_mean",
+    "test_metric",
+    "test_mean",
+    "test_ci",
+    "gain",
+    "gain_low",
+    "gain_high",
+    "p_value",
+    "method",
+    "family",
+    "seeds",
+)
 
 
 def best_report(
@@ -199,17 +260,25 @@ def best_report(
         mine = tests[(tests[list(CONFIG_COLUMNS)].astype(str) == row[list(CONFIG_COLUMNS)].astype(str)).all(axis=1)]
         test = mine.iloc[0] if len(mine) else None
         differs = varying(summary[summary["task"] == row["task"]])  # named as the task's table names it
-        records.append({
-            "task": row["task"], "configuration": config_label(row, differs, keep=True), "keep_rate": row["keep_rate"],
-            "chosen_on": "val_acc" if classification else "val_loss",
-            "val_mean": row["val_acc_mean" if classification else "val_loss_mean"], "test_metric": metric,
-            "test_mean": row[f"{metric}_mean"], "test_ci": row[f"{metric}_ci"],
-            "gain": math.nan if test is None else test["delta"],
-            "gain_low": math.nan if test is None else test["delta_low"],
-            "gain_high": math.nan if test is None else test["delta_high"],
-            "p_value": math.nan if test is None else test["p_value"], "method": method,
-            "family": 0 if test is None else int(test["family"]), "seeds": int(row["n"]),
-        })  # fmt: skip
+        records.append(
+            {
+                "task": row["task"],
+                "configuration": config_label(row, differs, keep=True),
+                "keep_rate": row["keep_rate"],
+                "chosen_on": "val_acc" if classification else "val_loss",
+                "val_mean": row["val_acc_mean" if classification else "val_loss_mean"],
+                "test_metric": metric,
+                "test_mean": row[f"{metric}_mean"],
+                "test_ci": row[f"{metric}_ci"],
+                "gain": math.nan if test is None else test["delta"],
+                "gain_low": math.nan if test is None else test["delta_low"],
+                "gain_high": math.nan if test is None else test["delta_high"],
+                "p_value": math.nan if test is None else test["p_value"],
+                "method": method,
+                "family": 0 if test is None else int(test["family"]),
+                "seeds": int(row["n"]),
+            }
+        )
     return pd.DataFrame.from_records(records, columns=list(BEST_COLUMNS))
 
 

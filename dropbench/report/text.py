@@ -13,10 +13,19 @@ from .stats import TEST_NAMES
 
 # ---------------------------------------------------------------- report --best
 
-BEST_HEADERS = ("task", "configuration", "chosen on", "test figure (95% CI)", "gain over baseline (95% CI)",
-                "p (Holm)", "seeds")  # fmt: skip
-BEST_LEGEND = ("Chosen on the mean validation figure over seeds; the test split only reports the choice. Gain: "
-               "paired test-figure difference to the baseline, Holm across the task's configurations.")  # fmt: skip
+BEST_HEADERS = (
+    "task",
+    "configuration",
+    "chosen on",
+    "test figure (95% CI)",
+    "gain over baseline (95% CI)",
+    "p (Holm)",
+    "seeds",
+)
+BEST_LEGEND = (
+    "Chosen on the mean validation figure over seeds; the test split only reports the choice. Gain: "
+    "paired test-figure difference to the baseline, Holm across the task's configurations."
+)
 
 
 def best_lines(best: pd.DataFrame) -> list[list[str]]:
@@ -49,8 +58,10 @@ def reference_title(name: str) -> str:
     return f"{name}: published test error beside this run's (its tasks only)"
 
 
-REFERENCE_LEGEND = ("ours: of this run's configurations with the paper's architecture, regularizer and keep rates, the "
-                    "one with the best mean validation accuracy; its test error ± 95% CI over seeds")  # fmt: skip
+REFERENCE_LEGEND = (
+    "ours: of this run's configurations with the paper's architecture, regularizer and keep rates, the "
+    "one with the best mean validation accuracy; its test error ± 95% CI over seeds"
+)
 
 
 def reference_lines(rows: pd.DataFrame) -> list[list[str]]:
@@ -64,8 +75,19 @@ def reference_lines(rows: pd.DataFrame) -> list[list[str]]:
         diff = f"{row['difference_pct']:+.2f}" if matched else ""
         seeds = str(int(row["ours_n"])) if matched else ""
         which = row["ours_configuration"] if matched else row["match_note"]
-        lines.append([str(row["table"]), row["task"], row["method"], row["architecture"],
-                      f"{row['test_error_pct']:.2f}", which, ours, diff, seeds])  # fmt: skip
+        lines.append(
+            [
+                str(row["table"]),
+                row["task"],
+                row["method"],
+                row["architecture"],
+                f"{row['test_error_pct']:.2f}",
+                which,
+                ours,
+                diff,
+                seeds,
+            ]
+        )
     return lines
 
 
@@ -91,8 +113,11 @@ def verdict_summary(result: CompareResult) -> str:
     worse = f"worse in {result.metric} beyond {result.max_drop:g}{unit}"
     parts = [f"{counts['regression']} of {len(result.rows)} {noun} {worse} ({test})"]
     others = [f"{counts[v]} {v}" for v in VERDICTS if v != "regression" and counts[v]]
-    others += [f"{len(cells)} cells only in {side}" for side, cells in
-               (("BASE", result.missing_in_new), ("NEW", result.missing_in_base)) if cells]  # fmt: skip
+    others += [
+        f"{len(cells)} cells only in {side}"
+        for side, cells in (("BASE", result.missing_in_new), ("NEW", result.missing_in_base))
+        if cells
+    ]
     if others:
         parts.append(", ".join(others))
     return "; ".join([*parts, f"exit {result.exit_code}"])
@@ -107,8 +132,10 @@ def comparison_labels(result: CompareResult) -> list[str]:
     """'digits l2 0.01 keep 0.5', plus whatever else varies among the task's rows, so no two read alike."""
     rows = [asdict(r) for r in result.rows]
     columns = [c for c in DISTINGUISHING if c in Comparison.__dataclass_fields__]
-    differs = {task: {c for c in columns if len({r[c] for r in rows if r["task"] == task}) > 1}
-               for task in {r["task"] for r in rows}}  # fmt: skip
+    differs = {
+        task: {c for c in columns if len({r[c] for r in rows if r["task"] == task}) > 1}
+        for task in {r["task"] for r in rows}
+    }
     return [config_label(r, differs[r["task"]], task=True, keep=True) for r in rows]
 
 
@@ -125,8 +152,19 @@ def comparison_lines(result: CompareResult) -> list[tuple[str, ...]]:
         p = f"{r.p_value:.3g}" if r.p_value == r.p_value else ""
         # Failed or diverged cells stay out of the statistics; shown here so that they cannot hide.
         not_ok = f"{r.base_not_ok}/{r.new_not_ok}" if r.base_not_ok or r.new_not_ok else ""
-        lines.append((config, _shown(r.base_mean * scale, ".3f"), _shown(r.new_mean * scale, ".3f"), delta, ci, p,
-                      str(r.n_pairs), not_ok, r.verdict))  # fmt: skip
+        lines.append(
+            (
+                config,
+                _shown(r.base_mean * scale, ".3f"),
+                _shown(r.new_mean * scale, ".3f"),
+                delta,
+                ci,
+                p,
+                str(r.n_pairs),
+                not_ok,
+                r.verdict,
+            )
+        )
     return lines
 
 

@@ -50,18 +50,27 @@ def wide_csv(grids: list[Grid]) -> str:
         test = METRICS["test_acc" if grid.classification else "test_loss"]
         for label, by_keep in grid.rows:
             first = next(iter(by_keep.values()))
-            record = {"task": grid.task, "row": label, **{c: first[c] for c in CONFIG_COLUMNS if c not in ("task",
-                      "keep_rate")}, "metric": grid.view.title, "test_figure": test.title}  # fmt: skip
+            record = {
+                "task": grid.task,
+                "row": label,
+                **{c: first[c] for c in CONFIG_COLUMNS if c not in ("task", "keep_rate")},
+                "metric": grid.view.title,
+                "test_figure": test.title,
+            }
             for keep in grid.keep_rates:
                 row = by_keep.get(keep)
                 figures = _figures(row, grid.view.name, grid.view.scale) + _figures(row, test.name, test.scale)
                 mean, half, test_mean, test_half = figures
-                record.update({
-                    f"keep_{keep:g}": mean, f"keep_{keep:g}_ci": half,
-                    f"keep_{keep:g}_seeds": math.nan if row is None else int(row["n"]),
-                    f"keep_{keep:g}_test": test_mean, f"keep_{keep:g}_test_low": test_mean - test_half,
-                    f"keep_{keep:g}_test_high": test_mean + test_half,
-                })  # fmt: skip
+                record.update(
+                    {
+                        f"keep_{keep:g}": mean,
+                        f"keep_{keep:g}_ci": half,
+                        f"keep_{keep:g}_seeds": math.nan if row is None else int(row["n"]),
+                        f"keep_{keep:g}_test": test_mean,
+                        f"keep_{keep:g}_test_low": test_mean - test_half,
+                        f"keep_{keep:g}_test_high": test_mean + test_half,
+                    }
+                )
             records.append(record)
     return csv_text(pd.DataFrame.from_records(records))
 

@@ -48,10 +48,16 @@ class JsonExporter(Exporter):
 
     def export_comparison(self, result: CompareResult) -> str:
         document = {
-            "metric": result.metric, "max_drop": result.max_drop, "alpha": result.alpha, "method": result.method,
-            "verdict": result.verdict, "exit_code": result.exit_code, "summary": verdict_summary(result),
+            "metric": result.metric,
+            "max_drop": result.max_drop,
+            "alpha": result.alpha,
+            "method": result.method,
+            "verdict": result.verdict,
+            "exit_code": result.exit_code,
+            "summary": verdict_summary(result),
             "reason": result.reason or None,
             "rows": [{k: _clean(v) for k, v in asdict(r).items()} for r in result.rows],
-            "missing_in_new": result.missing_in_new, "missing_in_base": result.missing_in_base,
-        }  # fmt: skip
+            "missing_in_new": result.missing_in_new,
+            "missing_in_base": result.missing_in_base,
+        }
         return json.dumps(document, indent=2, default=str) + "\n"

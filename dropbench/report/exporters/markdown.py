@@ -34,8 +34,11 @@ class MarkdownExporter(Exporter):
         """Per task a heading, its table and its legend; then the paired differences (with `paired`) and the
         published numbers (with a reference); with `best`, only the table of the best configurations."""
         if report.best is not None:
-            out = ["### best configuration per task, chosen on validation\n", "| " + " | ".join(BEST_HEADERS) + " |",
-                   "|---|---|---|---:|---:|---:|---:|"]  # fmt: skip
+            out = [
+                "### best configuration per task, chosen on validation\n",
+                "| " + " | ".join(BEST_HEADERS) + " |",
+                "|---|---|---|---:|---:|---:|---:|",
+            ]
             out += [_row(line) for line in best_lines(report.best)]
             return "\n".join(out) + f"\n\n{BEST_LEGEND}\n"
         text = "".join(grid_markdown(grid) for grid in report.grids)
@@ -51,8 +54,11 @@ class MarkdownExporter(Exporter):
         _, unit = units(result)
         out = [f"### compare · {result.metric} · max drop {result.max_drop:g}{unit} · alpha {result.alpha:g}"]
         if result.rows:
-            out += ["", "| " + " | ".join(comparison_columns(result)) + " |",
-                    "|---|---:|---:|---:|---|---:|---:|---:|---|"]  # fmt: skip
+            out += [
+                "",
+                "| " + " | ".join(comparison_columns(result)) + " |",
+                "|---|---:|---:|---:|---|---:|---:|---:|---|",
+            ]
             out += ["| " + " | ".join(line) + " |" for line in comparison_lines(result)]
         out += [line for missing in missing_lines(result) for line in ("", missing)]
         out += ["", f"**Verdict: {result.verdict}** — {verdict_summary(result)}"]
@@ -60,8 +66,11 @@ class MarkdownExporter(Exporter):
 
 
 def grid_markdown(grid: Grid) -> str:
-    out = [f"### {grid.title}\n", "| regularizer | " + " | ".join(keep_label(k) for k in grid.keep_rates) + " |",
-           "|---|" + "---:|" * len(grid.keep_rates)]  # fmt: skip
+    out = [
+        f"### {grid.title}\n",
+        "| regularizer | " + " | ".join(keep_label(k) for k in grid.keep_rates) + " |",
+        "|---|" + "---:|" * len(grid.keep_rates),
+    ]
     for label, cells in table_rows(grid):
         out.append(_row([label, *(f"{v}<br>{t}{m}" if t else v for _, (v, t, m) in cells)]))
     return "\n".join(out) + "\n\n" + caption(grid).replace("\n", "  \n") + "\n\n"
@@ -72,8 +81,11 @@ def paired_markdown(grid: Grid) -> str:
     lines = paired_lines(grid)
     if not lines:
         return ""
-    out = [f"#### {grid.paired_title}\n", "| " + " | ".join(PAIRED_HEADERS) + " |",
-           "|---|" + "---:|" * (len(PAIRED_HEADERS) - 1)]  # fmt: skip
+    out = [
+        f"#### {grid.paired_title}\n",
+        "| " + " | ".join(PAIRED_HEADERS) + " |",
+        "|---|" + "---:|" * (len(PAIRED_HEADERS) - 1),
+    ]
     out += [_row(line) for line in lines]
     if grid.test_note:
         out += ["", grid.test_note.legend("better", "worse", pointer=False)]
@@ -81,7 +93,10 @@ def paired_markdown(grid: Grid) -> str:
 
 
 def reference_markdown(reference: ReferenceRows) -> str:
-    out = [f"### {reference_title(reference.name)}\n", "| " + " | ".join(REFERENCE_HEADERS) + " |",
-           "|---|---|---|---|---:|---|---:|---:|---:|"]  # fmt: skip
+    out = [
+        f"### {reference_title(reference.name)}\n",
+        "| " + " | ".join(REFERENCE_HEADERS) + " |",
+        "|---|---|---|---|---:|---|---:|---:|---:|",
+    ]
     out += [_row(line) for line in reference_lines(reference.rows)]
     return "\n".join(out) + f"\n\n{REFERENCE_LEGEND}\n"

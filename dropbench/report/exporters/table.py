@@ -26,8 +26,14 @@ from ..text import (
 from . import Exporter, register
 
 FAILED_LISTED = 20  # failed or diverged cells listed below the tables
-VERDICT_STYLES = {"regression": "bold red", "improvement": "green", "inconclusive": "yellow", "no change": "",
-                  "not comparable": "bold yellow", "no regression": "bold green"}  # fmt: skip
+VERDICT_STYLES = {
+    "regression": "bold red",
+    "improvement": "green",
+    "inconclusive": "yellow",
+    "no change": "",
+    "not comparable": "bold yellow",
+    "no regression": "bold green",
+}
 
 
 @register
@@ -54,8 +60,11 @@ class TableExporter(Exporter):
         _, unit = units(result)
         parts: list[RenderableType] = []
         if result.rows:
-            table = Table(title=f"compare · {result.metric} (new − base) · max drop {result.max_drop:g}{unit} · "
-                          f"alpha {result.alpha:g}", title_justify="left")  # fmt: skip
+            table = Table(
+                title=f"compare · {result.metric} (new − base) · max drop {result.max_drop:g}{unit} · "
+                f"alpha {result.alpha:g}",
+                title_justify="left",
+            )
             for column in comparison_columns(result):
                 table.add_column(column)
             for line in comparison_lines(result):
@@ -119,8 +128,12 @@ def paired_tables(grids: list[Grid]) -> list[Table]:
 
 
 def best_table(best: pd.DataFrame) -> Table:
-    table = Table(title="best configuration per task, chosen on validation", caption=BEST_LEGEND,
-                  title_justify="left", caption_justify="left")  # fmt: skip
+    table = Table(
+        title="best configuration per task, chosen on validation",
+        caption=BEST_LEGEND,
+        title_justify="left",
+        caption_justify="left",
+    )
     for header in BEST_HEADERS:
         table.add_column(header)
     for line in best_lines(best):
@@ -129,8 +142,9 @@ def best_table(best: pd.DataFrame) -> Table:
 
 
 def reference_table(reference: ReferenceRows) -> Table:
-    table = Table(title=reference_title(reference.name), title_justify="left", caption=REFERENCE_LEGEND,
-                  caption_justify="left")  # fmt: skip
+    table = Table(
+        title=reference_title(reference.name), title_justify="left", caption=REFERENCE_LEGEND, caption_justify="left"
+    )
     for column in REFERENCE_HEADERS:
         table.add_column(column)
     for line in reference_lines(reference.rows):
