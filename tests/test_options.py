@@ -1,6 +1,8 @@
 """The run command's options object, its clashing flags, and data settings from flags or the environment."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -51,3 +53,15 @@ def test_help_names_the_environment_variables(capsys):
     assert main(["tasks", "--help"]) == 0
     out = capsys.readouterr().out
     assert "env var: DROPBENCH_DATA" in out and "env var: DROPBENCH_OFFLINE" in out
+
+
+@pytest.mark.slow  # a fresh interpreter
+def test_help_and_the_catalogue_commands_never_import_torch():
+    code = (
+        "import sys; from dropbench.cli import main\n"
+        "for args in (['--help'], ['run', '--help'], ['compare', '--help'], ['plot', '--help'], ['regularizers']):\n"
+        "    assert main(args) == 0, args\n"
+        "print(sorted(m for m in ('torch', 'pandas', 'sklearn', 'matplotlib') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.rstrip().endswith("[]")
