@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -30,6 +30,10 @@ from .errors import Terminated, UserError, stop_signal
 from .keeprates import keep_rate_problem
 from .options import Invocation, RunOptions
 from .report.exporters import names as format_names
+
+if TYPE_CHECKING:  # the executors import torch (and Ray): only when a run starts
+    from .executors import LocalExecutor, PoolExecutor
+    from .ray_executor import RayExecutor
 
 # The exporters' names (report/exporters/NAME.py), the default first, found without importing them.
 FORMATS = format_names()
@@ -95,7 +99,7 @@ class FiniteFloatRange(click.FloatRange):
     """click.FloatRange without inf and nan (nan passes any range check, since it compares false)."""
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        number = super().convert(value, param, ctx)
+        number = super().convert(value, param, ctx)  # type: ignore[arg-type]  # click says float; argv gives str
         if not math.isfinite(number):
             self.fail(f"{number:g} is not a finite number", param, ctx)
         return number
@@ -305,7 +309,8 @@ def _run(options: RunOptions, invocation: Invocation) -> int:
     from .runner import default_out_path, plan_run, resume_command, run_suite
     from .suite import Overrides, apply_overrides, load_suite
 
-    resolved = apply_overrides(load_suite(options.suite), Overrides(**options.grid))  # type: ignore[arg-type]
+    overrides = Overrides(**options.grid)  # type: ignore[arg-type]  # the given fields by name, as click typed them
+    resolved = apply_overrides(load_suite(options.suite), overrides)
     part = Shard.parse(options.shard) if options.shard else None
     executor = _executor(options)
     out = options.out or default_out_path(resolved.name)
@@ -335,7 +340,7 @@ def _run(options: RunOptions, invocation: Invocation) -> int:
     return EXIT_FAILED_CELLS if summary.failed else EXIT_OK
 
 
-def _executor(options: RunOptions) -> object:
+def _executor(options: RunOptions) -> "LocalExecutor | PoolExecutor | RayExecutor":
     """Where the cells train: Ray tasks, or this machine (this process or a pool)."""
     if options.executor == "ray":
         from .ray_executor import RayExecutor

@@ -16,12 +16,22 @@ fused with it (`relu_dropout_`).
 """
 
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from .catalogue import DROPOUT_KINDS
 from .keeprates import LANE_BITS, LANE_LEVELS, keep_rate_problem
+
+if TYPE_CHECKING:
+    from torch.autograd.function import BackwardCFunction
+
+    class _ReluDropoutCtx(BackwardCFunction):
+        """The ctx torch hands _ReluDropout (a BackwardCFunction at run time), with the scale forward stores."""
+
+        scale: float | torch.Tensor
+
 
 LANE_WIDTHS = (1, 2, 4, 8, 16)  # lane widths that tile a byte (or, at 16, an int16)
 WORD_BITS = 64
@@ -176,7 +186,7 @@ class _ReluDropout(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: torch.autograd.function.FunctionCtx, z: torch.Tensor, kept: torch.Tensor, scale: float | torch.Tensor
+        ctx: "_ReluDropoutCtx", z: torch.Tensor, kept: torch.Tensor, scale: float | torch.Tensor
     ) -> torch.Tensor:
         ctx.mark_dirty(z)
         y = z.relu_().mul_(kept).mul_(scale)
@@ -185,7 +195,7 @@ class _ReluDropout(torch.autograd.Function):
         return y
 
     @staticmethod
-    def backward(ctx: torch.autograd.function.FunctionCtx, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+    def backward(ctx: "_ReluDropoutCtx", grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (y,) = ctx.saved_tensors
         return torch.ops.aten.threshold_backward(grad, y, 0).mul_(ctx.scale), None, None
 

@@ -19,7 +19,7 @@ from .errors import UserError
 try:
     import fcntl
 except ImportError:  # Windows: the run lock falls back to filelock, without the holder's PID
-    fcntl = None  # type: ignore[assignment]
+    fcntl = None  # type: ignore[assignment]  # the module or None: mypy's usual optional-import idiom
 
 # A writer holds the append lock for one fsynced batch (milliseconds); a minute means something is wrong.
 APPEND_LOCK_SECONDS = 60.0

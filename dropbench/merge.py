@@ -69,7 +69,8 @@ def merge_results(inputs: list[Path], out: Path) -> Merged:
             for row in read_table(epochs_path, EPOCH_TYPES):
                 cell_id = str(row["cell_id"])
                 if cell_id in kept and origin[cell_id] == path:
-                    curves.setdefault((cell_id, int(row["epoch"])), row)  # type: ignore[call-overload]
+                    epoch = int(row["epoch"])  # type: ignore[call-overload]  # an int: read_table parsed it so
+                    curves.setdefault((cell_id, epoch), row)
     _write(out, list(kept.values()), list(curves.values()), inputs, duplicates)
     return Merged(len(kept), duplicates)
 

@@ -1,6 +1,7 @@
 """Networks with dropout placed per layer: input units at the input keep rate, hidden units at the keep rate."""
 
 import math
+from typing import cast
 
 import torch
 from torch import nn
@@ -15,14 +16,18 @@ MODEL_KINDS = ("mlp", "cnn")
 class Network(nn.Module):
     """What the trainer and the regularizers need of any model."""
 
-    def linear_layers(self) -> list[nn.Module]:
+    # With `record` set, forward keeps each hidden layer's activations in `activations` (for activation penalties).
+    record: bool
+    activations: list[torch.Tensor]
+
+    def linear_layers(self) -> list[nn.Linear | nn.Conv2d]:
         return [m for m in self.modules() if isinstance(m, nn.Linear | nn.Conv2d)]  # DropConnectLinear too
 
-    def penalized_weights(self) -> list[nn.Parameter]:
+    def penalized_weights(self) -> list[torch.Tensor]:
         """Every weight tensor, output layer included; biases are never penalized."""
         return [layer.weight for layer in self.linear_layers()]
 
-    def max_norm_weights(self) -> list[nn.Parameter]:
+    def max_norm_weights(self) -> list[torch.Tensor]:
         """Incoming weights of hidden units (fully connected and conv filters), the ones max-norm bounds."""
         return [layer.weight for layer in self.linear_layers()[:-1]]
 
@@ -80,7 +85,7 @@ class MLP(Network):
                     self.activations.append(h)  # before the noise: the penalties see the units themselves
                 x = noise(h)
             else:
-                x = noise.relu_then_drop_(z)
+                x = cast(ActivationNoise, noise).relu_then_drop_(z)  # hidden_dropout holds only ActivationNoise
         return self.output(x)
 
 
@@ -116,7 +121,7 @@ class ConvNet(Network):
         head_kind = "bernoulli" if kind == "spatial" else kind
         self.head = MLP(channels * height * width, config.widths(keeps), n_out, keeps, 1.0, head_kind)
         # channels_last: faster convolutions on CPU (oneDNN; docs/performance.md), the same numbers.
-        self.to(memory_format=torch.channels_last)
+        self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # missing from torch's stubs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.input_dropout(x.contiguous(memory_format=torch.channels_last))
@@ -134,6 +139,10 @@ class ConvNet(Network):
     def activations(self) -> list[torch.Tensor]:
         return self.head.activations
 
+    @activations.setter
+    def activations(self, value: list[torch.Tensor]) -> None:
+        self.head.activations = value
+
 
 @torch.no_grad()
 def init_parameters_(model: Network, generator: torch.Generator) -> None:
@@ -147,7 +156,8 @@ def init_parameters_(model: Network, generator: torch.Generator) -> None:
         else:
             bound = math.sqrt(6.0 / fan_in)
             layer.weight.uniform_(-bound, bound, generator=generator)
-        layer.bias.zero_()
+        if layer.bias is not None:  # every layer here has one
+            layer.bias.zero_()
 
 
 def build_model(

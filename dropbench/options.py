@@ -55,7 +55,7 @@ class RunOptions:
         rest = {name: value for name, value in params.items() if name not in GRID_FLAGS}
         rest["stack"] = not rest.pop("no_stack", False)
         rest["executor"] = rest.pop("executor_kind", "local")
-        return cls(grid=grid, given=frozenset(given), **rest)  # type: ignore[arg-type]
+        return cls(grid=grid, given=frozenset(given), **rest)  # type: ignore[arg-type]  # click's params by name
 
     def clash(self) -> str | None:
         """Why these flags cannot go together, or None. Flags left at their defaults never clash."""

@@ -47,7 +47,7 @@ def estimated_cost(cell: Cell) -> float:
     info = get_task(cell.task.name)
     model = cell.task.model
     widths = [info.n_inputs, *model.hidden, 10]
-    weights = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
+    weights: float = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
     if model.kind == "cnn":
         pixels, previous = info.n_inputs / 3, 3
         for channels in model.channels:

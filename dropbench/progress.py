@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TextIO
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from .config import Cell
 from .report.console import stderr_console
@@ -98,7 +98,7 @@ class ProgressReporter(Reporter):
             console=console,
             transient=True,
         )
-        self.bar = None
+        self.bar: TaskID | None = None  # the bar's task, from start()
         self.tally = EpochTally()
         self.done, self.total = 0, 0
 
@@ -112,13 +112,18 @@ class ProgressReporter(Reporter):
         if skipped:
             self.progress.console.print(f"{skipped} cells already in {csv_path}: skipped")
 
+    def _bar(self) -> TaskID:
+        if self.bar is None:
+            raise RuntimeError("ProgressReporter: start() was not called")
+        return self.bar
+
     def epochs_done(self, progress: EpochProgress) -> None:
-        self.progress.update(self.bar, advance=self.tally.epochs(progress))
+        self.progress.update(self._bar(), advance=self.tally.epochs(progress))
 
     def cell_done(self, cell: Cell, row: ResultRow) -> None:
         self.done += 1
         advance = self.tally.cell_done(cell)
-        self.progress.update(self.bar, advance=advance, cells=f"{self.done}/{self.total}", last=cell.describe())
+        self.progress.update(self._bar(), advance=advance, cells=f"{self.done}/{self.total}", last=cell.describe())
         if row.status != "ok":
             self.progress.console.print(f"[red]{cell.describe()}: {_outcome(row)}[/red]", highlight=False)
 

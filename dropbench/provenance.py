@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from functools import cache, lru_cache
 from importlib import metadata
 from pathlib import Path
+from typing import TypedDict
 
 
 def utc_now() -> str:
@@ -76,7 +77,15 @@ def versions() -> dict[str, str]:
     }
 
 
-def machine() -> dict[str, object]:
+class Machine(TypedDict):
+    host: str
+    platform: str
+    cpu: str
+    cpu_count: int | None
+    torch_threads: int
+
+
+def machine() -> Machine:
     import torch
 
     return {

@@ -179,10 +179,11 @@ class RayExecutor:
             else:
                 ray.init(address=self.address, **quiet)
         except (ConnectionError, RuntimeError, ValueError) as error:
-            while error.__cause__ is not None:  # Ray wraps the telling error (refused, auth token) in a vague one
-                error = error.__cause__
-            text = str(error).strip()
-            lines = text.splitlines() or [type(error).__name__]
+            cause: BaseException = error
+            while cause.__cause__ is not None:  # Ray wraps the telling error (refused, auth token) in a vague one
+                cause = cause.__cause__
+            text = str(cause).strip()
+            lines = text.splitlines() or [type(cause).__name__]
             # A message that embeds a traceback ends with the error that tells (a refused connection, a token).
             telling = lines[-1] if "Traceback (most recent call last)" in text else lines[0]
             raise UserError(f"cannot connect to the Ray cluster at {self.address}: {telling.strip()}") from None

@@ -108,7 +108,7 @@ def expand_regularizer(
     """One setting per combination of the swept strengths of `spec`'s parts (a part not swept takes
     its single strength or the registry default)."""
     base = parse_regularizer(spec)
-    choices = [sweeps.get(name) or [value] for name, value in base.parts]
+    choices: list[Sequence[float | None]] = [sweeps.get(name) or [value] for name, value in base.parts]
     return [
         RegularizerSetting(tuple(zip([name for name, _ in base.parts], combo)), kl_target=kl_target)
         for combo in itertools.product(*choices)

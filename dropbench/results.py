@@ -104,6 +104,7 @@ COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow))
 EPOCH_COLUMNS: tuple[str, ...] = ("cell_id", "epoch", "fit_loss", "val_loss", "val_acc")
 TEXT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow) if f.type is str)
 # What each column holds, to read a file back into values (merge writes again what it reads).
+# Field.type may be a string in general; ResultRow's annotations are classes (no `from __future__ import annotations`).
 COLUMN_TYPES: dict[str, type] = {f.name: f.type for f in fields(ResultRow)}  # type: ignore[misc]
 EPOCH_TYPES: dict[str, type] = {"cell_id": str, "epoch": int, "fit_loss": float, "val_loss": float, "val_acc": float}
 KEEP_RATE_COLUMNS = ("keep_rate", "input_keep_rate")

@@ -8,7 +8,7 @@ from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from time import perf_counter
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 from .config import Cell
 from .data import data_checksums, prepare_task
@@ -83,7 +83,21 @@ def _gap(train: float, test: float) -> float:
     return train - test
 
 
-def make_row(cell: Cell, result: CellResult, started_at: str, provenance: dict[str, object]) -> ResultRow:
+class Provenance(TypedDict):
+    """The columns of ResultRow that say where and with what a cell ran (one value for the whole run)."""
+
+    device: str
+    threads: int
+    host: str
+    cpu: str
+    dropbench_version: str
+    torch_version: str
+    sklearn_version: str
+    python_version: str
+    git_commit: str
+
+
+def make_row(cell: Cell, result: CellResult, started_at: str, provenance: Provenance) -> ResultRow:
     task, reg = cell.task, cell.regularizer
     return ResultRow(
         cell_id=cell.cell_id,
@@ -238,7 +252,7 @@ def resume_command(args: list[str], csv_path: Path) -> str:
     return shlex.join(["dropbench", *kept])
 
 
-def _provenance(executor: "LocalExecutor | PoolExecutor | RayExecutor") -> dict[str, object]:
+def _provenance(executor: "LocalExecutor | PoolExecutor | RayExecutor") -> Provenance:
     import torch
 
     found = machine()

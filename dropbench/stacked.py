@@ -401,6 +401,8 @@ def train_stacked(
         model = build_model(
             cell.task.model, data.input_shape, data.n_outputs, cell.layer_keep_rates, cell.input_keep_rate, cell.dropout
         )
+        if not isinstance(model, MLP):  # _check_stackable let only plain MLPs through
+            raise TypeError(f"cell {cell.describe()} builds a {type(model).__name__}; a stack trains MLPs only")
         init_parameters_(model, make_generator(cell.task.name, cell.seed, "init"))  # on the CPU, as train_model
         models.append(model.to(device))
         keeps.append((cell.input_keep_rate, *cell.layer_keep_rates))
@@ -513,8 +515,9 @@ def work_units(cells: Sequence[Cell], *, jobs: int, stack: bool, device: str = "
     groups: dict[tuple, list[Cell]] = {}
     units: list[WorkUnit] = []
     for cell in cells:
-        if stack and stacks(cell, device):
-            groups.setdefault(stack_key(cell), []).append(cell)  # type: ignore[arg-type]
+        key = stack_key(cell) if stack and stacks(cell, device) else None
+        if key is not None:
+            groups.setdefault(key, []).append(cell)
         else:
             units.append(WorkUnit([cell], stacked=False))
     for members in groups.values():

@@ -8,10 +8,11 @@ import itertools
 import math
 import re
 import tomllib
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 from .catalogue import DROPOUT_KINDS
 from .config import Cell, ModelConfig, OptimizerConfig, TaskConfig
@@ -86,7 +87,7 @@ class Suite:
     mc_samples: int = 0
     precision: str = "fp32"
     # What a task named only on the command line (`--task wine`) is trained with.
-    task_defaults: TaskConfig = field(repr=False, default=None)  # type: ignore[assignment]
+    task_defaults: TaskConfig | None = field(repr=False, default=None)
     sweeps: dict[str, tuple[float, ...]] = field(repr=False, default_factory=dict)
     kl_target: float = 0.05
 
@@ -233,9 +234,12 @@ def _label(value: object) -> str:
     return format(value, "g") if isinstance(value, float) else repr(value)
 
 
-def first_repeat(items: Iterable[object]) -> object | None:
+H = TypeVar("H", bound=Hashable)
+
+
+def first_repeat(items: Iterable[H]) -> H | None:
     """The first item seen twice, or None."""
-    seen: set[object] = set()
+    seen: set[H] = set()
     for item in items:
         if item in seen:
             return item
@@ -405,7 +409,7 @@ def _optimizer(value: object, base: OptimizerConfig, where: str) -> OptimizerCon
         raise UserError(f"{where}.nesterov: expected true or false, got {nesterov!r}")
     if not (isinstance(betas, list) and len(betas) == 2):
         raise UserError(f"{where}.betas: expected two numbers in [0, 1), got {betas!r}")
-    beta_pair = tuple(_number(b, f"{where}.betas") for b in betas)
+    beta_pair = (_number(betas[0], f"{where}.betas"), _number(betas[1], f"{where}.betas"))
     if not all(0.0 <= b < 1.0 for b in beta_pair):
         raise UserError(f"{where}.betas: expected two numbers in [0, 1), got {betas!r}")
     return OptimizerConfig(name=name, lr=lr, momentum=momentum, nesterov=nesterov, betas=beta_pair)
@@ -495,7 +499,7 @@ def _regularizers(
     settings = [s for spec in specs for s in expand_regularizer(spec, sweeps, kl_target=kl_target)]
     repeated = first_repeat((s.name, s.strength_label) for s in settings)
     if repeated is not None:
-        name, strength = repeated  # type: ignore[misc]
+        name, strength = repeated
         shown = f"'{name}'" + (f" with strength {strength}" if strength else "")
         raise UserError(f"{where}: regularizer {shown} is listed twice")
     return tuple(settings)
@@ -564,33 +568,50 @@ def load_suite(name_or_path: str | None = None) -> Suite:
     return parse_suite(data, str(path))
 
 
+def _default_task(suite: Suite, name: str) -> TaskConfig:
+    """A task the suite does not list, trained with the suite's defaults."""
+    if suite.task_defaults is None:
+        raise ValueError(f"suite {suite.name} has no task_defaults (parse_suite sets them): cannot add task {name}")
+    return replace(suite.task_defaults, name=name)
+
+
 def apply_overrides(suite: Suite, overrides: Overrides) -> Suite:
     """The suite with command-line values in place of the file's."""
-    changes: dict[str, object] = {}
+    tasks = suite.tasks
     if overrides.tasks is not None:
         by_name = {t.name: t for t in suite.tasks}
         for name in overrides.tasks:
             get_task(name)  # an unknown name fails here with the list of known tasks
         _refuse_repeats(overrides.tasks, "--task", "task")
-        changes["tasks"] = tuple(by_name.get(n) or replace(suite.task_defaults, name=n) for n in overrides.tasks)
+        tasks = tuple(by_name.get(n) or _default_task(suite, n) for n in overrides.tasks)
     if overrides.epochs is not None:
-        tasks = changes.get("tasks", suite.tasks)
-        changes["tasks"] = tuple(replace(t, epochs=overrides.epochs) for t in tasks)  # type: ignore[union-attr]
+        tasks = tuple(replace(t, epochs=overrides.epochs) for t in tasks)
+    keep_rates = suite.keep_rates
     if overrides.keep_rates is not None:
-        changes["keep_rates"] = validate_keep_rates(list(overrides.keep_rates), "--keep")
+        keep_rates = validate_keep_rates(list(overrides.keep_rates), "--keep")
+    input_keep_rates = suite.input_keep_rates
     if overrides.input_keep_rates is not None:
-        changes["input_keep_rates"] = validate_keep_rates(list(overrides.input_keep_rates), "--input-keep")
+        input_keep_rates = validate_keep_rates(list(overrides.input_keep_rates), "--input-keep")
+    regularizers = suite.regularizers
     if overrides.regularizers is not None:
-        changes["regularizers"] = _regularizers(list(overrides.regularizers), suite.sweeps, suite.kl_target, "--reg")
+        regularizers = _regularizers(list(overrides.regularizers), suite.sweeps, suite.kl_target, "--reg")
+    dropouts = suite.dropouts
     if overrides.dropouts is not None:
-        changes["dropouts"] = _dropouts(list(overrides.dropouts), "--dropout")
+        dropouts = _dropouts(list(overrides.dropouts), "--dropout")
+    train_sizes = suite.train_sizes
     if overrides.train_sizes is not None:
-        changes["train_sizes"] = _train_sizes(list(overrides.train_sizes), "--train-size")
-    if overrides.mc_samples is not None:
-        changes["mc_samples"] = overrides.mc_samples
-    if overrides.precision is not None:
-        changes["precision"] = overrides.precision
-    resolved = replace(suite, **changes)
+        train_sizes = _train_sizes(list(overrides.train_sizes), "--train-size")
+    resolved = replace(
+        suite,
+        tasks=tasks,
+        keep_rates=keep_rates,
+        input_keep_rates=input_keep_rates,
+        regularizers=regularizers,
+        dropouts=dropouts,
+        train_sizes=train_sizes,
+        mc_samples=suite.mc_samples if overrides.mc_samples is None else overrides.mc_samples,
+        precision=suite.precision if overrides.precision is None else overrides.precision,
+    )
     if overrides.seeds is not None:
         # Counted with the other axes before range(seeds) is built: `--seeds 100000000` is refused at once.
         check_grid_size({**resolved.axis_lengths(), "seeds": overrides.seeds}, "--seeds")

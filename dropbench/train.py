@@ -92,16 +92,22 @@ def make_optimizer(config: OptimizerConfig, params: list[torch.Tensor], fused: b
     several (momentum, update), a visible share of a wide net's step (docs/performance.md). The same
     arithmetic either way; `foreach` where this torch has no fused kernel for the device (CPU kernels came in
     torch 2.4), or when asked (`fused=False`: docs/stacked.md says why a stack must not use the fused kernels)."""
-    if config.name == "adam":
-        kind, options = torch.optim.Adam, {"lr": config.lr, "betas": config.betas}
-    else:
-        kind, options = torch.optim.SGD, {"lr": config.lr, "momentum": config.momentum, "nesterov": config.nesterov}
     if fused:
         try:
-            return kind(params, fused=True, **options)
+            return _optimizer(config, params, fused=True)
         except RuntimeError:
             pass
-    return kind(params, foreach=True, **options)
+    return _optimizer(config, params, foreach=True)
+
+
+def _optimizer(
+    config: OptimizerConfig, params: list[torch.Tensor], *, fused: bool | None = None, foreach: bool | None = None
+) -> torch.optim.Optimizer:
+    if config.name == "adam":
+        return torch.optim.Adam(params, lr=config.lr, betas=config.betas, fused=fused, foreach=foreach)
+    return torch.optim.SGD(
+        params, lr=config.lr, momentum=config.momentum, nesterov=config.nesterov, fused=fused, foreach=foreach
+    )
 
 
 def data_loss(

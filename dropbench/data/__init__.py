@@ -54,14 +54,14 @@ class TaskData:
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         """A batch as the network sees it: float32, normalized (a new tensor for uint8 images)."""
-        if self.input_mean is None:
+        if self.input_mean is None or self.input_inv_std is None:  # set together, by _normalize
             return x
         return x.float().sub_(self.input_mean).mul_(self.input_inv_std)
 
     def to(self, device: str | torch.device) -> "TaskData":
         """The same data on another device (every tensor moved once; the cells of a run share them)."""
         moved = {name: value.to(device) for name, value in self.__dict__.items() if isinstance(value, torch.Tensor)}
-        return replace(self, **moved)
+        return replace(self, **moved)  # type: ignore[arg-type]  # the Tensor fields by name, from a dict
 
     def split(self, which: str) -> tuple[torch.Tensor, torch.Tensor]:
         return getattr(self, f"x_{which}"), getattr(self, f"y_{which}")

@@ -181,7 +181,10 @@ def _extract(archive_path: Path, source: DataSource, wanted: list[DataFile], fol
                     raise UserError(f"{archive_path}: member {name} is not a regular file; refusing it")
                 target = folder / file.name
                 partial = folder / f".{file.name}.part"
-                with tar.extractfile(member) as src, open(partial, "wb") as dst:  # type: ignore[union-attr]
+                extracted = tar.extractfile(member)
+                if extracted is None:  # only for members that are not files, refused above
+                    raise UserError(f"{archive_path}: member {name} is not a regular file; refusing it")
+                with extracted as src, open(partial, "wb") as dst:
                     shutil.copyfileobj(src, dst)
                 if hashlib.sha256(partial.read_bytes()).hexdigest() != file.content_sha256:
                     partial.unlink()

@@ -1,12 +1,18 @@
 """Seeded, stratified splits and normalization statistics taken from the training split alone."""
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import StandardScaler
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 REGRESSION_STRATA = 5  # quantile bins of the target, so each split sees the whole range of y
+# A task's inputs: an array, or an OpenML DataFrame until it is encoded (see openml.transform_splits).
+Features: TypeAlias = "np.ndarray | pd.DataFrame"
 
 
 @dataclass(frozen=True)
@@ -23,20 +29,20 @@ class SplitSpec:
 class RawTask:
     """What a loader returns: every row (x may be an array or a DataFrame), and an official test set if any."""
 
-    x: object
+    x: Features
     y: np.ndarray
-    x_test: object = None
+    x_test: "Features | None" = None
     y_test: np.ndarray | None = None
     classification: bool | None = None  # None: the registry's kind says
 
 
 @dataclass(frozen=True)
 class Split:
-    x_train: object
+    x_train: Features
     y_train: np.ndarray
-    x_val: object
+    x_val: Features
     y_val: np.ndarray
-    x_test: object
+    x_test: Features
     y_test: np.ndarray
 
 
@@ -51,7 +57,7 @@ def _count(size: float | int, total: int) -> int:
     return size if isinstance(size, int) else round(size * total)
 
 
-def _rows(x: object, idx: np.ndarray) -> object:
+def _rows(x: Features, idx: np.ndarray) -> Features:
     return x.iloc[idx] if hasattr(x, "iloc") else x[idx]
 
 
@@ -60,6 +66,8 @@ def split_task(raw: RawTask, spec: SplitSpec, *, classification: bool, seed: int
     y = raw.y
     idx = np.arange(len(y))
     if raw.x_test is None:
+        if spec.test is None:
+            raise ValueError("a task without an official test set needs a test size in its SplitSpec")
         idx, test = train_test_split(
             idx, test_size=_count(spec.test, len(y)), stratify=_strata(y, classification), random_state=seed % 2**32
         )
@@ -88,8 +96,11 @@ def image_statistics(x_train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         # (numpy's std would allocate 8 bytes per pixel: 345 MB for MNIST's training split).
         # bincount casts its input to int64, so count in chunks of 4,096 images (13 MB for MNIST).
         counts = sum(
-            np.bincount(x_train[start : start + 4096, c].ravel(), minlength=256)
-            for start in range(0, len(x_train), 4096)
+            (
+                np.bincount(x_train[start : start + 4096, c].ravel(), minlength=256)
+                for start in range(0, len(x_train), 4096)
+            ),
+            start=np.zeros(256, dtype=np.int64),
         ).astype(np.float64)
         mean = counts @ levels / counts.sum()
         means.append(mean)

@@ -14,6 +14,10 @@ Rows are anything indexable by column name (a pandas Series, a dict); nothing he
 """
 
 from collections.abc import Collection, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 # Training settings named in a label where they vary within a task (files merged from runs of other settings).
 SETUP_COLUMNS = ("optimizer", "lr", "momentum", "batch_size", "max_epochs", "precision", "mc_samples")
@@ -30,10 +34,10 @@ SETUP_LABELS = {
 DISTINGUISHING = ("layer_keep_rates", "train_size", "input_keep_rate", "dropout", "model", *SETUP_COLUMNS, "setup")
 
 
-def varying(rows: object, columns: Collection[str] = DISTINGUISHING) -> set[str]:
+def varying(rows: "pd.DataFrame", columns: Collection[str] = DISTINGUISHING) -> set[str]:
     """The `columns` of a DataFrame that hold more than one value (NaN counts as one): what a label must name
     so that no two of these rows read alike."""
-    return {c for c in columns if c in rows and rows[c].nunique(dropna=False) > 1}  # type: ignore[index,operator]
+    return {c for c in columns if c in rows and rows[c].nunique(dropna=False) > 1}
 
 
 def keep_label(keep: float) -> str:
@@ -49,7 +53,7 @@ def _text(value: object) -> str:
 def _size(value: object) -> int:
     """A training-set size (0, the whole split, for a missing one: files of earlier schemas)."""
     try:
-        return int(value)  # type: ignore[call-overload]
+        return int(value)  # type: ignore[call-overload]  # any cell value: the except below is the check
     except (TypeError, ValueError):  # None, NaN
         return 0
 

@@ -21,6 +21,7 @@ from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from ..catalogue import PLOT_FORMATS  # noqa: E402
 from ..errors import UserError  # noqa: E402
@@ -54,7 +55,7 @@ def _with_labels(rows: pd.DataFrame, *, keep: bool = False) -> pd.DataFrame:
     return rows.assign(label=[config_label(r, differs, keep=keep) for _, r in rows.iterrows()])
 
 
-def _colors(n: int) -> list[tuple[float, ...]]:
+def _colors(n: int) -> list[tuple[float, float, float, float]]:
     cmap = matplotlib.colormaps["tab10" if n <= 10 else "tab20"]
     return [cmap(i % cmap.N) for i in range(n)]
 
@@ -116,8 +117,8 @@ def plot_keep_rate(summary: pd.DataFrame, task: str, ax_pair: tuple[Axes, Axes] 
         fig, (ax_test, ax_train) = plt.subplots(1, 2, figsize=(11.0, 4.4), layout="constrained")
     else:
         ax_test, ax_train = ax_pair
-        fig = ax_test.figure
-        fig = fig if isinstance(fig, Figure) else fig.figure  # a SubFigure's root figure
+        owner = ax_test.figure
+        fig = owner if isinstance(owner, Figure) else owner.figure  # a SubFigure's root figure
     if classification:
         test_label, train_label, scale = "test error (%)", "training error (%)", 100.0
         test_metric, train_metric = "test_acc", "train_acc"
@@ -259,7 +260,9 @@ def plot_learning_curves(epochs: pd.DataFrame, rows: pd.DataFrame, task: str) ->
     ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss (cross-entropy)" if classification else "loss (MSE, standardized target)")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    locator = ax.xaxis.get_major_locator()
+    if isinstance(locator, MaxNLocator):  # a linear axis's AutoLocator; set_params of other locators is a no-op
+        locator.set_params(integer=True)
     ax.grid(True, alpha=0.3)
     title = f"{task}: learning curves, mean over the seeds that reached each epoch"
     if len(with_curves) > len(shown):

@@ -19,8 +19,10 @@ Matching a summary (the output of `report.summarize`) against a reference:
   successful cell are skipped.
 """
 
+import io
 import math
 from importlib import resources
+from typing import Any
 
 import pandas as pd
 
@@ -77,7 +79,8 @@ def load_reference(name: str) -> pd.DataFrame:
     if name not in REFERENCES:
         raise UserError(f"unknown reference '{name}'; known: {', '.join(REFERENCES)}")
     resource = resources.files("dropbench") / "references" / f"{name}.csv"
-    with resource.open("r", encoding="utf-8", newline="") as handle:
+    # Traversable.open takes no newline=: decode the bytes ourselves, line endings left to the CSV reader.
+    with resource.open("rb") as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as handle:
         frame = pd.read_csv(handle, dtype=str, keep_default_na=False)
     if tuple(frame.columns) != REFERENCE_COLUMNS:
         raise ValueError(f"reference {name}: columns {list(frame.columns)}, expected {list(REFERENCE_COLUMNS)}")
@@ -130,7 +133,8 @@ def _text(value: object) -> str:
     return "" if value is None or (not isinstance(value, str) and pd.isna(value)) else str(value)
 
 
-def _match_row(row: dict[str, object], summary: pd.DataFrame) -> dict[str, object]:
+def _match_row(row: dict[str, Any], summary: pd.DataFrame) -> dict[str, object]:
+    """`row` is a record of the reference frame (pandas scalars: numbers, NaN, strings)."""
     keep, input_keep = row["keep_rate"], row["input_keep_rate"]
     if pd.isna(keep) or pd.isna(input_keep):
         return _no_match("no dropbench configuration corresponds to this row")

@@ -46,7 +46,10 @@ OPTIONAL_METRICS = ("test_error", "test_ece", "test_acc_mc", "test_loss_mc", "te
 def _setup_key(frame: pd.DataFrame) -> pd.Series:
     """The setup_id where the file has one; for files of earlier schemas, a hash of the setup columns they have."""
     present = [c for c in SETUP_COLUMNS if c in frame]
-    text = frame[present].apply(lambda column: column.map(str)).agg("|".join, axis=1) if present else ""
+    if present:
+        text = frame[present].apply(lambda column: column.map(str)).agg("|".join, axis=1)
+    else:
+        text = pd.Series("", index=frame.index)
     derived = text.map(lambda t: "~" + hashlib.blake2b(t.encode(), digest_size=6).hexdigest())
     if "setup_id" not in frame:
         return derived
@@ -59,8 +62,10 @@ def with_config_defaults(frame: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     frame["strength"] = frame["strength"].fillna("")
     frame["layer_keep_rates"] = frame["layer_keep_rates"].fillna("") if "layer_keep_rates" in frame else ""
-    sizes = pd.to_numeric(frame["train_size"], errors="coerce") if "train_size" in frame else 0
-    frame["train_size"] = sizes.fillna(0).astype(int) if "train_size" in frame else 0
+    if "train_size" in frame:
+        frame["train_size"] = pd.to_numeric(frame["train_size"], errors="coerce").fillna(0).astype(int)
+    else:
+        frame["train_size"] = 0
     frame["setup"] = _setup_key(frame) if len(frame) else pd.Series(dtype=str)
     return frame
 
