@@ -77,8 +77,20 @@ class TaskConfig:
     epochs: int
 
 
-# The identity fields a grid varies within one task; every other field is the task's training setup.
-GRID_AXES = ("regularizer", "strength", "keep_rate", "input_keep_rate", "dropout", "train_size", "seed")
+# The identity fields a grid varies within one task; every other field is the task's training setup. A tuned
+# comparison's method, phase and trial name a cell's place in the protocol and change no training either.
+GRID_AXES = (
+    "regularizer",
+    "strength",
+    "keep_rate",
+    "input_keep_rate",
+    "dropout",
+    "train_size",
+    "seed",
+    "method",
+    "phase",
+    "trial",
+)
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,11 @@ class Cell:
     train_size: int = 0  # a stratified subsample of the training split of this many rows; 0: all of it
     mc_samples: int = 0  # MC dropout at evaluation: passes averaged for the *_mc figures; 0: none
     precision: str = "fp32"  # "bf16": autocast of the training forward pass (weights stay fp32)
+    # A tuned comparison's cell (suite [tuning], dropbench.tuning): the method, "tune" or "eval", and the index of
+    # the sampled setting within its task and method; "", "" and None in an ordinary grid.
+    method: str = ""
+    phase: str = ""
+    trial: int | None = None
 
     @property
     def layer_keep_rates(self) -> tuple[float, ...]:
@@ -122,6 +139,8 @@ class Cell:
             extra["mc_samples"] = self.mc_samples
         if self.precision != "fp32":
             extra["precision"] = self.precision
+        if self.method:
+            extra.update(method=self.method, phase=self.phase, trial=self.trial)
         return {
             **extra,
             "task": self.task.name,
@@ -156,8 +175,9 @@ class Cell:
         return f"{derive_seed(self.identity()):016x}"[-12:]
 
     def describe(self) -> str:
-        """'digits l2(0.0001) keep=0.5 in=0.8 gaussian n=100 seed=2', in report.labels' vocabulary for a cell."""
-        return cell_label(
+        """'digits l2(0.0001) keep=0.5 in=0.8 gaussian n=100 seed=2', in report.labels' vocabulary for a cell;
+        a tuned comparison's cell ends with its phase, method and trial: '[tune l2+dropout #3]'."""
+        label = cell_label(
             {
                 "task": self.task.name,
                 "regularizer": self.regularizer.name,
@@ -170,3 +190,4 @@ class Cell:
                 "seed": self.seed,
             }
         )
+        return f"{label} [{self.phase} {self.method} #{self.trial}]" if self.method else label

@@ -35,7 +35,8 @@ from .files import (
 # 3: layer_keep_rates, train_size, calibration (test_nll, test_ece) and MC dropout columns
 # 4: momentum, precision, setup_id: a configuration is everything that changes training
 # 5: test_nll dropped (it was test_loss again), test_nll_mc renamed test_loss_mc, train_size empty for the whole split
-SCHEMA_VERSION = 5
+# 6: method, phase, trial: the cells of a tuned comparison (suite [tuning]); empty for ordinary grids
+SCHEMA_VERSION = 6
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,10 @@ class ResultRow:
     dropout: str
     train_size: int  # 0 (an empty cell in the file): the whole training split; n: a stratified subsample of n rows
     seed: int
+    # a tuned comparison's cell (suite [tuning]); all three empty in an ordinary grid
+    method: str  # the tuned method: regularizers joined by '+', with 'dropout' where it is one ('l2+dropout')
+    phase: str  # "tune" (a trial at a tuning seed) or "eval" (the chosen trial at an evaluation seed)
+    trial: int  # the sampled setting's index within its task and method; NO_TRIAL (an empty cell) outside tuning
     # budget
     max_epochs: int
     epochs_run: int
@@ -108,9 +113,13 @@ TEXT_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(ResultRow) if f.typ
 COLUMN_TYPES: dict[str, type] = {f.name: f.type for f in fields(ResultRow)}  # type: ignore[misc]
 EPOCH_TYPES: dict[str, type] = {"cell_id": str, "epoch": int, "fit_loss": float, "val_loss": float, "val_acc": float}
 KEEP_RATE_COLUMNS = ("keep_rate", "input_keep_rate")
-# Whole-number columns whose 0 means "not set" and is written as an empty cell: a 0 in train_size read like
-# zero rows, not the whole training split. Files of schema 4 and before wrote the 0; both read back as 0.
-ZERO_IS_EMPTY = frozenset({"train_size"})
+# Whole-number columns with a value that means "not set", written as an empty cell: a 0 in train_size read like
+# zero rows, not the whole training split (files of schema 4 and before wrote the 0; both read back as 0); a
+# trial of -1 is a cell outside a tuned comparison (trial 0 is its first setting).
+NO_TRIAL = -1
+EMPTY_MEANS: dict[str, int] = {"train_size": 0, "trial": NO_TRIAL}
+# Columns files of earlier schemas lack, and what reading them gives: the tuning columns of schema 6, empty.
+ADDED_COLUMNS: dict[str, object] = {"method": "", "phase": ""}
 # Columns of earlier schemas read under their current name; None: dropped (test_nll repeated test_loss).
 RENAMED_COLUMNS: dict[str, str | None] = {"test_nll": None, "test_nll_mc": "test_loss_mc"}
 
@@ -148,13 +157,13 @@ def parse_value(kind: type, cell: str) -> object:
 
 
 def cell_text(column: str, value: object) -> str:
-    """`value` as written in `column` (format_value, with ZERO_IS_EMPTY's 0 as an empty cell)."""
-    return "" if column in ZERO_IS_EMPTY and value == 0 else format_value(value)
+    """`value` as written in `column` (format_value, with EMPTY_MEANS' "not set" as an empty cell)."""
+    return "" if column in EMPTY_MEANS and value == EMPTY_MEANS[column] else format_value(value)
 
 
 def cell_value(column: str, kind: type, cell: str) -> object:
-    """The value cell_text wrote as `cell` in `column` (parse_value, with ZERO_IS_EMPTY's empty cell as 0)."""
-    return 0 if column in ZERO_IS_EMPTY and cell == "" else parse_value(kind, cell)
+    """The value cell_text wrote as `cell` in `column` (parse_value, with EMPTY_MEANS' empty cell as "not set")."""
+    return EMPTY_MEANS[column] if column in EMPTY_MEANS and cell == "" else parse_value(kind, cell)
 
 
 def stored_text(value: object) -> str:
@@ -432,7 +441,8 @@ def _read_csv(path: Path, **options: object) -> pd.DataFrame:
 
 def read_results(*paths: str | Path) -> pd.DataFrame:
     """Read one or more results CSVs into one DataFrame (text columns as text, empty cells as NaN), files of
-    earlier schemas in the current one's columns (RENAMED_COLUMNS) and train_size 0 for the whole split."""
+    earlier schemas in the current one's columns (RENAMED_COLUMNS, ADDED_COLUMNS) and train_size 0 for the whole
+    split. `trial` is a nullable integer (pandas' Int64): empty (<NA>) for cells outside a tuned comparison."""
     frames = []
     for path in map(Path, paths):
         frame = _read_csv(
@@ -449,8 +459,12 @@ def read_results(*paths: str | Path) -> pd.DataFrame:
         frame = frame.drop(columns=[old for old, new in RENAMED_COLUMNS.items() if new is None and old in frame])
         frame = frame.rename(columns={old: new for old, new in RENAMED_COLUMNS.items() if new is not None})
         frame = _numbers(frame, path, COLUMN_TYPES)
-        for column in (c for c in ZERO_IS_EMPTY if c in frame):
-            frame[column] = frame[column].fillna(0).astype(int)
+        if "train_size" in frame:
+            frame["train_size"] = frame["train_size"].fillna(0).astype(int)
+        for column, empty in ADDED_COLUMNS.items():
+            if column not in frame:
+                frame[column] = pd.Series(empty, index=frame.index, dtype="string")
+        frame["trial"] = frame["trial"].astype("Int64") if "trial" in frame else pd.Series(pd.NA, frame.index, "Int64")
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
 

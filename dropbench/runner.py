@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .ray_executor import RayExecutor
 from .planning import Shard, shard_cells
 from .provenance import command_line, git_commit, machine, package_version, utc_now, utc_stamp, versions
-from .results import SCHEMA_VERSION, ResultRow, ResultStore, stored_text
+from .results import NO_TRIAL, SCHEMA_VERSION, ResultRow, ResultStore, stored_text
 from .suite import Suite
 from .train import CellResult, EpochProgress
 
@@ -112,6 +112,9 @@ def make_row(cell: Cell, result: CellResult, started_at: str, provenance: Proven
         dropout=cell.dropout,
         train_size=cell.train_size,
         seed=cell.seed,
+        method=cell.method,
+        phase=cell.phase,
+        trial=NO_TRIAL if cell.trial is None else cell.trial,
         max_epochs=task.epochs,
         epochs_run=result.epochs_run,
         best_epoch=result.best_epoch,

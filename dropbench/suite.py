@@ -21,6 +21,23 @@ from .errors import UserError
 from .keeprates import keep_rate_problem
 from .models import MODEL_KINDS
 from .regularizers import REGULARIZERS, RegularizerSetting, expand_regularizer, parse_regularizer, validate_strength
+from .tuning import (
+    BASELINE,
+    DROPOUT,
+    EVALUATIONS,
+    INPUT_KEEP,
+    KEEP,
+    LR,
+    SAMPLERS,
+    SPACE_FORMS,
+    TUNING_METRICS,
+    Method,
+    Setting,
+    Space,
+    Tuning,
+    cell_count,
+    tune_cells,
+)
 
 DEFAULT_SUITE = "quick"
 OPTIMIZERS = ("sgd", "adam")
@@ -41,7 +58,25 @@ SUITE_KEYS = (
     "task",
     "train_size",
     "mc_samples",
+    "tuning",
 )
+TUNING_KEYS = (
+    "methods",
+    "budget",
+    "sampler",
+    "seed",
+    "tuning_seeds",
+    "evaluation",
+    "evaluation_seeds",
+    "metric",
+    "space",
+)
+# Keys of an ordinary grid that a [tuning] table replaces: its methods, spaces and seeds are the grid.
+GRID_KEYS_TUNING_REPLACES = {
+    "keep_rates": "a method naming 'dropout' tunes its keep rate: set its range as [tuning.space] keep",
+    "regularizers": "the methods are [tuning] methods",
+    "seeds": "seeds are [tuning] tuning_seeds and evaluation_seeds",
+}
 TASK_KEYS = ("name", "model", "optimizer", "batch_size", "epochs")
 MODEL_KEYS = ("kind", "hidden", "channels", "conv_keep", "fixed_pn")
 OPTIMIZER_KEYS = ("name", "lr", "momentum", "nesterov", "betas")
@@ -90,10 +125,18 @@ class Suite:
     task_defaults: TaskConfig | None = field(repr=False, default=None)
     sweeps: dict[str, tuple[float, ...]] = field(repr=False, default_factory=dict)
     kl_target: float = 0.05
+    tuning: Tuning | None = None  # a tuned comparison ([tuning]): its cells come from dropbench.tuning
+    # Each (task, method)'s sampled trials, built once (dropbench.tuning.suite_trials); a replace() starts it over.
+    trial_cache: dict[tuple[str, str], list[Setting]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def cells(self) -> list[Cell]:
-        """The grid in a stable order: task, regularizer, keep rate, input keep rate, dropout, size, seed."""
+        """The grid in a stable order: task, regularizer, keep rate, input keep rate, dropout, size, seed. For a
+        tuned suite, its tuning phase (task, method, trial, seed): the evaluation cells depend on the choice."""
         self.check_grid()
+        if self.tuning is not None:
+            return tune_cells(self)
         return [
             Cell(self.name, task, reg, keep, input_keep, dropout, seed, size, self.mc_samples, self.precision)
             for task, reg, keep, input_keep, dropout, size, seed in itertools.product(
@@ -108,7 +151,10 @@ class Suite:
         ]
 
     def axis_lengths(self) -> dict[str, int]:
-        """How many values each axis of the grid has, by a name for messages (plural)."""
+        """How many values each axis of the grid has, by a name for messages (plural); a tuned suite's cells of
+        both phases count as one axis."""
+        if self.tuning is not None:
+            return {"tasks": len(self.tasks), "tuned cells per task": cell_count(self) // max(1, len(self.tasks))}
         return {
             "tasks": len(self.tasks),
             "regularizers": len(self.regularizers),
@@ -123,6 +169,8 @@ class Suite:
         """Refuse, before anything is expanded or written, a grid past MAX_GRID_CELLS and a task its keep
         rates or dropout kinds do not fit; the `*_where` name the flag when a value came from one."""
         check_grid_size(self.axis_lengths(), self.source)
+        if self.tuning is not None:
+            check_tuning_fits(self.tuning, self.tasks, self.source)
         for task in self.tasks:
             for keep in self.keep_rates:
                 check_keep_rate_fits(task, keep, keep_where or f"{self.source}: keep_rates")
@@ -152,6 +200,7 @@ class Suite:
             "train_sizes": list(self.train_sizes),
             "mc_samples": self.mc_samples,
             "seeds": list(self.seeds),
+            **({"tuning": self.tuning.describe()} if self.tuning is not None else {}),
         }
 
 
@@ -505,6 +554,192 @@ def _regularizers(
     return tuple(settings)
 
 
+# ---------------------------------------------------------------- a tuned comparison ([tuning])
+
+
+def _method(spec: object, where: str) -> Method:
+    """'l2+dropout' -> Method: registry regularizers joined by '+', 'dropout' among them or alone; 'none' alone."""
+    text = _str(spec, where)
+    parts = [part.strip() for part in text.split("+")]
+    known = f"known: {', '.join(REGULARIZERS)}, and '{DROPOUT}' (combine with +)"
+    for part in parts:
+        if part != DROPOUT and part not in REGULARIZERS:
+            raise UserError(f"{where}: unknown part '{part}' in method '{text}'; {known}")
+    if len(set(parts)) != len(parts):
+        raise UserError(f"{where}: method '{text}' names a part twice")
+    if BASELINE in parts and len(parts) > 1:
+        raise UserError(f"{where}: method '{text}': '{BASELINE}' is the baseline and cannot be combined")
+    order = list(REGULARIZERS)
+    regularizers = tuple(sorted((p for p in parts if p not in (DROPOUT, BASELINE)), key=order.index))
+    return Method(name=text, regularizers=regularizers, dropout=DROPOUT in parts)
+
+
+def _space_value(name: str, value: object, where: str) -> float:
+    """One value of a search space, checked as the suite checks that hyperparameter anywhere else."""
+    if name in (KEEP, INPUT_KEEP):
+        rate = _number(value, where)
+        if problem := keep_rate_problem(rate):
+            raise UserError(f"{where}: {problem}")
+        return rate
+    if name == LR:
+        rate = _number(value, where)
+        if rate <= 0:
+            raise UserError(f"{where}: lr must be > 0, got {rate:g}")
+        return rate
+    return validate_strength(name, value, where)
+
+
+def _space(name: str, value: object, where: str) -> Space:
+    """A list of values, or exactly one of { log = [low, high] }, { range = [low, high] }, { int = [low, high] }."""
+    if isinstance(value, list):
+        values = tuple(_space_value(name, v, where) for v in _list(value, where))
+        _refuse_repeats((float(f"{v:.6g}") for v in values), where, "value")
+        return Space(name, "list", values=values)
+    if not isinstance(value, dict):
+        raise UserError(
+            f"{where}: expected a list of values or one of {{ log = [low, high] }}, {{ range = [low, high] }}, "
+            f"{{ int = [low, high] }}; got {value!r}"
+        )
+    _check_keys(value, SPACE_FORMS, where)
+    if len(value) != 1:
+        raise UserError(f"{where}: give exactly one of {', '.join(SPACE_FORMS)}, got {len(value)}")
+    form, bounds = next(iter(value.items()))
+    if not (isinstance(bounds, list) and len(bounds) == 2):
+        raise UserError(f"{where}.{form}: expected [low, high], got {bounds!r}")
+    if form == "int":
+        low_int, high_int = (_int(b, f"{where}.int", 1) for b in bounds)
+        if name != "early-stopping":
+            raise UserError(f"{where}.int: whole numbers are for early-stopping's patience; use log or range")
+    elif name == "early-stopping":
+        raise UserError(
+            f"{where}.{form}: early-stopping's patience is whole epochs: use {{ int = [low, high] }} or a list"
+        )
+    low, high = (_space_value(name, b, f"{where}.{form}") for b in bounds)
+    if form == "int":
+        low, high = float(low_int), float(high_int)
+    if low >= high:
+        raise UserError(f"{where}.{form}: low must be below high, got {bounds!r}")
+    return Space(name, form, low=low, high=high)
+
+
+def _spaces(value: object, methods: tuple[Method, ...], where: str) -> dict[str, Space]:
+    """[tuning.space]: a space for every hyperparameter some method tunes, and none that no method uses."""
+    table = _table(value, where)
+    allowed = (*(n for n in REGULARIZERS if n != BASELINE), KEEP, INPUT_KEEP, LR)
+    _check_keys(table, allowed, where)
+    spaces = {name: _space(name, table[name], f"{where}.{name}") for name in table}
+    needed = {part: m.name for m in methods for part in m.regularizers}
+    dropout = next((m.name for m in methods if m.dropout), None)
+    if dropout is not None:
+        needed[KEEP] = dropout
+    for name, method in needed.items():
+        if name not in spaces:
+            what = "the hidden keep rate" if name == KEEP else f"the strength of '{name}'"
+            raise UserError(f"{where}: method '{method}' tunes {what}: add a space for {name}, e.g. {name} = [...]")
+    unused = [n for n in spaces if n not in needed and n != LR and not (n == INPUT_KEEP and KEEP in needed)]
+    if unused:
+        user = "a method naming 'dropout'" if unused[0] == INPUT_KEEP else f"a method with '{unused[0]}'"
+        raise UserError(f"{where}.{unused[0]}: no method tunes it; remove it or add {user} to methods")
+    return spaces
+
+
+def _budget(value: object, where: str) -> int | None:
+    """A number of trials (≥ 1), or "grid" (None): each method's whole grid."""
+    if value == "grid":
+        return None
+    if isinstance(value, str):
+        raise UserError(f'{where}: expected a number of trials ≥ 1 or "grid", got {value!r}')
+    budget = _int(value, where, 1)
+    if budget > MAX_GRID_CELLS:
+        raise UserError(f"{where}: at most {MAX_GRID_CELLS:,} trials per method, got {budget:,}")
+    return budget
+
+
+def _tuning(value: object, source: str) -> Tuning:
+    """The [tuning] table: methods, budget and sampler, seeds, evaluation protocol, metric and search spaces."""
+    where = f"{source}: tuning"
+    table = _table(value, where)
+    _check_keys(table, TUNING_KEYS, where)
+    for key in ("methods", "budget"):
+        if key not in table:
+            raise UserError(f"{where}: '{key}' is required")
+    methods = tuple(_method(m, f"{where}.methods") for m in _list(table["methods"], f"{where}.methods"))
+    _refuse_repeats(
+        (tuple(sorted((*m.regularizers, *([DROPOUT] if m.dropout else [])))) or (BASELINE,) for m in methods),
+        f"{where}.methods",
+        "method with the parts",
+    )
+    budget = _budget(table["budget"], f"{where}.budget")
+    sampler = _str(table.get("sampler", "grid" if budget is None else "sobol"), f"{where}.sampler", SAMPLERS)
+    if budget is None and sampler != "grid":
+        raise UserError(f'{where}.budget: "grid" takes every point of each method\'s grid; it needs sampler = "grid"')
+    evaluation = _str(table.get("evaluation", "fresh"), f"{where}.evaluation", EVALUATIONS)
+    if evaluation == "same" and "evaluation_seeds" in table:
+        raise UserError(f'{where}.evaluation_seeds: with evaluation = "same" the tuning seeds are reported; remove it')
+    tuning = Tuning(
+        methods=methods,
+        space=_spaces(table.get("space", {}), methods, f"{where}.space"),
+        budget=budget,
+        sampler=sampler,
+        seed=_int(table.get("seed", 0), f"{where}.seed", 0),
+        tuning_seeds=_int(table.get("tuning_seeds", 3), f"{where}.tuning_seeds", 1),
+        evaluation=evaluation,
+        evaluation_seeds=_int(table.get("evaluation_seeds", 5), f"{where}.evaluation_seeds", 1),
+        metric=_str(table.get("metric", "auto"), f"{where}.metric", TUNING_METRICS),
+    )
+    if sampler == "grid":
+        for method in methods:
+            ranges = [n for n in tuning.hyperparameters(method) if tuning.space[n].form != "list"]
+            if ranges:
+                raise UserError(
+                    f'{where}.space.{ranges[0]}: sampler "grid" takes every point of a space of lists; '
+                    f'write {ranges[0]} as a list, or sample it (sampler = "sobol" or "random")'
+                )
+            size = tuning.grid_size(method)
+            if budget is not None and size > budget:
+                raise UserError(
+                    f"{where}.budget: method '{method.name}' has a grid of {size:,} points, more than the budget of "
+                    f'{budget}: raise the budget, shorten its lists, or sample them (sampler = "sobol")'
+                )
+    return tuning
+
+
+def check_tuning_fits(tuning: Tuning, tasks: tuple[TaskConfig, ...], where: str) -> None:
+    """Refuse a tuned method that cannot act on a task: dropout where the model has no hidden layer, val_acc
+    where the task has no accuracy (regression)."""
+    for task in tasks:
+        if not task.model.hidden:
+            method = next((m for m in tuning.methods if m.dropout), None)
+            if method is not None:
+                raise UserError(
+                    f"{where}: tuning.methods: '{method.name}' tunes the hidden keep rate but task '{task.name}' "
+                    "has no hidden layer (hidden = [])"
+                )
+        if tuning.metric == "val_acc" and not get_task(task.name).classification:
+            raise UserError(
+                f'{where}: tuning.metric: task \'{task.name}\' is a regression (no accuracy); use "auto" or "val_loss"'
+            )
+
+
+def _refuse_beside_tuning(data: dict, source: str) -> None:
+    """A [tuning] table is the grid: keys that would cross it with another grid are refused, one line each."""
+    for key, reason in GRID_KEYS_TUNING_REPLACES.items():
+        if key in data:
+            raise UserError(f"{source}: {key}: not used beside [tuning] ({reason}); remove it")
+    for key in ("input_keep_rate", "dropout", "train_size"):
+        if isinstance(data.get(key), list) and len(data[key]) != 1:
+            raise UserError(
+                f"{source}: {key}: one value beside [tuning] (a list would make it a grid axis across the tuned "
+                "methods; to tune the input keep rate, give [tuning.space] input_keep)"
+            )
+    for name, settings in _table(data.get("regularizer", {}), f"{source}: regularizer").items():
+        if isinstance(settings, dict) and "strength" in settings:
+            raise UserError(
+                f"{source}: regularizer.{name}.strength: strengths are tuned beside [tuning]; give the space as "
+                f"[tuning.space] {name}"
+            )
+
+
 # ---------------------------------------------------------------- the whole file
 
 
@@ -528,6 +763,8 @@ def parse_suite(data: dict, source: str) -> Suite:
         raise UserError(f"{source}: task: the suite has no task; add a [[task]] table with a name")
     tasks = tuple(_task_config(t, defaults, f"{source}: task[{i}]") for i, t in enumerate(raw_tasks))
     _refuse_repeats((t.name for t in tasks), f"{source}: task", "task")
+    if "tuning" in data:
+        return _tuned_suite(data, source, tasks, defaults, kl_target)
     return Suite(
         name=_suite_name(data, source),
         description=_str(data.get("description", ""), f"{source}: description"),
@@ -544,6 +781,32 @@ def parse_suite(data: dict, source: str) -> Suite:
         sweeps=sweeps,
         kl_target=kl_target,
     )
+
+
+def _tuned_suite(
+    data: dict, source: str, tasks: tuple[TaskConfig, ...], defaults: TaskConfig, kl_target: float
+) -> Suite:
+    """A suite with a [tuning] table: its grid is the tuning protocol's (dropbench.tuning); the fixed values
+    beside it are the input keep rate of methods with dropout, the dropout kind, the training-set size."""
+    _refuse_beside_tuning(data, source)
+    suite = Suite(
+        name=_suite_name(data, source),
+        description=_str(data.get("description", ""), f"{source}: description"),
+        source=source,
+        tasks=tasks,
+        regularizers=(),
+        keep_rates=(1.0,),
+        input_keep_rates=validate_keep_rates(data.get("input_keep_rate", 1.0), f"{source}: input_keep_rate"),
+        dropouts=_dropouts(data.get("dropout", "bernoulli"), f"{source}: dropout"),
+        seeds=(),
+        train_sizes=_train_sizes(data["train_size"], f"{source}: train_size") if "train_size" in data else (0,),
+        mc_samples=_int(data.get("mc_samples", 0), f"{source}: mc_samples", 0),
+        task_defaults=defaults,
+        kl_target=kl_target,
+        tuning=_tuning(data["tuning"], source),
+    )
+    suite.check_grid()
+    return suite
 
 
 def _suite_name(data: dict, source: str) -> str:
@@ -577,6 +840,8 @@ def _default_task(suite: Suite, name: str) -> TaskConfig:
 
 def apply_overrides(suite: Suite, overrides: Overrides) -> Suite:
     """The suite with command-line values in place of the file's."""
+    if suite.tuning is not None:
+        _refuse_tuned_overrides(suite, overrides)
     tasks = suite.tasks
     if overrides.tasks is not None:
         by_name = {t.name: t for t in suite.tasks}
@@ -621,3 +886,24 @@ def apply_overrides(suite: Suite, overrides: Overrides) -> Suite:
         dropout_where="--dropout" if overrides.dropouts is not None else None,
     )
     return resolved
+
+
+def _refuse_tuned_overrides(suite: Suite, overrides: Overrides) -> None:
+    """Flags that would cross a tuned suite's protocol with another grid axis (see GRID_KEYS_TUNING_REPLACES)."""
+    flags = {
+        "--keep": overrides.keep_rates,
+        "--input-keep": overrides.input_keep_rates,
+        "--reg": overrides.regularizers,
+        "--seeds": overrides.seeds,
+    }
+    for flag, value in flags.items():
+        if value is not None:
+            raise UserError(
+                f"{flag}: not used with a tuned suite ({suite.source} has [tuning]: its methods, spaces and seeds "
+                "make the grid); edit the [tuning] table instead"
+            )
+    for flag, values in (("--dropout", overrides.dropouts), ("--train-size", overrides.train_sizes)):
+        if values is not None and len(values) != 1:
+            raise UserError(
+                f"{flag}: one value with a tuned suite (a list would be a grid axis across the tuned methods)"
+            )
