@@ -1,0 +1,145 @@
+"""Tuned results: each method's setting chosen on the validation split, then its test figures reported.
+
+A tuned run (a suite with a [tuning] table) writes, beside the ordinary columns, `method` (the tuned method:
+'none', 'l2', 'dropout', 'max-norm+dropout', ...), `phase` ('tune' or 'eval') and `trial` (the index of the
+sampled setting within its task and method; a trial's tune and eval rows share it). Per task and method:
+
+- `choose_on_validation` picks the trial with the best mean validation figure over its ok *tune* rows
+  (validation accuracy, higher is better, for classification; validation loss, lower is better, for
+  regression), ties to the lowest trial. It selects its columns before anything else: no test_* column, and
+  no row of the eval phase, is ever read to make the choice.
+- `tuned_report` then reports the chosen trial: under the "fresh" protocol from its eval rows (seeds the
+  choice never saw: unbiased), under the "same" protocol from its tune rows (cheap, slightly optimistic), with
+  its test figure and gap (mean ± 95% CI) and the paired test-figure difference to the tuned baseline (method
+  'none') over the seeds both were evaluated on, tested and Holm-corrected across the task's methods as
+  `report` marks its tables (summary.paired_record, summary.holm_marks).
+"""
+
+import math
+
+import pandas as pd
+
+from ..errors import UserError
+from .labels import SETUP_COLUMNS
+from .order import SuiteOrder
+
+TUNE, EVAL = "tune", "eval"
+BASELINE_METHOD = "none"
+AUTO = "auto"
+# Selection metrics and whether higher is better. Only validation figures: the test split never chooses.
+SELECTION_METRICS = {"val_acc": True, "val_loss": False}
+# The columns that make a trial's setting, where the results have them.
+SETTING_COLUMNS = (
+    "model",
+    "regularizer",
+    "strength",
+    "keep_rate",
+    "layer_keep_rates",
+    "input_keep_rate",
+    "dropout",
+    "train_size",
+    *SETUP_COLUMNS,
+    "setup_id",
+)
+CHOICE_COLUMNS = ("task", "method", "trial", "selection_metric", "selection_mean", "selection_seeds", "trials")
+
+
+def has_tuning_rows(frame: pd.DataFrame) -> bool:
+    """Whether a results frame holds rows of a tuning phase."""
+    return "phase" in frame and bool((frame["phase"].astype("string").fillna("") == TUNE).any())
+
+
+def _tune_rows(frame: pd.DataFrame, figures: tuple[str, ...]) -> pd.DataFrame:
+    """The tune rows (the last written row of each cell), restricted to the columns a choice may read: identity,
+    setting, status and the validation `figures`. Columns are selected first, so no test column is touched."""
+    if not has_tuning_rows(frame):
+        raise UserError("these results hold no tuning rows (run a suite with a [tuning] table)")
+    wanted = ["cell_id", "task", "method", "phase", "trial", "seed", "status", *SETTING_COLUMNS, *figures]
+    rows = frame[[c for c in dict.fromkeys(wanted) if c in frame.columns]]
+    rows = rows[rows["phase"].astype("string").fillna("") == TUNE]
+    if "cell_id" in rows:
+        rows = rows.drop_duplicates(subset="cell_id", keep="last")
+    rows = rows.assign(
+        trial=pd.to_numeric(rows["trial"], errors="coerce"),
+        method=rows["method"].astype("string").fillna("").astype(str),
+    )
+    return rows[rows["trial"].notna()].assign(trial=lambda r: r["trial"].astype(int))
+
+
+def _selection_metric(task_rows: pd.DataFrame, metric: str) -> str:
+    """The metric a task is chosen on: for 'auto', val_acc where any of its tune rows measured a validation
+    accuracy (a classification task), else val_loss (regression)."""
+    if metric != AUTO:
+        return metric
+    if "val_acc" in task_rows and pd.to_numeric(task_rows["val_acc"], errors="coerce").notna().any():
+        return "val_acc"
+    return "val_loss"
+
+
+def _check_metric(metric: str) -> None:
+    if metric != AUTO and metric not in SELECTION_METRICS:
+        raise UserError(
+            f"cannot choose on '{metric}': tuning chooses on the validation split, one of "
+            f"{', '.join((AUTO, *SELECTION_METRICS))}"
+        )
+
+
+def _method_rank(methods: list[str], order: SuiteOrder | None) -> dict[str, int]:
+    """The baseline method first, then the suite's list of methods where the metadata has one, then by
+    first appearance."""
+    listed = tuple(getattr(order, "methods", ()) or ())
+    return {m: i for i, m in enumerate(dict.fromkeys([BASELINE_METHOD, *listed, *methods]))}
+
+
+def choose_on_validation(frame: pd.DataFrame, metric: str = AUTO, *, order: SuiteOrder | None = None) -> pd.DataFrame:
+    """Per (task, method) of a tuned run, the trial with the best mean validation figure over its ok tune rows.
+
+    Only rows with phase 'tune' and status 'ok' count, and only their validation figures: the test columns are
+    never read (the needed columns are selected first) and neither are the eval phase's rows, so shuffling or
+    corrupting either changes no choice. `metric` is 'auto' (val_acc, higher is better, for classification
+    tasks; val_loss, lower is better, for regression: a task whose tune rows hold no validation accuracy),
+    'val_acc' or 'val_loss'. A trial's figure is its mean over its seeds (NaN ones left out); ties go to the
+    lowest trial; a trial without a single finite figure cannot be chosen.
+
+    Returns one row per (task, method), tasks in the suite's order (`order`, see report.order) and methods the
+    baseline ('none') first, then as the suite lists them or as they appear: `task`, `method`, `trial`, the
+    chosen setting (SETTING_COLUMNS present in `frame`), `selection_metric`, `selection_mean`,
+    `selection_seeds` (ok seeds behind the mean) and `trials` (trials with at least one ok tune row).
+    """
+    _check_metric(metric)
+    rows = _tune_rows(frame, tuple(SELECTION_METRICS) if metric == AUTO else (metric,))
+    settings = [c for c in SETTING_COLUMNS if c in rows.columns]
+    ok = rows[rows["status"] == "ok"]
+    records = []
+    for task, task_rows in ok.groupby("task", sort=False):
+        chosen_on = _selection_metric(task_rows, metric)
+        higher = SELECTION_METRICS[chosen_on]
+        for method, method_rows in task_rows.groupby("method", sort=False):
+            figures = pd.to_numeric(method_rows[chosen_on], errors="coerce").astype(float)
+            per_trial = figures.groupby(method_rows["trial"]).agg(["mean", "count"])
+            candidates = per_trial[per_trial["count"] > 0].reset_index()
+            record: dict[str, object] = {"task": task, "method": method}
+            if candidates.empty:
+                record.update(trial=math.nan, selection_mean=math.nan, selection_seeds=0)
+            else:
+                ranked = candidates.sort_values(["mean", "trial"], ascending=[not higher, True], kind="stable")
+                best = ranked.iloc[0]
+                trial = int(best["trial"])
+                first = method_rows[method_rows["trial"] == trial].iloc[0]
+                record.update({c: first[c] for c in settings})
+                record.update(trial=trial, selection_mean=float(best["mean"]), selection_seeds=int(best["count"]))
+            record.update(selection_metric=chosen_on, trials=int(method_rows["trial"].nunique()))
+            records.append(record)
+    columns = ["task", "method", "trial", *settings, *CHOICE_COLUMNS[3:]]
+    chosen = pd.DataFrame.from_records(records, columns=columns)
+    if chosen.empty:
+        return chosen
+    tasks = list(dict.fromkeys([*(order.tasks if order else ()), *rows["task"]]))
+    task_rank = {t: i for i, t in enumerate(tasks)}
+    method_rank = _method_rank(list(rows["method"]), order)
+    ranked = chosen.assign(_task=chosen["task"].map(task_rank), _method=chosen["method"].map(method_rank))
+    return (
+        ranked.sort_values(["_task", "_method"], kind="stable")
+        .drop(columns=["_task", "_method"])
+        .reset_index(drop=True)
+    )
