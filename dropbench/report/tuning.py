@@ -19,9 +19,12 @@ import math
 
 import pandas as pd
 
+from ..catalogue import DEFAULT_METHOD, MARK_METHODS
 from ..errors import UserError
-from .labels import SETUP_COLUMNS
+from .labels import SETUP_COLUMNS, config_label, varying
 from .order import SuiteOrder
+from .stats import mean_ci
+from .summary import holm_marks, paired_record
 
 TUNE, EVAL = "tune", "eval"
 BASELINE_METHOD = "none"
@@ -143,3 +146,142 @@ def choose_on_validation(frame: pd.DataFrame, metric: str = AUTO, *, order: Suit
         .drop(columns=["_task", "_method"])
         .reset_index(drop=True)
     )
+
+
+# ---------------------------------------------------------------- the chosen trials, tested
+
+
+FRESH, SAME = "fresh", "same"
+PROTOCOLS = {
+    FRESH: "fresh evaluation seeds, never seen by the choice: unbiased",
+    SAME: "the tuning seeds themselves: cheap, slightly optimistic",
+}
+TUNED_COLUMNS = (
+    "task",
+    "method",
+    "trial",
+    "configuration",
+    "protocol",
+    "trials",
+    "selection_metric",
+    "selection_mean",
+    "selection_seeds",
+    "n",
+    "not_ok",
+    "test_metric",
+    "test_mean",
+    "test_ci",
+    "gap_metric",
+    "gap_mean",
+    "gap_ci",
+    "pairs",
+    "delta",
+    "delta_low",
+    "delta_high",
+    "p_raw",
+    "min_p",
+    "p_value",
+    "test",
+    "family",
+    "alpha",
+    "significant",
+    "change",
+)
+
+
+def _evaluation_rows(rows: pd.DataFrame, choice: pd.Series) -> tuple[str, pd.DataFrame]:
+    """The chosen trial's protocol and the rows its test figures come from: its eval rows where it has any
+    (fresh), else its tune rows (same)."""
+    trial = rows[
+        (rows["task"] == choice["task"]) & (rows["method"] == choice["method"]) & (rows["_trial"] == choice["trial"])
+    ]
+    evaluated = trial[trial["_phase"] == EVAL]
+    if len(evaluated):
+        return FRESH, evaluated
+    return SAME, trial[trial["_phase"] == TUNE]
+
+
+def _setting_label(choice: pd.Series, swept: set[str], task_rows: pd.DataFrame) -> str:
+    """'l2 0.001', 'none keep 0.5 · lr 0.01': the chosen setting with what its task's trials swept (the keep
+    rate where the method's trials try more than one, or the chosen one drops units)."""
+    tried = task_rows[(task_rows["_phase"] == TUNE) & (task_rows["method"] == choice["method"])]
+    keep = float(choice["keep_rate"]) != 1.0 or tried["keep_rate"].nunique() > 1
+    return config_label(choice, swept, keep=keep)
+
+
+def tuned_report(
+    frame: pd.DataFrame,
+    *,
+    test: str = DEFAULT_METHOD,
+    alpha: float = 0.05,
+    metric: str = AUTO,
+    order: SuiteOrder | None = None,
+) -> pd.DataFrame:
+    """`report --tuned`: per (task, method) the trial chosen on validation (choose_on_validation), reported.
+
+    Columns (TUNED_COLUMNS, then the chosen setting's): `configuration` (its label), `protocol` ('fresh' where
+    the chosen trial has eval rows, which then give its test figures; 'same' where it has tune rows only, which
+    give them), `trials` spent, the choice's `selection_*`, `n` ok evaluation seeds (`not_ok` others), the test
+    figure `test_metric` (test_acc for classification, test_loss for regression) and the gap `gap_metric`
+    (gap_acc or gap_loss) as mean with the half-width of its 95% t-interval (`_ci`), and the paired difference to
+    the tuned baseline (method 'none') over the seeds both were evaluated on: `delta` = method − none of the test
+    figure with its 95% t-interval, the `test`'s raw p (`p_raw`, as `report` marks its tables: sign-flip or
+    wilcoxon), Holm-adjusted across the task's methods (`p_value`, `family`), `significant` at `alpha` and
+    `change` ('improvement', 'degradation' or ''). Figures are fractions or losses, unscaled. Eval rows never
+    influence the choice.
+    """
+    if test not in MARK_METHODS:
+        raise UserError(f"unknown test '{test}'; allowed: {', '.join(MARK_METHODS)}")
+    chosen = choose_on_validation(frame, metric, order=order)
+    settings = [c for c in SETTING_COLUMNS if c in chosen.columns]
+    rows = frame.drop_duplicates(subset="cell_id", keep="last") if "cell_id" in frame else frame
+    rows = rows.assign(
+        _phase=rows["phase"].astype("string").fillna("").astype(str),
+        _trial=pd.to_numeric(rows["trial"], errors="coerce"),
+        method=rows["method"].astype("string").fillna("").astype(str),
+    )
+    records = []
+    for task, choices in chosen.groupby("task", sort=False):
+        task_rows = rows[rows["task"] == task]
+        classification = any(
+            c in task_rows and pd.to_numeric(task_rows[c], errors="coerce").notna().any()
+            for c in ("test_acc", "val_acc")
+        )
+        test_metric, gap_metric = ("test_acc", "gap_acc") if classification else ("test_loss", "gap_loss")
+        swept = varying(task_rows[task_rows["_phase"] == TUNE])
+        evaluations = {}
+        for _, choice in choices.iterrows():
+            protocol, evaluated = (
+                _evaluation_rows(task_rows, choice) if choice["trial"] == choice["trial"] else ("", task_rows.iloc[:0])
+            )
+            evaluations[choice["method"]] = evaluated[evaluated["status"] == "ok"]
+            test_figure = mean_ci(pd.to_numeric(evaluations[choice["method"]][test_metric], errors="coerce").tolist())
+            gap = mean_ci(pd.to_numeric(evaluations[choice["method"]][gap_metric], errors="coerce").tolist())
+            records.append(
+                {
+                    **choice.to_dict(),
+                    "configuration": _setting_label(choice, swept, task_rows) if protocol else "no trial with a figure",
+                    "protocol": protocol,
+                    "n": len(evaluations[choice["method"]]),
+                    "not_ok": len(evaluated) - len(evaluations[choice["method"]]),
+                    "test_metric": test_metric,
+                    "test_mean": test_figure.mean,
+                    "test_ci": test_figure.half_width,
+                    "gap_metric": gap_metric,
+                    "gap_mean": gap.mean,
+                    "gap_ci": gap.half_width,
+                    "alpha": alpha,
+                }
+            )
+        task_records = records[len(records) - len(choices) :]
+        base = evaluations.get(BASELINE_METHOD)
+        compared = [r for r in task_records if r["method"] != BASELINE_METHOD and base is not None and len(base)]
+        paired = [paired_record(base, evaluations[r["method"]], test_metric, method=test) for r in compared]
+        for record, marked in zip(compared, holm_marks(paired, test_metric, method=test, alpha=alpha)):
+            record.update(marked, test=marked["method"], method=record["method"])
+    columns = [*TUNED_COLUMNS, *settings]
+    report = pd.DataFrame.from_records(records, columns=columns)
+    report["significant"] = report["significant"].fillna(False).astype(bool)
+    report["change"] = report["change"].fillna("")
+    report["test"] = test
+    return report
