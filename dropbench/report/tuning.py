@@ -109,6 +109,44 @@ def choose_on_validation(frame: pd.DataFrame, metric: str = AUTO, *, order: Suit
     chosen setting (SETTING_COLUMNS present in `frame`), `selection_metric`, `selection_mean`,
     `selection_seeds` (ok seeds behind the mean) and `trials` (trials with at least one ok tune row).
     """
+    figures = trial_figures(frame, metric)
+    settings = [c for c in SETTING_COLUMNS if c in figures.columns]
+    records = []
+    for (task, method), trials in figures.groupby(["task", "method"], sort=False):
+        chosen_on = str(trials["selection_metric"].iloc[0])
+        record: dict[str, object] = {"task": task, "method": method, "selection_metric": chosen_on}
+        candidates = trials[trials["seeds"] > 0]
+        if candidates.empty:
+            record.update(trial=math.nan, selection_mean=math.nan, selection_seeds=0)
+        else:
+            higher = SELECTION_METRICS[chosen_on]
+            best = candidates.sort_values(["mean", "trial"], ascending=[not higher, True], kind="stable").iloc[0]
+            record.update({c: best[c] for c in settings})
+            record.update(
+                trial=int(best["trial"]), selection_mean=float(best["mean"]), selection_seeds=int(best["seeds"])
+            )
+        record["trials"] = len(trials)
+        records.append(record)
+    columns = ["task", "method", "trial", *settings, *CHOICE_COLUMNS[3:]]
+    chosen = pd.DataFrame.from_records(records, columns=columns)
+    if chosen.empty:
+        return chosen
+    tasks = list(dict.fromkeys([*(order.tasks if order else ()), *figures["task"]]))
+    task_rank = {t: i for i, t in enumerate(tasks)}
+    method_rank = _method_rank(list(figures["method"]), order)
+    ranked = chosen.assign(_task=chosen["task"].map(task_rank), _method=chosen["method"].map(method_rank))
+    return (
+        ranked.sort_values(["_task", "_method"], kind="stable")
+        .drop(columns=["_task", "_method"])
+        .reset_index(drop=True)
+    )
+
+
+def trial_figures(frame: pd.DataFrame, metric: str = AUTO) -> pd.DataFrame:
+    """Per (task, method, trial) with at least one ok tune row, in order of appearance: its setting
+    (SETTING_COLUMNS present), the `selection_metric` (see choose_on_validation) and its `mean` over the trial's
+    ok tune seeds with the half-width of its 95% t-interval (`ci`) and the `seeds` behind them (NaN figures left
+    out). What the choice is made on, and what the tuning plot draws; never a test column, never an eval row."""
     _check_metric(metric)
     rows = _tune_rows(frame, tuple(SELECTION_METRICS) if metric == AUTO else (metric,))
     settings = [c for c in SETTING_COLUMNS if c in rows.columns]
@@ -116,36 +154,23 @@ def choose_on_validation(frame: pd.DataFrame, metric: str = AUTO, *, order: Suit
     records = []
     for task, task_rows in ok.groupby("task", sort=False):
         chosen_on = _selection_metric(task_rows, metric)
-        higher = SELECTION_METRICS[chosen_on]
-        for method, method_rows in task_rows.groupby("method", sort=False):
-            figures = pd.to_numeric(method_rows[chosen_on], errors="coerce").astype(float)
-            per_trial = figures.groupby(method_rows["trial"]).agg(["mean", "count"])
-            candidates = per_trial[per_trial["count"] > 0].reset_index()
-            record: dict[str, object] = {"task": task, "method": method}
-            if candidates.empty:
-                record.update(trial=math.nan, selection_mean=math.nan, selection_seeds=0)
-            else:
-                ranked = candidates.sort_values(["mean", "trial"], ascending=[not higher, True], kind="stable")
-                best = ranked.iloc[0]
-                trial = int(best["trial"])
-                first = method_rows[method_rows["trial"] == trial].iloc[0]
-                record.update({c: first[c] for c in settings})
-                record.update(trial=trial, selection_mean=float(best["mean"]), selection_seeds=int(best["count"]))
-            record.update(selection_metric=chosen_on, trials=int(method_rows["trial"].nunique()))
-            records.append(record)
-    columns = ["task", "method", "trial", *settings, *CHOICE_COLUMNS[3:]]
-    chosen = pd.DataFrame.from_records(records, columns=columns)
-    if chosen.empty:
-        return chosen
-    tasks = list(dict.fromkeys([*(order.tasks if order else ()), *rows["task"]]))
-    task_rank = {t: i for i, t in enumerate(tasks)}
-    method_rank = _method_rank(list(rows["method"]), order)
-    ranked = chosen.assign(_task=chosen["task"].map(task_rank), _method=chosen["method"].map(method_rank))
-    return (
-        ranked.sort_values(["_task", "_method"], kind="stable")
-        .drop(columns=["_task", "_method"])
-        .reset_index(drop=True)
-    )
+        for (method, trial), trial_rows in task_rows.groupby(["method", "trial"], sort=False):
+            estimate = mean_ci(pd.to_numeric(trial_rows[chosen_on], errors="coerce").astype(float).tolist())
+            first = trial_rows.iloc[0]
+            records.append(
+                {
+                    "task": task,
+                    "method": method,
+                    "trial": int(trial),
+                    **{c: first[c] for c in settings},
+                    "selection_metric": chosen_on,
+                    "mean": estimate.mean,
+                    "ci": estimate.half_width,
+                    "seeds": estimate.n,
+                }
+            )
+    columns = ["task", "method", "trial", *settings, "selection_metric", "mean", "ci", "seeds"]
+    return pd.DataFrame.from_records(records, columns=columns)
 
 
 # ---------------------------------------------------------------- the chosen trials, tested
