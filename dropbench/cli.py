@@ -32,6 +32,8 @@ from .options import Invocation, RunOptions
 from .report.exporters import names as format_names
 
 if TYPE_CHECKING:  # the executors import torch (and Ray): only when a run starts
+    import pandas as pd
+
     from .executors import LocalExecutor, PoolExecutor
     from .ray_executor import RayExecutor
 
@@ -394,13 +396,20 @@ def merge(inputs: tuple[Path, ...], out: Path) -> int:
 @click.option("--best", is_flag=True, help="Only the configuration of each task chosen on validation, with its gain.")
 @click.option("--paired", is_flag=True, help="Also the paired difference to the baseline behind every mark.")
 @click.option(
+    "--tuned",
+    is_flag=True,
+    help="Results of a suite with a [tuning] table: per task and method the setting chosen on validation, its "
+    "test figure and gap, and its paired test against tuned none (--metric val_acc or val_loss: what to choose on).",
+)
+@click.option(
     "--format",
     "fmt",
     type=click.Choice(FORMATS),
     default=FORMATS[0],
     show_default=True,
     help="csv is one table: wide by default (a row per task × regularizer; per keep rate the figure, its CI, the "
-    "seeds and the test figure with its CI bounds); with --paired the tests, long; with --best or --reference those.",
+    "seeds and the test figure with its CI bounds); with --paired the tests, long; with --best, --tuned or "
+    "--reference those.",
 )
 @statistics_options("Paired test against the baseline, per task, Holm-corrected.")
 @click.option("--reference", type=click.Choice(REFERENCES), help="Published numbers beside matching rows.")
@@ -410,6 +419,7 @@ def report(
     tasks: tuple[str, ...] | None,
     best: bool,
     paired: bool,
+    tuned: bool,
     fmt: str,
     method: str,
     alpha: float,
@@ -417,7 +427,7 @@ def report(
 ) -> int:
     """Summarize results CSVs (partial or resumed ones too): mean ± CI over seeds, tests against the baseline.
 
-    Every choice (★, --best, --reference) is made on the validation split; test figures only report it.
+    Every choice (★, --best, --tuned, --reference) is made on the validation split; test figures only report it.
     """
     from .report.console import write
     from .report.data import build_report
@@ -433,6 +443,8 @@ def report(
                 f"--task: {', '.join(unknown)} not in these results; present: {', '.join(dict.fromkeys(frame['task']))}"
             )
         frame = frame[frame["task"].isin(tasks)]
+    if tuned:
+        _check_tuned(frame, results, metric=metric, best=best, paired=paired, reference=reference)
     data = build_report(
         frame,
         metric=metric,
@@ -440,11 +452,30 @@ def report(
         alpha=alpha,
         paired=paired,
         best=best,
+        tuned=tuned,
         reference=reference,
         order=suite_order(results),
     )
     write(get(fmt).export(data))
     return EXIT_OK
+
+
+def _check_tuned(
+    frame: "pd.DataFrame", results: tuple[Path, ...], *, metric: str, best: bool, paired: bool, reference: str | None
+) -> None:
+    """report --tuned's options and input: alone among the views, chosen on a validation metric, and results that
+    hold tuning rows."""
+    from .report.tuning import SELECTION_METRICS, has_tuning_rows
+
+    others = [name for name, given in (("--best", best), ("--paired", paired), ("--reference", reference)) if given]
+    if others:
+        raise UserError(f"--tuned is a report of its own: drop {', '.join(others)}")
+    if metric not in ("gap", *SELECTION_METRICS):
+        raise UserError(f"--tuned chooses on validation: --metric {' or '.join(SELECTION_METRICS)}, not {metric}")
+    if not has_tuning_rows(frame):
+        raise UserError(
+            f"{', '.join(map(str, results))}: the results hold no tuning rows (run a suite with a [tuning] table)"
+        )
 
 
 @cli.command()

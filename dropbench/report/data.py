@@ -23,8 +23,8 @@ class ReferenceRows:
 class Report:
     """What `dropbench report` shows. `summary` has one row per configuration and `tests` one per configuration
     tested against its baseline, both in the summary's order; `grids` lay the summary out per task. With `best`
-    (report --best) that table is the whole report. `failed` lists the cells not ok; `paired` asks for the paired
-    differences behind the marks as well."""
+    (report --best) that table is the whole report, and so is `tuned` (report --tuned: tuning.tuned_report).
+    `failed` lists the cells not ok; `paired` asks for the paired differences behind the marks as well."""
 
     summary: pd.DataFrame
     tests: pd.DataFrame
@@ -34,6 +34,7 @@ class Report:
     alpha: float = 0.05
     paired: bool = False
     best: pd.DataFrame | None = None
+    tuned: pd.DataFrame | None = None
     failed: pd.DataFrame = field(default_factory=pd.DataFrame)
     reference: ReferenceRows | None = None
 
@@ -46,16 +47,25 @@ def build_report(
     alpha: float = 0.05,
     paired: bool = False,
     best: bool = False,
+    tuned: bool = False,
     reference: str | None = None,
     failed: bool = True,
     order: SuiteOrder | None = None,
 ) -> Report:
     """Summarize a results frame and test it against the baseline (or, with `best`, choose each task's best
-    configuration on validation); with `reference`, match the summary against that packaged reference. Rows
-    follow the suite's order: `order`, from the results' metadata (report.order.suite_order)."""
-    summary = summarize(frame, order=order)
+    configuration on validation; with `tuned`, each tuned method's trial, see report.tuning, `metric` then being
+    the selection metric: val_acc, val_loss, or anything else for each task's own); with `reference`, match the
+    summary against that packaged reference. Rows follow the suite's order: `order`, from the results'
+    metadata (report.order.suite_order)."""
+    summary = pd.DataFrame() if tuned else summarize(frame, order=order)
     shown_failed = failed_cells(frame) if failed else pd.DataFrame()
     options = {"metric": metric, "method": method, "alpha": alpha, "paired": paired, "failed": shown_failed}
+    if tuned:
+        from .tuning import SELECTION_METRICS, tuned_report
+
+        chosen_on = metric if metric in SELECTION_METRICS else "auto"
+        rows = tuned_report(frame, test=method, alpha=alpha, metric=chosen_on, order=order)
+        return Report(pd.DataFrame(), pd.DataFrame(), [], tuned=rows, **options)
     if best:
         chosen = best_report(frame, summary, method=method, alpha=alpha)
         return Report(summary, pd.DataFrame(), [], best=chosen, **options)

@@ -168,33 +168,44 @@ def baseline_tests(
             ]
             if base.empty or bool(is_baseline(group).all()):
                 continue
-            base_by_seed, mine = _by_seed(base, metric), _by_seed(group, metric)
-            seeds = sorted(set(mine.index) & set(base_by_seed.index))
-            test = paired_difference(base_by_seed.loc[seeds].tolist(), mine.loc[seeds].tolist(), method=method)
-            task_records.append(
-                {
-                    **config,
-                    "pairs": test.n,
-                    "delta": test.mean_diff,
-                    "delta_low": test.ci_low,
-                    "delta_high": test.ci_high,
-                    "p_raw": test.p_value,
-                    "min_p": test.min_p,
-                }
-            )
-        family = sum(1 for r in task_records if r["p_raw"] == r["p_raw"])  # Holm's m: tests that gave a p
-        for record, p in zip(task_records, holm([r["p_raw"] for r in task_records])):
-            better = record["delta"] > 0 if metric in HIGHER_IS_BETTER else record["delta"] < 0
-            significant = p == p and p < alpha
-            record.update(
-                p_value=p,
-                significant=significant,
-                method=method,
-                family=family,
-                change=("improvement" if better else "degradation") if significant else "",
-            )
-            records.append(record)
+            task_records.append({**config, **paired_record(base, group, metric, method=method)})
+        records += holm_marks(task_records, metric, method=method, alpha=alpha)
     return pd.DataFrame.from_records(records, columns=list(TEST_COLUMNS))
+
+
+def paired_record(base: pd.DataFrame, rows: pd.DataFrame, metric: str, *, method: str = DEFAULT_METHOD) -> dict:
+    """`rows` against `base` (ok cells of two configurations), paired by seed over the seeds both have: `pairs`,
+    `delta` = rows − base with its 95% t-interval `delta_low`..`delta_high`, the paired test's `p_raw` and the
+    smallest p it could give at that many pairs, `min_p`."""
+    base_by_seed, mine = _by_seed(base, metric), _by_seed(rows, metric)
+    seeds = sorted(set(mine.index) & set(base_by_seed.index))
+    test = paired_difference(base_by_seed.loc[seeds].tolist(), mine.loc[seeds].tolist(), method=method)
+    return {
+        "pairs": test.n,
+        "delta": test.mean_diff,
+        "delta_low": test.ci_low,
+        "delta_high": test.ci_high,
+        "p_raw": test.p_value,
+        "min_p": test.min_p,
+    }
+
+
+def holm_marks(records: list[dict], metric: str, *, method: str = DEFAULT_METHOD, alpha: float = 0.05) -> list[dict]:
+    """One task's paired records (see paired_record) as one Holm family: each gets its Holm-adjusted `p_value`,
+    `significant` (p < alpha), the test `method`, the `family` size (the tests that gave a p) and its `change`
+    of `metric`: 'improvement', 'degradation' or '' where not significant."""
+    family = sum(1 for r in records if r["p_raw"] == r["p_raw"])  # Holm's m: tests that gave a p
+    for record, p in zip(records, holm([r["p_raw"] for r in records])):
+        better = record["delta"] > 0 if metric in HIGHER_IS_BETTER else record["delta"] < 0
+        significant = p == p and p < alpha
+        record.update(
+            p_value=p,
+            significant=significant,
+            method=method,
+            family=family,
+            change=("improvement" if better else "degradation") if significant else "",
+        )
+    return records
 
 
 TEST_COLUMNS = (

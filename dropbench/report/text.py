@@ -6,10 +6,12 @@ from dataclasses import asdict
 
 import pandas as pd
 
-from ..catalogue import PERCENT_METRICS
+from ..catalogue import METRICS, PERCENT_METRICS
 from .compare import VERDICTS, CompareResult, Comparison
+from .grid import BASELINE_MARK, BETTER_MARK, WORSE_MARK
 from .labels import DISTINGUISHING, config_label
 from .stats import TEST_NAMES
+from .tuning import BASELINE_METHOD, PROTOCOLS
 
 # ---------------------------------------------------------------- report --best
 
@@ -182,3 +184,105 @@ def missing_lines(result: CompareResult) -> list[str]:
         if len(cells) > LISTED_CELLS:
             out.append(f"missing in {side}: … and {len(cells) - LISTED_CELLS} more (--format json lists all)")
     return out
+
+
+# ---------------------------------------------------------------- report --tuned
+
+TUNED_HEADERS = (
+    "method",
+    "chosen setting",
+    "trials",
+    "protocol",
+    "seeds",
+    "test figure (95% CI)",
+    "gap (95% CI)",
+    "Δ test vs none (95% CI)",
+    "p",
+    "p (Holm)",
+)
+
+
+def tuned_tasks(tuned: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """report --tuned per task, in the report's order: (task, its rows)."""
+    return [(str(task), rows) for task, rows in tuned.groupby("task", sort=False)]
+
+
+def tuned_title(rows: pd.DataFrame) -> str:
+    """'digits · tuned on validation accuracy (%) · test accuracy (%)': one task's table title."""
+    first = rows.iloc[0]
+    chosen_on, test = METRICS[first["selection_metric"]], METRICS[first["test_metric"]]
+    return f"{first['task']} · each method tuned on {chosen_on.title} · {test.title}"
+
+
+def _figure(metric: str, mean: float, half: float) -> str:
+    """'82.3 ± 1.2%', '+11.3 ± 0.9 pp', '0.412 ± 0.020'; '—' without a mean."""
+    shown = METRICS[metric]
+    text = shown.format(mean, half)
+    if text == "—" or not shown.percent:
+        return text
+    return text + (" pp" if shown.signed else "%")
+
+
+def tuned_lines(rows: pd.DataFrame) -> list[list[str]]:
+    """One task of report --tuned as text cells: accuracies in percent, differences in points, losses as they
+    are; the difference to the tuned baseline with its mark (▲/▼ significantly better/worse)."""
+    lines = []
+    for _, row in rows.iterrows():
+        test = METRICS[row["test_metric"]]
+        scale, unit = (test.scale, " pp") if test.percent else (1.0, "")
+        if row["method"] == BASELINE_METHOD:
+            delta, p, holm_p = f"baseline {BASELINE_MARK}", "", ""
+        elif row["delta"] != row["delta"]:
+            delta, p, holm_p = "no pairs with the baseline", "", ""
+        else:
+            interval = ""
+            if row["delta_low"] == row["delta_low"]:
+                interval = (
+                    f" [{row['delta_low'] * scale:+.{test.digits}f}, {row['delta_high'] * scale:+.{test.digits}f}]"
+                )
+            mark = {"improvement": f" {BETTER_MARK}", "degradation": f" {WORSE_MARK}"}.get(row["change"], "")
+            delta = f"{row['delta'] * scale:+.{test.digits}f}{unit}{interval}{mark}"
+            p = "—" if row["p_raw"] != row["p_raw"] else f"{row['p_raw']:.3g}"
+            holm_p = "—" if row["p_value"] != row["p_value"] else f"{row['p_value']:.3g}"
+        lines.append(
+            [
+                str(row["method"]),
+                str(row["configuration"]),
+                str(int(row["trials"])),
+                str(row["protocol"]) or "—",
+                str(int(row["n"])) + (f" ({int(row['not_ok'])} not ok)" if row["not_ok"] else ""),
+                _figure(row["test_metric"], row["test_mean"], row["test_ci"]),
+                _figure(row["gap_metric"], row["gap_mean"], row["gap_ci"]),
+                delta,
+                p,
+                holm_p,
+            ]
+        )
+    return lines
+
+
+def tuned_legend(rows: pd.DataFrame) -> str:
+    """What one task's table of report --tuned means: the choice, the protocols present, the test and Holm."""
+    first = rows.iloc[0]
+    chosen_on = METRICS[first["selection_metric"]]
+    better = "higher" if chosen_on.higher_is_better else "lower"
+    trials = sorted({int(t) for t in rows["trials"]})
+    spent = f"{trials[0]} trials" if len(trials) == 1 else f"{trials[0]}–{trials[-1]} trials"
+    parts = [
+        f"Each method's setting chosen on its mean {chosen_on.name} ({better} is better) over its tuning seeds "
+        f"({spent} per method; ties to the lowest trial); the test split only reports the choice."
+    ]
+    for protocol in (p for p in PROTOCOLS if p in set(rows["protocol"])):
+        parts.append(f"Protocol {protocol}: test figures over {PROTOCOLS[protocol]}.")
+    tested = rows[rows["p_raw"].notna()]
+    family = int(tested["family"].max()) if len(tested) else 0
+    test_name = TEST_NAMES[str(first["test"])]
+    parts.append(
+        f"Δ: paired {first['test_metric']} difference to the tuned baseline (none) over the seeds both were "
+        f"evaluated on, 95% t-interval; {BETTER_MARK}/{WORSE_MARK} significantly better/worse: {test_name}, Holm "
+        f"across {family} methods, α = {float(first['alpha']):g}."
+    )
+    if family and float(tested["min_p"].max()) * family >= float(first["alpha"]):
+        pairs = int(tested["pairs"].min())
+        parts.append(f"At {pairs} seeds no mark is possible: run more evaluation seeds.")
+    return " ".join(parts)

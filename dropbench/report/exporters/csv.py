@@ -1,6 +1,7 @@
 """`--format csv`: one table for a spreadsheet. By default wide: a row per task × regularizer, a column per keep
 rate. With --paired, long: the tests against the baseline, one row per configuration; with --best, the best
-configurations; with --reference, the published rows beside ours; for compare, one row per configuration."""
+configurations; with --tuned, the tuned methods (tuning.tuned_report's columns); with --reference, the
+published rows beside ours; for compare, one row per configuration."""
 
 import math
 from dataclasses import asdict
@@ -26,6 +27,8 @@ class CsvExporter(Exporter):
     def export(self, report: Report) -> str:
         if report.best is not None:
             return csv_text(report.best)
+        if report.tuned is not None:
+            return csv_text(report.tuned)
         if report.paired and report.reference is not None:
             raise UserError("--format csv holds one table: ask for --paired or --reference, not both")
         if report.paired:

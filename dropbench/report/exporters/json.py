@@ -1,5 +1,6 @@
 """`--format json`: one JSON document, NaN written as null: every configuration with its statistics and its
-test against the baseline; with --best, the best configurations; with --reference, also the published rows."""
+test against the baseline; with --best, the best configurations; with --tuned, the tuned methods and a
+legend per task; with --reference, also the published rows."""
 
 import json
 from dataclasses import asdict
@@ -9,7 +10,7 @@ import pandas as pd
 from ..compare import CompareResult
 from ..data import Report
 from ..summary import CONFIG_COLUMNS
-from ..text import verdict_summary
+from ..text import tuned_legend, tuned_tasks, verdict_summary
 from . import Exporter, register
 
 SCHEMA = 1
@@ -34,10 +35,14 @@ class JsonExporter(Exporter):
     def export(self, report: Report) -> str:
         if report.best is not None:
             return json.dumps({"kind": "best", "schema": SCHEMA, "rows": frame_records(report.best)}, indent=2) + "\n"
+        if report.tuned is not None:
+            legends = {task: tuned_legend(rows) for task, rows in tuned_tasks(report.tuned)}
+            document = {"kind": "tuned", "schema": SCHEMA, "rows": frame_records(report.tuned), "legends": legends}
+            return json.dumps(document, indent=2) + "\n"
         merged = report.summary
         if not report.tests.empty:
             merged = merged.merge(report.tests, on=list(CONFIG_COLUMNS), how="left")
-        document: dict[str, object] = {
+        document = {
             "metric": report.metric,
             "schema": SCHEMA,
             "configurations": [{k: _clean(v) for k, v in row.items()} for _, row in merged.iterrows()],

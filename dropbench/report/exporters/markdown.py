@@ -1,5 +1,7 @@
 """`--format markdown`: GitHub-flavoured markdown, a heading and a table per task, fit for a CI job summary."""
 
+import pandas as pd
+
 from ..compare import CompareResult
 from ..data import ReferenceRows, Report
 from ..grid import PAIRED_HEADERS, Grid, caption, paired_lines, table_rows
@@ -9,12 +11,17 @@ from ..text import (
     BEST_LEGEND,
     REFERENCE_HEADERS,
     REFERENCE_LEGEND,
+    TUNED_HEADERS,
     best_lines,
     comparison_columns,
     comparison_lines,
     missing_lines,
     reference_lines,
     reference_title,
+    tuned_legend,
+    tuned_lines,
+    tuned_tasks,
+    tuned_title,
     units,
     verdict_summary,
 )
@@ -41,6 +48,8 @@ class MarkdownExporter(Exporter):
             ]
             out += [_row(line) for line in best_lines(report.best)]
             return "\n".join(out) + f"\n\n{BEST_LEGEND}\n"
+        if report.tuned is not None:
+            return "".join(tuned_markdown(rows) for _, rows in tuned_tasks(report.tuned))
         text = "".join(grid_markdown(grid) for grid in report.grids)
         if report.paired:
             text += "".join(paired_markdown(grid) for grid in report.grids)
@@ -100,3 +109,14 @@ def reference_markdown(reference: ReferenceRows) -> str:
     ]
     out += [_row(line) for line in reference_lines(reference.rows)]
     return "\n".join(out) + f"\n\n{REFERENCE_LEGEND}\n"
+
+
+def tuned_markdown(rows: pd.DataFrame) -> str:
+    """One task of report --tuned: heading, a row per method, the legend."""
+    out = [
+        f"### {tuned_title(rows)}\n",
+        "| " + " | ".join(TUNED_HEADERS) + " |",
+        "|---|---|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    out += [_row(line) for line in tuned_lines(rows)]
+    return "\n".join(out) + f"\n\n{tuned_legend(rows)}\n\n"

@@ -14,12 +14,17 @@ from ..text import (
     BEST_LEGEND,
     REFERENCE_HEADERS,
     REFERENCE_LEGEND,
+    TUNED_HEADERS,
     best_lines,
     comparison_columns,
     comparison_lines,
     missing_lines,
     reference_lines,
     reference_title,
+    tuned_legend,
+    tuned_lines,
+    tuned_tasks,
+    tuned_title,
     units,
     verdict_summary,
 )
@@ -46,6 +51,11 @@ class TableExporter(Exporter):
         published numbers (with a reference); with `best`, only the table of the best configurations."""
         if report.best is not None:
             return best_table(report.best)
+        if report.tuned is not None:
+            tables: list[RenderableType] = []
+            for _, rows in tuned_tasks(report.tuned):
+                tables += [tuned_table(rows), Text("")]
+            return Group(*tables, *failed_lines(report.failed))
         parts: list[RenderableType] = []
         for table in grid_tables(report.grids) + (paired_tables(report.grids) if report.paired else []):
             parts += [table, Text("")]
@@ -139,6 +149,17 @@ def best_table(best: pd.DataFrame) -> Table:
     for line in best_lines(best):
         table.add_row(*line)
     return table
+
+
+def tuned_table(rows: pd.DataFrame) -> Group:
+    """One task of report --tuned, then its legend as text (a caption would wrap to the table's width)."""
+    title = tuned_title(rows)
+    table = Table(title=title, title_justify="left", min_width=len(title))
+    for header in TUNED_HEADERS:
+        table.add_column(header, justify="left" if header in ("method", "chosen setting", "protocol") else "right")
+    for line in tuned_lines(rows):
+        table.add_row(*line)
+    return Group(table, Text(tuned_legend(rows), style="dim"))
 
 
 def reference_table(reference: ReferenceRows) -> Table:
