@@ -336,8 +336,9 @@ def _run(options: RunOptions, invocation: Invocation) -> int:
         resume = resume_command(list(invocation.args) or ["run"], out)
         print_stopped(stop_signal(stop), out, resume, options.log_format)
         return EXIT_TERMINATED if isinstance(stop, Terminated) else EXIT_INTERRUPTED
-    if summary.total:  # an empty shard has no table to show
-        _print_report([out])
+    if summary.total and not (resolved.tuning is not None and part is not None and part.count > 1):
+        # An empty shard has no table to show, and a tuned suite's shard no chosen trial yet.
+        _print_report([out], tuned_on=resolved.tuning.metric if resolved.tuning is not None else None)
     print_run_end(summary, options.log_format)
     return EXIT_FAILED_CELLS if summary.failed else EXIT_OK
 
@@ -354,15 +355,20 @@ def _executor(options: RunOptions) -> "LocalExecutor | PoolExecutor | RayExecuto
     return make_executor(options.jobs, options.threads, resolve_device(options.device), stack=options.stack)
 
 
-def _print_report(paths: list[Path]) -> None:
-    """The run's closing tables: each task's gap, with significance against the baseline."""
+def _print_report(paths: list[Path], tuned_on: str | None = None) -> None:
+    """The run's closing tables: each task's gap, with significance against the baseline; for a tuned suite (its
+    selection metric `tuned_on`), `report --tuned`'s: each method's chosen setting, its test figures and gap, and
+    its test against tuned none."""
     from .report.console import write
     from .report.data import build_report
     from .report.exporters import get
     from .report.order import suite_order
     from .results import read_results
 
-    write(get("table").export(build_report(read_results(*paths), failed=False, order=suite_order(paths))))
+    tuned = tuned_on is not None
+    frame = read_results(*paths)
+    data = build_report(frame, metric=tuned_on or "gap", failed=False, tuned=tuned, order=suite_order(paths))
+    write(get("table").export(data))
 
 
 @cli.command()

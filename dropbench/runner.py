@@ -24,6 +24,7 @@ from .provenance import command_line, git_commit, machine, package_version, utc_
 from .results import NO_TRIAL, SCHEMA_VERSION, ResultRow, ResultStore, stored_text
 from .suite import Suite
 from .train import CellResult, EpochProgress
+from .tuning import EVAL, cell_count, describe_setting, eval_cells, suite_trials
 
 RESULTS_DIR = Path("results")
 
@@ -194,11 +195,14 @@ def setup_values(cell: Cell) -> dict[str, str]:
 def setup_conflict(written: Iterable[dict[str, str]], cells: list[Cell]) -> str | None:
     """Why these cells may not join a file holding `written` rows: a task trained with other settings there
     (one file, one setup per task, so reports never pool or pair different trainings); None when they may."""
-    ours = {cell.task.name: cell for cell in cells}
+    ours: dict[str, dict[str, Cell]] = {}  # task -> setup_id -> a cell (a tuned lr gives a task several setups)
+    for cell in cells:
+        ours.setdefault(cell.task.name, {}).setdefault(cell.setup_id, cell)
     for row in written:
-        cell = ours.get(row["task"])
-        if cell is None or row.get("setup_id") == cell.setup_id:
+        setups = ours.get(row["task"])
+        if setups is None or row.get("setup_id") in setups:
             continue
+        cell = next(iter(setups.values()))
         mine = setup_values(cell)
         for column in SETUP_COLUMNS:
             if row.get(column) != mine[column]:
@@ -211,8 +215,27 @@ def setup_conflict(written: Iterable[dict[str, str]], cells: list[Cell]) -> str 
 
 
 @dataclass
+class EvaluationPlan:
+    """A tuned suite's evaluation phase as far as the file tells it: the chosen trials' cells at the evaluation
+    seeds once every tune cell is written (the choice is read from the file), else trial 0's, which stand in for
+    them in counts and time estimates (the choice changes neither)."""
+
+    cells: list[Cell]
+    written: dict[str, dict[str, str]]  # cell_id -> row, for these cells already in the file
+    todo: list[Cell]
+    rerun: set[str]  # eval cells written as failed or diverged that --rerun-failed runs again
+    chosen: dict[tuple[str, str], int] | None  # (task, method) -> trial; None while tuning is not complete
+    stale: set[str]  # eval rows of this grid's tasks and methods whose trial is no longer the chosen one
+    unchosen: list[tuple[str, str]]  # (task, method) without an ok tune row: nothing to evaluate
+    count: str  # "4 tasks × 7 methods × 5 evaluation seeds = 140 cells"
+    deferred: str = ""  # why this invocation does not run it (a shard): "" when it does
+
+
+@dataclass
 class Plan:
-    """What a run into `csv_path` will do: this shard's cells, those already written, those to run."""
+    """What a run into `csv_path` will do: this shard's cells, those already written, those to run. For a tuned
+    suite the cells are its tuning phase's, and `evaluation` is the phase that follows (None with evaluation
+    'same', where the tuning seeds' figures are reported)."""
 
     csv_path: Path
     cells: list[Cell]
@@ -220,14 +243,98 @@ class Plan:
     todo: list[Cell]
     rerun: set[str]  # cells written as failed or diverged that --rerun-failed runs again
     grid: int = 0  # cells of the whole grid, every shard together
+    evaluation: EvaluationPlan | None = None
+    tuning_lines: list[str] = field(default_factory=list)  # the protocol in words, for a tuned suite
+
+    @property
+    def total(self) -> int:
+        """Cells of both phases this invocation is responsible for."""
+        evaluation = self.evaluation
+        return len(self.cells) + (len(evaluation.cells) if evaluation is not None and not evaluation.deferred else 0)
+
+    @property
+    def runs_evaluation(self) -> bool:
+        return self.evaluation is not None and not self.evaluation.deferred
+
+
+def _pending(cells: list[Cell], written: dict[str, dict[str, str]], rerun_failed: bool) -> tuple[list[Cell], set[str]]:
+    """The cells still to run, and the written ones to run again (failed or diverged, with --rerun-failed)."""
+    rerun = {c.cell_id for c in cells if rerun_failed and c.cell_id in written and written[c.cell_id]["status"] != "ok"}
+    return [c for c in cells if c.cell_id not in written or c.cell_id in rerun], rerun
+
+
+def choose_trials(suite: Suite, csv_path: Path, tune: list[Cell]) -> dict[tuple[str, str], int]:
+    """Per (task, method), the trial chosen on validation figures (report.tuning.choose_on_validation) among the
+    file's rows of these tune cells: rows of other trials (a changed space, say) never take part."""
+    from .report.tuning import choose_on_validation
+    from .results import read_results
+
+    if suite.tuning is None:
+        raise ValueError(f"suite {suite.name} has no [tuning] table")
+    frame = read_results(csv_path)
+    frame = frame[frame["cell_id"].isin({cell.cell_id for cell in tune})]
+    if frame.empty:
+        return {}
+    chosen = choose_on_validation(frame, suite.tuning.metric)
+    return {
+        (str(row.task), str(row.method)): int(row.trial)
+        for row in chosen.itertuples(index=False)
+        if row.trial == row.trial
+    }
+
+
+def plan_evaluation(
+    suite: Suite,
+    csv_path: Path,
+    tune: list[Cell],
+    written: dict[str, dict[str, str]],
+    *,
+    shard: Shard | None = None,
+    rerun_failed: bool = False,
+) -> EvaluationPlan | None:
+    """The evaluation phase after the tune cells `tune` (the whole grid's), given the file's `written` rows."""
+    tuning = suite.tuning
+    if tuning is None or tuning.evaluation != "fresh":
+        return None
+    pairs = [(task.name, method.name) for task in suite.tasks for method in tuning.methods]
+    seeds = len(tuning.evaluation_seed_list)
+    count = (
+        f"{len(suite.tasks)} tasks × {len(tuning.methods)} methods × {seeds} evaluation seeds = "
+        f"{len(pairs) * seeds} cells"
+    )
+    deferred = ""
+    if shard is not None and shard.count > 1:
+        deferred = (
+            f"shard {shard.index}/{shard.count} runs its share of the tune cells only; the evaluation phase "
+            f"({count}) runs after `dropbench merge`: run the suite again with --out on the merged file"
+        )
+    chosen = None
+    if not deferred and all(cell.cell_id in written for cell in tune):
+        chosen = choose_trials(suite, csv_path, tune)
+    cells = eval_cells(suite, chosen if chosen is not None else dict.fromkeys(pairs, 0))
+    ids = {cell.cell_id for cell in cells}
+    mine = {cell_id: row for cell_id, row in written.items() if cell_id in ids}
+    todo, rerun = _pending(cells, mine, rerun_failed)
+    stale: set[str] = set()
+    if chosen is not None:
+        names = set(pairs)
+        stale = {
+            cell_id
+            for cell_id, row in written.items()
+            if row.get("phase") == EVAL and (row["task"], row.get("method")) in names and cell_id not in ids
+        }
+    unchosen = [pair for pair in pairs if chosen is not None and pair not in chosen]
+    return EvaluationPlan(cells, mine, todo, rerun, chosen, stale, unchosen, count, deferred)
 
 
 def plan_run(suite: Suite, csv_path: Path, *, shard: Shard | None = None, rerun_failed: bool = False) -> Plan:
-    """Expand the grid, keep this shard's part, and subtract what the file already holds."""
+    """Expand the grid, keep this shard's part, and subtract what the file already holds; for a tuned suite, plan
+    its evaluation phase too (`plan_evaluation`)."""
     check_output(csv_path)
     store = ResultStore(csv_path)
     store.check_ours()
     written = store.written()
+    everything = written
     others = sorted({row["suite"] for row in written.values()} - {suite.name})
     if others:
         raise UserError(
@@ -241,9 +348,13 @@ def plan_run(suite: Suite, csv_path: Path, *, shard: Shard | None = None, rerun_
     cells = shard_cells(grid, shard)
     ours = {cell.cell_id for cell in cells}
     written = {cell_id: row for cell_id, row in written.items() if cell_id in ours}
-    rerun = {cell_id for cell_id, row in written.items() if rerun_failed and row["status"] != "ok"}
-    todo = [cell for cell in cells if cell.cell_id not in written or cell.cell_id in rerun]
-    return Plan(csv_path, cells, written, todo, rerun, len(grid))
+    todo, rerun = _pending(cells, written, rerun_failed)
+    plan = Plan(csv_path, cells, written, todo, rerun, len(grid))
+    if suite.tuning is not None:
+        plan.tuning_lines = suite.tuning.budget_lines()
+        plan.evaluation = plan_evaluation(suite, csv_path, grid, everything, shard=shard, rerun_failed=rerun_failed)
+        plan.grid += cell_count(suite) - len(grid)
+    return plan
 
 
 def resume_command(args: list[str], csv_path: Path) -> str:
@@ -288,6 +399,10 @@ def run_suite(
 
     `fresh` first moves an existing file aside (never deletes it); `rerun_failed` retries cells written
     as failed or diverged, replacing their rows. Returns the tally.
+
+    A tuned suite ([tuning]) runs in two phases: its tune cells; then, chosen per task and method on the file's
+    validation figures (`choose_trials`), the chosen trials at the evaluation seeds. A resumed run rebuilds the
+    same trials and reads the same choice from the file; a shard runs tune cells only (`plan_evaluation`).
     """
     reporter = reporter or Reporter()
     executor = executor or make_executor()
@@ -309,10 +424,11 @@ def run_suite(
         metadata = _metadata(store, suite, executor.name, command or command_line(), shard)
         store.write_metadata(metadata)
         provenance = _provenance(executor)
+        evaluation = plan.evaluation if plan.runs_evaluation else None
         summary = RunSummary(
             csv_path=csv_path,
-            total=len(plan.cells),
-            skipped=len(plan.cells) - len(plan.todo),
+            total=plan.total,
+            skipped=plan.total - len(plan.todo) - (len(evaluation.todo) if evaluation else 0),
             grid=plan.grid,
             shard=f"{shard.index}/{shard.count}" if shard else None,
         )
@@ -320,12 +436,14 @@ def run_suite(
             # An empty shard (more shards than cells, a normal event in a CI matrix) still leaves its file, header
             # only, for `merge` to find; a run with cells to do writes the header with its first row.
             store.rows.append([])
-        reporter.start(suite, len(plan.todo), summary.skipped, csv_path, sum(cell.task.epochs for cell in plan.todo))
+        ahead = plan.todo + (evaluation.todo if evaluation else [])
+        _note_tuning(reporter, plan)
+        reporter.start(suite, len(ahead), summary.skipped, csv_path, sum(cell.task.epochs for cell in ahead))
         # Epochs are sent from workers only to a reporter that shows them (the live bar), not to the quiet one.
         on_epoch = reporter.epochs_done if type(reporter).epochs_done is not Reporter.epochs_done else None
-        started, completed, stopped_by = perf_counter(), False, None
-        try:
-            for cell, result, started_at in executor.run(plan.todo, on_epoch=on_epoch):
+
+        def train(cells: list[Cell]) -> None:
+            for cell, result, started_at in executor.run(cells, on_epoch=on_epoch):
                 row = make_row(cell, result, started_at, provenance)
                 curves = [{"cell_id": cell.cell_id, **asdict(point)} for point in result.curves]
                 store.append(row, curves)
@@ -335,6 +453,16 @@ def run_suite(
                 reporter.cell_done(cell, row)
                 if on_row is not None:
                     on_row(row)
+
+        started, completed, stopped_by = perf_counter(), False, None
+        try:
+            train(plan.todo)
+            if evaluation is not None:
+                # Planned again now that every tune cell is written: the choice is read from the file.
+                evaluation = _evaluation_phase(suite, store, plan, reporter, metadata, rerun_failed)
+                summary.total = len(plan.cells) + len(evaluation.cells)
+                summary.skipped = summary.total - len(plan.todo) - len(evaluation.todo)
+                train(evaluation.todo)
             completed = True
         except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (errors.Terminated): the caller says what to rerun
             stopped_by = stop_signal(stop)
@@ -351,3 +479,48 @@ def run_suite(
                 store.write_metadata(metadata)
             reporter.finish(summary)  # also on Ctrl-C, so a live progress bar is torn down cleanly
     return summary
+
+
+def _note_tuning(reporter: Reporter, plan: Plan) -> None:
+    """A tuned run's protocol in a few lines before its first cell: trials per method, and the phase after."""
+    if not plan.tuning_lines:
+        return
+    for line in plan.tuning_lines:
+        reporter.note(f"tuning: {line}")
+    todo = f", {len(plan.todo)} to run" if len(plan.todo) != len(plan.cells) else ""
+    reporter.note(f"tuning phase: {len(plan.cells)} tune cells{todo}")
+    if plan.evaluation is None:
+        reporter.note("evaluation 'same': the tuning seeds' figures of each chosen trial are reported")
+    elif plan.evaluation.deferred:
+        reporter.note(plan.evaluation.deferred)
+    else:
+        reporter.note(f"then the evaluation phase: {plan.evaluation.count}, of the trials chosen on validation")
+
+
+def _evaluation_phase(
+    suite: Suite, store: ResultStore, plan: Plan, reporter: Reporter, metadata: dict, rerun_failed: bool
+) -> EvaluationPlan:
+    """Choose on the file's tune rows, say what was chosen, clear eval rows the choice no longer covers."""
+    evaluation = plan_evaluation(suite, store.csv_path, suite.cells(), store.written(), rerun_failed=rerun_failed)
+    if evaluation is None or evaluation.chosen is None:  # every tune cell was just written: it cannot be
+        raise RuntimeError("the evaluation phase was planned before every tune cell was written")
+    choices = []
+    for task in suite.tasks:
+        for method in suite.tuning.methods if suite.tuning else ():
+            trial = evaluation.chosen.get((task.name, method.name))
+            if trial is None:
+                reporter.note(f"chosen: {task.name} {method.name}: no trial with an ok tune cell, nothing to evaluate")
+                continue
+            setting = suite_trials(suite, task.name, method)[trial]
+            choices.append({"task": task.name, "method": method.name, "trial": trial, "setting": setting})
+            reporter.note(f"chosen: {task.name} {method.name}: trial {trial} ({describe_setting(setting)})")
+    metadata["runs"][-1]["tuning_choices"] = choices
+    store.write_metadata(metadata)
+    if evaluation.stale:
+        reporter.note(f"removed {len(evaluation.stale)} eval rows of trials no longer chosen (their tune rows changed)")
+        store.forget(evaluation.stale)
+    if evaluation.rerun:
+        store.forget(evaluation.rerun)
+    todo = f", {len(evaluation.todo)} to run" if len(evaluation.todo) != len(evaluation.cells) else ""
+    reporter.note(f"evaluation phase: {len(evaluation.cells)} eval cells{todo}")
+    return evaluation

@@ -35,7 +35,8 @@ def print_plan(plan: "Plan", executor: object) -> None:
 
     jobs = getattr(executor, "jobs", 1)
     lines, calibrated = plan_summary(plan.cells, plan.todo, plan.written, jobs)
-    table = Table(title=f"dry run -> {plan.csv_path}", title_justify="left")
+    phase = ": tuning phase" if plan.tuning_lines else ""
+    table = Table(title=f"dry run -> {plan.csv_path}{phase}", title_justify="left")
     for column in ("task", "cells", "done", "to run", "estimated time"):
         table.add_column(column, justify="left" if column == "task" else "right")
     for line in lines:
@@ -50,6 +51,32 @@ def print_plan(plan: "Plan", executor: object) -> None:
     stdout_console().print(table)
     basis = "measured on the cells already done" if calibrated else "this project's 2-core CPU rates"
     stdout_console().print(f"estimate from {basis}, over {jobs} worker process(es)", highlight=False)
+    for text in _tuning_plan(plan, jobs):
+        stdout_console().print(text, highlight=False, markup=False)
+
+
+def _tuning_plan(plan: "Plan", jobs: int) -> list[str]:
+    """A tuned suite's protocol and its evaluation phase, in lines below the tuning phase's table."""
+    from ..planning import plan_summary
+
+    if not plan.tuning_lines:
+        return []
+    lines = [f"tuning: {line}" for line in plan.tuning_lines]
+    evaluation = plan.evaluation
+    if evaluation is None:
+        return [*lines, "evaluation 'same': each chosen trial's tuning seeds are reported (no evaluation phase)"]
+    if evaluation.deferred:
+        return [*lines, evaluation.deferred]
+    seconds = plan_summary(evaluation.cells, evaluation.todo, evaluation.written, jobs)[0][-1].seconds
+    if evaluation.chosen is None:
+        return [*lines, f"after tuning: {evaluation.count}, estimated {_duration(seconds)}"]
+    done = len(evaluation.cells) - len(evaluation.todo)
+    unchosen = f"; {len(evaluation.unchosen)} without an ok trial" if evaluation.unchosen else ""
+    return [
+        *lines,
+        f"evaluation of the trials chosen on validation: {len(evaluation.cells)} cells{unchosen}, {done} done, "
+        f"{len(evaluation.todo)} to run, estimated {_duration(seconds)}",
+    ]
 
 
 def _duration(seconds: float) -> str:
