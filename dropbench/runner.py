@@ -283,6 +283,10 @@ def choose_trials(suite: Suite, csv_path: Path, tune: list[Cell]) -> dict[tuple[
     }
 
 
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" + ("" if count == 1 else "s")
+
+
 def plan_evaluation(
     suite: Suite,
     csv_path: Path,
@@ -299,8 +303,8 @@ def plan_evaluation(
     pairs = [(task.name, method.name) for task in suite.tasks for method in tuning.methods]
     seeds = len(tuning.evaluation_seed_list)
     count = (
-        f"{len(suite.tasks)} tasks × {len(tuning.methods)} methods × {seeds} evaluation seeds = "
-        f"{len(pairs) * seeds} cells"
+        f"{_plural(len(suite.tasks), 'task')} × {_plural(len(tuning.methods), 'method')} × "
+        f"{_plural(seeds, 'evaluation seed')} = {_plural(len(pairs) * seeds, 'cell')}"
     )
     deferred = ""
     if shard is not None and shard.count > 1:
