@@ -131,7 +131,11 @@ ESCAPE = "'"
 
 
 def format_value(value: object) -> str:
-    """Floats at full precision (repr round-trips), NaN as an empty cell, text one line and formula-safe."""
+    """Floats at full precision (repr round-trips), NaN as an empty cell, text one line and formula-safe. A missing
+    value of a nullable column (None, pandas' NA: `trial` outside a tuned comparison, as read_results gives it) is
+    an empty cell too."""
+    if value is None or value is pd.NA:
+        return ""
     if isinstance(value, float):
         return "" if math.isnan(value) else repr(value)
     text = str(value).replace("\r", " ").replace("\n", " ")
@@ -158,7 +162,9 @@ def parse_value(kind: type, cell: str) -> object:
 
 def cell_text(column: str, value: object) -> str:
     """`value` as written in `column` (format_value, with EMPTY_MEANS' "not set" as an empty cell)."""
-    return "" if column in EMPTY_MEANS and value == EMPTY_MEANS[column] else format_value(value)
+    if value is None or value is pd.NA or (column in EMPTY_MEANS and value == EMPTY_MEANS[column]):
+        return ""
+    return format_value(value)
 
 
 def cell_value(column: str, kind: type, cell: str) -> object:

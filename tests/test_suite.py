@@ -123,3 +123,32 @@ def test_bad_tasks_and_files_are_named(tmp_path):
         find_suite("nope")
     with pytest.raises(UserError, match="listed twice"):
         load_suite(str(write(tmp_path, "[[task]]\nname = 'wine'\n[[task]]\nname = 'wine'\n")))
+
+
+@pytest.mark.parametrize(
+    ("suite", "results"),
+    [
+        ("quick", "quick/quick.csv"),
+        ("srivastava2014-table9", "srivastava2014/table9.csv"),
+        ("srivastava2014-figure9", "srivastava2014/figure9.csv"),
+        ("srivastava2014-figure10", "srivastava2014/figure10.csv"),
+    ],
+)
+def test_ordinary_cell_ids_are_those_of_the_committed_results(suite, results):
+    """Schema 6 added the tuning columns to Cell; an ordinary grid's cells leave them out of their identity, so
+    every committed results file is still this suite's grid, cell for cell (a resume skips all of it)."""
+    import csv
+    import io
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "results" / results
+    written = {row["cell_id"] for row in csv.DictReader(io.StringIO(path.read_text()))}
+    cells = load_suite(suite).cells()
+    assert {c.cell_id for c in cells} == written
+    assert all(c.method == "" and c.phase == "" and c.trial is None for c in cells)
+
+
+def test_a_tuning_table_beside_an_ordinary_grid_key_is_refused(tmp_path):
+    text = MINIMAL.replace("[[task]]", "[tuning]\nmethods = ['none']\nbudget = 2\n[[task]]", 1)
+    with pytest.raises(UserError, match=r"s.toml: keep_rates: not used beside \[tuning\]"):
+        load_suite(str(write(tmp_path, text)))

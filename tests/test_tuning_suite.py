@@ -17,7 +17,7 @@ from dropbench.errors import UserError
 from dropbench.executors import LocalExecutor
 from dropbench.planning import Shard
 from dropbench.report.tuning import choose_on_validation
-from dropbench.results import COLUMNS, ResultStore, read_results
+from dropbench.results import COLUMNS, NO_TRIAL, ResultStore, read_results
 from dropbench.runner import Reporter, plan_run, run_suite
 from dropbench.suite import Overrides, apply_overrides, load_suite
 from dropbench.tuning import eval_cells, tune_cells
@@ -391,12 +391,18 @@ def test_eval_cells_are_the_chosen_trial_at_fresh_seeds(tmp_path):
     assert eval_cells(same, chosen) == []
 
 
-def test_ordinary_cell_ids_do_not_change_and_a_tuned_cell_names_its_place():
-    quick = load_suite("quick").cells()
-    written = {row["cell_id"] for row in rows(ROOT / "results" / "quick" / "quick.csv")}
-    assert {c.cell_id for c in quick} == written
-    assert all(c.method == "" and c.phase == "" and c.trial is None for c in quick)
-    assert "method" not in quick[0].identity()
+def test_schema_6_writes_the_tuning_columns_empty_for_ordinary_cells_and_reads_old_files_so(tmp_path):
+    ordinary = load(tmp_path, "seeds = 1\nkeep_rates = [1.0]\n[[task]]\nname = 'wine'\n", "o.toml").cells()[0]
+    tuned = load(tmp_path, TUNED).cells()[-1]
+    assert "method" not in ordinary.identity() and tuned.identity()["method"] == "l2+dropout"
+    assert ordinary.describe() == "wine none keep=1 seed=0"
+    from dropbench.results import cell_text, cell_value
+
+    assert cell_text("trial", NO_TRIAL) == "" and cell_value("trial", int, "") == NO_TRIAL
+    assert cell_text("trial", 0) == "0" and cell_value("trial", int, "0") == 0
+    old = read_results(ROOT / "results" / "quick" / "quick.csv")  # schema 4
+    assert (old["method"] == "").all() and (old["phase"] == "").all()
+    assert old["trial"].dtype == "Int64" and old["trial"].isna().all()
 
 
 def test_the_bundled_tuned_suites_load_and_quick_tuned_counts_as_its_comment_says():
