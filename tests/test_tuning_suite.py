@@ -408,7 +408,7 @@ def test_schema_6_writes_the_tuning_columns_empty_for_ordinary_cells_and_reads_o
 def test_the_bundled_tuned_suites_load_and_quick_tuned_counts_as_its_comment_says():
     suite = load_suite("quick-tuned")
     assert [t.name for t in suite.tasks] == [t.name for t in load_suite("quick").tasks]
-    assert len(suite.cells()) == 4 * (7 * 8 + 1) * 2
+    assert len(suite.cells()) == 4 * (7 * 8 + 1) * 3
     assert len(eval_cells(suite, {(t.name, m.name): 0 for t in suite.tasks for m in suite.tuning.methods})) == 288
     table9 = load_suite("srivastava2014-table9-tuned")
     assert len(table9.cells()) == 7 * 8 * 2 and table9.tasks[0].name == "mnist"
