@@ -304,6 +304,16 @@ def test_the_report_chooses_what_choose_on_validation_chooses():
         tuned_report(frame, test="t")
 
 
+def test_without_a_tuned_baseline_nothing_is_tested_and_the_legend_says_so():
+    from dropbench.report.text import tuned_legend, tuned_lines
+
+    report = tuned_report(tuned_frame(methods=("l2", "dropout")))
+    assert report["p_raw"].isna().all() and not report["significant"].any()
+    digits = report[report["task"] == "digits"]
+    assert "No tuned baseline (none)" in tuned_legend(digits)
+    assert all(line[-1] == "" for line in tuned_lines(digits))
+
+
 # ---------------------------------------------------------------- the command line and the plot
 
 
