@@ -27,6 +27,8 @@ _EXPORTS = {
     "RunSummary": "runner",
     "read_results": "results",
     "summarize": "report",
+    "choose_on_validation": "report.tuning",
+    "tuned_report": "report.tuning",
     "gap_tables": "report.exporters.table",
     "fit_cell": "train",
     "load_task_data": "data",

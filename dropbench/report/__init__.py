@@ -13,6 +13,8 @@ _EXPORTS = {
     "summarize": "summary",
     "baseline_tests": "summary",
     "best_report": "summary",
+    "choose_on_validation": "tuning",
+    "tuned_report": "tuning",
     "tests_for": "summary",
     "failed_cells": "summary",
     "CONFIG_COLUMNS": "summary",

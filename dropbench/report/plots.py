@@ -1,4 +1,5 @@
-"""Figures of a results table: error against the keep rate, gap heatmaps, learning curves.
+"""Figures of a results table: error against the keep rate, gap heatmaps, learning curves, and for tuned runs the
+validation figure of every trial against each tuned hyperparameter.
 
 Rendering only: every statistic comes from `report.summarize` (the learning curves average the per-epoch
 points of a configuration's seeds, as only the epochs file has them). Headless: the Agg backend is
@@ -29,6 +30,7 @@ from ..files import os_error  # noqa: E402
 from .labels import config_label, varying  # noqa: E402
 from .order import SuiteOrder  # noqa: E402
 from .summary import CONFIG_COLUMNS, latest_rows, summarize, with_config_defaults  # noqa: E402
+from .tuning import choose_on_validation, has_tuning_rows, trial_figures  # noqa: E402
 
 PNG_DPI = 150
 MAX_CURVES = 8
@@ -272,6 +274,116 @@ def plot_learning_curves(epochs: pd.DataFrame, rows: pd.DataFrame, task: str) ->
     return fig
 
 
+# Hyperparameters a tuning may sweep, as the tuning plot names its x axes (strength: see _strength_name).
+TUNED_AXES = {
+    "strength": "strength",
+    "keep_rate": "keep rate p (hidden units)",
+    "input_keep_rate": "input keep rate",
+    "lr": "learning rate",
+    "momentum": "momentum",
+    "batch_size": "batch size",
+}
+STRENGTH_NAMES = {"l2": "L2 weight λ", "l1": "L1 weight λ", "max-norm": "max-norm c", "early-stopping": "patience"}
+
+
+def _swept(trials: pd.DataFrame) -> dict[str, pd.Series]:
+    """The hyperparameters whose values differ among one method's trials, as numbers per trial."""
+    swept = {}
+    for column in TUNED_AXES:
+        if column not in trials:
+            continue
+        values = pd.to_numeric(trials[column], errors="coerce")
+        if values.notna().any() and values.nunique() > 1:
+            swept[column] = values
+    return swept
+
+
+def _strength_name(trials: pd.DataFrame) -> str:
+    regularizers = [r for r in dict.fromkeys(trials["regularizer"].astype(str)) if r != "none"]
+    names = [STRENGTH_NAMES.get(r, f"{r} strength") for r in regularizers]
+    return " / ".join(names) or "strength"
+
+
+def plot_tuning(results: pd.DataFrame, task: str, *, order: SuiteOrder | None = None) -> Figure:
+    """A tuned run's choice: per method (a column of panels) the validation figure of each trial (mean over its
+    tuning seeds, bars: 95% CI) against each hyperparameter the method's trials sweep (a row of panels:
+    strength, on a log axis where its values span a decade or more, keep rate, learning rate, ...), the
+    trial chosen on validation marked with a red star. Reads what the choice reads (tuning.trial_figures):
+    tune rows, validation columns."""
+    figures = trial_figures(results)
+    figures = figures[figures["task"] == task]
+    if figures.empty:
+        raise UserError(f"no tuning rows for task '{task}'")
+    chosen = choose_on_validation(results, order=order)
+    chosen = chosen[chosen["task"] == task]
+    methods = list(chosen["method"])
+    by_method = {m: figures[figures["method"] == m] for m in methods}
+    swept = {m: _swept(trials) for m, trials in by_method.items()}
+    axes_used = [c for c in TUNED_AXES if any(c in s for s in swept.values())] or ["trial"]
+    metric = str(figures["selection_metric"].iloc[0])
+    classification = metric == "val_acc"
+    scale = 100.0 if classification else 1.0
+    fig, grid = plt.subplots(
+        len(axes_used),
+        len(methods),
+        figsize=(max(4.8, 3.1 * len(methods)), 0.6 + 2.7 * len(axes_used)),
+        layout="constrained",
+        squeeze=False,
+    )
+    for j, method in enumerate(methods):
+        trials = by_method[method]
+        pick = chosen[chosen["method"] == method]["trial"].iloc[0]
+        for i, column in enumerate(axes_used):
+            ax = grid[i][j]
+            if column == "trial":
+                x = trials["trial"].astype(float)
+            elif column in swept[method]:
+                x = swept[method][column]
+            else:
+                ax.text(0.5, 0.5, f"{TUNED_AXES[column]}\nnot tuned", ha="center", va="center", color="0.5")
+                ax.set_axis_off()
+                continue
+            y = trials["mean"].to_numpy(dtype=float) * scale
+            half = trials["ci"].to_numpy(dtype=float) * scale
+            ax.errorbar(
+                x,
+                y,
+                yerr=np.where(np.isfinite(half), half, 0.0),
+                fmt="o",
+                color="C0",
+                ecolor="0.6",
+                markersize=4,
+                capsize=2,
+                zorder=3,
+            )
+            best = (trials["trial"] == pick).to_numpy()
+            if best.any():
+                ax.scatter(
+                    x[best],
+                    y[best],
+                    marker="*",
+                    s=220,
+                    color="red",
+                    edgecolor="black",
+                    linewidth=0.6,
+                    zorder=4,
+                    label="chosen on validation",
+                )
+            positive = x[x > 0]
+            if len(positive) == len(x) and len(x) and positive.max() / positive.min() >= 10:
+                ax.set_xscale("log")
+            ax.set_xlabel(_strength_name(trials) if column == "strength" else TUNED_AXES.get(column, "trial"))
+            ax.set_ylabel("validation accuracy (%)" if classification else "validation loss")
+            ax.grid(True, alpha=0.3)
+        grid[0][j].set_title(f"{method} · {len(trials)} trials", fontsize="medium")  # shown on a hidden panel too
+    seeds = int(figures["seeds"].max())
+    fig.suptitle(
+        f"{task}: validation {'accuracy' if classification else 'loss'} of each tuning trial, mean ± 95% CI over "
+        f"up to {seeds} tuning seed{'s' * (seeds != 1)}; ★ chosen on validation"
+    )
+    return fig
+
+
 def _save(fig: Figure, path: Path, fmt: str) -> None:
     try:
         if fmt == "png":
@@ -318,8 +430,9 @@ def write_plots(
     reference: str | None = None,
     order: SuiteOrder | None = None,
 ) -> list[Path]:
-    """Per task: `<task>-keep-rate.<fmt>`, `<task>-gap-heatmap.<fmt>` and, when `epochs` has curves of
-    the task's cells, `<task>-learning-curves.<fmt>` in `out_dir` (created). With `reference`, the
+    """Per task: `<task>-keep-rate.<fmt>`, `<task>-gap-heatmap.<fmt>`, when `epochs` has curves of the task's
+    cells `<task>-learning-curves.<fmt>`, and when the results hold tune rows of the task (a tuned run)
+    `<task>-tuning.<fmt>` (plot_tuning), in `out_dir` (created). With `reference`, the
     published test errors that match a configuration are marked on the keep-rate plot. Lines, heatmap rows
     and tasks follow the suite's order (`order`, see report.order)."""
     if fmt not in PLOT_FORMATS:
@@ -342,6 +455,7 @@ def write_plots(
     cell_ids = set(epochs["cell_id"].astype(str)) if epochs is not None and len(epochs) else set()
     ok = latest_rows(results)
     ok = ok[ok["status"] == "ok"]
+    tuned = set(trial_figures(results)["task"]) if has_tuning_rows(results) else set()
     written: list[Path] = []
     stems: set[str] = set()
     for task in dict.fromkeys(tasks):
@@ -357,6 +471,8 @@ def write_plots(
         task_ids = set(ok.loc[ok["task"] == task, "cell_id"].astype(str))
         if cell_ids & task_ids:
             jobs.append(("learning-curves", lambda t=task: plot_learning_curves(epochs, results, t)))
+        if task in tuned:
+            jobs.append(("tuning", lambda t=task: plot_tuning(results, t, order=order)))
         for kind, draw in jobs:
             path = out_dir / f"{stem}-{kind}.{fmt}"
             _save(draw(), path, fmt)

@@ -277,10 +277,12 @@ def tuned_legend(rows: pd.DataFrame) -> str:
     tested = rows[rows["p_raw"].notna()]
     family = int(tested["family"].max()) if len(tested) else 0
     test_name = TEST_NAMES[str(first["test"])]
+    if BASELINE_METHOD not in set(rows["method"]):
+        return " ".join([*parts, f"No tuned baseline ({BASELINE_METHOD}) in these results: nothing was tested."])
     parts.append(
         f"Δ: paired {first['test_metric']} difference to the tuned baseline (none) over the seeds both were "
         f"evaluated on, 95% t-interval; {BETTER_MARK}/{WORSE_MARK} significantly better/worse: {test_name}, Holm "
-        f"across {family} methods, α = {float(first['alpha']):g}."
+        f"across {family} method{'s' * (family != 1)}, α = {float(first['alpha']):g}."
     )
     if family and float(tested["min_p"].max()) * family >= float(first["alpha"]):
         pairs = int(tested["pairs"].min())

@@ -296,6 +296,9 @@ def tuned_report(
                     "gap_mean": gap.mean,
                     "gap_ci": gap.half_width,
                     "alpha": alpha,
+                    "test": test,
+                    "significant": False,
+                    "change": "",
                 }
             )
         task_records = records[len(records) - len(choices) :]
@@ -305,8 +308,4 @@ def tuned_report(
         for record, marked in zip(compared, holm_marks(paired, test_metric, method=test, alpha=alpha)):
             record.update(marked, test=marked["method"], method=record["method"])
     columns = [*TUNED_COLUMNS, *settings]
-    report = pd.DataFrame.from_records(records, columns=columns)
-    report["significant"] = report["significant"].fillna(False).astype(bool)
-    report["change"] = report["change"].fillna("")
-    report["test"] = test
-    return report
+    return pd.DataFrame.from_records(records, columns=columns)

@@ -156,7 +156,8 @@ def tuned_table(rows: pd.DataFrame) -> Group:
     title = tuned_title(rows)
     table = Table(title=title, title_justify="left", min_width=len(title))
     for header in TUNED_HEADERS:
-        table.add_column(header, justify="left" if header in ("method", "chosen setting", "protocol") else "right")
+        left = header in ("method", "chosen setting", "protocol")
+        table.add_column(header, justify="left" if left else "right", no_wrap=header == "method")
     for line in tuned_lines(rows):
         table.add_row(*line)
     return Group(table, Text(tuned_legend(rows), style="dim"))
