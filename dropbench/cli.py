@@ -383,9 +383,11 @@ def _print_report(paths: list[Path], tuned_on: str | None = None) -> None:
 def merge(inputs: tuple[Path, ...], out: Path) -> int:
     """Join results CSVs (shards of one grid) into one: exact duplicates dropped, conflicts refused."""
     from .merge import merge_results
+    from .results import results_files
 
-    merged = merge_results(list(inputs), out)
-    click.echo(f"{merged.rows} cells ({merged.duplicates} duplicates dropped) from {len(inputs)} files -> {out}")
+    files = results_files(inputs, _note)
+    merged = merge_results(files, out)
+    click.echo(f"{merged.rows} cells ({merged.duplicates} duplicates dropped) from {len(files)} files -> {out}")
     return EXIT_OK
 
 
@@ -439,8 +441,9 @@ def report(
     from .report.data import build_report
     from .report.exporters import get
     from .report.order import suite_order
-    from .results import read_results, require_rows
+    from .results import read_results, require_rows, results_files
 
+    results = tuple(results_files(results, _note))
     frame = require_rows(read_results(*results), results)
     if tasks:
         unknown = sorted(set(tasks) - set(frame["task"]))
@@ -548,8 +551,9 @@ def plot(
     """Draw error against keep rate (with CI bands), gap heatmaps and learning curves per task."""
     from .report.order import suite_order
     from .report.plots import write_plots
-    from .results import read_epochs, read_results, require_rows
+    from .results import read_epochs, read_results, require_rows, results_files
 
+    results = tuple(results_files(results, _note))
     frame = require_rows(read_results(*results), results)
     written = write_plots(
         frame, read_epochs(*results), out_dir, fmt=fmt, tasks=tasks, reference=reference, order=suite_order(results)
@@ -624,6 +628,11 @@ def regularizers() -> int:
     stdout_console().print(table)
     stdout_console().print("Set a strength in a suite: [regularizer.l2] strength = 1e-4", markup=False)
     return EXIT_OK
+
+
+def _note(message: str) -> None:
+    """A line on stderr about the input that does not stop the command."""
+    click.echo(f"dropbench: {message}", err=True)
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -14,7 +14,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -181,6 +181,21 @@ def sidecar_paths(csv_path: Path) -> tuple[Path, Path]:
     """(NAME.epochs.csv, NAME.json) beside NAME.csv."""
     stem = csv_path.name.removesuffix(".csv")
     return csv_path.with_name(f"{stem}.epochs.csv"), csv_path.with_name(f"{stem}.json")
+
+
+def results_files(paths: Iterable[str | Path], note: Callable[[str], None]) -> list[Path]:
+    """The results CSVs among `paths`. A glob such as `results/run-*.csv` also matches each run's per-epoch
+    sidecar (NAME.epochs.csv beside NAME.csv): such a file is skipped with a note, not read as results."""
+    kept = []
+    for path in map(Path, paths):
+        results = path.with_name(path.name.removesuffix(".epochs.csv") + ".csv")
+        if path.name.endswith(".epochs.csv") and results.is_file():
+            note(f"{path}: skipped, the per-epoch sidecar of {results.name}")
+            continue
+        kept.append(path)
+    if not kept:
+        raise UserError(f"no results CSV among {', '.join(map(str, paths))}: only per-epoch sidecars")
+    return kept
 
 
 def _decode(path: Path, data: bytes) -> str:
