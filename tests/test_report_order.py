@@ -119,3 +119,12 @@ def test_with_the_runs_metadata_every_format_follows_the_suite(late_baseline, ca
         ("wine", "none"),
         ("wine", "max-norm"),
     ]
+
+
+def test_a_tuned_suites_methods_are_read_from_its_metadata(tmp_path):
+    from dropbench.report.order import suite_order
+
+    suite = {"tasks": [{"name": "wine"}], "regularizers": [], "tuning": {"methods": ["none", "l2", "l1", "dropout"]}}
+    (tmp_path / "run.json").write_text(json.dumps({"suite": suite}))
+    order = suite_order([tmp_path / "run.csv"])
+    assert order.methods == ("none", "l2", "l1", "dropout") and order.tasks == ("wine",)

@@ -38,12 +38,14 @@ class SuiteOrder:
 
     tasks: tuple[str, ...] = ()
     regularizers: tuple[str, ...] = ()
+    methods: tuple[str, ...] = ()  # a tuned suite's methods ([tuning] methods), for report --tuned
 
 
 def suite_order(paths: Iterable[str | Path]) -> SuiteOrder:
     """The suites' lists from the metadata beside each results file; a file without readable metadata adds none."""
     tasks: dict[str, None] = {}
     regularizers: dict[str, None] = {}
+    methods: dict[str, None] = {}
     for path in paths:
         try:
             suite = json.loads(sidecar_paths(Path(path))[1].read_text(encoding="utf-8"))["suite"]
@@ -51,9 +53,10 @@ def suite_order(paths: Iterable[str | Path]) -> SuiteOrder:
             regularizers.update(
                 dict.fromkeys(regularizer_key(str(r["name"]), str(r["strength"])) for r in suite["regularizers"])
             )
-        except (OSError, ValueError, KeyError, TypeError):
+            methods.update(dict.fromkeys(str(m) for m in (suite.get("tuning") or {}).get("methods", ())))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue  # no sidecar, not JSON, or not a run's: order by appearance
-    return SuiteOrder(tuple(tasks), tuple(regularizers))
+    return SuiteOrder(tuple(tasks), tuple(regularizers), tuple(methods))
 
 
 def in_suite_order(rows: pd.DataFrame, seen: pd.DataFrame, order: SuiteOrder | None = None) -> pd.DataFrame:

@@ -90,7 +90,7 @@ def _check_metric(metric: str) -> None:
 def _method_rank(methods: list[str], order: SuiteOrder | None) -> dict[str, int]:
     """The baseline method first, then the suite's list of methods where the metadata has one, then by
     first appearance."""
-    listed = tuple(getattr(order, "methods", ()) or ())
+    listed = order.methods if order else ()
     return {m: i for i, m in enumerate(dict.fromkeys([BASELINE_METHOD, *listed, *methods]))}
 
 
