@@ -333,9 +333,8 @@ def tune_cells(suite: "Suite") -> list[Cell]:
         raise ValueError(f"suite {suite.name} has no [tuning] table")
     tuning = suite.tuning
     if tuning.halving is not None:
-        halving = tuning.halving
         return [
-            rung_cell(suite, task, method, trial, seed, halving.rungs(task.epochs)[0])
+            rung_cell(suite, task, method, trial, seed, halving_rungs(suite, task, method)[0])
             for task in suite.tasks
             for method in tuning.methods
             for trial in range(len(suite_trials(suite, task.name, method)))
@@ -350,6 +349,15 @@ def tune_cells(suite: "Suite") -> list[Cell]:
     ]
 
 
+def halving_rungs(suite: "Suite", task: TaskConfig, method: Method) -> tuple[int, ...]:
+    """The rungs' epochs of `method` on `task`: the halving schedule, or the task's epochs alone for a method
+    with one trial (nothing to choose, nothing to stop) or a suite without halving."""
+    tuning = suite.tuning
+    if tuning is None or tuning.halving is None or len(suite_trials(suite, task.name, method)) < 2:
+        return (task.epochs,)
+    return tuning.halving.rungs(task.epochs)
+
+
 def rung_setup_cells(suite: "Suite") -> list[Cell]:
     """One cell per task, method, trial and halving rung (seed 0): every setup a halving run may write, for
     runner.setup_conflict; [] without halving."""
@@ -361,7 +369,7 @@ def rung_setup_cells(suite: "Suite") -> list[Cell]:
         for task in suite.tasks
         for method in tuning.methods
         for trial in range(len(suite_trials(suite, task.name, method)))
-        for epochs in tuning.halving.rungs(task.epochs)
+        for epochs in halving_rungs(suite, task, method)
     ]
 
 
@@ -384,7 +392,8 @@ class HalvingState:
 def halving_cells(suite: "Suite", written: Mapping[str, Mapping[str, str]]) -> HalvingState:
     """The tune cells of a halving suite as far as the `written` rows (cell_id -> row, as results.ResultStore
     .written gives them) determine them: per (task, method) the first rung's cells, then each next rung's for the
-    trials `survivors` keeps once every cell of the rung before is written (whatever its status). A rung's
+    trials `survivors` keeps once every cell of the rung before is written (whatever its status); a method with
+    one trial trains it in full at once (`halving_rungs`). A rung's
     figures are its ok rows' validation figures: validation accuracy for a task where any of the rung's rows
     measured one under metric 'auto' (or 'val_acc'), else validation loss (lower is better). The same rows
     always give the same rungs."""
@@ -396,8 +405,8 @@ def halving_cells(suite: "Suite", written: Mapping[str, Mapping[str, str]]) -> H
     final: list[Cell] = []
     complete = True
     for task in suite.tasks:
-        rungs = halving.rungs(task.epochs)
         for method in tuning.methods:
+            rungs = halving_rungs(suite, task, method)
             trials = list(range(len(suite_trials(suite, task.name, method))))
             for rung, epochs in enumerate(rungs):
                 rung_cells = [

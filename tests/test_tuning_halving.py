@@ -3,11 +3,14 @@ stopping rule on constructed figures and rows, the suite's refusals, and a tiny 
 interrupt and resume."""
 
 import csv
+import importlib.util
 import io
 import textwrap
+from dataclasses import replace
 
 import pandas as pd
 import pytest
+from conftest import ROOT
 
 from dropbench.errors import UserError
 from dropbench.executors import LocalExecutor
@@ -237,3 +240,31 @@ def test_a_changed_rung_figure_reruns_the_later_rungs_and_drops_stale_rows(halve
     l2 = {(int(r["trial"]), r["max_epochs"]) for r in after if r["method"] == "l2" and r["phase"] == "tune"}
     assert {t for t, e in l2 if e == "6"} == {stopped[0], others[-1]}  # ⌈4/2⌉ = 2, seeds agree: no overlap
     assert any("tune rows no rung asks for any more" in n for n in reporter.notes)
+
+
+def test_a_method_with_one_trial_trains_it_in_full_at_once(tmp_path):
+    suite = load(tmp_path, HALVED.replace('methods = ["l2", "dropout"]', 'methods = ["none", "l2", "dropout"]'))
+    none = [c for c in tune_cells(suite) if c.method == "none"]
+    assert len(none) == 2 and {c.task.epochs for c in none} == {6}  # nothing to choose: no rung to stop it at
+    assert {c.task.epochs for c in tune_cells(suite) if c.method == "l2"} == {2}
+
+
+def test_the_bundled_halving_suite_is_quick_tuned_with_halving():
+    grid, halved = load_suite("quick-tuned"), load_suite("quick-tuned-halving")
+    assert halved.tuning is not None and halved.tuning.halving == Halving(5, 3)
+    assert halved.tuning == replace(grid.tuning, halving=Halving(5, 3)) and halved.tasks == grid.tasks
+    assert len(halved.cells()) == len(grid.cells())  # the first rung: every trial at every tuning seed
+    assert {c.task.epochs for c in halved.cells() if c.method != "none"} == {5}
+
+
+@pytest.mark.slow
+def test_the_comparison_script_reads_both_files(halved_run, capsys):
+    spec = importlib.util.spec_from_file_location("halving_vs_grid", ROOT / "benchmarks" / "halving_vs_grid.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    _, path, _, _ = halved_run
+    result = script.compare(path, path)
+    tune = [r for r in rows(path) if r["phase"] == "tune"]
+    assert result["halving"]["tune_epochs"] == sum(int(r["epochs_run"]) for r in tune)
+    assert result["same_choice"] == result["pairs"] == 2 and result["epochs_ratio"] == 1.0
+    assert script.main([str(path), str(path)]) == 0 and "same choice: 2 of 2" in capsys.readouterr().out
