@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
+from dropbench.cli import main
 from dropbench.errors import UserError
 from dropbench.executors import LocalExecutor
+from dropbench.planning import Shard
 from dropbench.report.tuning import choose_on_validation
 from dropbench.results import COLUMNS, ResultStore, read_results
 from dropbench.runner import Reporter, run_suite
@@ -268,3 +270,14 @@ def test_the_comparison_script_reads_both_files(halved_run, capsys):
     assert result["halving"]["tune_epochs"] == sum(int(r["epochs_run"]) for r in tune)
     assert result["same_choice"] == result["pairs"] == 2 and result["epochs_ratio"] == 1.0
     assert script.main([str(path), str(path)]) == 0 and "same choice: 2 of 2" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_shards_run_the_first_rung_and_the_merged_file_the_rest(halved_run, tmp_path):
+    suite, full, _, _ = halved_run
+    for index in (1, 2):
+        run_suite(suite, tmp_path / f"s{index}.csv", reporter=Quiet(), executor=LocalExecutor(), shard=Shard(index, 2))
+        assert {(r["phase"], r["max_epochs"]) for r in rows(tmp_path / f"s{index}.csv")} == {("tune", "2")}
+    assert main(["merge", str(tmp_path / "s1.csv"), str(tmp_path / "s2.csv"), "-o", str(tmp_path / "m.csv")]) == 0
+    run(suite, tmp_path / "m.csv")
+    pd.testing.assert_frame_equal(figures(tmp_path / "m.csv"), figures(full))
