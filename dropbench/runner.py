@@ -24,7 +24,17 @@ from .provenance import command_line, git_commit, machine, package_version, utc_
 from .results import NO_TRIAL, SCHEMA_VERSION, ResultRow, ResultStore, stored_text
 from .suite import Suite
 from .train import CellResult, EpochProgress
-from .tuning import EVAL, cell_count, describe_setting, eval_cells, suite_trials
+from .tuning import (
+    EVAL,
+    TUNE,
+    HalvingState,
+    cell_count,
+    describe_setting,
+    eval_cells,
+    halving_cells,
+    rung_setup_cells,
+    suite_trials,
+)
 
 RESULTS_DIR = Path("results")
 
@@ -313,7 +323,12 @@ def plan_evaluation(
             f"({count}) runs after `dropbench merge`: run the suite again with --out on the merged file"
         )
     chosen = None
-    if not deferred and all(cell.cell_id in written for cell in tune):
+    ready = all(cell.cell_id in written for cell in tune)
+    if tuning.halving is not None:  # the choice is made on the last rung's cells, once every rung is written
+        state = halving_cells(suite, written)
+        ready = state.complete and all(cell.cell_id in written for cell in state.cells)
+        tune = state.final
+    if not deferred and ready:
         chosen = choose_trials(suite, csv_path, tune)
     cells = eval_cells(suite, chosen if chosen is not None else dict.fromkeys(pairs, 0))
     ids = {cell.cell_id for cell in cells}
@@ -346,7 +361,7 @@ def plan_run(suite: Suite, csv_path: Path, *, shard: Shard | None = None, rerun_
             "or pass --fresh to set the old file aside"
         )
     grid = suite.cells()
-    conflict = setup_conflict(written.values(), grid)
+    conflict = setup_conflict(written.values(), grid + rung_setup_cells(suite))
     if conflict:
         raise UserError(f"{csv_path}: {conflict}; write to another --out, or pass --fresh to set the old file aside")
     cells = shard_cells(grid, shard)
@@ -461,11 +476,15 @@ def run_suite(
         started, completed, stopped_by = perf_counter(), False, None
         try:
             train(plan.todo)
+            tuned, ran = len(plan.cells), len(plan.todo)
+            if suite.tuning is not None and suite.tuning.halving is not None and (shard is None or shard.count == 1):
+                state, later = _halving_rungs(suite, store, summary, reporter, rerun_failed, train)
+                tuned, ran = len(state.cells), ran + later
             if evaluation is not None:
                 # Planned again now that every tune cell is written: the choice is read from the file.
                 evaluation = _evaluation_phase(suite, store, plan, reporter, metadata, rerun_failed)
-                summary.total = len(plan.cells) + len(evaluation.cells)
-                summary.skipped = summary.total - len(plan.todo) - len(evaluation.todo)
+                summary.total = tuned + len(evaluation.cells)
+                summary.skipped = summary.total - ran - len(evaluation.todo)
                 train(evaluation.todo)
             completed = True
         except KeyboardInterrupt as stop:  # Ctrl-C, or SIGTERM (errors.Terminated): the caller says what to rerun
@@ -483,6 +502,58 @@ def run_suite(
                 store.write_metadata(metadata)
             reporter.finish(summary)  # also on Ctrl-C, so a live progress bar is torn down cleanly
     return summary
+
+
+def _halving_rungs(
+    suite: Suite,
+    store: ResultStore,
+    summary: RunSummary,
+    reporter: Reporter,
+    rerun_failed: bool,
+    train: Callable[[list[Cell]], None],
+) -> tuple[HalvingState, int]:
+    """Run a halving suite's later rungs: each time, the cells the file's rows now determine (`halving_cells`)
+    and not yet written, until every (task, method) has its last rung written. Tune rows of this grid's tasks
+    and methods that no rung asks for any more (a rerun changed a rung's figures) are removed, so that the choice
+    and `report --tuned` never read them."""
+    retried: set[str] = set()
+    rung, ran = 1, 0
+    while True:
+        written = store.written()
+        state = halving_cells(suite, written)
+        again = (
+            {
+                c.cell_id
+                for c in state.cells
+                if rerun_failed and c.cell_id in written and written[c.cell_id]["status"] != "ok"
+            }
+            - retried
+            - {c.cell_id for c in suite.cells()}
+        )
+        todo = [c for c in state.cells if c.cell_id not in written or c.cell_id in again]
+        if not todo:
+            break
+        if again:
+            store.forget(again)
+            retried |= again
+        reporter.note(f"halving: {len(todo)} tune cells of later rungs to run (pass {rung})")
+        summary.total += len(todo)
+        train(todo)
+        rung, ran = rung + 1, ran + len(todo)
+    if not state.complete:  # every rung's cells are written, so the last rung's were determined: cannot happen
+        raise RuntimeError("successive halving stopped before the last rung")
+    ids = {c.cell_id for c in state.cells}
+    methods = suite.tuning.methods if suite.tuning is not None else ()
+    names = {(task.name, method.name) for task in suite.tasks for method in methods}
+    stale = {
+        cell_id
+        for cell_id, row in store.written().items()
+        if row.get("phase") == TUNE and (row["task"], row.get("method")) in names and cell_id not in ids
+    }
+    if stale:
+        reporter.note(f"halving: removed {len(stale)} tune rows no rung asks for any more (their rung changed)")
+        store.forget(stale)
+    return state, ran
 
 
 def _note_tuning(reporter: Reporter, plan: Plan) -> None:

@@ -31,6 +31,7 @@ from .tuning import (
     SAMPLERS,
     SPACE_FORMS,
     TUNING_METRICS,
+    Halving,
     Method,
     Setting,
     Space,
@@ -70,7 +71,9 @@ TUNING_KEYS = (
     "evaluation_seeds",
     "metric",
     "space",
+    "halving",
 )
+HALVING_KEYS = ("min_epochs", "eta")
 # Keys of an ordinary grid that a [tuning] table replaces: its methods, spaces and seeds are the grid.
 GRID_KEYS_TUNING_REPLACES = {
     "keep_rates": "a method naming 'dropout' tunes its keep rate: set its range as [tuning.space] keep",
@@ -686,7 +689,17 @@ def _tuning(value: object, source: str) -> Tuning:
         evaluation=evaluation,
         evaluation_seeds=_int(table.get("evaluation_seeds", 5), f"{where}.evaluation_seeds", 1),
         metric=_str(table.get("metric", "auto"), f"{where}.metric", TUNING_METRICS),
+        halving=_halving(table["halving"], f"{where}.halving") if "halving" in table else None,
     )
+    if tuning.halving is not None:
+        most = max(tuning.trial_count(m) for m in methods)
+        if most < 2:
+            raise UserError(f"{where}.halving: every method has one trial, so there is nothing to halve; remove it")
+        if tuning.halving.eta > most:
+            raise UserError(
+                f"{where}.halving.eta: {tuning.halving.eta} is more than the most trials a method has ({most}): the "
+                "first rung would keep one trial, a choice on the first rung's epochs alone; lower eta"
+            )
     if sampler == "grid":
         for method in methods:
             ranges = [n for n in tuning.hyperparameters(method) if tuning.space[n].form != "list"]
@@ -704,10 +717,28 @@ def _tuning(value: object, source: str) -> Tuning:
     return tuning
 
 
+def _halving(value: object, where: str) -> Halving:
+    """[tuning] halving = { min_epochs = R, eta = N }: successive halving's first rung and reduction factor."""
+    table = _table(value, where)
+    _check_keys(table, HALVING_KEYS, where)
+    for key in HALVING_KEYS:
+        if key not in table:
+            raise UserError(f"{where}: '{key}' is required")
+    eta = table["eta"]
+    if isinstance(eta, int) and not isinstance(eta, bool) and eta < 2:
+        raise UserError(f"{where}.eta: {eta} keeps every trial; successive halving needs eta ≥ 2 (3 is usual)")
+    return Halving(_int(table["min_epochs"], f"{where}.min_epochs", 1), _int(eta, f"{where}.eta", 2))
+
+
 def check_tuning_fits(tuning: Tuning, tasks: tuple[TaskConfig, ...], where: str) -> None:
     """Refuse a tuned method that cannot act on a task: dropout where the model has no hidden layer, val_acc
-    where the task has no accuracy (regression)."""
+    where the task has no accuracy (regression); halving whose first rung is not shorter than a task's epochs."""
     for task in tasks:
+        if tuning.halving is not None and tuning.halving.min_epochs >= task.epochs:
+            raise UserError(
+                f"{where}: tuning.halving.min_epochs: {tuning.halving.min_epochs} is not below task "
+                f"'{task.name}''s {task.epochs} epochs: the first rung would be the full training; lower it"
+            )
         if not task.model.hidden:
             method = next((m for m in tuning.methods if m.dropout), None)
             if method is not None:

@@ -7,8 +7,13 @@ per task and method on validation figures (`report.tuning.choose_on_validation`,
 *eval* cells (the chosen trial at the evaluation seeds). Samples depend on the suite's `seed`, the task and the
 method alone (`seeding.derive_seed`), so a resumed run, a shard or a rerun rebuilds the same trials.
 
-The phases are kept apart on purpose: a stopping rule (successive halving) can later cut a trial's seeds after a
-few epochs between building the tune cells and choosing, without changing how either phase's cells are made.
+With `halving` (`[tuning] halving = { min_epochs, eta }`) the tuning phase is synchronous successive halving
+(Jamieson & Talwalkar 2016; Li et al. 2018) per (task, method): every trial is trained at every tuning seed for
+the first rung's epochs, the trials still in are ranked on their mean validation figure over those seeds
+(`survivors`), and the best go on to the next rung, up to the task's epochs. Each rung's cells are ordinary tune
+cells whose task trains the rung's epochs (the epochs are part of the cell_id and show as `max_epochs` in the
+CSV); the last rung's are exactly the full grid's tune cells. Which trials reach a rung is read from the results
+file's rows of the rung before (`halving_cells`), so a resumed run rebuilds the same rungs.
 """
 
 import itertools
@@ -89,6 +94,62 @@ Setting = dict[str, float]  # hyperparameter name -> value, for one trial
 
 
 @dataclass(frozen=True)
+class Halving:
+    """Synchronous successive halving: rungs of `min_epochs`, `min_epochs`·eta, ... epochs, then the task's
+    epochs; at each rung about 1/eta of the trials still in go on (`survivors`)."""
+
+    min_epochs: int
+    eta: int
+
+    def rungs(self, epochs: int) -> tuple[int, ...]:
+        """The rungs' epochs for a task trained `epochs` epochs: r, r·eta, r·eta², ... below `epochs`, then
+        `epochs` itself (the last rung is the full training)."""
+        rungs = []
+        rung = self.min_epochs
+        while rung < epochs:
+            rungs.append(rung)
+            rung *= self.eta
+        return (*rungs, epochs)
+
+    def keep_count(self, trials: int) -> int:
+        """⌈n/eta⌉: how many of `trials` go on by rank alone (more may go on by `survivors`' overlap rule)."""
+        return math.ceil(trials / self.eta)
+
+    def describe(self) -> dict[str, int]:
+        return {"min_epochs": self.min_epochs, "eta": self.eta}
+
+
+def survivors(figures: Mapping[int, list[float]], keep: int, higher: bool) -> list[int]:
+    """The trials that go on to the next rung, in trial order; `figures` holds each trial's finite validation
+    figures at this rung, one per ok tuning seed (an empty list: every seed failed or diverged).
+
+    A trial's score is its mean over its seeds (negated where lower is better, `higher` False), its spread the
+    standard error of that mean (sample standard deviation / √seeds; 0 with one seed). Trials are ranked by score,
+    ties to the lowest trial; the `keep`-th of them is the cut. A trial goes on if it ranks within the first
+    `keep`, or if its interval score ± standard error overlaps the cut's (score + se ≥ cut score − cut se): a
+    trial is stopped only when its mean is below the cut's by more than both standard errors together, never on
+    one seed's figure. A trial without a finite figure is stopped. With one seed this is plain top-`keep`.
+    """
+    stats = {}
+    for trial, values in figures.items():
+        finite = [v for v in values if math.isfinite(v)]
+        if not finite:
+            continue
+        mean = sum(finite) / len(finite)
+        se = 0.0
+        if len(finite) > 1:
+            var = sum((v - mean) ** 2 for v in finite) / (len(finite) - 1)
+            se = math.sqrt(var / len(finite))
+        stats[trial] = (mean if higher else -mean, se)
+    ranked = sorted(stats, key=lambda t: (-stats[t][0], t))
+    if len(ranked) <= keep:
+        return sorted(ranked)
+    cut_score, cut_se = stats[ranked[keep - 1]]
+    kept = ranked[:keep] + [t for t in ranked[keep:] if stats[t][0] + stats[t][1] >= cut_score - cut_se]
+    return sorted(kept)
+
+
+@dataclass(frozen=True)
 class Tuning:
     """A suite's tuning protocol (its [tuning] table, validated)."""
 
@@ -101,6 +162,7 @@ class Tuning:
     evaluation: str = "fresh"
     evaluation_seeds: int = 5
     metric: str = "auto"
+    halving: Halving | None = None  # successive halving of the tuning phase; None: every trial trains in full
 
     def hyperparameters(self, method: Method) -> tuple[str, ...]:
         """What is tuned for `method`: its regularizers' strengths, keep (and input_keep where the space has it)
@@ -162,6 +224,7 @@ class Tuning:
             "space": {name: space.describe() for name, space in self.space.items()},
             "hyperparameters": {m.name: list(self.hyperparameters(m)) for m in self.methods},
             "trials": {m.name: self.trial_count(m) for m in self.methods},
+            **({"halving": self.halving.describe()} if self.halving else {}),
         }
 
     def budget_lines(self) -> list[str]:
@@ -174,6 +237,13 @@ class Tuning:
             lines.append(f"trials per method: {rule}, so they differ: {shown}")
         else:
             lines.append(f"trials per method: {self.budget} ({self.sampler} sample, seed {self.seed})")
+        if self.halving is not None:
+            h = self.halving
+            lines.append(
+                f"successive halving: rungs from {h.min_epochs} epochs, ×{h.eta} each, to the task's epochs; at each "
+                f"rung the best ⌈n/{h.eta}⌉ trials on their seed mean go on, and any whose mean ± standard error "
+                "overlaps the cut's"
+            )
         idle = [m.name for m in self.methods if not self.hyperparameters(m)]
         if idle:
             lines.append(f"{', '.join(idle)}: 1 trial, nothing to tune (a budget buys nothing without a choice)")
@@ -247,11 +317,29 @@ def suite_trials(suite: "Suite", task: str, method: Method) -> list[Setting]:
     return cache[key]
 
 
+def rung_cell(suite: "Suite", task: TaskConfig, method: Method, trial: int, seed: int, epochs: int) -> Cell:
+    """The tune cell of `method`'s trial on `task` at `seed`, trained `epochs` epochs (a halving rung); at the
+    task's own epochs, the ordinary tune cell."""
+    cell = trial_cell(suite, task, method, trial, seed, TUNE)
+    if epochs == task.epochs:
+        return cell
+    return replace(cell, task=replace(cell.task, epochs=epochs))
+
+
 def tune_cells(suite: "Suite") -> list[Cell]:
-    """The tuning phase: every task × method × trial × tuning seed, in that order."""
+    """The tuning phase: every task × method × trial × tuning seed, in that order. With halving, the first
+    rung's (every trial, trained the first rung's epochs): the later rungs depend on its figures (`halving_cells`)."""
     if suite.tuning is None:
         raise ValueError(f"suite {suite.name} has no [tuning] table")
     tuning = suite.tuning
+    if tuning.halving is not None:
+        return [
+            rung_cell(suite, task, method, trial, seed, halving_rungs(suite, task, method)[0])
+            for task in suite.tasks
+            for method in tuning.methods
+            for trial in range(len(suite_trials(suite, task.name, method)))
+            for seed in tuning.tuning_seed_list
+        ]
     return [
         trial_cell(suite, task, method, trial, seed, TUNE)
         for task in suite.tasks
@@ -259,6 +347,96 @@ def tune_cells(suite: "Suite") -> list[Cell]:
         for trial in range(len(suite_trials(suite, task.name, method)))
         for seed in tuning.tuning_seed_list
     ]
+
+
+def halving_rungs(suite: "Suite", task: TaskConfig, method: Method) -> tuple[int, ...]:
+    """The rungs' epochs of `method` on `task`: the halving schedule, or the task's epochs alone for a method
+    with one trial (nothing to choose, nothing to stop) or a suite without halving."""
+    tuning = suite.tuning
+    if tuning is None or tuning.halving is None or len(suite_trials(suite, task.name, method)) < 2:
+        return (task.epochs,)
+    return tuning.halving.rungs(task.epochs)
+
+
+def rung_setup_cells(suite: "Suite") -> list[Cell]:
+    """One cell per task, method, trial and halving rung (seed 0): every setup a halving run may write, for
+    runner.setup_conflict; [] without halving."""
+    tuning = suite.tuning
+    if tuning is None or tuning.halving is None:
+        return []
+    return [
+        rung_cell(suite, task, method, trial, 0, epochs)
+        for task in suite.tasks
+        for method in tuning.methods
+        for trial in range(len(suite_trials(suite, task.name, method)))
+        for epochs in halving_rungs(suite, task, method)
+    ]
+
+
+def _figure(row: Mapping[str, str], column: str) -> float:
+    try:
+        return float(row.get(column) or "nan")
+    except ValueError:
+        return math.nan
+
+
+@dataclass
+class HalvingState:
+    """How far a halving tuning phase is, as the results file tells it (`halving_cells`)."""
+
+    cells: list[Cell]  # every rung's cells determined so far: run, or to run next
+    final: list[Cell]  # the last rung's cells (full epochs) of the (task, method)s that reached it
+    complete: bool  # every (task, method) reached its last rung (its cells may still be unwritten)
+
+
+def halving_cells(suite: "Suite", written: Mapping[str, Mapping[str, str]]) -> HalvingState:
+    """The tune cells of a halving suite as far as the `written` rows (cell_id -> row, as results.ResultStore
+    .written gives them) determine them: per (task, method) the first rung's cells, then each next rung's for the
+    trials `survivors` keeps once every cell of the rung before is written (whatever its status); a method with
+    one trial trains it in full at once (`halving_rungs`). A rung's
+    figures are its ok rows' validation figures: validation accuracy for a task where any of the rung's rows
+    measured one under metric 'auto' (or 'val_acc'), else validation loss (lower is better). The same rows
+    always give the same rungs."""
+    tuning = suite.tuning
+    if tuning is None or tuning.halving is None:
+        raise ValueError(f"suite {suite.name} has no [tuning] halving")
+    halving = tuning.halving
+    cells: list[Cell] = []
+    final: list[Cell] = []
+    complete = True
+    for task in suite.tasks:
+        for method in tuning.methods:
+            rungs = halving_rungs(suite, task, method)
+            trials = list(range(len(suite_trials(suite, task.name, method))))
+            for rung, epochs in enumerate(rungs):
+                rung_cells = [
+                    rung_cell(suite, task, method, trial, seed, epochs)
+                    for trial in trials
+                    for seed in tuning.tuning_seed_list
+                ]
+                cells += rung_cells
+                if rung == len(rungs) - 1:
+                    final += rung_cells
+                    break
+                if not all(cell.cell_id in written for cell in rung_cells):
+                    complete = False
+                    break
+                trials = _rung_survivors(halving, tuning.metric, rung_cells, written, len(trials))
+    return HalvingState(cells, final, complete)
+
+
+def _rung_survivors(
+    halving: Halving, metric: str, cells: list[Cell], written: Mapping[str, Mapping[str, str]], count: int
+) -> list[int]:
+    rows = [(cell.trial, written[cell.cell_id]) for cell in cells]
+    if metric == "auto":
+        metric = "val_acc" if any(math.isfinite(_figure(row, "val_acc")) for _, row in rows) else "val_loss"
+    figures: dict[int, list[float]] = {}
+    for trial, row in rows:
+        values = figures.setdefault(int(trial or 0), [])
+        if row.get("status") == "ok":
+            values.append(_figure(row, metric))
+    return survivors(figures, halving.keep_count(count), higher=metric == "val_acc")
 
 
 def eval_cells(suite: "Suite", chosen: Mapping[tuple[str, str], int]) -> list[Cell]:

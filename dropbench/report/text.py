@@ -248,7 +248,7 @@ def tuned_lines(rows: pd.DataFrame) -> list[list[str]]:
             [
                 str(row["method"]),
                 str(row["configuration"]),
-                str(int(row["trials"])),
+                str(int(row["trials"])) + (f" · {int(row['tune_epochs'])} ep" if row.get("halved") else ""),
                 str(row["protocol"]) or "—",
                 str(int(row["n"])) + (f" ({int(row['not_ok'])} not ok)" if row["not_ok"] else ""),
                 _figure(row["test_metric"], row["test_mean"], row["test_ci"]),
@@ -272,6 +272,11 @@ def tuned_legend(rows: pd.DataFrame) -> str:
         f"Each method's setting chosen on its mean {chosen_on.name} ({better} is better) over its tuning seeds "
         f"({spent} per method; ties to the lowest trial); the test split only reports the choice."
     ]
+    if "halved" in rows and rows["halved"].any():
+        parts.append(
+            "Successive halving: trials ranked on their seed mean after a few epochs, the clearly worse stopped; "
+            "chosen among those trained in full; 'ep': epochs the method's tuning trained, every rung and seed."
+        )
     for protocol in (p for p in PROTOCOLS if p in set(rows["protocol"])):
         parts.append(f"Protocol {protocol}: test figures over {PROTOCOLS[protocol]}.")
     tested = rows[rows["p_raw"].notna()]

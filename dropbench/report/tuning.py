@@ -44,7 +44,17 @@ SETTING_COLUMNS = (
     *SETUP_COLUMNS,
     "setup_id",
 )
-CHOICE_COLUMNS = ("task", "method", "trial", "selection_metric", "selection_mean", "selection_seeds", "trials")
+CHOICE_COLUMNS = (
+    "task",
+    "method",
+    "trial",
+    "selection_metric",
+    "selection_mean",
+    "selection_seeds",
+    "trials",
+    "tune_epochs",
+    "halved",
+)
 
 
 def has_tuning_rows(frame: pd.DataFrame) -> bool:
@@ -57,7 +67,7 @@ def _tune_rows(frame: pd.DataFrame, figures: tuple[str, ...]) -> pd.DataFrame:
     setting, status and the validation `figures`. Columns are selected first, so no test column is touched."""
     if not has_tuning_rows(frame):
         raise UserError("these results hold no tuning rows (run a suite with a [tuning] table)")
-    wanted = ["cell_id", "task", "method", "phase", "trial", "seed", "status", *SETTING_COLUMNS, *figures]
+    wanted = ["cell_id", "task", "method", "phase", "trial", "seed", "status", "epochs_run", *SETTING_COLUMNS, *figures]
     rows = frame[[c for c in dict.fromkeys(wanted) if c in frame.columns]]
     rows = rows[rows["phase"].astype("string").fillna("") == TUNE]
     if "cell_id" in rows:
@@ -67,6 +77,22 @@ def _tune_rows(frame: pd.DataFrame, figures: tuple[str, ...]) -> pd.DataFrame:
         method=rows["method"].astype("string").fillna("").astype(str),
     )
     return rows[rows["trial"].notna()].assign(trial=lambda r: r["trial"].astype(int))
+
+
+def _rung_epochs(rows: pd.DataFrame) -> pd.Series:
+    """Each tune row's training length (`max_epochs`, its halving rung), -1 where the file has none."""
+    if "max_epochs" not in rows:
+        return pd.Series(-1, index=rows.index)
+    return pd.to_numeric(rows["max_epochs"], errors="coerce").fillna(-1)
+
+
+def last_rung(rows: pd.DataFrame) -> pd.DataFrame:
+    """The tune rows of each task's longest training (`max_epochs`): with successive halving the last rung's,
+    the full training; without it every tune row. Earlier rungs' rows never take part in a choice, so a trial
+    stopped early never wins by a figure measured at fewer epochs."""
+    epochs = _rung_epochs(rows)
+    longest = epochs.groupby(rows["task"]).transform("max")
+    return rows[epochs == longest]
 
 
 def _selection_metric(task_rows: pd.DataFrame, metric: str) -> str:
@@ -107,10 +133,18 @@ def choose_on_validation(frame: pd.DataFrame, metric: str = AUTO, *, order: Suit
     Returns one row per (task, method), tasks in the suite's order (`order`, see report.order) and methods the
     baseline ('none') first, then as the suite lists them or as they appear: `task`, `method`, `trial`, the
     chosen setting (SETTING_COLUMNS present in `frame`), `selection_metric`, `selection_mean`,
-    `selection_seeds` (ok seeds behind the mean) and `trials` (trials with at least one ok tune row).
+    `selection_seeds` (ok seeds behind the mean), `trials` (trials with at least one ok tune row, at any rung),
+    `tune_epochs` (epochs trained by the method's tune cells, every rung and seed: `epochs_run` summed) and
+    `halved` (whether its tune rows come at more than one training length: successive halving). With halving
+    only the last rung's rows (the task's longest `max_epochs`, `last_rung`) are chosen among.
     """
     figures = trial_figures(frame, metric)
     settings = [c for c in SETTING_COLUMNS if c in figures.columns]
+    every = _tune_rows(frame, ())  # every rung's rows: the trials tried and the epochs spent
+    tried = every[every["status"] == "ok"].groupby(["task", "method"])["trial"].nunique()
+    spent = pd.to_numeric(every.get("epochs_run", pd.Series(0, index=every.index)), errors="coerce").fillna(0)
+    epochs = spent.groupby([every["task"], every["method"]]).sum()
+    halved = _rung_epochs(every).groupby([every["task"], every["method"]]).nunique() > 1
     records = []
     for (task, method), trials in figures.groupby(["task", "method"], sort=False):
         chosen_on = str(trials["selection_metric"].iloc[0])
@@ -125,7 +159,9 @@ def choose_on_validation(frame: pd.DataFrame, metric: str = AUTO, *, order: Suit
             record.update(
                 trial=int(best["trial"]), selection_mean=float(best["mean"]), selection_seeds=int(best["seeds"])
             )
-        record["trials"] = len(trials)
+        record["trials"] = int(tried.get((task, method), len(trials)))
+        record["tune_epochs"] = int(epochs.get((task, method), 0))
+        record["halved"] = bool(halved.get((task, method), False))
         records.append(record)
     columns = ["task", "method", "trial", *settings, *CHOICE_COLUMNS[3:]]
     chosen = pd.DataFrame.from_records(records, columns=columns)
@@ -143,12 +179,13 @@ def choose_on_validation(frame: pd.DataFrame, metric: str = AUTO, *, order: Suit
 
 
 def trial_figures(frame: pd.DataFrame, metric: str = AUTO) -> pd.DataFrame:
-    """Per (task, method, trial) with at least one ok tune row, in order of appearance: its setting
+    """Per (task, method, trial) with at least one ok tune row of the last rung (`last_rung`: every tune row
+    without halving), in order of appearance: its setting
     (SETTING_COLUMNS present), the `selection_metric` (see choose_on_validation) and its `mean` over the trial's
     ok tune seeds with the half-width of its 95% t-interval (`ci`) and the `seeds` behind them (NaN figures left
     out). What the choice is made on, and what the tuning plot draws; never a test column, never an eval row."""
     _check_metric(metric)
-    rows = _tune_rows(frame, tuple(SELECTION_METRICS) if metric == AUTO else (metric,))
+    rows = last_rung(_tune_rows(frame, tuple(SELECTION_METRICS) if metric == AUTO else (metric,)))
     settings = [c for c in SETTING_COLUMNS if c in rows.columns]
     ok = rows[rows["status"] == "ok"]
     records = []
@@ -188,6 +225,8 @@ TUNED_COLUMNS = (
     "configuration",
     "protocol",
     "trials",
+    "tune_epochs",
+    "halved",
     "selection_metric",
     "selection_mean",
     "selection_seeds",
@@ -265,6 +304,8 @@ def tuned_report(
         _trial=pd.to_numeric(rows["trial"], errors="coerce"),
         method=rows["method"].astype("string").fillna("").astype(str),
     )
+    tuned = rows[rows["_phase"] == TUNE]
+    rows = rows[(rows["_phase"] != TUNE) | rows.index.isin(last_rung(tuned).index)]  # halving: the last rung's
     records = []
     for task, choices in chosen.groupby("task", sort=False):
         task_rows = rows[rows["task"] == task]
