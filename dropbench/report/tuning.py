@@ -19,7 +19,7 @@ import math
 
 import pandas as pd
 
-from ..catalogue import DEFAULT_METHOD, MARK_METHODS
+from ..catalogue import DEFAULT_METHOD, MARK_METHODS, METRICS
 from ..errors import UserError
 from .labels import SETUP_COLUMNS, config_label, varying
 from .order import SuiteOrder
@@ -30,7 +30,7 @@ TUNE, EVAL = "tune", "eval"
 BASELINE_METHOD = "none"
 AUTO = "auto"
 # Selection metrics and whether higher is better. Only validation figures: the test split never chooses.
-SELECTION_METRICS = {"val_acc": True, "val_loss": False}
+SELECTION_METRICS = {name: METRICS[name].higher_is_better for name in ("val_acc", "val_loss")}
 # The columns that make a trial's setting, where the results have them.
 SETTING_COLUMNS = (
     "model",
