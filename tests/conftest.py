@@ -16,6 +16,21 @@ def subprocess_env(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(HOOKS)]), **extra}
 
 
+# Every figure a result holds; a diverged cell holds none of them (epochs, best epoch and time stay).
+FIGURES = (
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "test_loss",
+    "test_acc",
+    "test_ece",
+    "test_acc_mc",
+    "test_loss_mc",
+    "test_ece_mc",
+)
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--slow",

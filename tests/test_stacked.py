@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import make_cell
+from conftest import FIGURES, make_cell
 
 from dropbench import stacked as stacked_module
 from dropbench.config import ModelConfig, OptimizerConfig
@@ -21,19 +21,6 @@ from dropbench.stacked import StackedMLP, fit_stacked, stack_key, stacks, train_
 from dropbench.train import fit_cell, train_model
 
 TOL = 1e-5
-# Every figure of a result; a diverged cell's are all NaN.
-FIGURES = (
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "test_loss",
-    "test_acc",
-    "test_ece",
-    "test_acc_mc",
-    "test_loss_mc",
-    "test_ece_mc",
-)
 SGD = OptimizerConfig(lr=0.05, momentum=0.9)
 ADAM = OptimizerConfig(name="adam", lr=0.003)
 # (regularizer, strengths) of the equivalence cells: one per kind of per-member setting

@@ -6,26 +6,13 @@ from dataclasses import asdict, replace
 import numpy as np
 import pytest
 import torch
-from conftest import make_cell
+from conftest import FIGURES, make_cell
 
 from dropbench.data import load_task_data
 from dropbench.results import format_value
 from dropbench.runner import make_row
 from dropbench.train import Training, fit_cell, train_model
 
-# Every figure a row holds; a diverged row holds none of them (epochs, best epoch and time stay).
-FIGURES = (
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "test_loss",
-    "test_acc",
-    "test_ece",
-    "test_acc_mc",
-    "test_loss_mc",
-    "test_ece_mc",
-)
 PROVENANCE = (
     "device",
     "threads",

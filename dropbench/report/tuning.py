@@ -24,7 +24,7 @@ from ..errors import UserError
 from .labels import SETUP_COLUMNS, config_label, varying
 from .order import SuiteOrder
 from .stats import mean_ci
-from .summary import holm_marks, paired_record
+from .summary import CONFIG_COLUMNS, holm_marks, paired_record
 
 TUNE, EVAL = "tune", "eval"
 BASELINE_METHOD = "none"
@@ -32,18 +32,7 @@ AUTO = "auto"
 # Selection metrics and whether higher is better. Only validation figures: the test split never chooses.
 SELECTION_METRICS = {name: METRICS[name].higher_is_better for name in ("val_acc", "val_loss")}
 # The columns that make a trial's setting, where the results have them.
-SETTING_COLUMNS = (
-    "model",
-    "regularizer",
-    "strength",
-    "keep_rate",
-    "layer_keep_rates",
-    "input_keep_rate",
-    "dropout",
-    "train_size",
-    *SETUP_COLUMNS,
-    "setup_id",
-)
+SETTING_COLUMNS = (*(c for c in CONFIG_COLUMNS if c not in ("task", "setup")), *SETUP_COLUMNS, "setup_id")
 CHOICE_COLUMNS = (
     "task",
     "method",
