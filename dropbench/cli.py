@@ -393,6 +393,23 @@ def merge(inputs: tuple[Path, ...], out: Path) -> int:
 
 @cli.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+def migrate(results: tuple[Path, ...]) -> int:
+    """Rewrite results CSVs of an earlier schema (4 to 6) in this one, in place, with their sidecars.
+
+    Ids get their letter (c..., s...) and text a spreadsheet would read as a number or date its apostrophe;
+    every figure keeps its bytes. Runs and merges do the same by themselves; this is for files you open elsewhere.
+    """
+    from .results import SCHEMA_VERSION, results_files
+    from .upgrade import migrate as migrate_files
+
+    for path, old in migrate_files(results_files(results, _note)):
+        done = f"schema {old} -> {SCHEMA_VERSION}" if old else f"already schema {SCHEMA_VERSION}"
+        click.echo(f"{path}: {done}")
+    return EXIT_OK
+
+
+@cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "--metric",
     type=click.Choice(METRIC_CHOICES),

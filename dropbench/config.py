@@ -4,6 +4,7 @@ import math
 from dataclasses import asdict, dataclass
 from functools import cached_property
 
+from .ids import hash_digits, make_id
 from .regularizers import RegularizerSetting
 from .report.labels import cell_label
 from .seeding import derive_seed
@@ -166,13 +167,21 @@ class Cell:
 
     @cached_property
     def setup_id(self) -> str:
-        """12 hex digits of setup_identity(): cells with different ids are never pooled or paired."""
-        return f"{derive_seed(self.setup_identity()):016x}"[-12:]
+        """'s' and 12 hex digits of setup_identity(): cells with different ids are never pooled or paired."""
+        return make_id("setup_id", hash_digits(derive_seed(self.setup_identity())))
+
+    @cached_property
+    def seed_key(self) -> str:
+        """12 hex digits of identity(), stable across runs and machines; the cell's own random streams (masks,
+        mixup, MC dropout) derive from it. It is the cell_id without its letter (and the whole cell_id of schema 6
+        and before), so a cell's figures do not depend on how its id is written."""
+        return hash_digits(derive_seed(self.identity()))
 
     @cached_property
     def cell_id(self) -> str:
-        """12 hex digits, stable across runs and machines: how a rerun knows what is done."""
-        return f"{derive_seed(self.identity()):016x}"[-12:]
+        """'c' and seed_key's 12 hex digits (ids.py: no spreadsheet reads it as a number): how a rerun knows
+        what is done."""
+        return make_id("cell_id", self.seed_key)
 
     def describe(self) -> str:
         """'digits l2(0.0001) keep=0.5 in=0.8 gaussian n=100 seed=2', in report.labels' vocabulary for a cell;

@@ -5,14 +5,20 @@ epoch) and `NAME.json` (run metadata). Rows are appended under a file lock and f
 killed run loses at most the cell in flight and a rerun into the same file continues where it stopped.
 Every value goes through format_value on its way into a file and through parse_value on its way back
 (`cell_text` and `cell_value`, which know the columns whose 0 is written as an empty cell).
-Files of earlier schemas are read into the current one's columns (`read_results`).
+Files of earlier schemas are read into the current one's columns (`read_results`, and `upgrade_record` for the
+text rows that resume and merge read); `upgrade.py` rewrites such a file in place.
+
+What a spreadsheet does to a CSV shapes how cells are written: ids carry a letter (ids.py), and text a spreadsheet
+would evaluate or read as a number, date or truth value goes behind an apostrophe (`format_value`).
 """
 
 import csv
+import functools
 import io
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
@@ -30,13 +36,19 @@ from .files import (
     repair_torn_tail,
     replace_atomically,
 )
+from .ids import ID_PREFIXES, upgrade_id
 
 # 2: provenance columns python/scikit-learn versions, host, cpu, threads
 # 3: layer_keep_rates, train_size, calibration (test_nll, test_ece) and MC dropout columns
 # 4: momentum, precision, setup_id: a configuration is everything that changes training
 # 5: test_nll dropped (it was test_loss again), test_nll_mc renamed test_loss_mc, train_size empty for the whole split
 # 6: method, phase, trial: the cells of a tuned comparison (suite [tuning]); empty for ordinary grids
-SCHEMA_VERSION = 6
+# 7: cell_id and setup_id behind a letter ('c', 's'; ids.py) and text that looks like a number, date or truth value
+#    behind an apostrophe, so that a spreadsheet's round trip changes nothing; the columns are 6's
+SCHEMA_VERSION = 7
+# A resume or a merge needs every column a row of this schema has; momentum, precision and setup_id came with 4,
+# so files of 4 to 6 are brought to this schema (upgrade_record) and earlier ones are only read by reports.
+UPGRADABLE_FROM = 4
 
 
 @dataclass(frozen=True)
@@ -128,23 +140,53 @@ RENAMED_COLUMNS: dict[str, str | None] = {"test_nll": None, "test_nll_mc": "test
 # reading a cell back gives exactly the text that was written.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t")
 ESCAPE = "'"
+# Text a spreadsheet opening the CSV reads as a value, and so shows and saves changed: digits with separators
+# ('0.8/0.5' and '12-31' become dates, '1e-05' the number 1E-05, '3.11.2' a date where '.' separates dates,
+# '50%' 0.5), a day beside a month's name ('Jan 5', 'SEPT2'), and truth values. Such text from a str column goes
+# behind the apostrophe too: LibreOffice and Excel keep a CSV cell that starts with one as text, apostrophe
+# included, so a round trip through them gives the file's text back. (Numbers are numbers: the float columns.)
+_DIGITS_AND_SEPARATORS = re.compile(r"[\d\s.,:/+\-eE%$()]*\d[\d\s.,:/+\-eE%$()]*")
+_MONTH = (
+    r"(jan(uary)?|feb(ruary)?|mar(ch)?|apr(il)?|may|june?|july?|aug(ust)?|sept?(ember)?|oct(ober)?|nov(ember)?"
+    r"|dec(ember)?)"
+)
+_DAY_AND_MONTH = re.compile(rf"(\d{{1,4}}[\s./-]*{_MONTH}\.?([\s./,-]*\d{{1,4}})?|{_MONTH}\.?[\s./,-]*\d{{1,4}})", re.I)
+_TRUTH_VALUES = ("true", "false")
+
+
+def spreadsheet_reads_as_value(text: str) -> bool:
+    """Whether a spreadsheet opening a CSV would read this text cell as a number, date, time or truth value."""
+    stripped = text.strip()
+    return bool(
+        _DIGITS_AND_SEPARATORS.fullmatch(stripped)
+        or _DAY_AND_MONTH.fullmatch(stripped)
+        or stripped.lower() in _TRUTH_VALUES
+    )
+
+
+def _escaped(text: str) -> bool:
+    """Whether format_value writes `text` behind an apostrophe (true of any text that starts with one)."""
+    return text[:1] in (*FORMULA_STARTS, ESCAPE) or spreadsheet_reads_as_value(text)
 
 
 def format_value(value: object) -> str:
-    """Floats at full precision (repr round-trips), NaN as an empty cell, text one line and formula-safe. A missing
-    value of a nullable column (None, pandas' NA: `trial` outside a tuned comparison, as read_results gives it) is
-    an empty cell too."""
+    """Floats at full precision (repr round-trips), NaN as an empty cell, text one line and safe to open in a
+    spreadsheet (see FORMULA_STARTS and spreadsheet_reads_as_value). A missing value of a nullable column (None,
+    pandas' NA: `trial` outside a tuned comparison, as read_results gives it) is an empty cell too."""
     if value is None or value is pd.NA:
         return ""
     if isinstance(value, float):
         return "" if math.isnan(value) else repr(value)
     text = str(value).replace("\r", " ").replace("\n", " ")
+    if isinstance(value, str):
+        return ESCAPE + text if _escaped(text) else text
     return ESCAPE + text if text[:1] in (*FORMULA_STARTS, ESCAPE) else text
 
 
 def read_text(cell: str) -> str:
-    """The text format_value wrote as `cell` (its escaping apostrophe taken off)."""
-    return cell[1:] if cell[:1] == ESCAPE and cell[1:2] in (*FORMULA_STARTS, ESCAPE) else cell
+    """The text format_value wrote as `cell` (its escaping apostrophe taken off). Files of schema 6 and before
+    escaped formula starts only, and read back the same: their other text never starts with an apostrophe."""
+    return cell[1:] if cell[:1] == ESCAPE and _escaped(cell[1:]) else cell
 
 
 def parse_value(kind: type, cell: str) -> object:
@@ -175,6 +217,46 @@ def cell_value(column: str, kind: type, cell: str) -> object:
 def stored_text(value: object) -> str:
     """`value` as reading its results file gives it back: format_value's text, unescaped."""
     return read_text(format_value(value))
+
+
+Upgrade = Callable[[tuple[str, ...], list[str]], list[str]]
+
+
+def upgrade_problem(header: tuple[str, ...]) -> str | None:
+    """Why rows under this results header cannot be brought to this schema (the columns they lack); None when
+    they can (schema UPGRADABLE_FROM and later)."""
+    have = {RENAMED_COLUMNS.get(c, c) for c in header} | set(ADDED_COLUMNS) | {"trial"}
+    missing = [c for c in COLUMNS if c not in have]
+    return f"no {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''} column" if missing else None
+
+
+def upgrade_record(header: tuple[str, ...], record: list[str]) -> list[str]:
+    """A results row as text under `header` (this schema's, or an earlier one upgrade_problem accepts), as this
+    schema writes it: the columns renamed and added since, ids behind their letter (ids.upgrade_id), text escaped
+    by format_value's rule, schema_version this one's. Figures are left as the file wrote them, byte for byte."""
+    cells = dict(zip(header, record))
+    for old, new in RENAMED_COLUMNS.items():
+        if old in cells:
+            value = cells.pop(old)
+            if new is not None:
+                cells[new] = value
+    if cells.get("train_size") == "0":
+        cells["train_size"] = ""  # schema 4 wrote 0 for the whole training split; EMPTY_MEANS reads both as 0
+    for column in (*ADDED_COLUMNS, "trial"):
+        cells.setdefault(column, "")
+    for column in ID_PREFIXES:
+        cells[column] = upgrade_id(column, cells[column])
+    for column in TEXT_COLUMNS:
+        cells[column] = format_value(read_text(cells[column]))
+    cells["schema_version"] = str(SCHEMA_VERSION)
+    return [cells[c] for c in COLUMNS]
+
+
+def upgrade_epoch_record(header: tuple[str, ...], record: list[str]) -> list[str]:
+    """A per-epoch row as this schema writes it: its cell_id behind the letter (the columns never changed)."""
+    cells = dict(zip(header, record))
+    cells["cell_id"] = upgrade_id("cell_id", cells["cell_id"])
+    return [cells[c] for c in EPOCH_COLUMNS]
 
 
 def sidecar_paths(csv_path: Path) -> tuple[Path, Path]:
@@ -231,14 +313,15 @@ def _records(path: Path, text: str, width: int) -> Iterable[tuple[int, list[str]
         raise UserError(f"{path}: line {reader.line_num}: not a CSV line ({error})") from None
 
 
-def read_table(path: Path, types: dict[str, type]) -> list[dict[str, object]]:
-    """Every row of a dropbench CSV with these columns, as values (what CsvTable.append was given).
+def read_table(path: Path, types: dict[str, type], upgrade: Upgrade | None = None) -> list[dict[str, object]]:
+    """Every row of a dropbench CSV with these columns, as values (what CsvTable.append was given); with
+    `upgrade`, also a file of an earlier schema it brings to these columns (upgrade_record).
     Anything else is a UserError naming the file, and the line where there is one: other columns, a row
     of the wrong length, a figure that is not a number, bytes that are not text, a last line cut short."""
     if not path.is_file():
         raise UserError(f"results file not found: {path}")
-    table = CsvTable(path, tuple(types))
-    table.check_header()
+    table = CsvTable(path, tuple(types), upgrade)
+    header = table.readable_header()
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -246,7 +329,8 @@ def read_table(path: Path, types: dict[str, type]) -> list[dict[str, object]]:
     if data and not data.endswith(b"\n"):
         raise UserError(f"{path}: its last line is cut short (a run killed while writing?); resume that run first")
     rows = []
-    for line, record in _records(path, _decode(path, data), len(types)):
+    for line, record in _records(path, _decode(path, data), len(header)):
+        record = upgrade(header, record) if upgrade else record
         row = {}
         for (column, kind), cell in zip(types.items(), record):
             try:
@@ -259,10 +343,11 @@ def read_table(path: Path, types: dict[str, type]) -> list[dict[str, object]]:
 
 
 class CsvTable:
-    """An append-only CSV with a fixed header, safe against concurrent writers, kills and interrupts."""
+    """An append-only CSV with a fixed header, safe against concurrent writers, kills and interrupts. With
+    `upgrade` (upgrade_record), rows of an earlier schema are read as this one's; appends need this one's header."""
 
-    def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
-        self.path, self.columns = path, columns
+    def __init__(self, path: Path, columns: tuple[str, ...], upgrade: Upgrade | None = None) -> None:
+        self.path, self.columns, self.upgrade = path, columns, upgrade
 
     def header(self) -> tuple[str, ...] | None:
         """The file's first row (None for an empty file); bytes that are not text give a header no table has."""
@@ -283,9 +368,36 @@ class CsvTable:
             return
         if any_version and header[:1] == ("cell_id",) and self.columns[1] in header:
             return
-        raise UserError(
-            f"{self.path}: its columns are not this dropbench's schema (version {SCHEMA_VERSION}), so dropbench "
-            "leaves it alone: choose another file"
+        raise UserError(self._not_this_table(header))
+
+    def readable_header(self) -> tuple[str, ...]:
+        """The file's header (this table's columns for an empty file), when its rows can be read as this table's:
+        its own columns, or an earlier schema's that `upgrade` brings to them; anything else is a UserError."""
+        header = self.header() if self.path.exists() else None
+        if header is None or header == self.columns:
+            return self.columns
+        upgradable = self.upgrade is not None and self.columns == COLUMNS and header[:1] == ("cell_id",)
+        if upgradable and upgrade_problem(header) is None:
+            return header
+        raise UserError(self._not_this_table(header))
+
+    def _not_this_table(self, header: tuple[str, ...]) -> str:
+        """One line saying what the file is instead, and what to do."""
+        if self.columns == COLUMNS and header == EPOCH_COLUMNS:
+            return f"{self.path}: per-epoch curves (a results file's .epochs.csv sidecar), not a results file"
+        if self.columns == COLUMNS and header[:1] == ("cell_id",) and "schema_version" in header:
+            version = schema_of(self.path, header)
+            lacks = upgrade_problem(header) or "other columns"
+            return (
+                f"{self.path}: results of dropbench schema {version} ({lacks}); report, compare and plot read "
+                f"it, but a run or merge needs schema {UPGRADABLE_FROM} to {SCHEMA_VERSION} (run --fresh sets it "
+                "aside and starts again)"
+            )
+        kinds = {COLUMNS: "a dropbench results file", EPOCH_COLUMNS: "a dropbench per-epoch file"}
+        kind = kinds.get(self.columns, "this table")
+        return (
+            f"{self.path}: not {kind} (its columns are not this dropbench's {','.join(self.columns[:3])},... of "
+            f"schema {SCHEMA_VERSION}), so dropbench leaves it alone: choose another file"
         )
 
     def append(self, rows: Iterable[dict[str, object]]) -> None:
@@ -300,13 +412,32 @@ class CsvTable:
             append_bytes(self.path, data)
 
     def read_rows(self) -> list[dict[str, str]]:
-        """The rows as the file stores them (CSV text); a last line still being written is left out, so
-        this reads without the lock and writes nothing."""
+        """The rows as the file stores them (CSV text), through `upgrade` where the table has one; a last line
+        still being written is left out, so this reads without the lock and writes nothing."""
         if not self.path.exists():
             return []
-        self.check_header()
+        header = self.readable_header()
         text = _decode(self.path, complete_lines(self.path))
-        return [dict(zip(self.columns, record)) for _, record in _records(self.path, text, len(self.columns))]
+        records = (record for _, record in _records(self.path, text, len(header)))
+        if self.upgrade is not None:
+            records = (self.upgrade(header, record) for record in records)
+        return [dict(zip(self.columns, record)) for record in records]
+
+    def rewrite_upgraded(self) -> bool:
+        """Rewrite the file as `upgrade` reads it (atomic replace), when that changes a byte; True when it did."""
+        if not self.path.exists():
+            return False
+        with append_lock(self.path):
+            repair_torn_tail(self.path)
+            rows = self.read_rows()
+            data = _encode([self.columns, *([r[c] for c in self.columns] for r in rows)])
+            try:
+                if self.path.read_bytes() == data:
+                    return False
+            except OSError as error:
+                raise os_error(self.path, "read", error) from None
+            replace_atomically(self.path, data)
+            return True
 
     def keep_only(self, column: str, allowed: set[str]) -> None:
         """Rewrite the file without rows whose `column` is not in `allowed` (atomic replace). The rows kept
@@ -321,6 +452,19 @@ class CsvTable:
                 return
             text = [self.columns, *([r[c] for c in self.columns] for r in kept)]
             replace_atomically(self.path, _encode(text))
+
+
+def schema_of(path: Path, header: tuple[str, ...]) -> str:
+    """The schema_version its first row gives ('?' when it has none)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+            reader = csv.reader(handle)
+            next(reader, None)
+            first = next(reader, None)
+    except (OSError, csv.Error):
+        return "?"
+    index = header.index("schema_version")
+    return first[index] if first is not None and index < len(first) and first[index].isdigit() else "?"
 
 
 def _is_run_metadata(path: Path) -> bool:
@@ -346,8 +490,8 @@ class ResultStore:
     def __init__(self, csv_path: Path) -> None:
         self.csv_path = csv_path
         self.epochs_path, self.meta_path = sidecar_paths(csv_path)
-        self.rows = CsvTable(csv_path, COLUMNS)
-        self.epochs = CsvTable(self.epochs_path, EPOCH_COLUMNS)
+        self.rows = CsvTable(csv_path, COLUMNS, upgrade_record)
+        self.epochs = CsvTable(self.epochs_path, EPOCH_COLUMNS, upgrade_epoch_record)
 
     @property
     def paths(self) -> tuple[Path, Path, Path]:
@@ -477,6 +621,9 @@ def read_results(*paths: str | Path) -> pd.DataFrame:
             raise UserError(f"{path}: not a dropbench results CSV (missing columns: {', '.join(missing)})")
         for column in (c for c in TEXT_COLUMNS if c in frame.columns):
             frame[column] = frame[column].map(read_text, na_action="ignore").astype("string")
+        for column in (c for c in ID_PREFIXES if c in frame.columns):
+            upgrade = functools.partial(upgrade_id, column)
+            frame[column] = frame[column].map(upgrade, na_action="ignore").astype("string")
         frame = frame.drop(columns=[old for old, new in RENAMED_COLUMNS.items() if new is None and old in frame])
         frame = frame.rename(columns={old: new for old, new in RENAMED_COLUMNS.items() if new is not None})
         frame = _numbers(frame, path, COLUMN_TYPES)
@@ -510,5 +657,6 @@ def read_epochs(*paths: str | Path) -> pd.DataFrame | None:
         missing = [c for c in EPOCH_COLUMNS if c not in frame.columns]
         if missing:
             raise UserError(f"{epochs}: not a dropbench epochs CSV (missing columns: {', '.join(missing)})")
+        frame["cell_id"] = frame["cell_id"].map(functools.partial(upgrade_id, "cell_id"), na_action="ignore")
         frames.append(_numbers(frame, epochs, EPOCH_TYPES))
     return pd.concat(frames, ignore_index=True) if frames else None

@@ -35,6 +35,7 @@ from .tuning import (
     rung_setup_cells,
     suite_trials,
 )
+from .upgrade import upgrade_files
 
 RESULTS_DIR = Path("results")
 
@@ -173,7 +174,8 @@ def _metadata(store: ResultStore, suite: Suite, executor_name: str, command: str
         }
     )
     return {
-        **({"merged_from": meta["merged_from"]} if "merged_from" in meta else {}),  # a merged file's record stays
+        # A merged or upgraded file's record stays.
+        **{key: meta[key] for key in ("merged_from", "upgraded_from") if key in meta},
         "csv": store.csv_path.name,
         "schema_version": SCHEMA_VERSION,
         "suite": suite.describe(),
@@ -430,9 +432,13 @@ def run_suite(
     with run_lock(csv_path):  # a second run into the same file would run every cell again
         store = ResultStore(csv_path)
         # Nothing is written, moved or overwritten unless every file there is dropbench's own.
-        store.check_ours(any_version=fresh)
+        store.check_ours(any_version=True)
         if fresh and (moved := store.set_aside()) is not None:
             reporter.note(f"moved the earlier results aside to {moved}")
+        elif not fresh and (old := upgrade_files(store)) is not None:
+            reporter.note(
+                f"{csv_path}: rewritten from schema {old} to {SCHEMA_VERSION} (ids behind a letter); resuming"
+            )
 
         for task in suite.tasks:
             prepare_task(task.name, log=reporter.note)

@@ -406,7 +406,7 @@ def train_stacked(
         init_parameters_(model, make_generator(cell.task.name, cell.seed, "init"))  # on the CPU, as train_model
         models.append(model.to(device))
         keeps.append((cell.input_keep_rate, *cell.layer_keep_rates))
-        mask_generators.append(make_generator(cell.cell_id, "masks", device=device))
+        mask_generators.append(make_generator(cell.seed_key, "masks", device=device))
         orders.append(make_generator(cell.task.name, cell.seed, "order"))
     stack = StackedMLP.from_members(models, keeps, mask_generators)
     results = [CellResult(status="ok", n_params=count_parameters(models[0]), fit_seconds=0.0) for _ in cells]

@@ -192,10 +192,10 @@ def subsample_training(data: TaskData, size: int) -> TaskData:
 class _Mixup:
     """Convex mixes of example pairs (Zhang et al. 2018): λ ~ Beta(α, α) per batch, from the cell's streams."""
 
-    def __init__(self, alpha: float, cell_id: str) -> None:
+    def __init__(self, alpha: float, seed_key: str) -> None:
         self.alpha = alpha
-        self.rng = np.random.default_rng(derive_seed(cell_id, "mixup"))
-        self.generator = make_generator(cell_id, "mixup-pairs")
+        self.rng = np.random.default_rng(derive_seed(seed_key, "mixup"))
+        self.generator = make_generator(seed_key, "mixup-pairs")
 
     def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
         lam = float(self.rng.beta(self.alpha, self.alpha))
@@ -222,10 +222,10 @@ class Training:
         )
         init_parameters_(self.model, make_generator(cell.task.name, cell.seed, "init"))  # CPU: same on every device
         self.model.to(device)
-        self.model.set_generator(make_generator(cell.cell_id, "masks", device=device))
+        self.model.set_generator(make_generator(cell.seed_key, "masks", device=device))
         self.model.record = bool(setting.kl_sparsity)
         self.optimizer = make_optimizer(cell.task.optimizer, list(self.model.parameters()))
-        self.mixup = _Mixup(setting.mixup, cell.cell_id) if setting.mixup else None
+        self.mixup = _Mixup(setting.mixup, cell.seed_key) if setting.mixup else None
         self.penalized, self.constrained = self.model.penalized_weights(), self.model.max_norm_weights()
 
     def step(self, idx: torch.Tensor) -> torch.Tensor:
@@ -279,7 +279,7 @@ def fit_cell(cell: Cell, data: TaskData, on_epoch: OnEpoch | None = None) -> Cel
     measure_(result, model, data)
     if cell.mc_samples and data.classification:
         device = data.x_test.device
-        mc = measure_mc(model, data, cell.mc_samples, make_generator(cell.cell_id, "mc-dropout", device=device))
+        mc = measure_mc(model, data, cell.mc_samples, make_generator(cell.seed_key, "mc-dropout", device=device))
         result.test_acc_mc, result.test_loss_mc, result.test_ece_mc = mc.acc, mc.loss, mc.ece
     return result
 

@@ -136,15 +136,19 @@ def test_bad_tasks_and_files_are_named(tmp_path):
 )
 def test_ordinary_cell_ids_are_those_of_the_committed_results(suite, results):
     """Schema 6 added the tuning columns to Cell; an ordinary grid's cells leave them out of their identity, so
-    every committed results file is still this suite's grid, cell for cell (a resume skips all of it)."""
+    every committed results file is still this suite's grid, cell for cell (a resume skips all of it). Schema 7 put
+    a letter before the ids: files of earlier schemas (the srivastava2014 runs) get it when read (ids.upgrade_id)."""
     import csv
     import io
     from pathlib import Path
 
+    from dropbench.ids import upgrade_id
+
     path = Path(__file__).resolve().parent.parent / "results" / results
-    written = {row["cell_id"] for row in csv.DictReader(io.StringIO(path.read_text()))}
+    written = {upgrade_id("cell_id", row["cell_id"]) for row in csv.DictReader(io.StringIO(path.read_text()))}
     cells = load_suite(suite).cells()
     assert {c.cell_id for c in cells} == written
+    assert all(c.seed_key == c.cell_id[1:] for c in cells)  # the hash their figures' random streams derive from
     assert all(c.method == "" and c.phase == "" and c.trial is None for c in cells)
 
 

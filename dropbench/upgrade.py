@@ -1,0 +1,75 @@
+"""Results files of an earlier schema brought to this one in place: what `dropbench migrate` does, and what a run
+into such a file does before it resumes (so that its rows and the new ones are of one schema, and no cell trains
+again).
+
+Schema 7 changed how cells are written, not what they hold: ids behind a letter (ids.py) and text that a
+spreadsheet would read as a value behind an apostrophe (results.format_value). Files of schema 4 to 6 are
+rewritten by results.upgrade_record's rule (with the columns renamed and added since); every figure keeps its bytes.
+"""
+
+import csv
+import json
+from pathlib import Path
+
+from .errors import UserError
+from .files import os_error, replace_atomically, run_lock
+from .results import SCHEMA_VERSION, ResultStore
+
+
+def upgrade_files(store: ResultStore) -> str | None:
+    """Rewrite the store's CSV and its epochs sidecar in this schema, each replaced whole, and say so in its JSON
+    sidecar; returns the lowest schema its rows had when something changed ('earlier' when they do not say), else
+    None. A file that cannot be read as this schema (before 4, not dropbench's) is a UserError before anything is
+    written."""
+    store.rows.readable_header()
+    store.epochs.readable_header()
+    old = _lowest_schema(store.csv_path)
+    changed = store.rows.rewrite_upgraded()
+    changed = store.epochs.rewrite_upgraded() or changed
+    if not changed:
+        return None
+    _note_in_metadata(store, old)
+    return old
+
+
+def _lowest_schema(path: Path) -> str:
+    """The lowest schema_version among the file's rows, as text; 'earlier' when no row gives one."""
+    if not path.exists():
+        return "earlier"
+    try:
+        with open(path, encoding="utf-8", errors="replace", newline="") as handle:
+            versions = [row.get("schema_version") or "" for row in csv.DictReader(handle)]
+    except OSError as error:
+        raise os_error(path, "read", error) from None
+    except csv.Error:
+        return "earlier"
+    numbers = [int(v) for v in versions if v.isdigit()]
+    return str(min(numbers)) if numbers else "earlier"
+
+
+def _note_in_metadata(store: ResultStore, old: str) -> None:
+    """The JSON sidecar names the file's schema now and the one it had (an absent sidecar stays absent)."""
+    meta = store.read_metadata()
+    if not meta:
+        return
+    meta["schema_version"] = SCHEMA_VERSION
+    meta.setdefault("upgraded_from", []).append(old)
+    replace_atomically(store.meta_path, (json.dumps(meta, indent=2, default=str) + "\n").encode("utf-8"))
+
+
+def migrate(paths: list[Path]) -> list[tuple[Path, str | None]]:
+    """`dropbench migrate`: each results file and its sidecars in this schema, under the file's run lock (no run
+    writes to it meanwhile); per file, the schema it had, or None when it was this one already. Every file is
+    checked before the first is rewritten."""
+    stores = [ResultStore(path) for path in paths]
+    for store in stores:
+        if not store.csv_path.is_file():
+            raise UserError(f"results file not found: {store.csv_path}")
+        store.check_ours(any_version=True)
+        store.rows.readable_header()
+        store.epochs.readable_header()
+    done = []
+    for store in stores:
+        with run_lock(store.csv_path, "dropbench migrate"):
+            done.append((store.csv_path, upgrade_files(store)))
+    return done
