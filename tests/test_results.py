@@ -82,9 +82,9 @@ def test_the_whole_training_split_is_an_empty_train_size_and_reads_back_as_0(tmp
 
 
 def test_a_schema_4_file_reads_in_the_current_columns():
-    """results/quick was written at schema 4: its train_size 0 is the whole split, its test_nll (test_loss again)
-    is dropped and its test_nll_mc is the current test_loss_mc."""
-    path = ROOT / "results" / "quick" / "quick.csv"
+    """tests/data/schema4.csv (rows of results/quick as schema 4 wrote them): its train_size 0 is the whole split,
+    its test_nll (test_loss again) is dropped and its test_nll_mc is the current test_loss_mc."""
+    path = ROOT / "tests" / "data" / "schema4.csv"
     header = path.read_text().split("\n", 1)[0].split(",")
     assert "test_nll" in header and "test_nll_mc" in header and "test_loss_mc" not in header
     frame = read_results(path)

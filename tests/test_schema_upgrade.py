@@ -1,0 +1,174 @@
+"""Schema 7 wrote ids behind a letter: files of schemas 4 to 6 still resume, merge, report and compare, cell for cell.
+
+tests/data/schema6.* were written by dropbench at schema 6 (commit 530e7ca: `run --task wine --reg none --keep
+0.5,1.0 --seeds 2 --epochs 2`); tests/data/schema4.* are four rows of results/quick as schema 4 wrote them.
+"""
+
+import csv
+import io
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dropbench.cli import main
+from dropbench.ids import upgrade_id
+from dropbench.report.compare import compare
+from dropbench.results import COLUMNS, SCHEMA_VERSION, read_epochs, read_results
+
+DATA = Path(__file__).resolve().parent / "data"
+SCHEMA6_RUN = ["--task", "wine", "--reg", "none", "--keep", "0.5,1.0", "--seeds", "2", "--epochs", "2", "--jobs", "1"]
+SCHEMA4_RUN = ["--task", "breast-cancer", "--reg", "none", "--keep", "0.5,1.0", "--seeds", "2", "--jobs", "1"]
+FIGURES = ("train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "gap_acc", "gap_loss")
+
+
+def copied(name: str, folder: Path) -> Path:
+    for suffix in (".csv", ".epochs.csv", ".json"):
+        shutil.copy(DATA / f"{name}{suffix}", folder / f"{name}{suffix}")
+    return folder / f"{name}.csv"
+
+
+def rows(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(path.read_text())))
+
+
+def run(capsys, *args: object) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+@pytest.mark.parametrize(("name", "grid"), [("schema6", SCHEMA6_RUN), ("schema4", SCHEMA4_RUN)])
+def test_a_file_of_an_earlier_schema_resumes_without_training_and_is_rewritten_in_this_one(
+    tmp_path, capsys, name, grid
+):
+    out = copied(name, tmp_path)
+    before = rows(out)
+    code, stdout, err = run(capsys, "run", *grid, "--out", out)
+    assert code == 0, err
+    assert "nothing to run (4 already done)" in stdout + err
+    after = rows(out)
+    assert list(after[0]) == list(COLUMNS)
+    assert [r["cell_id"] for r in after] == ["c" + r["cell_id"] for r in before]
+    assert all(r["setup_id"].startswith("s") and r["schema_version"] == str(SCHEMA_VERSION) for r in after)
+    for old, new in zip(before, after):
+        assert [old[f] for f in FIGURES] == [new[f] for f in FIGURES]  # byte for byte
+    assert {r["cell_id"] for r in rows(out.with_name(f"{name}.epochs.csv"))} == {r["cell_id"] for r in after}
+    assert (tmp_path / f"{name}.json").read_text().count('"upgraded_from"') == 1
+
+
+def test_a_dry_run_reads_an_earlier_schema_without_writing(tmp_path, capsys):
+    out = copied("schema6", tmp_path)
+    before = out.read_bytes()
+    code, stdout, _ = run(capsys, "run", *SCHEMA6_RUN, "--out", out, "--dry-run")
+    assert code == 0 and out.read_bytes() == before
+    assert "│ all  │     4 │    4 │      0 │" in stdout
+
+
+def test_reports_and_compare_read_old_ids_by_the_rule(tmp_path, capsys):
+    old = DATA / "schema6.csv"
+    migrated = copied("schema6", tmp_path)
+    assert run(capsys, "migrate", migrated)[0] == 0
+    frame = read_results(old)
+    assert frame["cell_id"].tolist() == read_results(migrated)["cell_id"].tolist()
+    assert frame["cell_id"].str.fullmatch(r"c[0-9a-f]{12}").all() and frame["setup_id"].str.startswith("s").all()
+    assert set(read_epochs(old)["cell_id"]) == set(frame["cell_id"])
+    result = compare(frame, read_results(migrated), metric="test_acc")
+    assert not result.missing_in_new and not result.missing_in_base and result.exit_code == 0
+
+
+def test_migrate_rewrites_in_place_once_and_keeps_every_figure(tmp_path, capsys):
+    out = copied("schema4", tmp_path)
+    before = read_results(out)
+    code, stdout, _ = run(capsys, "migrate", out)
+    assert (code, stdout) == (0, f"{out}: schema 4 -> {SCHEMA_VERSION}\n")
+    after = read_results(out)
+    same = [c for c in before.columns if c != "schema_version"]
+    pd.testing.assert_frame_equal(after[same], before[same])
+    assert run(capsys, "migrate", out)[1] == f"{out}: already schema {SCHEMA_VERSION}\n"
+
+
+def test_migrate_takes_a_glob_and_skips_the_sidecars(tmp_path, capsys):
+    out = copied("schema6", tmp_path)
+    code, stdout, err = run(capsys, "migrate", out, out.with_name("schema6.epochs.csv"))
+    assert code == 0 and stdout.count("->") == 1 and "skipped, the per-epoch sidecar" in err
+
+
+def schema3(folder: Path) -> Path:
+    """A file as schema 3 wrote it: no momentum, precision nor setup_id column."""
+    text = (DATA / "schema6.csv").read_text().splitlines()
+    header = text[0].split(",")
+    gone = [header.index(c) for c in ("momentum", "precision", "setup_id", "method", "phase", "trial")]
+    lines = []
+    for line in text:
+        cells = line.split(",")
+        cells = [c for i, c in enumerate(cells) if i not in gone]
+        if line is not text[0]:
+            cells[-1] = "3"
+        lines.append(",".join(cells))
+    path = folder / "old.csv"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("command", ["merge", "migrate", "run"])
+def test_a_schema_3_file_is_refused_in_one_line_naming_it_and_the_versions(tmp_path, capsys, command):
+    old = schema3(tmp_path)
+    before = old.read_bytes()
+    args = {
+        "merge": ["merge", old, "-o", tmp_path / "all.csv"],
+        "migrate": ["migrate", old],
+        "run": ["run", *SCHEMA6_RUN, "--out", old],
+    }[command]
+    code, _, err = run(capsys, *args)
+    assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert f"{old}: results of dropbench schema 3 (no momentum, precision, setup_id column)" in err
+    assert f"schema 4 to {SCHEMA_VERSION}" in err
+    assert old.read_bytes() == before and not (tmp_path / "all.csv").exists()
+    assert command == "merge" or main(["report", str(old), "--format", "csv"]) == 0  # reports still read it
+
+
+def test_merge_takes_an_earlier_schema_and_writes_this_one(tmp_path, capsys):
+    old = copied("schema6", tmp_path / "")
+    new = tmp_path / "new" / "schema6.csv"
+    new.parent.mkdir()
+    copied("schema6", new.parent)
+    assert run(capsys, "migrate", new)[0] == 0
+    code, stdout, _ = run(capsys, "merge", old, new, "-o", tmp_path / "all.csv")
+    assert code == 0 and "4 cells (4 duplicates dropped) from 2 files" in stdout
+    merged = rows(tmp_path / "all.csv")
+    assert all(r["cell_id"].startswith("c") and r["schema_version"] == str(SCHEMA_VERSION) for r in merged)
+    assert {r["cell_id"] for r in rows(tmp_path / "all.epochs.csv")} == {r["cell_id"] for r in merged}
+
+
+@pytest.mark.parametrize(
+    ("content", "what"),
+    [
+        ("cell_id,epoch,fit_loss,val_loss,val_acc\nc0,1,0.5,0.5,0.5\n", "per-epoch curves"),
+        ("name,score\nx,1\n", "not a dropbench results file"),
+    ],
+)
+def test_merge_names_what_a_file_is_when_it_is_not_results(tmp_path, capsys, content, what):
+    (tmp_path / "odd.csv").write_text(content)
+    code, _, err = run(capsys, "merge", tmp_path / "odd.csv", "-o", tmp_path / "all.csv")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and f"{tmp_path / 'odd.csv'}: {what}" in err
+
+
+def test_the_id_rule_touches_bare_hashes_only():
+    assert upgrade_id("cell_id", "7893406999e0") == "c7893406999e0"
+    assert upgrade_id("setup_id", "0123456789ab") == "s0123456789ab"
+    for value in ("c7893406999e0", "", "~abc", "7893406999E0", "0123456789abc"):
+        assert upgrade_id("cell_id", value) == value
+
+
+@pytest.mark.slow  # trains four small cells
+def test_figures_do_not_depend_on_how_the_id_is_written(tmp_path, capsys):
+    """The cells of tests/data/schema6.csv trained again now: their random streams derive from the id's hash
+    (Cell.seed_key), not its letter, so every figure is the one schema 6 wrote."""
+    out = tmp_path / "again.csv"
+    assert run(capsys, "run", *SCHEMA6_RUN, "--out", out)[0] == 0
+    now = {r["cell_id"]: r for r in rows(out)}
+    for old in rows(DATA / "schema6.csv"):
+        assert [now["c" + old["cell_id"]][f] for f in FIGURES] == [old[f] for f in FIGURES]

@@ -1,0 +1,137 @@
+"""Results files survive a spreadsheet: ids and text come back as written, numbers as the same numbers.
+
+The round trip runs LibreOffice Calc headless (Debian's libreoffice-calc-nogui; .ci/run installs it) with the CSV
+import set to read values the way Excel does: US English, "detect special numbers" on (dates, times, scientific
+notation). It skips, saying so, where soffice is absent.
+"""
+
+import itertools
+import math
+import shutil
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dropbench.results import (
+    COLUMN_TYPES,
+    COLUMNS,
+    TEXT_COLUMNS,
+    CsvTable,
+    format_value,
+    read_results,
+    read_table,
+    read_text,
+    spreadsheet_reads_as_value,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+QUICK = ROOT / "results" / "quick" / "quick.csv"
+SOFFICE = shutil.which("soffice")
+# Field separator, text delimiter, UTF-8, from line 1, no column types, US English, quoted fields not forced to
+# text, detect special numbers: what a user double-clicking a CSV gets from Excel.
+CSV_IMPORT = "CSV:44,34,76,1,,1033,false,true"
+# The same on the way out, cells saved as their values rather than as shown.
+CSV_EXPORT = "csv:Text - txt - csv (StarCalc):44,34,76,1,,1033,false,false,false"
+# A spreadsheet keeps 15 significant digits of a number (LibreOffice rounds on reading, as Excel does); the CSV
+# holds 17 (repr), so a number may come back changed in its last two digits and in nothing else.
+SPREADSHEET_DIGITS = 1e-14
+
+# Text that spreadsheets turn into something else, each in the column where dropbench could meet it.
+TRICKY = [
+    {"error": "=1+1", "host": "Jan 5", "cpu": "1/2", "strength": "1e-05", "layer_keep_rates": "0.8/0.5"},
+    {"suite": "-smoke", "task": "SEPT2", "dropbench_version": "1.10", "device": "12-31", "strength": "1e-05+0.01"},
+    {"error": "@SUM(A1)", "host": "'quoted", "python_version": "3.11.2", "torch_version": "2.13", "cpu": "TRUE"},
+    {"git_commit": "0123456789" * 4, "sklearn_version": "50%", "optimizer": "adam(0.9,0.99)", "method": "l2+dropout"},
+    {"git_commit": "1234567e10", "error": "+cmd|' /C calc'!A0", "host": "(5)", "phase": "tune", "trial": 3},
+]
+
+
+def test_text_a_spreadsheet_reads_as_a_value_is_written_behind_an_apostrophe():
+    for text in ("0.8/0.5", "1e-05", "3.11.2", "12-31", "50%", "(5)", "Jan 5", "5-may", "SEPT2", "TRUE", "false"):
+        assert spreadsheet_reads_as_value(text) and format_value(text) == "'" + text, text
+    for text in ("c7893406999e0", "s0123456789ab", "mlp-128-128", "2.13.0+cpu", "adam(0.9,0.99)", "cuda:0", "May"):
+        assert not spreadsheet_reads_as_value(text) and format_value(text) == text, text
+    assert format_value(7) == "7" and format_value(0.5) == "0.5"  # numbers stay numbers
+
+
+def test_every_short_text_reads_back_as_written():
+    """format_value's escaping is undone by read_text exactly, whatever the text (including ones that start with the
+    apostrophe itself, or that only look escaped)."""
+    alphabet = ["'", "=", "-", "1", ".", "/", "e", "a", " ", "jan", "true"]
+    for size in range(4):
+        for parts in itertools.product(alphabet, repeat=size):
+            text = "".join(parts)
+            assert read_text(format_value(text)) == text, text
+
+
+def tricky_results(path: Path) -> Path:
+    """The committed quick run's first rows, with TRICKY's text in them, written as dropbench writes a run."""
+    rows = read_table(QUICK, COLUMN_TYPES)[: len(TRICKY)]
+    CsvTable(path, COLUMNS).append([{**row, **tricky} for row, tricky in zip(rows, TRICKY)])
+    return path
+
+
+def soffice(source: Path, target: str, out: Path, profile: Path, infilter: str | None = None) -> Path:
+    """Convert `source` with LibreOffice headless (a profile of its own, so that runs never share one)."""
+    command = [SOFFICE, f"-env:UserInstallation={profile.as_uri()}", "--headless"]
+    command += [f"--infilter={infilter}"] if infilter else []
+    subprocess.run(
+        [*command, "--convert-to", target, "--outdir", str(out), str(source)],
+        check=True,
+        capture_output=True,
+        timeout=180,
+    )
+    converted = out / f"{source.stem}.{target.split(':')[0]}"
+    assert converted.is_file(), f"soffice wrote no {converted}"
+    return converted
+
+
+def assert_cells_survive(original: Path, workbook: Path) -> None:
+    """Every cell of the xlsx as the CSV held it: text columns as the same text, number columns as numbers."""
+    import openpyxl
+
+    sheet = openpyxl.load_workbook(workbook, read_only=True).active
+    sheet_rows = list(sheet.iter_rows(values_only=True))
+    csv_rows = pd.read_csv(original, dtype=str, keep_default_na=False).to_dict("records")
+    assert list(sheet_rows[0]) == list(COLUMNS)
+    assert len(sheet_rows) == len(csv_rows) + 1
+    for line, (cells, written) in enumerate(zip(sheet_rows[1:], csv_rows), start=2):
+        for column, value in zip(COLUMNS, cells):
+            text = written[column]
+            where = f"line {line}, {column}: {text!r} came back as {value!r}"
+            if column in TEXT_COLUMNS:
+                assert value == (text or None), where
+            elif text == "":
+                assert value is None, where
+            else:
+                assert isinstance(value, int | float) and not isinstance(value, bool), where
+                assert math.isclose(value, float(text), rel_tol=SPREADSHEET_DIGITS), where
+
+
+def assert_same_results(back: Path, original: Path) -> None:
+    """What dropbench reads from the spreadsheet's CSV: the same text, and numbers within 15 digits."""
+    before, after = read_results(original), read_results(back)
+    assert list(after.columns) == list(before.columns)
+    for column in before.columns:
+        if column in TEXT_COLUMNS:
+            assert after[column].fillna("").tolist() == before[column].fillna("").tolist(), column
+        else:
+            pd.testing.assert_series_equal(
+                after[column].astype(float), before[column].astype(float), rtol=SPREADSHEET_DIGITS, check_dtype=False
+            )
+
+
+@pytest.mark.slow  # LibreOffice: ~3 s a conversion
+@pytest.mark.skipif(
+    SOFFICE is None, reason="LibreOffice (soffice) is not installed: apt-get install libreoffice-calc-nogui"
+)
+@pytest.mark.parametrize("source", ["committed", "tricky"])
+def test_a_results_file_survives_a_round_trip_through_libreoffice_calc(tmp_path, source):
+    original = QUICK if source == "committed" else tricky_results(tmp_path / "tricky.csv")
+    profile = tmp_path / "profile"
+    workbook = soffice(original, "xlsx", tmp_path / "xlsx", profile, infilter=CSV_IMPORT)
+    assert_cells_survive(original, workbook)
+    back = soffice(workbook, CSV_EXPORT, tmp_path / "back", profile)
+    assert_same_results(back, original)
