@@ -136,6 +136,13 @@ def cli() -> None:
     """
 
 
+OUT_OPTION = click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the output to this file instead of stdout (xlsx, a binary format, needs a file).",
+)
+
+
 def statistics_options(test_help: str) -> Callable[[Callable], Callable]:
     """--test and --alpha, shared by report and compare."""
 
@@ -438,6 +445,7 @@ def migrate(results: tuple[Path, ...]) -> int:
 )
 @statistics_options("Paired test against the baseline, per task, Holm-corrected.")
 @click.option("--reference", type=click.Choice(REFERENCES), help="Published numbers beside matching rows.")
+@OUT_OPTION
 def report(
     results: tuple[Path, ...],
     metric: str,
@@ -449,6 +457,7 @@ def report(
     method: str,
     alpha: float,
     reference: str | None,
+    out: Path | None,
 ) -> int:
     """Summarize results CSVs (partial or resumed ones too): mean ± CI over seeds, tests against the baseline.
 
@@ -482,7 +491,7 @@ def report(
         reference=reference,
         order=suite_order(results),
     )
-    write(get(fmt).export(data))
+    write(get(fmt).export(data), out)
     return EXIT_OK
 
 
@@ -517,7 +526,10 @@ def _check_tuned(
 )
 @statistics_options("Paired test over seeds; both need 6+ seeds to ever reach p < 0.05 (2/2^n at n seeds).")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default=FORMATS[0], show_default=True)
-def compare(base: Path, new: Path, metric: str, max_drop: float, alpha: float, method: str, fmt: str) -> int:
+@OUT_OPTION
+def compare(
+    base: Path, new: Path, metric: str, max_drop: float, alpha: float, method: str, fmt: str, out: Path | None
+) -> int:
     """Compare NEW results against BASE, cell by cell over seeds.
 
     Exits 1 only where a worsening is both significant (Holm-corrected) and beyond --max-drop;
@@ -541,7 +553,7 @@ def compare(base: Path, new: Path, metric: str, max_drop: float, alpha: float, m
         method=method,
         order=suite_order([base]),
     )
-    write(get(fmt).export_comparison(result))
+    write(get(fmt).export_comparison(result), out)
     if result.exit_code == EXIT_BAD_INPUT:
         # Printed first (the report and its verdict line); then the one line on stderr that CI logs show.
         raise UserError(result.reason)

@@ -23,6 +23,12 @@ FRAME = pd.DataFrame(grid_rows(seeds=4) + grid_rows(task="digits", seeds=4, rng_
 def text_of(output):
     if isinstance(output, str):
         return output
+    if isinstance(output, bytes):  # a workbook: the text of its cells
+        import openpyxl
+
+        book = openpyxl.load_workbook(io.BytesIO(output), read_only=True)
+        cells = (cell for sheet in book for row in sheet.iter_rows(values_only=True) for cell in row)
+        return " ".join(str(cell) for cell in cells if cell is not None)
     console = Console(width=140, file=io.StringIO())
     console.print(output)
     return console.file.getvalue()
@@ -39,7 +45,7 @@ def test_every_format_exports_a_report_and_a_comparison(name):
 
 
 def test_the_formats_are_the_modules_and_the_default_comes_first():
-    assert exporters.names() == ("table", "csv", "json", "markdown")
+    assert exporters.names() == ("table", "csv", "json", "markdown", "xlsx")
 
 
 def test_a_format_is_one_file(tmp_path, monkeypatch):
@@ -82,7 +88,7 @@ def test_help_lists_the_formats_without_importing_pandas_torch_or_rich():
         "print(sorted(m for m in ('pandas', 'torch', 'rich', 'scipy') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "[table|csv|json|markdown]" in out and out.rstrip().endswith("[]")
+    assert "[table|csv|json|markdown|xlsx]" in out and out.rstrip().endswith("[]")
 
 
 @pytest.mark.slow  # a fresh interpreter

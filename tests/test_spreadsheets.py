@@ -5,6 +5,7 @@ import set to read values the way Excel does: US English, "detect special number
 notation). It skips, saying so, where soffice is absent.
 """
 
+import io
 import itertools
 import math
 import shutil
@@ -135,3 +136,72 @@ def test_a_results_file_survives_a_round_trip_through_libreoffice_calc(tmp_path,
     assert_cells_survive(original, workbook)
     back = soffice(workbook, CSV_EXPORT, tmp_path / "back", profile)
     assert_same_results(back, original)
+
+
+def workbook(path: Path) -> dict[str, list[tuple]]:
+    import openpyxl
+
+    book = openpyxl.load_workbook(path)
+    assert all(sheet.freeze_panes == "B2" for sheet in book), "header row and label column frozen"
+    return {sheet.title: list(sheet.iter_rows(values_only=True)) for sheet in book}
+
+
+def test_report_as_xlsx_has_a_sheet_per_table_and_numbers_as_numbers(tmp_path, capsys):
+    from dropbench.cli import main
+
+    out = tmp_path / "report.xlsx"
+    assert main(["report", str(QUICK), "--format", "xlsx", "--out", str(out)]) == 0
+    assert capsys.readouterr().out == ""
+    sheets = workbook(out)
+    assert list(sheets) == ["breast-cancer", "wine", "diabetes", "synthetic", "tests", "summary"]
+    header, *rows = sheets["synthetic"]
+    assert main(["report", str(QUICK), "--format", "csv", "--task", "synthetic"]) == 0
+    wide = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    for (_, expected), row in zip(wide.iterrows(), rows):
+        cells = dict(zip(header, row))
+        assert cells["configuration"] == expected["row"]
+        for keep in ("0.5", "1"):
+            mean, low, high = (cells[f"keep {keep} {c}"] for c in ("gap_acc (pp)", "95% CI low", "95% CI high"))
+            assert all(isinstance(v, float) for v in (mean, low, high))
+            assert mean == pytest.approx(expected[f"keep_{keep}"], rel=1e-5)
+            assert high - mean == pytest.approx(expected[f"keep_{keep}_ci"], rel=1e-4)
+            assert isinstance(cells[f"keep {keep} seeds"], int)
+    assert dict(zip(header, rows[0]))["keep 1 marks"] == "◆"  # the baseline
+    tests = dict(zip(sheets["tests"][0], sheets["tests"][1]))
+    assert all(isinstance(tests[c], int | float) for c in ("p_value", "delta", "delta_low", "delta_high"))
+
+
+def test_comparison_as_xlsx_holds_the_verdict(tmp_path):
+    from dropbench.cli import main
+
+    out = tmp_path / "compare.xlsx"
+    assert main(["compare", str(QUICK), str(QUICK), "--format", "xlsx", "--out", str(out)]) == 0
+    sheets = workbook(out)
+    verdict = dict(sheets["verdict"][1:])
+    assert verdict["verdict"] == "no regression" and verdict["exit_code"] == 0
+    header, *rows = sheets["comparison"]
+    assert len(rows) == 32 and all(isinstance(dict(zip(header, r))["delta"], float) for r in rows)
+
+
+def test_xlsx_keeps_text_as_text(tmp_path):
+    """An xlsx types its cells: text that looks like a formula or a date stays text, with no apostrophe."""
+    from dropbench.report.exporters.xlsx import workbook_bytes
+
+    frame = pd.DataFrame({"label": ["=1+1", "0.8/0.5", "Jan 5"], "value": [1.5, math.nan, 3]})
+    path = tmp_path / "t.xlsx"
+    path.write_bytes(workbook_bytes([("a/b:c", frame), ("a-b-c", frame)]))
+    sheets = workbook(path)
+    assert list(sheets) == ["a-b-c", "a-b-c (2)"]
+    assert sheets["a-b-c"][1:] == [("=1+1", 1.5), ("0.8/0.5", None), ("Jan 5", 3)]
+
+
+def test_other_formats_go_to_out_too(tmp_path, capsys):
+    from dropbench.cli import main
+
+    out = tmp_path / "sub" / "report.md"
+    assert main(["report", str(QUICK), "--format", "markdown", "--out", str(out)]) == 0
+    assert capsys.readouterr().out == "" and out.read_text().startswith("###")
+    assert main(["report", str(QUICK), "--out", str(tmp_path / "table.txt")]) == 0
+    assert "synthetic · gap_acc" in (tmp_path / "table.txt").read_text()
+    assert main(["report", str(QUICK), "--format", "xlsx", "--out", str(tmp_path)]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

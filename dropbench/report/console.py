@@ -1,10 +1,15 @@
 """Printing on the terminal: the consoles (wide off a terminal), an exporter's output, the dry-run plan."""
 
+import io
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rich.console import Console, RenderableType
 from rich.table import Table
+
+from ..errors import UserError
+from ..files import prepare_output, replace_atomically
 
 if TYPE_CHECKING:
     from ..runner import Plan
@@ -20,13 +25,35 @@ def stderr_console() -> Console:
     return Console(stderr=True, width=None if sys.stderr.isatty() else WIDE)
 
 
-def write(output: str | RenderableType) -> None:
-    """An exporter's output on stdout: text as it is, a rich renderable through the console."""
-    if isinstance(output, str):
+def write(output: str | bytes | RenderableType, out: Path | None = None) -> None:
+    """An exporter's output on stdout, or in the file `out`: text as it is, a rich renderable through the console
+    (as plain text in a file), bytes (a binary format) as they are, but never onto a terminal."""
+    if out is not None:
+        _write_file(output, out)
+    elif isinstance(output, bytes):
+        if sys.stdout.isatty():
+            raise UserError("this format is a binary file: give --out FILE (or redirect stdout to one)")
+        sys.stdout.buffer.write(output)
+        sys.stdout.flush()
+    elif isinstance(output, str):
         sys.stdout.write(output)
         sys.stdout.flush()
     else:
         stdout_console().print(output)
+
+
+def _write_file(output: str | bytes | RenderableType, out: Path) -> None:
+    """The output as one file, written whole and renamed into place (no half file on a failure)."""
+    if isinstance(output, bytes):
+        data = output
+    elif isinstance(output, str):
+        data = output.encode("utf-8")
+    else:
+        console = Console(file=io.StringIO(), width=WIDE, color_system=None)
+        console.print(output)
+        data = console.file.getvalue().encode("utf-8")  # type: ignore[attr-defined]  # the StringIO above
+    prepare_output(out)
+    replace_atomically(out, data)
 
 
 def print_plan(plan: "Plan", executor: object) -> None:

@@ -1,6 +1,7 @@
 """One exporter per output format, one module per exporter: `table` (rich tables on the terminal), `markdown`,
-`csv` and `json`. The module's name is the format's name on the command line (`--format NAME`), so the CLI
-lists the formats from the file names without importing any of them (nor pandas).
+`csv`, `json` and `xlsx` (a workbook: bytes, written with --out). The module's name is the format's name on the
+command line (`--format NAME`), so the CLI lists the formats from the file names without importing any of them
+(nor pandas).
 
 To add a format, add one module here, NAME.py, holding one class:
 
@@ -35,11 +36,12 @@ class Exporter:
 
     name: ClassVar[str]
     suffix: ClassVar[str]
+    binary: ClassVar[bool] = False  # True: export gives bytes (a file format), written to --out, never a terminal
 
-    def export(self, report: "Report") -> "str | RenderableType":
+    def export(self, report: "Report") -> "str | bytes | RenderableType":
         raise NotImplementedError
 
-    def export_comparison(self, result: "CompareResult") -> "str | RenderableType":
+    def export_comparison(self, result: "CompareResult") -> "str | bytes | RenderableType":
         raise NotImplementedError
 
 
