@@ -284,7 +284,7 @@ def logs(result: RunResult) -> str:
     return "\n".join(result.log)
 
 
-@pytest.mark.slow  # two workflow runs of 3 shards, a merge, a report and a comparison: ~45 s on 2 idle cores
+@pytest.mark.slow  # two workflow runs, 12 dropbench processes: about 2 CPU-minutes, mostly importing torch
 def test_the_example_workflow_runs_green_twice_the_second_time_against_the_first(tmp_path):
     suite = tmp_path / "tiny.toml"
     suite.write_text(textwrap.dedent(TINY_SUITE))
