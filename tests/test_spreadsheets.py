@@ -153,7 +153,8 @@ def test_report_as_xlsx_has_a_sheet_per_table_and_numbers_as_numbers(tmp_path, c
     assert main(["report", str(QUICK), "--format", "xlsx", "--out", str(out)]) == 0
     assert capsys.readouterr().out == ""
     sheets = workbook(out)
-    assert list(sheets) == ["breast-cancer", "wine", "diabetes", "synthetic", "tests", "summary"]
+    assert list(sheets) == ["breast-cancer", "wine", "diabetes", "synthetic", "tests", "summary", "legend"]
+    assert ("synthetic", "gap_acc = train acc − test acc in percentage points, eval mode") in sheets["legend"]
     header, *rows = sheets["synthetic"]
     assert main(["report", str(QUICK), "--format", "csv", "--task", "synthetic"]) == 0
     wide = pd.read_csv(io.StringIO(capsys.readouterr().out))

@@ -2,9 +2,10 @@
 
 A report gives one sheet per task (a row per configuration and, per keep rate, the metric's mean over seeds, its
 95% CI as low and high bounds in columns of their own, the seeds, the test figure with its bounds, the marks),
-then `tests` (each configuration's paired test against its baseline, as `report --paired` shows it) and `summary`
-(every statistic of every configuration); --best, --tuned and --reference give their table, and failed cells a
-sheet of their own. A comparison gives `comparison` and `verdict`. Header rows and label columns are frozen.
+then `tests` (each configuration's paired test against its baseline, as `report --paired` shows it), `summary`
+(every statistic of every configuration) and `legend` (the captions); --best, --tuned and --reference give their
+table, and failed cells a sheet of their own. A comparison gives `comparison` and `verdict`. Header rows and
+label columns are frozen.
 
 An xlsx types every cell, so text stays text ('0.8/0.5', '=cmd' included) with no escaping, and figures are
 numbers in the units the sheet's header names. openpyxl writes it (pip install 'dropbench[xlsx]').
@@ -22,9 +23,9 @@ from ...catalogue import METRICS
 from ...errors import UserError
 from ..compare import CompareResult
 from ..data import Report
-from ..grid import BASELINE_MARK, BEST_MARK, Grid
+from ..grid import BASELINE_MARK, BEST_MARK, Grid, caption
 from ..summary import CONFIG_COLUMNS
-from ..text import comparison_labels, verdict_summary
+from ..text import BEST_LEGEND, comparison_labels, tuned_legend, tuned_tasks, verdict_summary
 from . import Exporter, register
 
 if TYPE_CHECKING:
@@ -68,11 +69,13 @@ class XlsxExporter(Exporter):
 
 
 def report_sheets(report: Report) -> list[Sheet]:
-    """The report's tables, each with its sheet's name."""
+    """The report's tables, each with its sheet's name, and last a `legend` sheet: what the other sheets' figures
+    and marks mean, in the words every format uses."""
     if report.best is not None:
-        return [("best", report.best)]
+        return [("best", report.best), _legend([("", BEST_LEGEND)])]
     if report.tuned is not None:
-        return [("tuned", report.tuned)]
+        legends = [(str(task), tuned_legend(rows)) for task, rows in tuned_tasks(report.tuned)]
+        return [("tuned", report.tuned), _legend(legends)]
     sheets = [(grid.task, grid_frame(grid)) for grid in report.grids]
     if not report.tests.empty:
         sheets.append(("tests", report.tests))
@@ -81,7 +84,12 @@ def report_sheets(report: Report) -> list[Sheet]:
         sheets.append((report.reference.name, report.reference.rows))
     if not report.failed.empty:
         sheets.append(("failed cells", report.failed))
-    return sheets
+    lines = [(grid.task, line) for grid in report.grids for line in [grid.title, *caption(grid).splitlines()]]
+    return [*sheets, _legend(lines)]
+
+
+def _legend(lines: list[tuple[str, str]]) -> Sheet:
+    return "legend", pd.DataFrame(lines, columns=["task", "legend"])
 
 
 def grid_frame(grid: Grid) -> pd.DataFrame:
