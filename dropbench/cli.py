@@ -400,8 +400,13 @@ def merge(inputs: tuple[Path, ...], out: Path) -> int:
 
 @cli.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
-def migrate(results: tuple[Path, ...]) -> int:
-    """Rewrite results CSVs of an earlier schema (4 to 6) in this one, in place, with their sidecars.
+@click.option(
+    "--suite",
+    help="The suite files of schema 3 were run from (a bundled name or a TOML path): it gives their momentum, "
+    "precision and setup_id, which schema 3 did not write.",
+)
+def migrate(results: tuple[Path, ...], suite: str | None) -> int:
+    """Rewrite results CSVs of an earlier schema (4 to 6; 3 with --suite) in this one, in place, with their sidecars.
 
     Ids get their letter (c..., s...) and text a spreadsheet would read as a number or date its apostrophe;
     every figure keeps its bytes. Runs and merges do the same by themselves; this is for files you open elsewhere.
@@ -409,7 +414,7 @@ def migrate(results: tuple[Path, ...]) -> int:
     from .results import SCHEMA_VERSION, results_files
     from .upgrade import migrate as migrate_files
 
-    for path, old in migrate_files(results_files(results, _note)):
+    for path, old in migrate_files(results_files(results, _note), suite):
         done = f"schema {old} -> {SCHEMA_VERSION}" if old else f"already schema {SCHEMA_VERSION}"
         click.echo(f"{path}: {done}")
     return EXIT_OK

@@ -12,12 +12,12 @@ from .results import (
     EPOCH_COLUMNS,
     EPOCH_TYPES,
     SCHEMA_VERSION,
+    EpochUpgrade,
+    RowUpgrade,
     format_value,
     read_table,
     sidecar_paths,
     table_bytes,
-    upgrade_epoch_record,
-    upgrade_record,
 )
 
 # Columns that legitimately differ between two runs of the same cell: when, where and how fast.
@@ -48,13 +48,13 @@ def merge_results(inputs: list[Path], out: Path) -> Merged:
     (the first kept); with different figures it is a conflict and nothing is written. Every input is read
     whole and checked (a malformed row is refused with its file and line) before anything is written; an
     input with a header and no rows (a shard that got no cells) adds nothing. Inputs of schema 4 to 6 are read as
-    this schema (results.upgrade_record: ids behind a letter), so the merged file is of this schema throughout."""
+    this schema (results.RowUpgrade: ids behind a letter), so the merged file is of this schema throughout."""
     _refuse_existing(out)
     kept: dict[str, Row] = {}
     origin: dict[str, Path] = {}
     duplicates, conflicts = 0, []
     for path in inputs:
-        for row in read_table(path, COLUMN_TYPES, upgrade_record):
+        for row in read_table(path, COLUMN_TYPES, RowUpgrade()):
             cell_id = str(row["cell_id"])
             first = kept.get(cell_id)
             if first is None:
@@ -69,7 +69,7 @@ def merge_results(inputs: list[Path], out: Path) -> Merged:
     for path in inputs:
         epochs_path = sidecar_paths(path)[0]
         if epochs_path.is_file():
-            for row in read_table(epochs_path, EPOCH_TYPES, upgrade_epoch_record):
+            for row in read_table(epochs_path, EPOCH_TYPES, EpochUpgrade()):
                 cell_id = str(row["cell_id"])
                 if cell_id in kept and origin[cell_id] == path:
                     epoch = int(row["epoch"])  # type: ignore[call-overload]  # an int: read_table parsed it so

@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from typing import Protocol
 
 import pandas as pd
 
@@ -47,8 +48,8 @@ from .ids import ID_PREFIXES, upgrade_id
 #    behind an apostrophe, so that a spreadsheet's round trip changes nothing; the columns are 6's
 SCHEMA_VERSION = 7
 # A resume or a merge needs every column a row of this schema has; momentum, precision and setup_id came with 4,
-# so files of 4 to 6 are brought to this schema (upgrade_record) and earlier ones are only read by reports.
-UPGRADABLE_FROM = 4
+# so files of 4 to 6 are brought to this schema (upgrade_record), files of 3 with their suite's help (SUITE_COLUMNS),
+# and earlier ones are only read by reports.
 
 
 @dataclass(frozen=True)
@@ -219,21 +220,61 @@ def stored_text(value: object) -> str:
     return read_text(format_value(value))
 
 
-Upgrade = Callable[[tuple[str, ...], list[str]], list[str]]
+# Columns of this schema that schema 3 lacks (they came with 4), which a row cannot do without: the suite its cell
+# belongs to knows them (upgrade.suite_fill), so a run of that suite, or `migrate --suite`, brings such a file here.
+SUITE_COLUMNS = ("momentum", "precision", "setup_id")
+# A row's SUITE_COLUMNS as file text, from the row's other cells (its cell_id); a UserError for a cell it does not know.
+Fill = Callable[[dict[str, str]], dict[str, str]]
 
 
-def upgrade_problem(header: tuple[str, ...]) -> str | None:
-    """Why rows under this results header cannot be brought to this schema (the columns they lack); None when
-    they can (schema UPGRADABLE_FROM and later)."""
-    have = {RENAMED_COLUMNS.get(c, c) for c in header} | set(ADDED_COLUMNS) | {"trial"}
+class Upgrade(Protocol):
+    """How rows of a CSV of an earlier schema are read as this one's (CsvTable, read_table)."""
+
+    def problem(self, header: tuple[str, ...]) -> str | None:
+        """Why rows under this header cannot be read as this schema's; None when they can."""
+
+    def __call__(self, header: tuple[str, ...], record: list[str]) -> list[str]:
+        """The record under `header`, as this schema writes it (text, in this table's columns)."""
+
+
+@dataclass(frozen=True)
+class RowUpgrade:
+    """Results rows of schemas 4 to 6 read as this schema's (upgrade_record); with `fill`, rows of schema 3 too."""
+
+    fill: Fill | None = None
+
+    def problem(self, header: tuple[str, ...]) -> str | None:
+        return upgrade_problem(header, SUITE_COLUMNS if self.fill is not None else ())
+
+    def __call__(self, header: tuple[str, ...], record: list[str]) -> list[str]:
+        return upgrade_record(header, record, self.fill)
+
+
+class EpochUpgrade:
+    """Per-epoch rows: the columns never changed; the cell_id gets its letter."""
+
+    def problem(self, header: tuple[str, ...]) -> str | None:
+        return None if header == EPOCH_COLUMNS else "other columns"
+
+    def __call__(self, header: tuple[str, ...], record: list[str]) -> list[str]:
+        cells = dict(zip(header, record))
+        cells["cell_id"] = upgrade_id("cell_id", cells["cell_id"])
+        return [cells[c] for c in EPOCH_COLUMNS]
+
+
+def upgrade_problem(header: tuple[str, ...], filled: tuple[str, ...] = ()) -> str | None:
+    """Why rows under this results header cannot be brought to this schema (the columns they lack, besides the
+    `filled` ones a suite supplies); None when they can (schema 4 and later; 3 with SUITE_COLUMNS filled)."""
+    have = {RENAMED_COLUMNS.get(c, c) for c in header} | set(ADDED_COLUMNS) | {"trial", *filled}
     missing = [c for c in COLUMNS if c not in have]
     return f"no {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''} column" if missing else None
 
 
-def upgrade_record(header: tuple[str, ...], record: list[str]) -> list[str]:
+def upgrade_record(header: tuple[str, ...], record: list[str], fill: Fill | None = None) -> list[str]:
     """A results row as text under `header` (this schema's, or an earlier one upgrade_problem accepts), as this
-    schema writes it: the columns renamed and added since, ids behind their letter (ids.upgrade_id), text escaped
-    by format_value's rule, schema_version this one's. Figures are left as the file wrote them, byte for byte."""
+    schema writes it: the columns renamed and added since (SUITE_COLUMNS from `fill`), ids behind their letter
+    (ids.upgrade_id), text escaped by format_value's rule, schema_version this one's. Figures are left as the file
+    wrote them, byte for byte."""
     cells = dict(zip(header, record))
     for old, new in RENAMED_COLUMNS.items():
         if old in cells:
@@ -244,19 +285,14 @@ def upgrade_record(header: tuple[str, ...], record: list[str]) -> list[str]:
         cells["train_size"] = ""  # schema 4 wrote 0 for the whole training split; EMPTY_MEANS reads both as 0
     for column in (*ADDED_COLUMNS, "trial"):
         cells.setdefault(column, "")
-    for column in ID_PREFIXES:
-        cells[column] = upgrade_id(column, cells[column])
+    cells["cell_id"] = upgrade_id("cell_id", cells["cell_id"])
+    if fill is not None and any(column not in cells for column in SUITE_COLUMNS):
+        cells = {**fill(cells), **cells}
+    cells["setup_id"] = upgrade_id("setup_id", cells["setup_id"])
     for column in TEXT_COLUMNS:
         cells[column] = format_value(read_text(cells[column]))
     cells["schema_version"] = str(SCHEMA_VERSION)
     return [cells[c] for c in COLUMNS]
-
-
-def upgrade_epoch_record(header: tuple[str, ...], record: list[str]) -> list[str]:
-    """A per-epoch row as this schema writes it: its cell_id behind the letter (the columns never changed)."""
-    cells = dict(zip(header, record))
-    cells["cell_id"] = upgrade_id("cell_id", cells["cell_id"])
-    return [cells[c] for c in EPOCH_COLUMNS]
 
 
 def sidecar_paths(csv_path: Path) -> tuple[Path, Path]:
@@ -376,8 +412,7 @@ class CsvTable:
         header = self.header() if self.path.exists() else None
         if header is None or header == self.columns:
             return self.columns
-        upgradable = self.upgrade is not None and self.columns == COLUMNS and header[:1] == ("cell_id",)
-        if upgradable and upgrade_problem(header) is None:
+        if self.upgrade is not None and header[:1] == ("cell_id",) and self.upgrade.problem(header) is None:
             return header
         raise UserError(self._not_this_table(header))
 
@@ -388,10 +423,16 @@ class CsvTable:
         if self.columns == COLUMNS and header[:1] == ("cell_id",) and "schema_version" in header:
             version = schema_of(self.path, header)
             lacks = upgrade_problem(header) or "other columns"
+            if upgrade_problem(header, SUITE_COLUMNS) is None:  # schema 3: its suite knows what it lacks
+                return (
+                    f"{self.path}: results of dropbench schema {version} ({lacks}); report, compare and plot read "
+                    f"it; a run of the suite it came from, or `dropbench migrate {self.path} --suite SUITE`, "
+                    f"rewrites it in schema {SCHEMA_VERSION}, which merge takes"
+                )
             return (
                 f"{self.path}: results of dropbench schema {version} ({lacks}); report, compare and plot read "
-                f"it, but a run or merge needs schema {UPGRADABLE_FROM} to {SCHEMA_VERSION} (run --fresh sets it "
-                "aside and starts again)"
+                f"it, but a run, merge or migrate needs schema 3 to {SCHEMA_VERSION} (run --fresh sets it aside "
+                "and starts again)"
             )
         kinds = {COLUMNS: "a dropbench results file", EPOCH_COLUMNS: "a dropbench per-epoch file"}
         kind = kinds.get(self.columns, "this table")
@@ -485,13 +526,14 @@ def _is_run_metadata(path: Path) -> bool:
 
 
 class ResultStore:
-    """A results CSV with its sidecars: what is done, appending a finished cell, the run metadata."""
+    """A results CSV with its sidecars: what is done, appending a finished cell, the run metadata. `fill` reads rows
+    of schema 3 as well (RowUpgrade)."""
 
-    def __init__(self, csv_path: Path) -> None:
+    def __init__(self, csv_path: Path, fill: Fill | None = None) -> None:
         self.csv_path = csv_path
         self.epochs_path, self.meta_path = sidecar_paths(csv_path)
-        self.rows = CsvTable(csv_path, COLUMNS, upgrade_record)
-        self.epochs = CsvTable(self.epochs_path, EPOCH_COLUMNS, upgrade_epoch_record)
+        self.rows = CsvTable(csv_path, COLUMNS, RowUpgrade(fill))
+        self.epochs = CsvTable(self.epochs_path, EPOCH_COLUMNS, EpochUpgrade())
 
     @property
     def paths(self) -> tuple[Path, Path, Path]:

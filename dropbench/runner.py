@@ -35,7 +35,7 @@ from .tuning import (
     rung_setup_cells,
     suite_trials,
 )
-from .upgrade import upgrade_files
+from .upgrade import suite_fill, upgrade_files
 
 RESULTS_DIR = Path("results")
 
@@ -352,8 +352,8 @@ def plan_run(suite: Suite, csv_path: Path, *, shard: Shard | None = None, rerun_
     """Expand the grid, keep this shard's part, and subtract what the file already holds; for a tuned suite, plan
     its evaluation phase too (`plan_evaluation`)."""
     check_output(csv_path)
-    store = ResultStore(csv_path)
-    store.check_ours()
+    store = ResultStore(csv_path, suite_fill(csv_path, suite.cells, suite.name))
+    store.check_ours(any_version=True)  # a file of an earlier schema is read as this one (a dry run writes nothing)
     written = store.written()
     everything = written
     others = sorted({row["suite"] for row in written.values()} - {suite.name})
@@ -430,7 +430,7 @@ def run_suite(
     csv_path = Path(out) if out else default_out_path(suite.name)
     prepare_output(csv_path)
     with run_lock(csv_path):  # a second run into the same file would run every cell again
-        store = ResultStore(csv_path)
+        store = ResultStore(csv_path, suite_fill(csv_path, suite.cells, suite.name))
         # Nothing is written, moved or overwritten unless every file there is dropbench's own.
         store.check_ours(any_version=True)
         if fresh and (moved := store.set_aside()) is not None:

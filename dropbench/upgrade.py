@@ -9,11 +9,38 @@ rewritten by results.upgrade_record's rule (with the columns renamed and added s
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import UserError
 from .files import os_error, replace_atomically, run_lock
-from .results import SCHEMA_VERSION, ResultStore
+from .results import SCHEMA_VERSION, SUITE_COLUMNS, Fill, ResultStore, format_value
+
+if TYPE_CHECKING:
+    from .config import Cell
+
+
+def suite_fill(path: Path, cells: Callable[[], "list[Cell]"], suite: str) -> Fill:
+    """The SUITE_COLUMNS of a schema-3 row of `path`, from the cell of the same cell_id among the suite's `cells`
+    (called once, when a row first needs them). A cell_id covers everything that defines a cell, momentum and
+    precision included, so that cell was trained with these settings; a row of another cell is a UserError."""
+    known: dict[str, Cell] = {}
+
+    def fill(row: dict[str, str]) -> dict[str, str]:
+        if not known:
+            known.update({cell.cell_id: cell for cell in cells()})
+        cell = known.get(row["cell_id"])
+        if cell is None:
+            raise UserError(
+                f"{path}: cell {row['cell_id']} ({row.get('task')} {row.get('regularizer')} keep "
+                f"{row.get('keep_rate')} seed {row.get('seed')}) is not a cell of suite '{suite}', which would "
+                f"give its {', '.join(SUITE_COLUMNS)} (schema 3 wrote none): name the suite it was run from"
+            )
+        values = (cell.task.optimizer.momentum_value, cell.precision, cell.setup_id)
+        return {column: format_value(value) for column, value in zip(SUITE_COLUMNS, values)}
+
+    return fill
 
 
 def upgrade_files(store: ResultStore) -> str | None:
@@ -57,17 +84,25 @@ def _note_in_metadata(store: ResultStore, old: str) -> None:
     replace_atomically(store.meta_path, (json.dumps(meta, indent=2, default=str) + "\n").encode("utf-8"))
 
 
-def migrate(paths: list[Path]) -> list[tuple[Path, str | None]]:
+def migrate(paths: list[Path], suite: str | None = None) -> list[tuple[Path, str | None]]:
     """`dropbench migrate`: each results file and its sidecars in this schema, under the file's run lock (no run
-    writes to it meanwhile); per file, the schema it had, or None when it was this one already. Every file is
-    checked before the first is rewritten."""
-    stores = [ResultStore(path) for path in paths]
+    writes to it meanwhile); per file, the schema it had, or None when it was this one already. `suite` (a name or
+    a TOML path) gives files of schema 3 what they lack (suite_fill). Every file is checked before the first is
+    rewritten."""
+    fills: list[Fill | None] = [None] * len(paths)
+    if suite is not None:
+        from .suite import load_suite
+
+        loaded = load_suite(suite)
+        fills = [suite_fill(path, loaded.cells, loaded.name) for path in paths]
+    stores = [ResultStore(path, fill) for path, fill in zip(paths, fills)]
     for store in stores:
         if not store.csv_path.is_file():
             raise UserError(f"results file not found: {store.csv_path}")
         store.check_ours(any_version=True)
         store.rows.readable_header()
         store.epochs.readable_header()
+        store.written()  # every row read as this schema's (a schema-3 row of another suite's cell refused) first
     done = []
     for store in stores:
         with run_lock(store.csv_path, "dropbench migrate"):

@@ -96,36 +96,89 @@ def test_migrate_takes_a_glob_and_skips_the_sidecars(tmp_path, capsys):
     assert code == 0 and stdout.count("->") == 1 and "skipped, the per-epoch sidecar" in err
 
 
-def schema3(folder: Path) -> Path:
-    """A file as schema 3 wrote it: no momentum, precision nor setup_id column."""
+def older(folder: Path, version: int, gone: tuple[str, ...]) -> Path:
+    """tests/data/schema6.csv as an earlier schema wrote it: without the columns `gone` and the tuning columns."""
     text = (DATA / "schema6.csv").read_text().splitlines()
     header = text[0].split(",")
-    gone = [header.index(c) for c in ("momentum", "precision", "setup_id", "method", "phase", "trial")]
+    dropped = [header.index(c) for c in (*gone, "method", "phase", "trial")]
     lines = []
-    for line in text:
-        cells = line.split(",")
-        cells = [c for i, c in enumerate(cells) if i not in gone]
-        if line is not text[0]:
-            cells[-1] = "3"
+    for number, line in enumerate(text):
+        cells = [c for i, c in enumerate(line.split(",")) if i not in dropped]
+        if number:
+            cells[-1] = str(version)
         lines.append(",".join(cells))
     path = folder / "old.csv"
     path.write_text("\n".join(lines) + "\n")
+    shutil.copy(DATA / "schema6.epochs.csv", folder / "old.epochs.csv")
     return path
 
 
+SCHEMA3_LACKS = ("momentum", "precision", "setup_id")
+
+
+def test_a_schema_3_file_resumes_in_a_run_of_its_suite_which_gives_what_it_lacks(tmp_path, capsys):
+    old = older(tmp_path, 3, SCHEMA3_LACKS)
+    code, stdout, err = run(capsys, "run", *SCHEMA6_RUN, "--out", old)
+    assert code == 0 and "nothing to run (4 already done)" in stdout + err, err
+    expected = {"c" + r["cell_id"]: r for r in rows(DATA / "schema6.csv")}
+    for row in rows(old):
+        written = expected[row["cell_id"]]
+        assert (row["momentum"], row["precision"], row["setup_id"]) == ("0.9", "fp32", "s" + written["setup_id"])
+        assert [row[f] for f in FIGURES] == [written[f] for f in FIGURES]
+
+
+def test_migrate_takes_a_schema_3_file_with_the_suite_it_came_from(tmp_path, capsys):
+    old = older(tmp_path, 3, SCHEMA3_LACKS)
+    before = old.read_bytes()
+    code, _, err = run(capsys, "migrate", old)
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert f"{old}: results of dropbench schema 3 (no momentum, precision, setup_id column)" in err
+    assert f"dropbench migrate {old} --suite SUITE" in err
+    code, _, err = run(capsys, "migrate", old, "--suite", "quick")  # wine's cells, but 30 epochs and 128 units there
+    assert code == 2 and "is not a cell of suite 'quick'" in err and len(err.strip().splitlines()) == 1
+    assert old.read_bytes() == before
+    suite = tmp_path / "it.toml"
+    suite.write_text(IT_SUITE)
+    assert run(capsys, "migrate", old, "--suite", suite)[:2] == (0, f"{old}: schema 3 -> {SCHEMA_VERSION}\n")
+    assert all(r["setup_id"].startswith("s") for r in rows(old))
+
+
+# The suite tests/data/schema6.csv was run from: quick's wine at 2 epochs, none, keep 0.5 and 1, 2 seeds.
+IT_SUITE = """
+name = "quick"
+seeds = 2
+keep_rates = [0.5, 1.0]
+regularizers = ["none"]
+epochs = 2
+batch_size = 64
+model = { kind = "mlp", hidden = [128, 128] }
+optimizer = { name = "sgd", lr = 0.01, momentum = 0.9 }
+
+[[task]]
+name = "wine"
+"""
+
+
+def test_merge_refuses_a_schema_3_file_in_one_line_saying_how_to_migrate_it(tmp_path, capsys):
+    old = older(tmp_path, 3, SCHEMA3_LACKS)
+    code, _, err = run(capsys, "merge", old, "-o", tmp_path / "all.csv")
+    assert code == 2 and len(err.strip().splitlines()) == 1 and "--suite SUITE" in err
+    assert not (tmp_path / "all.csv").exists()
+
+
 @pytest.mark.parametrize("command", ["merge", "migrate", "run"])
-def test_a_schema_3_file_is_refused_in_one_line_naming_it_and_the_versions(tmp_path, capsys, command):
-    old = schema3(tmp_path)
+def test_a_schema_2_file_is_refused_in_one_line_naming_it_and_the_versions(tmp_path, capsys, command):
+    old = older(tmp_path, 2, (*SCHEMA3_LACKS, "layer_keep_rates", "train_size", "test_ece"))
     before = old.read_bytes()
     args = {
         "merge": ["merge", old, "-o", tmp_path / "all.csv"],
-        "migrate": ["migrate", old],
+        "migrate": ["migrate", old, "--suite", "quick"],
         "run": ["run", *SCHEMA6_RUN, "--out", old],
     }[command]
     code, _, err = run(capsys, *args)
     assert code == 2 and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    assert f"{old}: results of dropbench schema 3 (no momentum, precision, setup_id column)" in err
-    assert f"schema 4 to {SCHEMA_VERSION}" in err
+    assert f"{old}: results of dropbench schema 2 (no layer_keep_rates, train_size, momentum, precision ..." in err
+    assert f"needs schema 3 to {SCHEMA_VERSION} (run --fresh sets it aside" in err
     assert old.read_bytes() == before and not (tmp_path / "all.csv").exists()
     assert command == "merge" or main(["report", str(old), "--format", "csv"]) == 0  # reports still read it
 

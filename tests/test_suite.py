@@ -137,7 +137,7 @@ def test_bad_tasks_and_files_are_named(tmp_path):
 def test_ordinary_cell_ids_are_those_of_the_committed_results(suite, results):
     """Schema 6 added the tuning columns to Cell; an ordinary grid's cells leave them out of their identity, so
     every committed results file is still this suite's grid, cell for cell (a resume skips all of it). Schema 7 put
-    a letter before the ids: files of earlier schemas (the srivastava2014 runs) get it when read (ids.upgrade_id)."""
+    a letter before the ids (the committed files were migrated); a file of an earlier schema gets it when read."""
     import csv
     import io
     from pathlib import Path
