@@ -435,14 +435,15 @@ def run_suite(
         store.check_ours(any_version=True)
         if fresh and (moved := store.set_aside()) is not None:
             reporter.note(f"moved the earlier results aside to {moved}")
-        elif not fresh and (old := upgrade_files(store)) is not None:
-            reporter.note(
-                f"{csv_path}: rewritten from schema {old} to {SCHEMA_VERSION} (ids behind a letter); resuming"
-            )
 
         for task in suite.tasks:
             prepare_task(task.name, log=reporter.note)
         plan = plan_run(suite, csv_path, shard=shard, rerun_failed=rerun_failed)
+        # Only once the plan accepts the file (its suite, its setups): a refused run leaves it as it was.
+        if (old := upgrade_files(store)) is not None:
+            reporter.note(
+                f"{csv_path}: rewritten from schema {old} to {SCHEMA_VERSION} (ids behind a letter); resuming"
+            )
         if plan.rerun:
             store.forget(plan.rerun)
         store.drop_orphan_epochs(set(store.written()))

@@ -225,3 +225,11 @@ def test_figures_do_not_depend_on_how_the_id_is_written(tmp_path, capsys):
     now = {r["cell_id"]: r for r in rows(out)}
     for old in rows(DATA / "schema6.csv"):
         assert [now["c" + old["cell_id"]][f] for f in FIGURES] == [old[f] for f in FIGURES]
+
+
+def test_a_run_refused_for_another_suite_leaves_an_earlier_schema_file_as_it_was(tmp_path, capsys):
+    out = copied("schema6", tmp_path)
+    before = out.read_bytes()
+    code, _, err = run(capsys, "run", DATA.parent.parent / "tasks" / "tabular.toml", "--task", "wine", "--out", out)
+    assert code == 2 and "holds results of suite 'quick'" in err
+    assert out.read_bytes() == before
