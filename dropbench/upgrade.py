@@ -4,7 +4,8 @@ again).
 
 Schema 7 changed how cells are written, not what they hold: ids behind a letter (ids.py) and text that a
 spreadsheet would read as a value behind an apostrophe (results.format_value). Files of schema 4 to 6 are
-rewritten by results.upgrade_record's rule (with the columns renamed and added since); every figure keeps its bytes.
+rewritten by results.upgrade_record's rule (with the columns renamed and added since), files of schema 3 with what
+their suite knows of each cell (suite_fill); every figure keeps its bytes.
 """
 
 import csv
@@ -46,8 +47,8 @@ def suite_fill(path: Path, cells: Callable[[], "list[Cell]"], suite: str) -> Fil
 def upgrade_files(store: ResultStore) -> str | None:
     """Rewrite the store's CSV and its epochs sidecar in this schema, each replaced whole, and say so in its JSON
     sidecar; returns the lowest schema its rows had when something changed ('earlier' when they do not say), else
-    None. A file that cannot be read as this schema (before 4, not dropbench's) is a UserError before anything is
-    written."""
+    None. A file that cannot be read as this schema (before 3, or 3 without its suite; not dropbench's) is a
+    UserError before anything is written."""
     store.rows.readable_header()
     store.epochs.readable_header()
     old = _lowest_schema(store.csv_path)
