@@ -452,6 +452,7 @@ def report(
                 f"--task: {', '.join(unknown)} not in these results; present: {', '.join(dict.fromkeys(frame['task']))}"
             )
         frame = frame[frame["task"].isin(tasks)]
+    tuned = tuned or _tuned_by_default(frame, results, best=best, paired=paired, reference=reference)
     if tuned:
         _check_tuned(frame, results, metric=metric, best=best, paired=paired, reference=reference)
     data = build_report(
@@ -467,6 +468,26 @@ def report(
     )
     write(get(fmt).export(data))
     return EXIT_OK
+
+
+def _tuned_by_default(
+    frame: "pd.DataFrame", results: tuple[Path, ...], *, best: bool, paired: bool, reference: str | None
+) -> bool:
+    """Whether a report without --tuned shows the tuned view: results of a tuned suite hold many trials of each
+    method, which the grid views would pool into one configuration, so they get --tuned's view (with a note), and
+    a grid view asked for by name is refused."""
+    from .report.tuning import has_tuning_rows
+
+    if not has_tuning_rows(frame):
+        return False
+    asked = [name for name, given in (("--best", best), ("--paired", paired), ("--reference", reference)) if given]
+    if asked:
+        raise UserError(
+            f"{', '.join(map(str, results))}: a tuned comparison's results (phase tune/eval); {', '.join(asked)} "
+            "would pool its trials: use report --tuned"
+        )
+    _note("a tuned comparison's results: showing report --tuned (each method's setting chosen on validation)")
+    return True
 
 
 def _check_tuned(
