@@ -451,8 +451,8 @@ def train_stacked(
 
     clock = time.perf_counter()
     for epoch in range(1, max_epochs + 1):
-        active_cells = [cells[i] for i in active]
-        fit_sum = _train_one_epoch(stack, optimizer, members, active_cells, data, [orders[i] for i in active], epoch - 1)
+        active_cells, active_orders = [cells[i] for i in active], [orders[i] for i in active]
+        fit_sum = _train_one_epoch(stack, optimizer, members, active_cells, data, active_orders, epoch - 1)
         val_sum, val_correct = _evaluate(stack, data, "val")
         fit_sums, val_sums, corrects = torch.stack([fit_sum, val_sum, val_correct]).tolist()  # the one host sync
         finished: list[int] = []
