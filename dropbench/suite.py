@@ -538,7 +538,8 @@ def check_schedule_fits(task: TaskConfig, table: dict, source: str, where: str) 
     them; `table` is the task's own ([[task]]), `where` names it. (A flag or a halving rung may shorten a training
     later: it then stops inside its warm-up or ramp, as a longer training's first epochs do.)"""
     optimizer = task.optimizer
-    own = table.get("optimizer") if isinstance(table.get("optimizer"), dict) else {}
+    given = table.get("optimizer")
+    own: dict = given if isinstance(given, dict) else {}
 
     def named(key: str) -> str:  # the optimizer table the key came from: the task's own, or the suite's
         return f"{where}.optimizer.{key}" if key in own else f"{source}: optimizer.{key}"
