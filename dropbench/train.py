@@ -285,12 +285,12 @@ class Training:
         the mean minibatch data loss."""
         n, device = len(self.data.y_train), self.data.x_train.device
         task = self.cell.task
-        steps = math.ceil(n / task.batch_size)
+        steps, scheduled = math.ceil(n / task.batch_size), task.optimizer.scheduled
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.model.train()
         # The permutation is drawn on the CPU (the order generator lives there) so every device sees the same batches.
         for step, idx in enumerate(torch.randperm(n, generator=self.order).to(device).split(task.batch_size)):
-            if task.optimizer.scheduled:
+            if scheduled:
                 self.lr = set_schedule_(self.optimizer, task.optimizer, self.epoch, step, steps, task.epochs)
             loss_sum += self.step(idx).double() * len(idx)
         self.epoch += 1
