@@ -21,6 +21,7 @@ from .catalogue import (
     MARK_METHODS,
     METRIC_CHOICES,
     METRIC_HELP,
+    METRICS,
     PLOT_FORMATS,
     REFERENCES,
     REGULARIZERS,
@@ -486,7 +487,8 @@ def report(
     if tuned:
         views = {"--best": best, "--paired": paired, "--reference": reference, "--compare": base, "--history": earlier}
         _check_tuned(frame, results, metric=metric, views=views)
-    verdicts = _verdicts(frame, results, base, earlier, metric=metric, max_drop=max_drop, alpha=alpha, method=method)
+    statistics = {"metric": metric, "max_drop": max_drop, "alpha": alpha, "method": method}
+    verdicts = _verdicts(frame, results, base, earlier, tasks, **statistics)
     data = build_report(
         frame,
         metric=metric,
@@ -512,12 +514,12 @@ def _verdicts(
     results: tuple[Path, ...],
     base: Path | None,
     earlier: tuple[Path, ...],
+    tasks: tuple[str, ...] | None,
     **statistics: Any,
 ) -> dict[str, Any]:
-    """report --compare BASE and --history EARLIER...: compare's and history's results for the report's files, in
-    the report's --metric (compare's default test_acc where that is gap, which has no one unit for --max-drop)."""
-    from .catalogue import METRICS
-
+    """report --compare BASE and --history EARLIER...: compare's and history's results for the report's files and
+    tasks, in the report's --metric (compare's default test_acc where that is gap, which has no one unit for
+    --max-drop)."""
     if statistics["metric"] not in METRICS:
         statistics["metric"] = "test_acc"
     verdicts: dict[str, Any] = {}
@@ -526,7 +528,9 @@ def _verdicts(
         from .report.order import suite_order
         from .results import read_results
 
-        verdicts["comparison"] = compare_results(read_results(base), frame, order=suite_order([base]), **statistics)
+        before = read_results(base)
+        before = before[before["task"].isin(tasks)] if tasks else before
+        verdicts["comparison"] = compare_results(before, frame, order=suite_order([base]), **statistics)
     if earlier:
         from .report.history import history as line_up
         from .report.history import read_runs, results_in
@@ -535,7 +539,7 @@ def _verdicts(
 
         files = results_files(results_in(earlier), _note)
         runs = read_runs([*([path] for path in files), list(results)], _note)
-        verdicts["history"] = line_up(runs, order=suite_order([*results, *files]), **statistics)
+        verdicts["history"] = line_up(runs, tasks=tasks, order=suite_order([*results, *files]), **statistics)
     return verdicts
 
 
@@ -601,7 +605,14 @@ def compare(base: Path, new: Path, metric: str, max_drop: float, alpha: float, m
 
 @cli.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--metric", type=click.Choice(METRIC_CHOICES), default="test_acc", show_default=True, help=METRIC_HELP)
+@click.option(
+    "--metric",
+    type=click.Choice(tuple(METRICS)),
+    default="test_acc",
+    show_default=True,
+    help="Higher is better for test_acc, val_acc and train_acc, lower for the others (not gap: the newest run is "
+    "held to one --max-drop, as compare holds it).",
+)
 @click.option(
     "--max-drop",
     type=FiniteFloatRange(min=0),
@@ -636,7 +647,8 @@ def history(
 
     Each file is one run (merge a run's shards first), dated by its first cell and described by the provenance
     its rows record (commit, versions, machine); cells trained with other settings are other configurations.
-    Each step is `compare` of the two runs: paired by seed, Holm per task.
+    Each run is compared as `compare` would with the run before that holds the configuration: paired by seed,
+    Holm per task.
 
     \b
     Exit codes (the newest run against the run before, as compare decides): 0 no regression; 1 a

@@ -174,7 +174,7 @@ def test_nothing_comparable_in_the_newest_step_exits_2_after_printing(tmp_path, 
         ("undated", "no started_at in its rows"),
         ("empty folder", "a folder without any results CSV"),
         ("plot suffix", "name a .png or .svg file"),
-        ("gap", "takes gap_acc or gap_loss, not gap"),
+        ("gap", "Invalid value for '--metric'"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_file_and_exit_2(tmp_path, capsys, case, expected):

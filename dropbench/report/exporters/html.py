@@ -22,7 +22,7 @@ import pandas as pd
 
 from ...catalogue import METRICS
 from ...provenance import package_version
-from ...results import read_results
+from ...results import read_epochs, read_results
 from ..compare import CompareResult
 from ..data import ReferenceRows, Report
 from ..grid import BASELINE_MARK, BEST_MARK, BETTER_MARK, PAIRED_HEADERS, WORSE_MARK, Grid, caption, paired_lines
@@ -82,7 +82,7 @@ p { margin: .4rem 0; }
 nav ul { list-style: none; padding: 0; margin: .8rem 0; display: flex; flex-wrap: wrap; gap: .25rem 1.1rem; }
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; margin: .4rem 0 .6rem; font-variant-numeric: tabular-nums; }
-caption { text-align: left; font-weight: 600; padding: .3rem 0; }
+caption { text-align: left; font-weight: 600; padding: .3rem 0; white-space: nowrap; }
 th, td { border: 1px solid var(--line); padding: .3rem .55rem; vertical-align: top; }
 thead th { background: var(--head); text-align: left; }
 tbody th { text-align: left; font-weight: 600; }
@@ -252,12 +252,10 @@ def grid_table(grid: Grid) -> str:
     )
 
 
-def _task_figures(report: Report, task: str, classification: bool) -> str:
+def _task_figures(report: Report, epochs: pd.DataFrame | None, task: str, classification: bool) -> str:
     """The task's figures of `dropbench plot`, each with its alt text."""
-    from ...results import read_epochs
-    from ..plots import task_figures
+    from ..plots import task_figures  # matplotlib: only when a page is drawn
 
-    epochs = read_epochs(*report.sources) if report.sources else None
     error = "error" if classification else "MSE"
     alts = {
         "keep-rate": (
@@ -282,12 +280,13 @@ def paired_table(grid: Grid) -> str:
 
 
 def _grid_sections(report: Report, taken: set[str]) -> list[Section]:
+    epochs = read_epochs(*report.sources) if report.sources else None  # the learning curves' points
     sections = []
     for grid in report.grids:
         content = grid_table(grid) + _legend(caption(grid))
         if report.paired:
             content += paired_table(grid)
-        content += _task_figures(report, grid.task, grid.classification)
+        content += _task_figures(report, epochs, grid.task, grid.classification)
         sections.append((_slug(f"task {grid.task}", taken), grid.task, content))
     return sections
 
@@ -384,10 +383,12 @@ def history_sections(history: History, taken: set[str], prefix: str = "") -> lis
     from ..plots import plot_history  # matplotlib: only when a page is drawn
 
     sections = []
-    legend = _legend(history_legend(history))
-    for task in history.tasks():
+    tasks = history.tasks()
+    for task in tasks:
         lines = history_lines(history, task)
-        content = table(history_columns(history), lines, title=history_title(history, task)) + legend
+        content = table(history_columns(history), lines, title=history_title(history, task))
+        if task == tasks[-1]:  # one legend, below the last table: it is the same for every task
+            content += _legend(history_legend(history))
         sections.append((_slug(f"{prefix}task {task}", taken), f"{prefix}{task}", content))
     alt = (
         f"{METRICS[history.metric].title} of each configuration per run, oldest first, with its 95% confidence "
