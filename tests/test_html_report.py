@@ -3,6 +3,7 @@ browser. The browser test runs Debian's chromium headless (`apt-get install -y c
 it loads the page from file://, dumps the DOM after load with a probe that writes what rendered into it, checks
 the console stayed silent, and takes a screenshot. Without chromium it skips and says so."""
 
+import html
 import html.parser
 import json
 import re
@@ -184,3 +185,18 @@ def test_a_comparison_page_ends_its_table_with_the_verdicts_classed_for_their_co
     assert_self_contained(page)
     assert '<td class="num no-change">no change</td>' in page
     assert '<p class="verdict no-regression"><strong>Verdict: no regression</strong>' in page
+
+
+@pytest.mark.slow  # draws each task's tuning figure
+def test_the_tuned_report_page_holds_each_methods_choice_and_its_tuning_figure():
+    from test_tuning_report import tuned_frame
+
+    from dropbench.report.text import tuned_tasks, tuned_title
+
+    report = build_report(tuned_frame(), tuned=True)
+    page = exporters.get("html").export(report)
+    assert_self_contained(page)
+    tasks = tuned_tasks(report.tuned)
+    assert all(f"<caption>{html.escape(tuned_title(rows))}</caption>" in page for _, rows in tasks)
+    assert page.count('<img src="data:image/png;base64,') == len(tasks) == 2
+    assert "tuned methods, chosen on validation" in page and "baseline ◆" not in page  # the mark has its title

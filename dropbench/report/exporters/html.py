@@ -83,7 +83,8 @@ nav ul { list-style: none; padding: 0; margin: .8rem 0; display: flex; flex-wrap
 .scroll { overflow-x: auto; }
 table { border-collapse: collapse; margin: .4rem 0 .6rem; font-variant-numeric: tabular-nums; }
 caption { text-align: left; font-weight: 600; padding: .3rem 0; white-space: nowrap; }
-th, td { border: 1px solid var(--line); padding: .3rem .55rem; vertical-align: top; }
+th, td { border: 1px solid var(--line); padding: .3rem .55rem; vertical-align: top; white-space: nowrap; }
+table.wrap td, td.wrap { white-space: normal; min-width: 8rem; }
 thead th { background: var(--head); text-align: left; }
 tbody th { text-align: left; font-weight: 600; }
 .num { text-align: right; white-space: nowrap; }
@@ -153,10 +154,11 @@ def table(
     title: str = "",
     left: int = 1,
     cell_classes: Sequence[str] = (),
+    wrap: bool = False,
 ) -> str:
     """A table: a caption (`title`), scoped column headers, each line's first cell a row header; the first `left`
     columns read as text, the others as figures (right-aligned). `cell_classes` adds a class per line to its last
-    cell (a verdict's colour)."""
+    cell (a verdict's colour). Cells keep to one line (a wide table scrolls in its box) unless `wrap`."""
     head = "".join(f'<th scope="col"{"" if i < left else " class=num"}>{_e(h)}</th>' for i, h in enumerate(headers))
     rows = []
     for n, line in enumerate(lines):
@@ -335,7 +337,9 @@ def provenance_table(run: RunInfo) -> str:
         ("merged from", ", ".join(run.merged_from)),
     ]
     rows = "".join(
-        f'<tr><th scope="row">{_e(name)}</th><td><code>{_e(value)}</code></td></tr>' for name, value in facts if value
+        f'<tr><th scope="row">{_e(name)}</th><td class="wrap"><code>{_e(value)}</code></td></tr>'
+        for name, value in facts
+        if value
     )
     return f'<div class="scroll"><table><caption>{_e(run.name)}</caption><tbody>{rows}</tbody></table></div>'
 
@@ -355,9 +359,13 @@ def _provenance(report: Report) -> str:
 
 def _report_subtitle(report: Report) -> str:
     files = ", ".join(map(str, report.sources)) or "a results frame"
-    view = "best configurations" if report.best is not None else "tuned methods" if report.tuned is not None else ""
-    test = f"{TEST_NAMES[report.method]}, Holm, α = {report.alpha:g}"
-    return " · ".join(part for part in (files, view, f"metric {report.metric}", test) if part)
+    if report.best is not None:
+        view = "best configurations, chosen on validation"
+    elif report.tuned is not None:
+        view = "tuned methods, chosen on validation"
+    else:
+        view = f"metric {report.metric}"  # the grids' figure; --best and --tuned name their own in their tables
+    return " · ".join((files, view, f"{TEST_NAMES[report.method]}, Holm, α = {report.alpha:g}"))
 
 
 # ---------------------------------------------------------------- compare and history
@@ -396,7 +404,7 @@ def history_sections(history: History, taken: set[str], prefix: str = "") -> lis
         "before. The tables hold the figures."
     )
     sections.append((_slug(f"{prefix}trends", taken), f"{prefix}trends", figure(plot_history(history), alt)))
-    runs = table(RUN_HEADERS, run_lines(history.runs), title="runs, oldest first", left=len(RUN_HEADERS))
+    runs = table(RUN_HEADERS, run_lines(history.runs), title="runs, oldest first", left=len(RUN_HEADERS), wrap=True)
     runs += "".join(provenance_table(run) for run in history.runs)
     runs += verdict_line(history.verdict, history_summary(history))
     sections.append((_slug(f"{prefix}runs", taken), f"{prefix}runs and their provenance", runs))
