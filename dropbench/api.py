@@ -94,8 +94,8 @@ def run(
 
     The frame has the CSV's columns (README, "The CSV"): identity (`cell_id`, `task`, `regularizer`, `strength`,
     `keep_rate`, `seed`, ...), budget, figures (`train_acc`, `val_acc`, `test_acc`, `gap_acc`, `gap_loss`, ...,
-    accuracies as fractions), cost, and `status` (ok, diverged, failed) with `error`. With `out` it holds every row
-    of that file, earlier ones included. Cells that failed or diverged are returned with the others and warned
+    accuracies as fractions), cost, and `status` (ok, diverged, failed) with `error`, in the grid's order. With
+    `out` it holds every row of that file, earlier ones included. Cells that failed or diverged are returned with the others and warned
     about (CellsFailedWarning); when no cell is ok, RunFailed is raised with the first cell's error. Bad input
     raises UserError with the one line `dropbench run` would print.
     """
@@ -119,7 +119,7 @@ def run(
             fresh=fresh,
             command=_command(suite, set, overrides),
         )
-        frame = read_results(path)
+        frame = _in_grid_order(read_results(path), resolved)
     if out is not None:
         frame.attrs["results"] = str(path)  # report_table reads the suite's order from the file's metadata
     return check_results(frame, summary, path if out is not None else None)
@@ -252,6 +252,15 @@ def _command(suite: object, sets: object, overrides: "Overrides") -> str:
         given["set"] = dict(sets) if isinstance(sets, Mapping) else sets
     arguments = ", ".join([repr(getattr(suite, "name", str(suite))), *(f"{k}={v!r}" for k, v in given.items())])
     return f"{command_line()}: dropbench.run({arguments})"
+
+
+def _in_grid_order(frame: "pd.DataFrame", suite: "Suite") -> "pd.DataFrame":
+    """The rows in the grid's order (task, regularizer, keep rate, ..., seed), not in the order cells finished,
+    so the same call gives the same frame; rows outside the grid (a tuned suite's later phases, an earlier run's
+    cells in `out`) follow in the file's order."""
+    position = {cell.cell_id: index for index, cell in enumerate(suite.cells())}
+    keys = frame["cell_id"].map(position).fillna(len(position))
+    return frame.iloc[keys.argsort(kind="stable")].reset_index(drop=True)
 
 
 def _cell_text(row: Mapping) -> str:

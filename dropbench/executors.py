@@ -163,13 +163,18 @@ class LocalExecutor:
         self.stack = stack
 
     def run(self, cells: Sequence[Cell], on_epoch: OnEpoch | None = None) -> Iterator[Finished]:
-        """Fit the cells one unit after another; `on_epoch` hears of every epoch as it ends."""
+        """Fit the cells one unit after another; `on_epoch` hears of every epoch as it ends. The caller's torch
+        thread count is set back afterwards (a notebook's torch must not stay at one thread after a run)."""
+        threads = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         configure(self.device)
-        for unit in work_units(cells, jobs=1, stack=self.stack, device=self.device):
-            started_at = utc_now()
-            for cell, result in fit_unit(unit, self.device, on_epoch):
-                yield cell, result, started_at
+        try:
+            for unit in work_units(cells, jobs=1, stack=self.stack, device=self.device):
+                started_at = utc_now()
+                for cell, result in fit_unit(unit, self.device, on_epoch):
+                    yield cell, result, started_at
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _exit_with_parent(parent: int) -> None:
