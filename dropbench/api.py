@@ -95,9 +95,9 @@ def run(
     The frame has the CSV's columns (README, "The CSV"): identity (`cell_id`, `task`, `regularizer`, `strength`,
     `keep_rate`, `seed`, ...), budget, figures (`train_acc`, `val_acc`, `test_acc`, `gap_acc`, `gap_loss`, ...,
     accuracies as fractions), cost, and `status` (ok, diverged, failed) with `error`, in the grid's order. With
-    `out` it holds every row of that file, earlier ones included. Cells that failed or diverged are returned with the others and warned
-    about (CellsFailedWarning); when no cell is ok, RunFailed is raised with the first cell's error. Bad input
-    raises UserError with the one line `dropbench run` would print.
+    `out` it holds every row of that file, earlier ones included. Cells that failed or diverged are returned with
+    the others and warned about (CellsFailedWarning); when no cell is ok, RunFailed is raised with the first
+    cell's error. Bad input raises UserError with the one line `dropbench run` would print.
     """
     from .progress import make_reporter
     from .results import read_results
