@@ -268,7 +268,7 @@ def test_seeds_are_a_count_a_list_or_an_inclusive_range(text, seeds):
         ("a,b", "'a' is not a seed"),
         ("0,3,3", "seed 3 is listed twice"),
         ("0..5,3", "seed 3 is listed twice"),
-        ("0", "a count of seeds is 1 to"),
+        ("0", "a count of seeds is at least 1"),
         ("-1,2", "'-1' is not a seed"),
         ("1.5", "'1.5' is not a seed"),
         ("0,,1", "give a count (5), a list (0,3,7) or an inclusive range (10..19)"),
