@@ -4,6 +4,7 @@ cells of the equivalent suite file."""
 import json
 import re
 
+import pandas as pd
 import pytest
 
 from dropbench.cli import main
@@ -329,3 +330,26 @@ def test_the_command_line_takes_sets_and_seed_lists(base, tmp_path, capsys):
     args = ["run", str(base), "--set", "task.wine.epochs=2", "--set", "optimizer.lr=0.05", "--seeds", "0,3,7"]
     assert main([*args, "--task", "wine", "--out", str(out), "--dry-run"]) == 0
     assert "12" in capsys.readouterr().out  # 2 regularizers × 2 keep rates × 3 seeds
+
+
+@pytest.mark.slow
+def test_a_run_records_the_overridden_suite_and_the_command(base, tmp_path):
+    out = tmp_path / "r.csv"
+    args = ["run", str(base), "--task", "wine", "--reg", "none", "--keep", "1.0", "--seeds", "3..4"]
+    args += ["--set", "task.wine.epochs=1", "--set", "optimizer.lr=0.05", "-q", "--jobs", "1", "--out", str(out)]
+    assert main(args) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["suite"]["set"] == {"task.wine.epochs": 1, "optimizer.lr": 0.05}
+    assert meta["suite"]["tasks"] == [
+        {
+            "name": "wine",
+            "model": "mlp-16",
+            "optimizer": meta["suite"]["tasks"][0]["optimizer"],
+            "batch_size": 64,
+            "epochs": 1,
+        }
+    ]
+    assert meta["suite"]["tasks"][0]["optimizer"]["lr"] == 0.05 and meta["suite"]["seeds"] == [3, 4]
+    assert "--set task.wine.epochs=1 --set optimizer.lr=0.05" in meta["runs"][0]["command"]
+    rows = pd.read_csv(out)
+    assert sorted(rows["seed"]) == [3, 4] and (rows["lr"] == 0.05).all() and (rows["max_epochs"] == 1).all()
