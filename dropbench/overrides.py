@@ -164,24 +164,14 @@ def parse_seeds(text: str) -> int | tuple[int, ...]:
 
 def _allowed_keys(shape: tuple[str, ...]) -> tuple[str, ...] | None:
     """The keys the suite format allows in the table at `shape` (a task's name or index as '*'), or None where
-    they depend on more than the place (a tuning space, a regularizer's strength table): the parser checks those."""
-    from .regularizers import REGULARIZERS
+    they depend on more than the place (a tuning space, a regularizer's table, whose names and keys come from the
+    registry): the parser checks those, and its refusal is named after the override all the same."""
     from .schedules import MOMENTUM_RAMP_KEYS, SCHEDULE_KEYS
-    from .suite import (
-        HALVING_KEYS,
-        MODEL_KEYS,
-        OPTIMIZER_KEYS,
-        REGULARIZER_KEYS,
-        SUITE_KEYS,
-        TASK_KEYS,
-        TUNING_KEYS,
-    )
+    from .suite import HALVING_KEYS, MODEL_KEYS, OPTIMIZER_KEYS, SUITE_KEYS, TASK_KEYS, TUNING_KEYS
 
     schedule = tuple(dict.fromkeys(key for keys in SCHEDULE_KEYS.values() for key in keys))
     known: dict[tuple[str, ...], tuple[str, ...]] = {
         (): SUITE_KEYS,
-        ("regularizer",): tuple(REGULARIZERS),
-        ("regularizer", "*"): REGULARIZER_KEYS,
         ("tuning",): TUNING_KEYS,
         ("tuning", "halving"): HALVING_KEYS,
         (TASKS, "*"): TASK_KEYS,

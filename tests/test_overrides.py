@@ -179,7 +179,8 @@ def test_python_values_set_keys_as_toml_ones_do(base):
         ),
         (["epoch=3"], "--set epoch=3: unknown key 'epoch' at the top of the suite (did you mean 'epochs'?)"),
         (["task.wine.epoch=3"], "--set task.wine.epoch=3: unknown key 'epoch' in task.wine (did you mean 'epochs'?)"),
-        (["regularizer.l3.strength=1"], "--set regularizer.l3.strength=1: unknown key 'l3' in regularizer; allowed:"),
+        (["regularizer.l3.strength=1"], "--set regularizer.l3.strength=1: regularizer.l3: unknown regularizer; known:"),
+        (["regularizer.l2.strenght=1"], "--set regularizer.l2.strenght=1: regularizer.l2: unknown key 'strenght'"),
         (
             ["optimizer.schedule.gama=0.9"],
             "--set optimizer.schedule.gama=0.9: unknown key 'gama' in optimizer.schedule",
