@@ -31,6 +31,7 @@ from .catalogue import (
 from .errors import Terminated, UserError, stop_signal
 from .keeprates import keep_rate_problem
 from .options import Invocation, RunOptions
+from .overrides import SET_HELP, parse_seeds
 from .report.exporters import names as format_names
 
 if TYPE_CHECKING:  # the executors import torch (and Ray): only when a run starts
@@ -97,6 +98,20 @@ def list_option(*names: str, **kwargs: Any) -> Callable[[Callable], Callable]:
     """A comma-separated option that may also be repeated (each value adds to the list)."""
     kwargs["help"] += " Repeatable."
     return click.option(*names, multiple=True, callback=join_lists, **kwargs)
+
+
+class SeedsType(click.ParamType):
+    """`--seeds`: a count (5: seeds 0..4), a list (0,3,7), an inclusive range (10..19), or a list with ranges."""
+
+    name = "N|S,S,...|A..B"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
+        if isinstance(value, int | tuple):
+            return value
+        try:
+            return parse_seeds(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -225,7 +240,20 @@ def _errors_as_json_lines(command: Callable[..., int]) -> Callable[..., int]:
     help="Training-set sizes (stratified subsamples of the training split), e.g. 100,1000.",
 )
 @click.option("--mc-samples", type=click.IntRange(min=0), help="MC dropout at evaluation: T stochastic passes.")
-@click.option("--seeds", type=click.IntRange(min=1), help="Number of seeds (0..N-1).")
+@click.option(
+    "--seeds",
+    type=SeedsType(),
+    help="Seeds: a count (5: seeds 0..4), a list (0,3,7), an inclusive range (10..19: both ends run), or a mix "
+    "(0,10..12). A seed is the same cell whichever way it is named.",
+)
+@click.option(
+    "--set",
+    "sets",
+    metavar="KEY=VALUE",
+    multiple=True,
+    help=f"{SET_HELP} The value is TOML (one word may go unquoted); checked as the suite file is. A task of "
+    "[[task]] by name or index (task.0.batch_size=32). Repeatable; a flag and a --set of the same key are refused.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs for every task.")
 @click.option(
     "--out",
@@ -295,7 +323,8 @@ def run(invocation: Invocation, **params: object) -> int:
     """Run a suite and print its gap tables.
 
     SUITE is a bundled name ('quick', the default) or a path to a TOML file. Flags override the
-    suite file. Running into an existing --out skips the cells it already holds.
+    suite file, and --set any key of it (--set optimizer.lr=0.05 --set model.hidden=[512,512]). Running
+    into an existing --out skips the cells it already holds.
     """
     from click.core import ParameterSource
 
@@ -308,13 +337,14 @@ def run(invocation: Invocation, **params: object) -> int:
 
 
 def _run(options: RunOptions, invocation: Invocation) -> int:
+    from .overrides import resolve_suite
     from .planning import Shard
     from .progress import make_reporter, print_run_end, print_stopped
     from .runner import default_out_path, plan_run, resume_command, run_suite
-    from .suite import Overrides, apply_overrides, load_suite
+    from .suite import Overrides
 
     overrides = Overrides(**options.grid)  # type: ignore[arg-type]  # the given fields by name, as click typed them
-    resolved = apply_overrides(load_suite(options.suite), overrides)
+    resolved = resolve_suite(options.suite, options.sets, overrides)
     part = Shard.parse(options.shard) if options.shard else None
     executor = _executor(options)
     out = options.out or default_out_path(resolved.name)

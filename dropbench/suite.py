@@ -8,11 +8,11 @@ import itertools
 import math
 import re
 import tomllib
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from .catalogue import DROPOUT_KINDS
 from .config import Cell, ModelConfig, OptimizerConfig, TaskConfig
@@ -40,6 +40,9 @@ from .tuning import (
     cell_count,
     tune_cells,
 )
+
+if TYPE_CHECKING:
+    from .overrides import SetOverride
 
 DEFAULT_SUITE = "quick"
 OPTIMIZERS = ("sgd", "adam")
@@ -133,6 +136,8 @@ class Suite:
     sweeps: dict[str, tuple[float, ...]] = field(repr=False, default_factory=dict)
     kl_target: float = 0.05
     tuning: Tuning | None = None  # a tuned comparison ([tuning]): its cells come from dropbench.tuning
+    # The keys set from outside the file (`--set KEY=VALUE`, `set={...}`), as dotted key -> value, already applied.
+    set_keys: tuple[tuple[str, object], ...] = ()
     # Each (task, method)'s sampled trials, built once (dropbench.tuning.suite_trials); a replace() starts it over.
     trial_cache: dict[tuple[str, str], list[Setting]] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -208,6 +213,7 @@ class Suite:
             "mc_samples": self.mc_samples,
             "seeds": list(self.seeds),
             **({"tuning": self.tuning.describe()} if self.tuning is not None else {}),
+            **({"set": dict(self.set_keys)} if self.set_keys else {}),
         }
 
 
@@ -219,7 +225,7 @@ class Overrides:
     keep_rates: tuple[float, ...] | None = None
     input_keep_rates: tuple[float, ...] | None = None
     regularizers: tuple[str, ...] | None = None
-    seeds: int | None = None
+    seeds: int | tuple[int, ...] | None = None  # a count (0..N-1), or the seeds themselves
     epochs: int | None = None
     dropouts: tuple[str, ...] | None = None
     train_sizes: tuple[int, ...] | None = None
@@ -943,16 +949,29 @@ def _suite_name(data: dict, source: str) -> str:
     return name
 
 
-def load_suite(name_or_path: str | None = None) -> Suite:
-    """Load a suite by path or bundled name (None: the default, offline 'quick' suite)."""
-    path = find_suite(name_or_path)
+def read_suite_document(path: Path) -> dict:
+    """A suite file's TOML document, not yet validated."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"{path}: not valid TOML: {error}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"{path}: cannot read: {error}") from None
-    return parse_suite(data, str(path))
+
+
+def load_suite(
+    name_or_path: str | Path | None = None, *, set: "Mapping[str, object] | Sequence[SetOverride] | None" = None
+) -> Suite:
+    """Load a suite by path or bundled name (None: the default, offline 'quick' suite). `set` changes keys of its
+    document before it is validated (dropbench.overrides): {"optimizer.lr": 0.05, "task.digits.epochs": 5}, or
+    the parsed `--set` flags."""
+    path = find_suite(None if name_or_path is None else str(name_or_path))
+    data = read_suite_document(path)
+    if not set:
+        return parse_suite(data, str(path))
+    from .overrides import parse_suite_with
+
+    return parse_suite_with(data, str(path), set)
 
 
 def _default_task(suite: Suite, name: str) -> TaskConfig:
@@ -1003,8 +1022,12 @@ def apply_overrides(suite: Suite, overrides: Overrides) -> Suite:
     )
     if overrides.seeds is not None:
         # Counted with the other axes before range(seeds) is built: `--seeds 100000000` is refused at once.
-        check_grid_size({**resolved.axis_lengths(), "seeds": overrides.seeds}, "--seeds")
-        resolved = replace(resolved, seeds=tuple(range(overrides.seeds)))
+        count = overrides.seeds if isinstance(overrides.seeds, int) else len(overrides.seeds)
+        check_grid_size({**resolved.axis_lengths(), "seeds": count}, "--seeds")
+        if isinstance(overrides.seeds, int):
+            resolved = replace(resolved, seeds=tuple(range(_int(overrides.seeds, "--seeds", 1))))
+        else:  # the seeds themselves: a seed's cells are the same cells whichever list or count names it
+            resolved = replace(resolved, seeds=_seeds(list(overrides.seeds), "--seeds"))
     resolved.check_grid(
         keep_where="--keep" if overrides.keep_rates is not None else None,
         dropout_where="--dropout" if overrides.dropouts is not None else None,

@@ -76,6 +76,11 @@ class CsvExporter(Exporter):
 
 
 def wide_csv(grids: list[Grid]) -> str:
+    """`wide_frame` as CSV text for a spreadsheet."""
+    return csv_text(wide_frame(grids))
+
+
+def wide_frame(grids: list[Grid]) -> pd.DataFrame:
     """One row per task × regularizer (and any other varying setting), columns per keep rate, in display units
     (named in `metric` and `test_figure`): `keep_0.5` the metric's mean over seeds and `keep_0.5_ci` its 95% CI
     half-width, `keep_0.5_seeds` the seeds behind them (ok cells), and `keep_0.5_test` the test figure (accuracy
@@ -107,7 +112,7 @@ def wide_csv(grids: list[Grid]) -> str:
                     }
                 )
             records.append(record)
-    return csv_text(pd.DataFrame.from_records(records))
+    return pd.DataFrame.from_records(records)
 
 
 def _figures(row: pd.Series | None, metric: str, scale: float) -> tuple[float, float]:
