@@ -41,6 +41,7 @@ from .regularizers import (
     apply_weight_decay_,
     decay_factor,
     regularizer_class,
+    sort_parts,
 )
 from .seeding import make_generator
 from .train import (
@@ -356,9 +357,9 @@ class _Members:
 def _plugin_parts(cells: Sequence[Cell], device: torch.device) -> tuple[tuple[Regularizer, torch.Tensor], ...]:
     """Each plugin part of the members once (in the single-cell trainer's order: by `order`, then the parts'
     order), built with the first member that has it, and the members' strengths as a column."""
-    names = [name for cell in cells for name, _ in cell.regularizer.parts if name not in REGISTRY.builtins]
+    names = {name for cell in cells for name, _ in cell.regularizer.parts if name not in REGISTRY.builtins}
     parts = []
-    for name in sorted(dict.fromkeys(names), key=lambda name: regularizer_class(name).order):
+    for name in sorted(sort_parts(names), key=lambda name: regularizer_class(name).order):
         kind = regularizer_class(name)
         strengths = [cell.regularizer.strength(name) for cell in cells]
         first = next(cell for cell, value in zip(cells, strengths) if name in dict(cell.regularizer.parts))

@@ -421,3 +421,13 @@ def test_file_tasks_run_on_ray_as_they_do_locally(housing, tmp_path):
     local, remote = (pd.read_csv(tmp_path / f"{n}.csv").set_index("cell_id").sort_index() for n in ("local", "ray"))
     assert len(local) == 6 and (remote["status"] == "ok").all()
     pd.testing.assert_frame_equal(local[["val_loss", "test_acc"]], remote[["val_loss", "test_acc"]])
+
+
+def test_a_test_file_whose_numbers_are_text_is_refused(tmp_path):
+    table().to_csv(tmp_path / "train.csv", index=False)
+    table(rows=20, seed=1).assign(x2="unknown").to_csv(tmp_path / "test.csv", index=False)
+    body = "name = 't'\npath = 'train.csv'\ntest_path = 'test.csv'\ntarget = 'label'"
+    with pytest.raises(
+        UserError, match=r"test.csv: column 'x2' is not numeric \(e.g. 'unknown'\), as it is in .*train.csv"
+    ):
+        prepare_task(one_task(tmp_path, body).key)

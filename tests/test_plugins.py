@@ -126,8 +126,8 @@ def test_a_stackable_regularizer_may_use_step_hooks_only():
 # ---------------------------------------------------------------- the example's model and regularizers
 
 
-def plugin_cell(reg="none", keep=0.5, model=RESMLP, hidden=(16, 16), seed=0, strengths=None, **options):
-    cell = make_cell("wine", reg=reg, keep=keep, hidden=hidden, seed=seed, strengths=strengths)
+def plugin_cell(reg="none", keep=0.5, model=RESMLP, hidden=(16, 16), seed=0, strengths=None, epochs=3, **options):
+    cell = make_cell("wine", reg=reg, keep=keep, hidden=hidden, seed=seed, strengths=strengths, epochs=epochs)
     config = ModelConfig(kind=model, hidden=tuple(hidden), options=tuple(sorted(options.items())))
     return replace(cell, task=replace(cell.task, model=config))
 
@@ -137,11 +137,11 @@ def test_a_plugin_model_gets_the_keep_rates_and_draws_its_masks_from_the_cell(ex
     assert [m.keep for m in model.noise] == [0.5, 0.8] and model.input_dropout.keep == 0.9
     assert model.scale == 1.0  # the option's default
     data = load_task_data("wine")
-    first, again = fit_cell(plugin_cell(), data), fit_cell(plugin_cell(), data)
+    first, again = fit_cell(plugin_cell(epochs=1), data), fit_cell(plugin_cell(epochs=1), data)
     assert first.status == "ok" and first.val_loss == again.val_loss  # the cell's masks: the same figures
-    other_seed = fit_cell(plugin_cell(seed=1), data)
+    other_seed = fit_cell(plugin_cell(seed=1, epochs=1), data)
     assert other_seed.val_loss != first.val_loss
-    assert fit_cell(plugin_cell(scale=0.1), data).val_loss != first.val_loss
+    assert fit_cell(plugin_cell(scale=0.1, epochs=1), data).val_loss != first.val_loss
 
 
 def test_plugin_model_options_and_dropout_kinds_are_checked_in_the_suite(example, tmp_path):
@@ -267,3 +267,17 @@ def test_a_plugin_regularizer_is_swept_and_tuned_like_a_built_in(installed, tmp_
     path.write_text(path.read_text().replace("weight-clip = { log = [0.01, 1.0] }", "weight-clip = [0.0]"))
     with pytest.raises(UserError, match=r"tuning.space.weight-clip: strength must be > 0"):
         load_suite(str(path))
+
+
+def test_a_plugin_task_whose_load_fails_is_one_line(example, tmp_path, monkeypatch):
+    module = tmp_path / "failing_tasks.py"
+    module.write_text(
+        "from dropbench.data import SplitSpec, TaskInfo\n"
+        "def load():\n    raise FileNotFoundError('no file /data/moons.csv')\n"
+        "task = TaskInfo('x', 'classification', 'a task', 'nowhere', load, SplitSpec(0.2, 0.2))\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(
+        UserError, match=r"task 'failing_tasks:task' \(nowhere\): load\(\) failed: FileNotFoundError: no"
+    ):
+        load_task_data("failing_tasks:task")

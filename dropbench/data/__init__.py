@@ -160,12 +160,28 @@ def _split(raw: RawTask, info: TaskInfo, classification: bool) -> Split:
         ) from None
 
 
+def _load(info: TaskInfo) -> RawTask:
+    """Every row of a task. A plugin's load() that fails is one line naming the task, not a traceback (the
+    package's own loaders raise UserError for bad input, and anything else is a bug to see whole)."""
+    if info.name in TASKS and TASKS[info.name] is info:
+        return info.load()
+    try:
+        return info.load()
+    except UserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - the user's code: its failure is reported, the run stops
+        lines = str(error).strip().splitlines()
+        raise UserError(
+            f"task '{info.name}' ({info.origin}): load() failed: {type(error).__name__}: {lines[0] if lines else ''}"
+        ) from None
+
+
 @cache
 def load_task_data(key: TaskKey) -> TaskData:
     """Load, split and normalize a task once per process; every cell of the run shares these tensors."""
     info = get_task(key)
     name = info.name
-    raw = info.load()
+    raw = _load(info)
     if not isinstance(raw, RawTask):
         raise UserError(f"task '{name}': its load() returned {type(raw).__name__}, not a dropbench.data.RawTask")
     classification = info.classification if raw.classification is None else raw.classification

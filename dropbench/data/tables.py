@@ -77,7 +77,13 @@ def load_table_task(task: FileTask) -> RawTask:
     test = None
     if task.test_path is not None and task.test_sha256 is not None:
         test = read_table(task.test_path, task.test_sha256, task.format)
-        _feature_columns(test, task, task.test_path)  # the same columns must be there
+        _feature_columns(test, task, task.test_path)  # the same columns must be there, of the same sort
+        for column in features:
+            if _numeric(frame[column].dtype) and not _numeric(test[column].dtype):
+                example = test[column].dropna().iloc[0] if test[column].notna().any() else None
+                raise UserError(
+                    f"{task.test_path}: column '{column}' is not numeric (e.g. {example!r}), as it is in {task.path}"
+                )
     y = frame[task.target]
     kind = task.kind or infer_kind(y)
     _check_target(y, kind, task.path)
