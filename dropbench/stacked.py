@@ -71,7 +71,7 @@ def stack_key(cell: Cell) -> tuple | None:
     its lr schedule and momentum ramp: one lr and momentum per step for the whole stack). bf16 cells train alone.
     """
     model = cell.task.model
-    if model.fixed_pn or cell.dropout != "bernoulli" or cell.mc_samples or not model_class(model.kind).stackable:
+    if model.fixed_pn or cell.dropout != "bernoulli" or cell.mc_samples or not declares_stackable(model.kind):
         return None
     if cell.precision != "fp32":
         # bf16 rounds a batched matmul differently from a single one on some CPUs (validation loss 2e-3 apart
@@ -81,6 +81,12 @@ def stack_key(cell: Cell) -> tuple | None:
         return None
     task = cell.task
     return (task.name, task.data, cell.train_size, model, task.batch_size, task.epochs, task.optimizer)
+
+
+def declares_stackable(kind: str) -> bool:
+    """Whether a model kind's class itself says the stacked trainer reproduces it: a subclass of MLP that changes its
+    forward pass must not inherit MLP's `stackable = True`, so only the class's own declaration counts."""
+    return bool(vars(model_class(kind)).get("stackable", False))
 
 
 def _stored(name: str, tensor: torch.Tensor) -> torch.Tensor:

@@ -478,6 +478,13 @@ def _model_options(table: dict, kind: str, where: str) -> tuple[tuple[str, objec
     """A plugin model's own keys (its `options`), as sorted (name, value) pairs; lists become tuples."""
     extra = {key: value for key, value in table.items() if key not in MODEL_KEYS}
     _check_keys(extra, (*MODEL_KEYS, *model_class(kind).options), where)
+    for key, value in extra.items():
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(item, bool | int | float | str) for item in items):
+            raise UserError(f"{where}.{key}: expected a number, text, true/false or a list of them, got {value!r}")
+        for item in items:
+            if isinstance(item, float):
+                _number(item, f"{where}.{key}")  # finite: an option enters the cell's identity
     return tuple(sorted((key, tuple(value) if isinstance(value, list) else value) for key, value in extra.items()))
 
 

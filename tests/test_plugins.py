@@ -155,6 +155,8 @@ def test_plugin_model_options_and_dropout_kinds_are_checked_in_the_suite(example
     assert loaded.tasks[0].model.label == f"{RESMLP}-8-scale=0.5"
     with pytest.raises(UserError, match=r"model: unknown key 'depth'.*allowed: kind, hidden, .*, scale"):
         load_suite(str(suite(f"{{ kind = '{RESMLP}', hidden = [8], depth = 3 }}")))
+    with pytest.raises(UserError, match=r"model.scale: expected a number, text, true/false or a list of them"):
+        load_suite(str(suite(f"{{ kind = '{RESMLP}', hidden = [8], scale = {{ a = 1 }} }}")))
     with pytest.raises(UserError, match=r"model: unknown key 'scale'"):
         load_suite(str(suite("{ kind = 'mlp', hidden = [8], scale = 3 }")))
     refused = r"dropout 'dropconnect': model kind '.*ResMLP' of task 'wine' implements bernoulli, gaussian"
@@ -281,3 +283,20 @@ def test_a_plugin_task_whose_load_fails_is_one_line(example, tmp_path, monkeypat
         UserError, match=r"task 'failing_tasks:task' \(nowhere\): load\(\) failed: FileNotFoundError: no"
     ):
         load_task_data("failing_tasks:task")
+
+
+def test_a_subclass_of_mlp_stacks_only_when_it_says_so(monkeypatch):
+    from dropbench.models import MLP
+
+    class Inherits(MLP):
+        pass
+
+    class Declares(MLP):
+        stackable = True
+
+    monkeypatch.setitem(MODELS.builtins, "inherits", Inherits)
+    monkeypatch.setitem(MODELS.builtins, "declares", Declares)
+    cell = make_cell("wine")
+    for kind, stacks in (("mlp", True), ("inherits", False), ("declares", True)):
+        config = replace(cell.task.model, kind=kind)
+        assert (stack_key(replace(cell, task=replace(cell.task, model=config))) is not None) == stacks, kind
