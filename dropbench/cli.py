@@ -24,7 +24,6 @@ from .catalogue import (
     METRICS,
     PLOT_FORMATS,
     REFERENCES,
-    REGULARIZERS,
     plot_format,
     run_epilog,
 )
@@ -775,6 +774,7 @@ def tasks() -> int:
 
     from .data import TASKS
     from .data.fetch import data_dir, source_status
+    from .data.registry import REGISTRY
     from .report.console import stdout_console
 
     table = Table(title=f"tasks (data dir: {data_dir()})", title_justify="left")
@@ -783,6 +783,14 @@ def tasks() -> int:
     for name, info in sorted(TASKS.items()):
         status = "bundled" if info.source is None else source_status(info.source)
         table.add_row(name, info.kind, info.summary, status, info.origin)
+    for entry in REGISTRY.entries():
+        if entry.builtin:
+            continue
+        plugin = f"plugin: {entry.source}"
+        if entry.value is None:
+            table.add_row(entry.name, "", entry.problem, plugin, "")
+        else:
+            table.add_row(entry.name, entry.value.kind, entry.value.summary, plugin, entry.value.origin)
     table.add_row(
         "openml:<id>",
         "from its target",
@@ -791,6 +799,11 @@ def tasks() -> int:
         "OpenML via scikit-learn",
     )
     stdout_console().print(table)
+    stdout_console().print(
+        "Your own data: a [[task]] with path = a CSV, Parquet or .npz file or a folder of images; "
+        "a plugin's task: its name, or module:object (docs/plugins.md)",
+        markup=False,
+    )
     return EXIT_OK
 
 
@@ -821,14 +834,20 @@ def regularizers() -> int:
     """
     from rich.table import Table
 
+    from .regularizers import REGISTRY
     from .report.console import stdout_console
 
     table = Table(title="regularizers (combine with +, e.g. max-norm+early-stopping)", title_justify="left")
-    for column in ("name", "strength", "default", "what it does"):
+    for column in ("name", "strength", "default", "what it does", "from"):
         table.add_column(column)
-    for info in REGULARIZERS.values():
-        default = "" if info.default_strength is None else format(info.default_strength, "g")
-        table.add_row(info.name, info.strength_meaning, default, info.summary)
+    for entry in REGISTRY.entries():
+        kind = entry.value
+        if kind is None:
+            table.add_row(entry.name, "", "", entry.problem, entry.source)
+            continue
+        default = "" if kind.default_strength is None else format(kind.default_strength, "g")
+        strength = kind.strength_meaning if kind.default_strength is not None else ""
+        table.add_row(entry.name, strength, default, kind.summary, entry.source)
     stdout_console().print(table)
     stdout_console().print("Set a strength in a suite: [regularizer.l2] strength = 1e-4", markup=False)
     return EXIT_OK

@@ -4,6 +4,7 @@ import math
 from dataclasses import asdict, dataclass
 from functools import cached_property
 
+from .data.filetask import FileTask, TaskKey
 from .regularizers import RegularizerSetting
 from .report.labels import cell_label
 from .schedules import LrSchedule, MomentumRamp
@@ -23,13 +24,21 @@ class ModelConfig:
     # Fixed p·n (the paper's Figure 9b): each hidden layer is widened to round(n / p), so the expected
     # number of kept units stays n whatever the keep rate.
     fixed_pn: bool = False
+    # A plugin model kind's own settings (its `Network.options`), as (name, value) pairs sorted by name.
+    options: tuple[tuple[str, object], ...] = ()
 
     @property
     def label(self) -> str:
         convs = [f"c{c}" for c in self.channels]
         spatial = [f"sk{self.conv_keep:g}"] if self.conv_keep < 1.0 else []
         pn = ["pn"] if self.fixed_pn else []
-        return "-".join([self.kind, *convs, *map(str, self.hidden), *spatial, *pn])
+        options = [f"{name}={_text(value)}" for name, value in self.options]
+        return "-".join([self.kind, *convs, *map(str, self.hidden), *spatial, *pn, *options])
+
+    def identity(self) -> dict[str, object]:
+        """The fields that define the model, each added after the first release only where set (earlier cell_ids
+        stand)."""
+        return {k: v for k, v in asdict(self).items() if (k != "fixed_pn" or v) and (k != "options" or v)}
 
     def widths(self, keep_rates: tuple[float, ...]) -> tuple[int, ...]:
         """The hidden widths a cell trains: as written, or n / p per layer under fixed p·n."""
@@ -96,15 +105,29 @@ class OptimizerConfig:
         return identity
 
 
+def _text(value: object) -> str:
+    """An option's value in a label: numbers as %g, lists joined by '/'."""
+    if isinstance(value, tuple):
+        return "/".join(map(_text, value))
+    return format(value, "g") if isinstance(value, float) else str(value)
+
+
 @dataclass(frozen=True)
 class TaskConfig:
-    """How one task is trained in a suite: which data, which model, which budget."""
+    """How one task is trained in a suite: which data, which model, which budget. `data` describes a task read
+    from the user's files (declared in the suite with `path`); it travels with every cell to the workers."""
 
     name: str
     model: ModelConfig
     optimizer: OptimizerConfig
     batch_size: int
     epochs: int
+    data: FileTask | None = None
+
+    @property
+    def key(self) -> TaskKey:
+        """What finds the task's data: its name, or its file description."""
+        return self.name if self.data is None else self.data
 
 
 # The identity fields a grid varies within one task; every other field is the task's training setup. A tuned
@@ -171,10 +194,12 @@ class Cell:
             extra["precision"] = self.precision
         if self.method:
             extra.update(method=self.method, phase=self.phase, trial=self.trial)
+        if self.task.data is not None:  # the files' checksums: a changed file makes other cells, never the same
+            extra["data"] = self.task.data.identity()
         return {
             **extra,
             "task": self.task.name,
-            "model": {k: v for k, v in asdict(self.task.model).items() if k != "fixed_pn" or v},
+            "model": self.task.model.identity(),
             "optimizer": self.task.optimizer.as_identity(),
             "batch_size": self.task.batch_size,
             "epochs": self.task.epochs,

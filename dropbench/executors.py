@@ -127,7 +127,7 @@ def fit_safely(cell: Cell, device: str = "cpu", on_epoch: OnEpoch | None = None)
 
     Bad data (UserError) still stops the run: every other cell of that task would fail the same way.
     """
-    data = load_task_data_on(cell.task.name, device)
+    data = load_task_data_on(cell.task.key, device)
     try:
         return fit_alone(cell, data, on_epoch)
     except UserError:
@@ -142,7 +142,7 @@ def fit_unit(unit: WorkUnit, device: str = "cpu", on_epoch: OnEpoch | None = Non
     `on_epoch` hears of every epoch as it ends."""
     if not unit.stacked:
         return [(cell, fit_safely(cell, device, on_epoch)) for cell in unit.cells]
-    data = load_task_data_on(unit.cells[0].task.name, device)
+    data = load_task_data_on(unit.cells[0].task.key, device)
     try:
         return list(zip(unit.cells, fit_stacked(unit.cells, data, on_epoch)))
     except UserError:

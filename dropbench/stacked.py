@@ -30,8 +30,19 @@ from .dropout import (
     random_words,
     relu_dropout_,
 )
-from .models import MLP, build_model, count_parameters, init_parameters_
-from .regularizers import EarlyStopping, add_penalty_gradients_, apply_max_norm_, apply_weight_decay_, decay_factor
+from .models import MLP, build_model, count_parameters, init_parameters_, model_class
+from .regularizers import (
+    REGISTRY,
+    EarlyStopping,
+    Regularizer,
+    Weights,
+    add_penalty_gradients_,
+    apply_max_norm_,
+    apply_weight_decay_,
+    decay_factor,
+    regularizer_class,
+    sort_parts,
+)
 from .seeding import make_generator
 from .train import (
     CellResult,
@@ -44,7 +55,6 @@ from .train import (
     subsample_training,
 )
 
-STACKABLE_REGULARIZERS = frozenset({"none", "l1", "l2", "max-norm", "weight-decay", "early-stopping"})
 # Rows of the split per evaluation chunk, whatever K: a member's figures must not depend on how many other
 # members share the chunk. 512 rows x MAX_GROUP (32) members: 16,384 rows at most, as before this rule.
 EVAL_ROWS = 512
@@ -53,23 +63,30 @@ EVAL_ROWS = 512
 def stack_key(cell: Cell) -> tuple | None:
     """Cells with equal keys can be trained in one stack; None: this cell must be trained alone.
 
-    Stackable: a plain MLP (not fixed p·n, whose widths depend on the keep rate), Bernoulli dropout (any
-    keep rates), no MC dropout, and a regularizer made only of none/l1/l2/max-norm/weight-decay/early-stopping
-    (any strengths). The key holds everything the members must share: task, train_size, hidden widths,
-    batch size, epochs and optimizer (with its lr schedule and momentum ramp: one lr and momentum per step for
-    the whole stack). bf16 cells train alone.
+    Stackable: a model kind that declares it (the built-in plain MLP; not fixed p·n, whose widths depend on the
+    keep rate), Bernoulli dropout (any keep rates), no MC dropout, and a regularizer whose every part declares it
+    (none, l1, l2, max-norm, weight-decay, early-stopping, and plugins' with `stackable = True`; any strengths).
+    A plugin regularizer or model that does not declare it trains alone, in the single-cell trainer. The key
+    holds everything the members must share: task, train_size, the model, batch size, epochs and optimizer (with
+    its lr schedule and momentum ramp: one lr and momentum per step for the whole stack). bf16 cells train alone.
     """
     model = cell.task.model
-    if model.kind != "mlp" or model.fixed_pn or cell.dropout != "bernoulli" or cell.mc_samples:
+    if model.fixed_pn or cell.dropout != "bernoulli" or cell.mc_samples or not declares_stackable(model.kind):
         return None
     if cell.precision != "fp32":
         # bf16 rounds a batched matmul differently from a single one on some CPUs (validation loss 2e-3 apart
         # after 12 epochs on an AMD EPYC): a cell's figures must not depend on whether it was stacked.
         return None
-    if any(name not in STACKABLE_REGULARIZERS for name, _ in cell.regularizer.parts):
+    if not all(regularizer_class(name).stackable for name, _ in cell.regularizer.parts):
         return None
     task = cell.task
-    return (task.name, cell.train_size, tuple(model.hidden), task.batch_size, task.epochs, task.optimizer)
+    return (task.name, task.data, cell.train_size, model, task.batch_size, task.epochs, task.optimizer)
+
+
+def declares_stackable(kind: str) -> bool:
+    """Whether a model kind's class itself says the stacked trainer reproduces it: a subclass of MLP that changes its
+    forward pass must not inherit MLP's `stackable = True`, so only the class's own declaration counts."""
+    return bool(vars(model_class(kind)).get("stackable", False))
 
 
 def _stored(name: str, tensor: torch.Tensor) -> torch.Tensor:
@@ -310,6 +327,9 @@ class _Members:
     # Decoupled decay's λ per member and the lr `decay` holds the factors of: a scheduled lr needs new factors.
     weight_decays: tuple[float, ...] = ()
     decay_lr: float = math.nan
+    # Plugin regularizers that declare `stackable`: each part once, with its members' strengths [K, 1, 1] (its
+    # `neutral` where a member lacks it), in the order their step hooks run, after the built-ins' above.
+    plugins: tuple[tuple[Regularizer, torch.Tensor], ...] = ()
 
     @classmethod
     def of(cls, cells: Sequence[Cell], device: torch.device) -> "_Members":
@@ -325,7 +345,12 @@ class _Members:
             max_norm=_column([math.inf if c is None else c for c in norms], any(c is not None for c in norms), device),
             weight_decays=tuple(decay),
             decay_lr=lr,
+            plugins=_plugin_parts(cells, device),
         )
+
+    def hooks(self, hook: str) -> list[tuple[Regularizer, torch.Tensor]]:
+        """The plugin parts with their own `hook`, with their members' strengths."""
+        return [(part, strengths) for part, strengths in self.plugins if type(part).overrides(hook)]
 
     def decay_at(self, lr: float) -> torch.Tensor | None:
         """The members' decay factors 1 - lr·λ at this lr (the same numbers a single cell's `decay_factor` gives)."""
@@ -333,6 +358,20 @@ class _Members:
             self.decay = _column([decay_factor(lr, d) for d in self.weight_decays], True, self.decay.device)
             self.decay_lr = lr
         return self.decay
+
+
+def _plugin_parts(cells: Sequence[Cell], device: torch.device) -> tuple[tuple[Regularizer, torch.Tensor], ...]:
+    """Each plugin part of the members once (in the single-cell trainer's order: by `order`, then the parts'
+    order), built with the first member that has it, and the members' strengths as a column."""
+    names = {name for cell in cells for name, _ in cell.regularizer.parts if name not in REGISTRY.builtins}
+    parts = []
+    for name in sorted(sort_parts(names), key=lambda name: regularizer_class(name).order):
+        kind = regularizer_class(name)
+        strengths = [cell.regularizer.strength(name) for cell in cells]
+        first = next(cell for cell, value in zip(cells, strengths) if name in dict(cell.regularizer.parts))
+        values = [kind.neutral if value is None else value for value in strengths]
+        parts.append((kind(dict(first.regularizer.parts)[name], first), _column(values, True, device)))
+    return tuple((part, column) for part, column in parts if column is not None)
 
 
 def _column(values: list[float], used: bool, device: torch.device) -> torch.Tensor | None:
@@ -362,6 +401,8 @@ def _train_one_epoch(
     perms = torch.stack([torch.randperm(n, generator=order) for order in orders]).to(device)
     loss_sum = torch.zeros(stack.size, dtype=torch.float64, device=device)
     weights, hidden_weights = stack.weights, stack.weights[:-1]
+    layers = Weights(weights, hidden_weights, unit_dim=-1)  # what plugin parts' step hooks see
+    gradient_hooks, before_hooks, after_hooks = (members.hooks(h) for h in ("gradients", "before_step", "after_step"))
     for step, idx in enumerate(perms.split(batch, dim=1)):
         if scheduled:  # as the single-cell trainer: the lr (and momentum) of this step, the decay at that lr
             members.decay_at(set_schedule_(optimizer, task.optimizer, epoch, step, steps, task.epochs))
@@ -372,11 +413,17 @@ def _train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         add_penalty_gradients_(weights, l1=members.l1, l2=members.l2)  # weights only, as the single-cell trainer
+        for part, strengths in gradient_hooks:
+            part.gradients(layers, strengths)
         if members.decay is not None:  # before the step, as the single-cell trainer (and AdamW)
             apply_weight_decay_(weights, members.decay)
+        for part, strengths in before_hooks:
+            part.before_step(layers, strengths, optimizer.param_groups[0]["lr"])
         optimizer.step()
         if members.max_norm is not None:  # a hidden unit's incoming weights: a column of its member's [in, out]
             apply_max_norm_(hidden_weights, members.max_norm, unit_dim=-1)
+        for part, strengths in after_hooks:
+            part.after_step(layers, strengths)
         loss_sum += losses.detach().double() * idx.shape[1]
     return loss_sum
 

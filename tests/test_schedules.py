@@ -11,7 +11,7 @@ import torch
 from conftest import make_cell
 from test_stacked import assert_same_figures, max_difference
 
-from dropbench import train as train_module
+from dropbench import regularizers as regularizers_module
 from dropbench.cli import main
 from dropbench.config import OptimizerConfig
 from dropbench.data import load_task_data
@@ -190,13 +190,13 @@ def test_a_continued_training_sets_what_an_uninterrupted_one_does(recorded):
 def test_decoupled_weight_decay_scales_with_the_scheduled_lr(monkeypatch):
     """As AdamW's: w·(1 − lr_t·λ) with the step's own lr, in both trainers."""
     factors_seen = []
-    original = train_module.apply_weight_decay_
+    original = regularizers_module.apply_weight_decay_  # the weight-decay regularizer's hook calls it
 
     def recording(weights, factor):
         factors_seen.append(factor)
         return original(weights, factor)
 
-    monkeypatch.setattr(train_module, "apply_weight_decay_", recording)
+    monkeypatch.setattr(regularizers_module, "apply_weight_decay_", recording)
     cell = wine_cell(RECIPE, reg="weight-decay", strengths={"weight-decay": 0.2})
     train_model(cell, load_task_data("wine"))
     assert factors_seen == pytest.approx([1 - lr * 0.2 for lr, _ in RECIPE_BY_HAND], rel=1e-12)
