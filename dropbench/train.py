@@ -4,6 +4,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 import torch
@@ -16,14 +17,7 @@ from .data import TaskData
 from .devices import autocast
 from .errors import UserError
 from .models import Network, build_model, count_parameters, init_parameters_
-from .regularizers import (
-    EarlyStopping,
-    add_penalty_gradients_,
-    apply_max_norm_,
-    apply_weight_decay_,
-    decay_factor,
-    kl_sparsity_penalty,
-)
+from .regularizers import EarlyStopping, LossFn, Regularizer, Weights, regularizer_class
 from .report.stats import expected_calibration_error
 from .seeding import derive_seed, make_generator
 
@@ -110,6 +104,27 @@ def _optimizer(
     )
 
 
+def set_schedule_(
+    optimizer: torch.optim.Optimizer,
+    config: OptimizerConfig,
+    epoch: int,
+    step: int,
+    steps_per_epoch: int,
+    total_epochs: int,
+) -> float:
+    """Set the lr of `step` (from 0) of `epoch` (from 0) in every parameter group, and SGD's momentum of that
+    epoch (`OptimizerConfig.lr_at`, `momentum_at`: pure functions of these numbers, so a continued training sets
+    what an uninterrupted one does). torch's SGD and Adam, fused or foreach, read both from the group at every
+    step. Returns the lr."""
+    lr = config.lr_at(epoch, step, steps_per_epoch, total_epochs)
+    momentum = config.momentum_at(epoch) if config.name == "sgd" else None
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        if momentum is not None:
+            group["momentum"] = momentum
+    return lr
+
+
 def data_loss(
     output: torch.Tensor, target: torch.Tensor, classification: bool, reduction: str = "mean", smoothing: float = 0.0
 ) -> torch.Tensor:
@@ -189,32 +204,22 @@ def subsample_training(data: TaskData, size: int) -> TaskData:
     return replace(data, x_train=data.x_train[idx], y_train=data.y_train[idx])
 
 
-class _Mixup:
-    """Convex mixes of example pairs (Zhang et al. 2018): λ ~ Beta(α, α) per batch, from the cell's streams."""
-
-    def __init__(self, alpha: float, seed_key: str) -> None:
-        self.alpha = alpha
-        self.rng = np.random.default_rng(derive_seed(seed_key, "mixup"))
-        self.generator = make_generator(seed_key, "mixup-pairs")
-
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-        lam = float(self.rng.beta(self.alpha, self.alpha))
-        partner = torch.randperm(len(x), generator=self.generator).to(x.device)
-        return lam * x + (1 - lam) * x[partner], partner, lam
-
-
 class Training:
     """One cell's model, optimizer and random streams, and its training step.
 
     Random streams: initialization and batch order from (task, seed), shared by every cell that
     differs only in regularizer or keep rate (common random numbers); masks from the whole cell.
+    The regularizer's parts act through their hooks (`regularizers.Regularizer`), called in the order it gives.
     """
 
     def __init__(self, cell: Cell, data: TaskData) -> None:
-        setting = cell.regularizer
-        if setting.label_smoothing and not data.classification:
-            raise UserError(f"label-smoothing needs a classification task; '{data.name}' is a regression")
         self.cell, self.data = cell, data
+        parts = []
+        for name, strength in cell.regularizer.parts:
+            kind = regularizer_class(name)
+            if kind.classification_only and not data.classification:
+                raise UserError(f"{name} needs a classification task; '{data.name}' is a regression")
+            parts.append(kind(strength, cell))
         device = data.x_train.device
         self.order = make_generator(cell.task.name, cell.seed, "order")
         self.model = build_model(
@@ -223,48 +228,70 @@ class Training:
         init_parameters_(self.model, make_generator(cell.task.name, cell.seed, "init"))  # CPU: same on every device
         self.model.to(device)
         self.model.set_generator(make_generator(cell.seed_key, "masks", device=device))
-        self.model.record = bool(setting.kl_sparsity)
+        self.model.record = any(type(part).needs_activations for part in parts)
         self.optimizer = make_optimizer(cell.task.optimizer, list(self.model.parameters()))
-        self.mixup = _Mixup(setting.mixup, cell.seed_key) if setting.mixup else None
-        self.penalized, self.constrained = self.model.penalized_weights(), self.model.max_norm_weights()
+        # Where the training stands: epochs finished (the schedule's epoch of the next one) and the lr of the
+        # last step set (decoupled weight decay scales with it, as AdamW's does).
+        self.epoch, self.lr = 0, cell.task.optimizer.lr
+        self.weights = Weights(self.model.penalized_weights(), self.model.max_norm_weights())
+        self.loss: LossFn = partial(data_loss, classification=data.classification)
+        for part in _with_hook(parts, "loss_fn"):
+            self.loss = part.loss_fn(self.loss)
+        self.batch_parts, self.penalties = _with_hook(parts, "batch"), _with_hook(parts, "penalty")
+        self.gradient_parts, self.before_step = _with_hook(parts, "gradients"), _with_hook(parts, "before_step")
+        self.after_step = _with_hook(parts, "after_step")
 
     def step(self, idx: torch.Tensor) -> torch.Tensor:
         """One SGD step on the training rows `idx`; returns the minibatch data loss (on the device, no sync)."""
-        cell, data, setting = self.cell, self.data, self.cell.regularizer
+        cell, data, weights = self.cell, self.data, self.weights
         inputs, target = data.inputs(data.x_train[idx]), data.y_train[idx]
-        smoothing = setting.label_smoothing
         with autocast(inputs.device.type, cell.precision):
-            if self.mixup is not None:
-                inputs, partner, lam = self.mixup(inputs)
-                out = self.model(inputs)
-                loss = lam * data_loss(out, target, data.classification, smoothing=smoothing) + (1 - lam) * data_loss(
-                    out, target[partner], data.classification, smoothing=smoothing
-                )
-            else:
-                out = self.model(inputs)
-                loss = data_loss(out, target, data.classification, smoothing=smoothing)
+            loss_fn = self.loss
+            for part in self.batch_parts:
+                inputs, loss_fn = part.batch(inputs, loss_fn)
+            loss = loss_fn(self.model(inputs), target)
         objective = loss
-        if setting.kl_sparsity:
-            objective = loss + kl_sparsity_penalty(self.model.activations, setting.kl_target, setting.kl_sparsity)
+        for part in self.penalties:
+            penalty = part.penalty(self.model)
+            if penalty is not None:
+                objective = objective + penalty
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
-        add_penalty_gradients_(self.penalized, l1=setting.l1, l2=setting.l2)
-        if setting.weight_decay:  # before the step, as AdamW does
-            apply_weight_decay_(self.penalized, decay_factor(cell.task.optimizer.lr, setting.weight_decay))
+        for part in self.gradient_parts:
+            part.gradients(weights, _strength(part))
+        for part in self.before_step:
+            part.before_step(weights, _strength(part), self.lr)
         self.optimizer.step()
-        if setting.max_norm is not None:
-            apply_max_norm_(self.constrained, setting.max_norm)
+        for part in self.after_step:
+            part.after_step(weights, _strength(part))
         return loss.detach()
 
     def run_epoch(self) -> float:
-        """One pass over the training rows in a fresh seeded order; the mean minibatch data loss."""
+        """One pass over the training rows in a fresh seeded order, each step at its scheduled lr and momentum;
+        the mean minibatch data loss."""
         n, device = len(self.data.y_train), self.data.x_train.device
+        task = self.cell.task
+        steps, scheduled = math.ceil(n / task.batch_size), task.optimizer.scheduled
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.model.train()
         # The permutation is drawn on the CPU (the order generator lives there) so every device sees the same batches.
-        for idx in torch.randperm(n, generator=self.order).to(device).split(self.cell.task.batch_size):
+        for step, idx in enumerate(torch.randperm(n, generator=self.order).to(device).split(task.batch_size)):
+            if scheduled:
+                self.lr = set_schedule_(self.optimizer, task.optimizer, self.epoch, step, steps, task.epochs)
             loss_sum += self.step(idx).double() * len(idx)
+        self.epoch += 1
         return loss_sum.item() / n  # the epoch's one host sync
+
+
+def _with_hook(parts: list[Regularizer], hook: str) -> list[Regularizer]:
+    """The parts with a `hook` of their own, in the order a phase calls them: by `order`, then as the setting lists
+    them (sorted() is stable)."""
+    return sorted((part for part in parts if type(part).overrides(hook)), key=lambda part: type(part).order)
+
+
+def _strength(part: Regularizer) -> float:
+    """A part's strength as a step hook takes it (0 for one that has none)."""
+    return 0.0 if part.strength is None else part.strength
 
 
 def fit_cell(cell: Cell, data: TaskData, on_epoch: OnEpoch | None = None) -> CellResult:

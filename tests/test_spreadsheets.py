@@ -207,3 +207,61 @@ def test_other_formats_go_to_out_too(tmp_path, capsys):
     assert "synthetic · gap_acc" in (tmp_path / "table.txt").read_text()
     assert main(["report", str(QUICK), "--format", "xlsx", "--out", str(tmp_path)]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def later_copy(path: Path, year: str) -> Path:
+    """results/quick as if run again in `year`: the same cells and figures, a later started_at."""
+    frame = pd.read_csv(QUICK, dtype=str, keep_default_na=False)
+    frame["started_at"] = year + frame["started_at"].str[4:]
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_history_as_xlsx_holds_each_point_the_runs_and_the_verdict(tmp_path, capsys):
+    from dropbench.cli import main
+
+    later = later_copy(tmp_path / "later.csv", "2030")
+    out = tmp_path / "history.xlsx"
+    assert main(["history", str(QUICK), str(later), "--format", "xlsx", "--out", str(out)]) == 0
+    assert capsys.readouterr().out == ""
+    sheets = workbook(out)
+    assert list(sheets) == ["history", "runs", "verdict", "legend"]
+    header, *rows = sheets["history"]
+    records = [dict(zip(header, row)) for row in rows]
+    assert {r["run"] for r in records} == {1, 2} and len(records) == 2 * 3 * 4 * 2  # test_acc: 3 tasks' configs
+    assert all(isinstance(r["mean"], float) and r["95% CI low"] <= r["mean"] <= r["95% CI high"] for r in records)
+    second = [r for r in records if r["run"] == 2]
+    assert all(r["delta"] == 0 and r["verdict"] == "no change" and r["change"] is None for r in second)
+    assert [r[0] for r in sheets["runs"][1:]] == ["#1", "#2"] and sheets["runs"][0][0] == "run"
+    verdict = dict(sheets["verdict"][1:])
+    assert verdict["verdict"] == "no regression" and verdict["exit_code"] == 0 and verdict["runs"] == 2
+    assert any("moved significantly" in str(line) for _, line in sheets["legend"][1:])
+
+
+def test_a_report_with_its_comparison_and_history_as_xlsx(tmp_path):
+    from dropbench.cli import main
+
+    later = later_copy(tmp_path / "later.csv", "2030")
+    out = tmp_path / "report.xlsx"
+    args = ["report", str(later), "--compare", str(QUICK), "--history", str(QUICK), "--format", "xlsx"]
+    assert main([*args, "--out", str(out)]) == 0
+    names = list(workbook(out))
+    assert names[:7] == ["breast-cancer", "wine", "diabetes", "synthetic", "tests", "summary", "legend"]
+    history = ["history", "history runs", "history verdict", "history legend"]
+    assert names[7:] == ["comparison", "compare verdict", *history]
+
+
+@pytest.mark.slow  # the page draws every figure
+def test_html_and_history_go_to_out_too(tmp_path, capsys):
+    from dropbench.cli import main
+
+    page = tmp_path / "report.html"
+    assert main(["report", str(QUICK), "--format", "html", "--out", str(page)]) == 0
+    assert capsys.readouterr().out == "" and page.read_text().lstrip().lower().startswith("<!doctype html>")
+    later = later_copy(tmp_path / "later.csv", "2030")
+    trend = tmp_path / "history.html"
+    assert main(["history", str(QUICK), str(later), "--format", "html", "--out", str(trend)]) == 0
+    assert capsys.readouterr().out == "" and "</html>" in trend.read_text()
+    text = tmp_path / "history.md"
+    assert main(["history", str(QUICK), str(later), "--format", "markdown", "--out", str(text)]) == 0
+    assert "**Verdict: no regression**" in text.read_text()

@@ -153,7 +153,7 @@ def test_each_member_draws_its_masks_from_its_own_generator(hidden_keeps):
     data = load_task_data("synthetic")
     cells = [make_cell("synthetic", keep=keep, seed=0, hidden=(256,), input_keep=0.8) for keep in hidden_keeps]
     device = data.x_train.device
-    generators = [make_generator(cell.cell_id, "masks", device=device) for cell in cells]
+    generators = [make_generator(cell.seed_key, "masks", device=device) for cell in cells]
     members = [build_model(c.task.model, data.input_shape, data.n_outputs, c.layer_keep_rates, 0.8) for c in cells]
     keeps = [(c.input_keep_rate, *c.layer_keep_rates) for c in cells]
     stack = StackedMLP.from_members(members, keeps, generators)
@@ -161,7 +161,7 @@ def test_each_member_draws_its_masks_from_its_own_generator(hidden_keeps):
     for k, cell in enumerate(cells):
         keep = cell.keep_rate
         if keep < 1.0:  # the very units the single-cell MLP keeps first in this layer, from a fresh generator
-            expected = kept_units((64, 256), keep, make_generator(cell.cell_id, "masks", device=device), device)
+            expected = kept_units((64, 256), keep, make_generator(cell.seed_key, "masks", device=device), device)
             assert torch.equal(kept[k], expected)
         assert scales[k].item() == pytest.approx(1 / effective_keep_rate(keep), rel=1e-7)
         assert kept[k].double().mean().item() == pytest.approx(keep, abs=0.02)
@@ -174,7 +174,7 @@ def test_rates_near_one_keep_and_preserve_the_mean_at_the_rate_the_lanes_realise
     data = load_task_data("synthetic")
     hidden_keeps = (0.999995, 65535 / 65536, 0.5)
     cells = [make_cell("synthetic", keep=keep, seed=0, hidden=(256,)) for keep in hidden_keeps]
-    generators = [make_generator(cell.cell_id, "masks") for cell in cells]
+    generators = [make_generator(cell.seed_key, "masks") for cell in cells]
     states = [g.get_state() for g in generators]
     members = [build_model(c.task.model, data.input_shape, data.n_outputs, c.layer_keep_rates, 1.0) for c in cells]
     stack = StackedMLP.from_members(members, [(1.0, *c.layer_keep_rates) for c in cells], generators)

@@ -330,7 +330,7 @@ def test_ci_runs_the_readme_test_command_with_the_system_packages_of_ci_run():
     triggers = yaml.safe_load(CI.read_text())[True]  # YAML 1.1 reads the key `on` as true
     assert set(triggers) == {"push", "pull_request"}
     ci_run = (ROOT / ".ci" / "run").read_text()
-    for package in ("dataset-fashion-mnist", "libreoffice-calc-nogui"):
+    for package in ("dataset-fashion-mnist", "chromium", "libreoffice-calc-nogui"):
         assert package in ci_run and package in scripts[0]
 
 

@@ -4,8 +4,12 @@ A report gives one sheet per task (a row per configuration and, per keep rate, t
 95% CI as low and high bounds in columns of their own, the seeds, the test figure with its bounds, the marks),
 then `tests` (each configuration's paired test against its baseline, as `report --paired` shows it), `summary`
 (every statistic of every configuration) and `legend` (the captions); --best, --tuned and --reference give their
-table, and failed cells a sheet of their own. A comparison gives `comparison` and `verdict`. Header rows and
-label columns are frozen.
+table, and failed cells a sheet of their own. A comparison gives `comparison` and `verdict`; a history
+(`dropbench history`) gives `history` (a row per configuration and run: its point and its step from the run
+before, with the flag), `runs` (each run's provenance), `verdict` and `legend`. A report with --compare or
+--history holds their sheets after its own (`comparison`, `compare verdict`, ...; `history`, `history runs`,
+...). Comparisons and histories keep the metric's own units, as compare's statistics and the results files do
+(fractions for accuracies). Header rows and label columns are frozen.
 
 An xlsx types every cell, so text stays text ('0.8/0.5', '=cmd' included) with no escaping, and figures are
 numbers in the units the sheet's header names. openpyxl writes it (pip install 'dropbench[xlsx]').
@@ -24,8 +28,20 @@ from ...errors import UserError
 from ..compare import CompareResult
 from ..data import Report
 from ..grid import BASELINE_MARK, BEST_MARK, Grid, caption
+from ..history import History
 from ..summary import CONFIG_COLUMNS
-from ..text import BEST_LEGEND, comparison_labels, tuned_legend, tuned_tasks, verdict_summary
+from ..text import (
+    BEST_LEGEND,
+    RUN_HEADERS,
+    comparison_labels,
+    history_legend,
+    history_summary,
+    history_title,
+    run_lines,
+    tuned_legend,
+    tuned_tasks,
+    verdict_summary,
+)
 from . import Exporter, register
 
 if TYPE_CHECKING:
@@ -46,31 +62,98 @@ class XlsxExporter(Exporter):
         return workbook_bytes(report_sheets(report))
 
     def export_comparison(self, result: CompareResult) -> bytes:
-        rows = [{"configuration": label, **asdict(row)} for label, row in zip(comparison_labels(result), result.rows)]
-        verdict = {
-            "verdict": result.verdict,
-            "exit_code": result.exit_code,
-            "summary": verdict_summary(result),
-            "metric": result.metric,
-            "max_drop": result.max_drop,
-            "alpha": result.alpha,
-            "test": result.method,
-            "cells only in base": len(result.missing_in_new),
-            "cells only in new": len(result.missing_in_base),
-        }
-        missing = [("base", cell) for cell in result.missing_in_new] + [("new", c) for c in result.missing_in_base]
-        sheets = [
-            ("comparison", pd.DataFrame.from_records(rows)),
-            ("verdict", pd.DataFrame({"field": list(verdict), "value": list(verdict.values())})),
-        ]
-        if missing:
-            sheets.append(("cells on one side", pd.DataFrame(missing, columns=["only in", "cell"])))
-        return workbook_bytes(sheets)
+        return workbook_bytes(comparison_sheets(result))
+
+    def export_history(self, history: History) -> bytes:
+        return workbook_bytes(history_sheets(history))
+
+
+def comparison_sheets(result: CompareResult, prefix: str = "") -> list[Sheet]:
+    """`comparison` (a row per configuration), `verdict` and, where cells are on one side only, those cells."""
+    rows = [{"configuration": label, **asdict(row)} for label, row in zip(comparison_labels(result), result.rows)]
+    verdict = {
+        "verdict": result.verdict,
+        "exit_code": result.exit_code,
+        "summary": verdict_summary(result),
+        "metric": result.metric,
+        "max_drop": result.max_drop,
+        "alpha": result.alpha,
+        "test": result.method,
+        "cells only in base": len(result.missing_in_new),
+        "cells only in new": len(result.missing_in_base),
+    }
+    missing = [("base", cell) for cell in result.missing_in_new] + [("new", c) for c in result.missing_in_base]
+    sheets = [
+        ("comparison", pd.DataFrame.from_records(rows)),
+        (f"{prefix}verdict", _fields(verdict)),
+    ]
+    if missing:
+        sheets.append((f"{prefix}cells on one side", pd.DataFrame(missing, columns=["only in", "cell"])))
+    return sheets
+
+
+def history_sheets(history: History, prefix: str = "") -> list[Sheet]:
+    """`history` (a row per configuration and run that holds it: the run's point, then its step from the run
+    before with compare's verdict and the flag), `runs` (RUN_HEADERS, as every format lists them), `verdict` (the
+    newest step's) and `legend` (the titles and what the flags mean)."""
+    records = []
+    for trend in history.trends:
+        for i, (run, point, step, change) in enumerate(zip(history.runs, trend.points, trend.steps, trend.changes)):
+            if point is None:
+                continue
+            record: dict[str, object] = {"configuration": trend.label, **trend.config}
+            record.update(run=i + 1, date=run.started, commit="+".join(run.commits), file=run.name)
+            record.update({"metric": history.metric, "seeds": point.n, "mean": point.mean})
+            record.update({"95% CI low": point.mean - point.ci, "95% CI high": point.mean + point.ci})
+            record["not ok"] = point.not_ok
+            record.update(
+                {
+                    "delta": math.nan if step is None else step.delta,
+                    "delta 95% CI low": math.nan if step is None else step.ci_low,
+                    "delta 95% CI high": math.nan if step is None else step.ci_high,
+                    "p_raw": math.nan if step is None else step.p_raw,
+                    "p (Holm)": math.nan if step is None else step.p_value,
+                    "verdict": "" if step is None else step.verdict,
+                    "change": change,
+                }
+            )
+            records.append(record)
+    verdict = {
+        "verdict": history.verdict,
+        "exit_code": history.exit_code,
+        "summary": history_summary(history),
+        "metric": history.metric,
+        "max_drop": history.max_drop,
+        "alpha": history.alpha,
+        "test": history.method,
+        "runs": len(history.runs),
+    }
+    legend = [(task, history_title(history, task)) for task in history.tasks()]
+    legend.append(("", history_legend(history)))
+    return [
+        ("history", pd.DataFrame.from_records(records)),
+        (f"{prefix}runs", pd.DataFrame(run_lines(history.runs), columns=list(RUN_HEADERS))),
+        (f"{prefix}verdict", _fields(verdict)),
+        (f"{prefix}legend", pd.DataFrame(legend, columns=["task", "legend"])),
+    ]
+
+
+def _fields(values: dict[str, object]) -> pd.DataFrame:
+    return pd.DataFrame({"field": list(values), "value": list(values.values())})
 
 
 def report_sheets(report: Report) -> list[Sheet]:
-    """The report's tables, each with its sheet's name, and last a `legend` sheet: what the other sheets' figures
-    and marks mean, in the words every format uses."""
+    """The report's tables, each with its sheet's name, and a `legend` sheet: what the other sheets' figures and
+    marks mean, in the words every format uses; then the sheets of --compare and --history, where given."""
+    verdicts = []
+    if report.comparison is not None:
+        verdicts += comparison_sheets(report.comparison, "compare ")
+    if report.history is not None:
+        verdicts += history_sheets(report.history, "history ")
+    return [*_own_sheets(report), *verdicts]
+
+
+def _own_sheets(report: Report) -> list[Sheet]:
     if report.best is not None:
         return [("best", report.best), _legend([("", BEST_LEGEND)])]
     if report.tuned is not None:
