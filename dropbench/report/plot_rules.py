@@ -5,14 +5,19 @@ heatmap spans, which lines are one line, and how many lines share a panel.
 - **Bands** are clipped to what the figure can be (`bounds`): errors and accuracies in [0, 100] %, losses and
   seconds ≥ 0, gaps in points within [−100, 100]. A t-interval over a few seeds reaches past them (an error of
   −2% is not a possible outcome); the clipped band says the same about the possible ones.
-- **The axis** (`axis_range`): a point is an outlier when it lies beyond Tukey's far-out fence, more than
-  `OUTLIER_K` = 3 interquartile ranges past the quartiles of the panel's points, and the axis leaves the outliers
-  out only when that zooms in by at least `MIN_ZOOM` = 4 (what is left, bands included, spans at most a quarter
-  of the whole). The figure then draws them as markers at the edge with their value written beside (a broken
-  axis, without a second panel). A log axis would do for errors, but training error and bands reach 0.
-- **Heatmap colours** (`color_scale`): the same fence makes the limits robust (an outlying cell saturates and the
-  colour bar says so); values on both sides of 0 get a diverging map symmetric around 0, values on one side a
-  sequential one from their least to their greatest, so that gaps of 2 to 5 points do not all look pale.
+- **The axis** (`axis_range`): the fewest points at the top (then at the bottom) of a panel are left out whose
+  leaving out magnifies the rest at least `MIN_ZOOM` = 4 times: the rest, bands included, spans at most a quarter
+  of what the panel would span with them, so without them the axis would be three quarters empty. At most a
+  quarter of the points (at least one, and never below `MIN_POINTS` = 4 kept): a cluster at one end is data, not
+  an outlier, and leaving out one of its points gains nothing. The figure draws the points left out as markers
+  at the edge with their value written beside (a broken axis, without a second panel). Interquartile fences
+  flag too much on a keep-rate curve, which is skewed by nature (Figure 9's second-worst point, 6.8% beside
+  2.4–3.8%, lies past Tukey's far-out fence); a log axis would do for errors, but training errors and bands
+  reach 0.
+- **Heatmap colours** (`color_scale`): the same rule makes the limits robust (a cell that dwarfs the rest
+  saturates and the colour bar's arrow says so); values on both sides of 0 get a diverging map symmetric around
+  0, values on one side a sequential one from their least to their greatest, so that gaps of 2 to 5 points do
+  not all look pale.
 - **Identical lines** (`identical_groups`): configurations whose drawn points (means and intervals, at the same
   keep rates) agree to `IDENTICAL_RTOL` are drawn once, and the legend names them all: a regularizer that never
   binds trains exactly the baseline, and two lines on top of each other would hide one.
@@ -32,9 +37,9 @@ import pandas as pd
 from ..catalogue import METRIC_CHOICES, Metric, metric_for
 from ..errors import UserError
 
-OUTLIER_K = 3.0  # Tukey's "far out" fence: points this many IQRs past a quartile
-MIN_ZOOM = 4.0  # leave outliers out only where that magnifies the rest at least 4 times
-MIN_POINTS = 4  # quartiles of fewer points say nothing about what is typical
+MIN_ZOOM = 4.0  # leave points out only where that magnifies the rest at least 4 times
+MAX_CUT = 0.25  # at most a quarter of the points (and at least one): what is left must be the bulk
+MIN_POINTS = 4  # of fewer points none is "the rest": nothing is left out
 IDENTICAL_RTOL = 1e-9  # bitwise-equal training gives equal means; 9 digits leave room for summation order only
 MAX_LINES = 6  # lines a reader tells apart in one panel (colours of tab10, without crowding the bands)
 FAMILY = "family"  # the facet key of a regularizer family: 'l2' for every strength of l2
@@ -137,16 +142,6 @@ class AxisRange:
             return (values < self.low) & self.cut_low, (values > self.high) & self.cut_high
 
 
-def fences(points: np.ndarray) -> tuple[float, float] | None:
-    """Tukey's far-out fences of the finite `points` (None for fewer than MIN_POINTS of them)."""
-    finite = points[np.isfinite(points)]
-    if finite.size < MIN_POINTS:
-        return None
-    q1, q3 = np.percentile(finite, [25, 75])
-    spread = q3 - q1
-    return float(q1 - OUTLIER_K * spread), float(q3 + OUTLIER_K * spread)
-
-
 def _span(low: np.ndarray, high: np.ndarray) -> tuple[float, float]:
     values = np.concatenate([low, high])
     values = values[np.isfinite(values)]
@@ -166,22 +161,39 @@ def axis_range(
     points: np.ndarray, low: np.ndarray | None = None, high: np.ndarray | None = None, limits: Bounds = Bounds()
 ) -> AxisRange:
     """The limits of an axis showing `points` with bands [`low`, `high`] (each point's own; NaN: no band): every
-    point and band, unless leaving the outliers out (see the module's rule) magnifies the rest MIN_ZOOM times or
-    more; then the rest with their bands, and the outliers' sides marked as cut."""
+    point and band, unless leaving out a few points at one end magnifies the rest MIN_ZOOM times or more (see the
+    module's rule); then the rest with their bands, and that end marked as cut."""
     points = np.asarray(points, dtype=float)
     low = points if low is None else np.fmin(np.asarray(low, dtype=float), points)
     high = points if high is None else np.fmax(np.asarray(high, dtype=float), points)
-    whole = _span(low, high)
-    fence = fences(points)
-    if fence is not None:
-        with np.errstate(invalid="ignore"):
-            below, above = points < fence[0], points > fence[1]
-        keep = np.isfinite(points) & ~below & ~above
-        if (below.any() or above.any()) and keep.any():
-            bulk = _span(low[keep], high[keep])
-            if bulk[1] > bulk[0] and (whole[1] - whole[0]) >= MIN_ZOOM * (bulk[1] - bulk[0]):
-                return AxisRange(*_padded(*bulk, limits), cut_low=bool(below.any()), cut_high=bool(above.any()))
-    return AxisRange(*_padded(*whole, limits))
+    keep = np.isfinite(points)
+    cut = {False: False, True: False}
+    if keep.sum() >= MIN_POINTS:
+        most = max(1, int(keep.sum() * MAX_CUT))
+        for upper in (True, False):
+            trimmed = _trim(points, low, high, keep, upper, most)
+            if trimmed is not None:
+                keep, cut[upper] = trimmed, True
+    return AxisRange(*_padded(*_span(low[keep], high[keep]), limits), cut_low=cut[False], cut_high=cut[True])
+
+
+def _trim(
+    points: np.ndarray, low: np.ndarray, high: np.ndarray, keep: np.ndarray, upper: bool, most: int
+) -> np.ndarray | None:
+    """`keep` less the fewest (up to `most`) points at the `upper` (or lower) end whose leaving out magnifies the
+    rest MIN_ZOOM times; None where no such cut exists (a cluster of points at that end is the data, not an
+    outlier: leaving out one of them leaves the span as it was)."""
+    kept = np.flatnonzero(keep)
+    ranked = kept[np.argsort(points[kept], kind="stable")]
+    ranked = ranked[::-1] if upper else ranked
+    whole = _span(low[keep], high[keep])
+    for count in range(1, min(most, len(kept) - MIN_POINTS + 1) + 1):
+        rest = keep.copy()
+        rest[ranked[:count]] = False
+        bulk = _span(low[rest], high[rest])
+        if bulk[1] > bulk[0] and whole[1] - whole[0] >= MIN_ZOOM * (bulk[1] - bulk[0]):
+            return rest
+    return None
 
 
 @dataclass(frozen=True)
@@ -201,9 +213,9 @@ FALLING = "Blues_r"  # every gap negative: dark the most negative
 
 
 def color_scale(values: np.ndarray) -> ColorScale:
-    """Colour limits that fit `values` (NaN ignored): within the far-out fences where cells lie beyond them and
-    leaving those out magnifies the rest MIN_ZOOM times; symmetric around 0 on a diverging map where the values
-    straddle 0, else from the least to the greatest on a sequential one."""
+    """Colour limits that fit `values` (NaN ignored): those of the rest where a few cells at one end dwarf them
+    (axis_range's rule; those cells saturate); symmetric around 0 on a diverging map where the values straddle 0,
+    else from the least to the greatest on a sequential one."""
     values = np.asarray(values, dtype=float)
     finite = values[np.isfinite(values)]
     if finite.size == 0:

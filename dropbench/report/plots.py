@@ -35,6 +35,7 @@ from .order import SuiteOrder  # noqa: E402
 from .plot_rules import (  # noqa: E402
     FACET_COLUMNS,
     FAMILY,
+    MAX_LINES,  # noqa: E402
     NON_NEGATIVE,
     PERCENT,
     TRAIN_TITLE,
@@ -589,44 +590,61 @@ def plot_learning_curves(
     chosen = set(baseline) | set(ranked["label"].head(MAX_CURVES - len(baseline)))
     shown = [label for label in with_curves["label"] if label in chosen]  # in order of appearance
 
-    fig, ax = plt.subplots(figsize=size or (9.5, 5.0), layout="constrained")
-    handles = []
     means = joined.groupby(["label", "epoch"], sort=True)[["fit_loss", "val_loss"]].mean()
-    for color, label in zip(_colors(len(shown)), shown):
-        curve = means.loc[label]
-        x = curve.index.to_numpy(dtype=float)
-        ax.plot(
-            x,
-            curve["val_loss"].to_numpy(dtype=float),
-            color=color,
-            linestyle="-",
-            marker=".",
-            label=f"{label}: validation loss",
-        )
-        ax.plot(
-            x,
-            curve["fit_loss"].to_numpy(dtype=float),
-            color=color,
-            linestyle="--",
-            label=f"{label}: train loss (training mode, with dropout)",
-        )
-        handles.append(Line2D([], [], color=color, linewidth=2.5, label=label))
+    colors = dict(zip(shown, _colors(len(shown))))
+    # Two lines a configuration: panels of at most MAX_LINES lines, each with the baseline's curves.
+    frame = summary[summary["label"].isin(shown)].drop_duplicates("label").set_index("label").loc[shown]
+    lines = pd.DataFrame(
+        {
+            "label": shown,
+            "regularizer": frame["regularizer"].to_numpy(),
+            "reference": frame["baseline"].to_numpy(dtype=bool),
+            "group": [f"{r['model']}|{r['train_size']}|{r['setup']}" for _, r in frame.iterrows()],
+        }
+    )
+    panels = facets(lines, limit=max(1, MAX_LINES // 2))
+    columns = min(2, len(panels))
+    rows_n = math.ceil(len(panels) / columns)
+    fig, grid = plt.subplots(
+        rows_n,
+        columns,
+        figsize=size or (1.5 + 6.0 * columns, 0.9 + 4.1 * rows_n),
+        layout="constrained",
+        squeeze=False,
+        sharey=True,
+    )
+    axes = [grid[i // columns][i % columns] for i in range(len(panels))]
+    for extra in range(len(panels), rows_n * columns):
+        grid[extra // columns][extra % columns].set_axis_off()
+    for ax, panel in zip(axes, panels):
+        for label in panel.labels:
+            curve = means.loc[label]
+            x = curve.index.to_numpy(dtype=float)
+            val, fit = curve["val_loss"].to_numpy(dtype=float), curve["fit_loss"].to_numpy(dtype=float)
+            color = colors[label]
+            ax.plot(x, val, color=color, linestyle="-", marker=".", label=f"{label}: validation loss")
+            ax.plot(x, fit, color=color, linestyle="--", label=f"{label}: train loss (training mode, with dropout)")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("loss (cross-entropy)" if classification else "loss (MSE, standardized target)")
+        locator = ax.xaxis.get_major_locator()
+        if isinstance(locator, MaxNLocator):  # a linear axis's AutoLocator; set_params of other locators is a no-op
+            locator.set_params(integer=True)
+        ax.grid(True, alpha=0.3)
+        if panel.title:
+            ax.set_title(panel.title, fontsize="medium")
+    handles = [Line2D([], [], color=colors[label], linewidth=2.5, label=label) for label in shown]
     handles += [
         Line2D([], [], color="0.3", linestyle="-", label="validation loss (eval mode)"),
         Line2D([], [], color="0.3", linestyle="--", label="train loss (training mode, with dropout)"),
     ]
-    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("loss (cross-entropy)" if classification else "loss (MSE, standardized target)")
-    locator = ax.xaxis.get_major_locator()
-    if isinstance(locator, MaxNLocator):  # a linear axis's AutoLocator; set_params of other locators is a no-op
-        locator.set_params(integer=True)
-    ax.grid(True, alpha=0.3)
+    axes[columns - 1].legend(
+        handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small"
+    )
     title = f"{task}: learning curves, mean over the seeds that reached each epoch"
     if len(with_curves) > len(shown):
         best = "accuracy" if classification else "loss"
         title += f"\n{len(shown)} of {len(with_curves)} configurations shown: baseline and best mean validation {best}"
-    ax.set_title(title, fontsize="medium")
+    fig.suptitle(title, fontsize="medium")
     return fig
 
 
