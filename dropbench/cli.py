@@ -600,6 +600,7 @@ def compare(base: Path, new: Path, metric: str, max_drop: float, alpha: float, m
 @click.option(
     "--size",
     type=FigureSize(),
+    metavar="WIDTHxHEIGHT",
     help="Every figure's size in inches, WIDTHxHEIGHT (e.g. 7x3.5) [default: fitted to its panels and legend].",
 )
 @click.option(
@@ -629,7 +630,8 @@ def plot(
     curves; for a tuned suite's results each method's chosen setting and every tuning trial instead.
 
     More than 6 lines are split into panels (each with its baseline's line); identical lines are drawn once and
-    named together; a point that dwarfs the rest is drawn at the axis' edge with its value. README: Plots.
+    named together; a point that dwarfs the rest is drawn at the axis' edge with its value (README: Reports,
+    comparisons, plots).
     """
     from .report.order import suite_order
     from .report.plots import write_plots

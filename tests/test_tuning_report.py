@@ -413,7 +413,7 @@ def test_plot_command_writes_the_tuning_figure(tuned_csv, tmp_path, capsys):
 def test_the_tuned_plot_draws_each_methods_chosen_setting_with_report_tuneds_figures():
     import matplotlib.pyplot as plt
 
-    from dropbench.report.plots import plot_tuned, plot_tuned_figures
+    from dropbench.report.plot_tuned import plot_tuned, plot_tuned_figures
 
     frame = tuned_frame()
     report = tuned_report(frame)

@@ -1,9 +1,10 @@
-"""Figures of a results table: error against the keep rate, gap heatmaps, learning curves, and for tuned runs the
-validation figure of every trial against each tuned hyperparameter.
+"""Figures of a results table: error against the keep rate, gap heatmaps and learning curves per task, and for
+a tuned run each method's chosen setting and every trial on validation (report.plot_tuned).
 
 Rendering only: every statistic comes from `report.summarize` (the learning curves average the per-epoch
-points of a configuration's seeds, as only the epochs file has them). Headless: the Agg backend is
-selected here, before pyplot is imported, and nothing is ever shown.
+points of a configuration's seeds, as only the epochs file has them), and every rule that decides what a figure
+shows (the possible range of a band, the axis, heatmap colours, identical lines, panels) from report.plot_rules.
+Headless: the Agg backend is selected here, before pyplot is imported, and nothing is ever shown.
 """
 
 import math
@@ -35,7 +36,7 @@ from .order import SuiteOrder  # noqa: E402
 from .plot_rules import (  # noqa: E402
     FACET_COLUMNS,
     FAMILY,
-    MAX_LINES,  # noqa: E402
+    MAX_LINES,
     NON_NEGATIVE,
     PERCENT,
     TRAIN_TITLE,
@@ -55,7 +56,6 @@ from .plot_tuned import (  # noqa: E402
     check_tuned_metric,
     chosen_epoch_rows,
     plot_tuned,
-    plot_tuned_figures,  # noqa: F401  (part of the module's interface: what plot_tuned draws, as a table)
     plot_tuning,
 )
 from .summary import CONFIG_COLUMNS, latest_rows, summarize, with_config_defaults  # noqa: E402
@@ -307,9 +307,10 @@ def _draw_lines(
                 zorder=4,
                 label=BASELINE_LABEL,
             )
-    for point in published:
+    here = {line.label for line in lines}
+    for point in published:  # on the panels that draw the configuration it matches, of a test error's measure
         value = measure.published(point.error_pct)
-        if value is None or point.line not in style:
+        if value is None or point.line not in here:
             continue
         color = style[point.line][0]
         ax.scatter(
