@@ -177,3 +177,26 @@ def test_the_default_keep_rate_figures_and_a_chosen_metric():
     assert gap.published(1.05) is None
     with pytest.raises(UserError, match="unknown metric 'nope'"):
         keep_rate_measures("nope", True)
+
+
+def test_a_wide_interval_is_no_reason_to_cut_a_point_off():
+    # Training errors: early stopping's 2.9% (±1.8 over few seeds) beside the rest's 0–1%. The point does not
+    # dwarf the rest; only its band would, and a band is not a reason to leave its line off the axis.
+    points = np.array([0.42, 0.0, 0.63, 0.0, 0.52, 0.0, 2.9, 0.94])
+    half = np.array([0.3, 0.0, 0.5, 0.0, 0.4, 0.0, 1.8, 0.8])
+    shown = axis_range(points, *band(points, half, PERCENT), PERCENT)
+    assert not shown.cut_high and shown.high >= 2.9 + 1.8
+
+
+def test_a_baseline_without_lines_of_its_own_group_is_placed_not_lost():
+    # Learning curves of Figure 10: three configurations of n=20000 and the baselines of every size, 3 a panel.
+    specs = [(f"none keep 0.5 · n=20000 · in {k}", "none", False, "n20000") for k in (0.8, 1)]
+    specs += [("none keep 1.0 · n=20000 · in 0.8", "none", False, "n20000")]
+    specs += [(f"none keep 1.0 · n={n} · in 1", "none", True, f"n{n}") for n in (100, 500, 1000, 5000, 20000)]
+    panels = facets(_lines(specs), limit=3)
+    drawn = [label for panel in panels for label in panel.labels]
+    assert set(drawn) == {s[0] for s in specs}  # every baseline somewhere
+    assert all(len(panel.labels) <= 3 for panel in panels)
+    for panel in panels:  # the n=20000 baseline beside every n=20000 configuration
+        if any("n=20000" in label and "keep 0.5" in label for label in panel.labels):
+            assert "none keep 1.0 · n=20000 · in 1" in panel.labels

@@ -378,7 +378,7 @@ def test_a_keep_rate_that_fails_to_learn_is_drawn_at_the_edge_with_its_value(res
     edge = [c for c in test_ax.collections if c.get_offsets().shape[0] and c.get_offsets()[0][1] == high]
     assert len(edge) == 1 and edge[0].get_offsets()[0][0] == pytest.approx(0.1)
     legend = [t.get_text() for t in fig.axes[1].get_legend().get_texts()]
-    assert "beyond the axis: at its edge, value written beside" in legend
+    assert "beyond the axis (value beside)" in legend
     assert not [t for t in fig.axes[1].texts if t.get_text() == "66.0"]  # training errors: nothing cut
 
 
@@ -490,7 +490,7 @@ def test_published_numbers_sit_on_the_panel_of_the_configuration_they_match(resu
         assert tuple(color) == pytest.approx(matplotlib.colors.to_rgb(_line(test_ax, label).get_color()))
     assert not [c for c in train_ax.collections if c.get_label() == "published"]
     legend = [t.get_text() for t in train_ax.get_legend().get_texts()]
-    assert "srivastava2014 (published) test error, coloured as the configuration it matches" in legend
+    assert "srivastava2014 (published), coloured as its match" in legend
     assert test_ax.get_ylim()[0] < 1.05  # the published number is on the axis
 
 

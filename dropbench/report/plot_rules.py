@@ -7,7 +7,7 @@ heatmap spans, which lines are one line, and how many lines share a panel.
   −2% is not a possible outcome); the clipped band says the same about the possible ones.
 - **The axis** (`axis_range`): the fewest points at the top (then at the bottom) of a panel are left out whose
   leaving out magnifies the rest at least `MIN_ZOOM` = 4 times: the rest, bands included, spans at most a quarter
-  of what the panel would span with them, so without them the axis would be three quarters empty. At most a
+  of what it spans with those points (their bands aside), so with them the axis would be three quarters empty. At most a
   quarter of the points (at least one, and never below `MIN_POINTS` = 4 kept): a cluster at one end is data, not
   an outlier, and leaving out one of its points gains nothing. The figure draws the points left out as markers
   at the edge with their value written beside (a broken axis, without a second panel). Interquartile fences
@@ -186,11 +186,13 @@ def _trim(
     kept = np.flatnonzero(keep)
     ranked = kept[np.argsort(points[kept], kind="stable")]
     ranked = ranked[::-1] if upper else ranked
-    whole = _span(low[keep], high[keep])
     for count in range(1, min(most, len(kept) - MIN_POINTS + 1) + 1):
         rest = keep.copy()
         rest[ranked[:count]] = False
         bulk = _span(low[rest], high[rest])
+        # The points left out count by themselves, not by their bands: a wide interval around a point that does
+        # not dwarf the rest (2.9% training error beside 0–1%) is no reason to cut its line off.
+        whole = _span(np.append(low[rest], points[ranked[:count]]), np.append(high[rest], points[ranked[:count]]))
         if bulk[1] > bulk[0] and whole[1] - whole[0] >= MIN_ZOOM * (bulk[1] - bulk[0]):
             return rest
     return None
@@ -328,22 +330,32 @@ def _refs(lines: pd.DataFrame) -> set[str]:
 
 
 def _panels(lines: pd.DataFrame, rows: pd.DataFrame, key: str, limit: int) -> list[Facet]:
-    """`rows`' lines with their baselines as one panel, or cut in order into panels within `limit` (each with the
-    baselines of its own lines) where they do not fit."""
+    """`rows`' lines with their baselines as one panel, or packed in order into panels within `limit`, each with
+    the baselines of its own lines, where they do not fit. A baseline none of whose group's other lines is among
+    `rows` is a line to place like the others, not a reference to repeat."""
     whole = _panel(lines, rows, key)
-    references = _references(lines, rows)
-    own = [label for label in rows["label"] if label not in references]
-    if len(whole.labels) <= limit or not own:
+    if len(whole.labels) <= limit:
         return [whole]
-    title = whole.title
-    size = max(1, limit - len(references))
-    chunks = [own[i : i + size] for i in range(0, len(own), size)]
-    panels = []
-    for i, chunk in enumerate(chunks, start=1):
-        chunk_rows = rows[rows["label"].isin(chunk)]
-        labels = _in_order(lines, [*_references(lines, chunk_rows), *chunk])
-        panels.append(Facet(f"{title} ({i}/{len(chunks)})".strip(), tuple(labels), key))
-    return panels
+    refs = _refs(lines)
+    group_of = dict(zip(lines["label"], lines["group"]))
+    own = [label for label in rows["label"] if label not in refs]
+    placed = {group_of[label] for label in own}
+    own += [label for label in rows["label"] if label in refs and group_of[label] not in placed]
+    chunks: list[list[str]] = []
+    for label in _in_order(lines, own):
+        if chunks and len(_with_references(lines, [*chunks[-1], label])) <= limit:
+            chunks[-1].append(label)
+        else:
+            chunks.append([label])
+    return [
+        Facet(f"{whole.title} ({i}/{len(chunks)})".strip(), tuple(_with_references(lines, chunk)), key)
+        for i, chunk in enumerate(chunks, start=1)
+    ]
+
+
+def _with_references(lines: pd.DataFrame, labels: list[str]) -> list[str]:
+    """`labels` and the baselines of their groups, in order (see _in_order)."""
+    return _in_order(lines, [*_references(lines, lines[lines["label"].isin(labels)]), *labels])
 
 
 def _in_order(lines: pd.DataFrame, labels: list[str]) -> list[str]:

@@ -66,6 +66,7 @@ MAX_CURVES = 8
 KEEP_LABEL = "keep rate p (hidden units)"
 BASELINE_LABEL = "baseline (none, keep 1.0)"
 PUBLISHED_LABEL = "published"
+BEYOND_LABEL = "beyond the axis (value beside)"
 
 
 def safe_name(task: str) -> str:
@@ -404,7 +405,7 @@ def _legend_handles(
                 marker="^",
                 color="0.5",
                 markeredgecolor="black",
-                label="beyond the axis: at its edge, value written beside",
+                label=BEYOND_LABEL,
             )
         )
     if published:
@@ -417,7 +418,7 @@ def _legend_handles(
                 markersize=9,
                 color="0.5",
                 markeredgecolor="black",
-                label=f"{published} (published) test error, coloured as the configuration it matches",
+                label=f"{published} (published), coloured as its match",
             )
         )
     return handles
@@ -458,8 +459,8 @@ def plot_keep_rate(
         fig = owner if isinstance(owner, Figure) else owner.figure  # a SubFigure's root figure
     else:
         panels = facets(_line_frame(lines))
-        longest = max(len(line.label) for line in lines)
-        fig, axes = _facet_axes(len(panels), len(measures), size, legend_width=min(6.0, 1.2 + 0.075 * longest))
+        longest = max(len(text) for text in [*by_label, BEYOND_LABEL, BASELINE_LABEL])
+        fig, axes = _facet_axes(len(panels), len(measures), size, legend_width=min(6.0, 1.0 + 0.075 * longest))
     shared = len(panels) == 1 or panels[0].key == FAMILY  # panels of one setup compare on one scale
     beyond = False
     for m, measure in enumerate(measures):
@@ -601,6 +602,7 @@ def plot_learning_curves(
             "regularizer": frame["regularizer"].to_numpy(),
             "reference": frame["baseline"].to_numpy(dtype=bool),
             "group": [f"{r['model']}|{r['train_size']}|{r['setup']}" for _, r in frame.iterrows()],
+            **{c: frame[c].to_numpy() for c in FACET_COLUMNS if c in frame},
         }
     )
     panels = facets(lines, limit=max(1, MAX_LINES // 2))
