@@ -446,3 +446,13 @@ def test_plot_of_tuned_results_never_pools_trials_into_a_keep_rate_plot(tuned_cs
     assert names == [f"{task}-{kind}.svg" for task, _ in TASKS for kind in ("tuned", "tuning")]
     assert main(["plot", str(tuned_csv), "-o", str(tmp_path / "p"), "--reference", "srivastava2014"]) == 2
     assert "tuned comparison" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_tuned_task_whose_tuning_failed_is_not_pooled_into_a_grid_plot(tmp_path):
+    from dropbench.report.plots import write_plots
+
+    frame = tuned_frame()
+    frame.loc[(frame["task"] == "diabetes") & (frame["phase"] == "tune"), "status"] = "failed"
+    paths = write_plots(frame, None, tmp_path)
+    assert [p.name for p in paths] == ["digits-tuned.png", "digits-tuning.png"]  # no diabetes keep-rate plot

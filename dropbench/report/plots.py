@@ -766,7 +766,8 @@ def write_plots(
     check_options(size=size, dpi=dpi, style=style, font_size=font_size)
     if metric is not None and metric not in METRIC_CHOICES:
         raise UserError(f"unknown metric '{metric}'; choose one of: {', '.join(METRIC_CHOICES)}")
-    tuned = set(trial_figures(results)["task"]) if has_tuning_rows(results) else set()
+    # A task with any tune row is a tuned one, even where no trial has a figure: its rows are never pooled.
+    tuned = set(results.loc[results["phase"].astype("string") == "tune", "task"]) if has_tuning_rows(results) else set()
     grid_results = results[~results["task"].isin(tuned)] if tuned else results
     summary = summarize(grid_results, order=order)
     known = list(dict.fromkeys([*(summary["task"] if len(summary) else []), *tuned]))
@@ -781,7 +782,8 @@ def write_plots(
     grid_tasks = [t for t in dict.fromkeys(tasks) if t not in tuned]
     tuned_tasks = [t for t in dict.fromkeys(tasks) if t in tuned]
     check_metric(summary, grid_tasks, metric)
-    check_tuned_metric(results, tuned_tasks, metric, order)
+    with_trials = set(trial_figures(results)["task"]) if tuned else set()
+    check_tuned_metric(results, [t for t in tuned_tasks if t in with_trials], metric, order)
     if reference is not None:
         if not grid_tasks:
             raise UserError(
@@ -846,6 +848,8 @@ def _task_jobs(
     """The figures of one task, each a file kind and a function drawing it."""
     jobs: list[Job]
     if tuned:
+        if task not in set(trial_figures(results)["task"]):  # every tune cell failed: no trial, no choice to draw
+            return []
         jobs = [
             ("tuned", lambda: plot_tuned(results, task, metric=metric, order=order, size=size)),
             ("tuning", lambda: plot_tuning(results, task, order=order, size=size)),
