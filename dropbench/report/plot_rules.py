@@ -6,14 +6,14 @@ heatmap spans, which lines are one line, and how many lines share a panel.
   seconds ≥ 0, gaps in points within [−100, 100]. A t-interval over a few seeds reaches past them (an error of
   −2% is not a possible outcome); the clipped band says the same about the possible ones.
 - **The axis** (`axis_range`): the fewest points at the top (then at the bottom) of a panel are left out whose
-  leaving out magnifies the rest at least `MIN_ZOOM` = 4 times: the rest, bands included, spans at most a quarter
-  of what it spans with those points (their bands aside), so with them the axis would be three quarters empty. At most a
-  quarter of the points (at least one, and never below `MIN_POINTS` = 4 kept): a cluster at one end is data, not
-  an outlier, and leaving out one of its points gains nothing. The figure draws the points left out as markers
-  at the edge with their value written beside (a broken axis, without a second panel). Interquartile fences
-  flag too much on a keep-rate curve, which is skewed by nature (Figure 9's second-worst point, 6.8% beside
-  2.4–3.8%, lies past Tukey's far-out fence); a log axis would do for errors, but training errors and bands
-  reach 0.
+  leaving out magnifies the rest at least `MIN_ZOOM` = 4 times: the rest, bands included, spans at most a
+  quarter of what it spans with those points (their bands aside), so with them the axis would be three quarters
+  empty. At most a quarter of the points (at least one, and never below `MIN_POINTS` = 4 kept): a cluster at one
+  end is data, not an outlier, and leaving out one of its points gains nothing. The figure draws the points left
+  out as markers at the edge with their value written beside (a broken axis, without a second panel).
+  Interquartile fences flag too much on a keep-rate curve, which is skewed by nature (Figure 9's second-worst
+  point, 6.8% beside 2.4–3.8%, lies past Tukey's far-out fence); a log axis would do for errors, but training
+  errors and bands reach 0.
 - **Heatmap colours** (`color_scale`): the same rule makes the limits robust (a cell that dwarfs the rest
   saturates and the colour bar's arrow says so); values on both sides of 0 get a diverging map symmetric around
   0, values on one side a sequential one from their least to their greatest, so that gaps of 2 to 5 points do
@@ -23,8 +23,8 @@ heatmap spans, which lines are one line, and how many lines share a panel.
   binds trains exactly the baseline, and two lines on top of each other would hide one.
 - **Facets** (`facets`): more than `MAX_LINES` lines in a panel are split into panels, each with the line of its
   baseline (no regularizer, the keep rate varying) for reference: by regularizer family or by what else varies
-  (input keep rate, training-set size, model, ...), whichever gives the fewest panels within the limit; panels
-  still too full are cut in order.
+  (input keep rate, training-set size, model, ...), whichever gives the fewest panels within the limit; where
+  none fits, the lines are packed in order into panels within it.
 """
 
 import math
