@@ -9,7 +9,7 @@ import math
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,10 +21,12 @@ from .catalogue import (
     MARK_METHODS,
     METRIC_CHOICES,
     METRIC_HELP,
+    METRICS,
     PLOT_DPI,
     PLOT_FORMATS,
     REFERENCES,
     REGULARIZERS,
+    plot_format,
     run_epilog,
 )
 from .errors import Terminated, UserError, stop_signal
@@ -440,6 +442,27 @@ def merge(inputs: tuple[Path, ...], out: Path) -> int:
 )
 @statistics_options("Paired test against the baseline, per task, Holm-corrected.")
 @click.option("--reference", type=click.Choice(REFERENCES), help="Published numbers beside matching rows.")
+@click.option(
+    "--compare",
+    "base",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also compare these results against BASE, as `compare BASE RESULTS` does: its verdict after the tables.",
+)
+@click.option(
+    "--history",
+    "earlier",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Earlier runs (results files or folders of them): also these results' history after them, as `history` "
+    "shows it. Repeatable.",
+)
+@click.option(
+    "--max-drop",
+    type=FiniteFloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    help="With --compare or --history: the tolerated worsening, as compare's.",
+)
 def report(
     results: tuple[Path, ...],
     metric: str,
@@ -451,10 +474,19 @@ def report(
     method: str,
     alpha: float,
     reference: str | None,
+    base: Path | None,
+    earlier: tuple[Path, ...],
+    max_drop: float,
 ) -> int:
     """Summarize results CSVs (partial or resumed ones too): mean ± CI over seeds, tests against the baseline.
 
     Every choice (★, --best, --tuned, --reference) is made on the validation split; test figures only report it.
+    --format html writes one self-contained page (tables, figures, provenance) to stdout: > report.html.
+
+    \b
+    With --compare or --history the verdicts follow the tables, in --metric (test_acc where --metric is gap,
+    which holds no single unit for --max-drop), and the exit code is theirs: 1 on a regression in the
+    newest run, 2 when one of them compared nothing (after printing), else 0.
     """
     from .report.console import write
     from .report.data import build_report
@@ -471,9 +503,12 @@ def report(
                 f"--task: {', '.join(unknown)} not in these results; present: {', '.join(dict.fromkeys(frame['task']))}"
             )
         frame = frame[frame["task"].isin(tasks)]
-    tuned = tuned or _tuned_by_default(frame, results, best=best, paired=paired, reference=reference)
+    views = {"--best": best, "--paired": paired, "--reference": reference, "--compare": base, "--history": earlier}
+    tuned = tuned or _tuned_by_default(frame, results, views)
     if tuned:
-        _check_tuned(frame, results, metric=metric, best=best, paired=paired, reference=reference)
+        _check_tuned(frame, results, metric=metric, views=views)
+    statistics = {"metric": metric, "max_drop": max_drop, "alpha": alpha, "method": method}
+    verdicts = _verdicts(frame, results, base, earlier, tasks, **statistics)
     data = build_report(
         frame,
         metric=metric,
@@ -484,14 +519,17 @@ def report(
         tuned=tuned,
         reference=reference,
         order=suite_order(results),
+        sources=results,
+        **verdicts,
     )
     write(get(fmt).export(data))
-    return EXIT_OK
+    if data.verdicts_exit_code == EXIT_BAD_INPUT:
+        # Printed first (the report and the verdict lines); then the one line on stderr that CI logs show.
+        raise UserError(next(v.reason for v in (data.comparison, data.history) if v is not None and v.reason))
+    return data.verdicts_exit_code
 
 
-def _tuned_by_default(
-    frame: "pd.DataFrame", results: tuple[Path, ...], *, best: bool, paired: bool, reference: str | None
-) -> bool:
+def _tuned_by_default(frame: "pd.DataFrame", results: tuple[Path, ...], views: Mapping[str, object]) -> bool:
     """Whether a report without --tuned shows the tuned view: results of a tuned suite hold many trials of each
     method, which the grid views would pool into one configuration, so they get --tuned's view (with a note), and
     a grid view asked for by name is refused."""
@@ -499,7 +537,7 @@ def _tuned_by_default(
 
     if not has_tuning_rows(frame):
         return False
-    asked = [name for name, given in (("--best", best), ("--paired", paired), ("--reference", reference)) if given]
+    asked = [name for name, given in views.items() if given]
     if asked:
         raise UserError(
             f"{', '.join(map(str, results))}: a tuned comparison's results (phase tune/eval); {', '.join(asked)} "
@@ -509,14 +547,46 @@ def _tuned_by_default(
     return True
 
 
-def _check_tuned(
-    frame: "pd.DataFrame", results: tuple[Path, ...], *, metric: str, best: bool, paired: bool, reference: str | None
-) -> None:
+def _verdicts(
+    frame: "pd.DataFrame",
+    results: tuple[Path, ...],
+    base: Path | None,
+    earlier: tuple[Path, ...],
+    tasks: tuple[str, ...] | None,
+    **statistics: Any,
+) -> dict[str, Any]:
+    """report --compare BASE and --history EARLIER...: compare's and history's results for the report's files and
+    tasks, in the report's --metric (compare's default test_acc where that is gap, which has no one unit for
+    --max-drop)."""
+    if statistics["metric"] not in METRICS:
+        statistics["metric"] = "test_acc"
+    verdicts: dict[str, Any] = {}
+    if base is not None:
+        from .report.compare import compare as compare_results
+        from .report.order import suite_order
+        from .results import read_results
+
+        before = read_results(base)
+        before = before[before["task"].isin(tasks)] if tasks else before
+        verdicts["comparison"] = compare_results(before, frame, order=suite_order([base]), **statistics)
+    if earlier:
+        from .report.history import history as line_up
+        from .report.history import read_runs, results_in
+        from .report.order import suite_order
+        from .results import results_files
+
+        files = results_files(results_in(earlier), _note)
+        runs = read_runs([*([path] for path in files), list(results)], _note)
+        verdicts["history"] = line_up(runs, tasks=tasks, order=suite_order([*results, *files]), **statistics)
+    return verdicts
+
+
+def _check_tuned(frame: "pd.DataFrame", results: tuple[Path, ...], *, metric: str, views: Mapping[str, object]) -> None:
     """report --tuned's options and input: alone among the views, chosen on a validation metric, and results that
     hold tuning rows."""
     from .report.tuning import SELECTION_METRICS, has_tuning_rows
 
-    others = [name for name, given in (("--best", best), ("--paired", paired), ("--reference", reference)) if given]
+    others = [name for name, given in views.items() if given]
     if others:
         raise UserError(f"--tuned is a report of its own: drop {', '.join(others)}")
     if metric not in ("gap", *SELECTION_METRICS):
@@ -569,6 +639,89 @@ def compare(base: Path, new: Path, metric: str, max_drop: float, alpha: float, m
         # Printed first (the report and its verdict line); then the one line on stderr that CI logs show.
         raise UserError(result.reason)
     return result.exit_code
+
+
+@cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--metric",
+    type=click.Choice(tuple(METRICS)),
+    default="test_acc",
+    show_default=True,
+    help="Higher is better for test_acc, val_acc and train_acc, lower for the others (not gap: the newest run is "
+    "held to one --max-drop, as compare holds it).",
+)
+@click.option(
+    "--max-drop",
+    type=FiniteFloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    help="Tolerated worsening in the newest run: percentage points for accuracies/errors, the metric's units "
+    "otherwise (as compare's).",
+)
+@statistics_options("Paired test of each run against the run before, over seeds (as compare's).")
+@list_option("--task", "tasks", type=CommaList(), help="Only these tasks.")
+@click.option("--last", type=click.IntRange(min=2), help="Only the newest N runs.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=FORMATS[0], show_default=True)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also draw each configuration's trend with its interval into this .png or .svg file.",
+)
+def history(
+    results: tuple[Path, ...],
+    metric: str,
+    max_drop: float,
+    alpha: float,
+    method: str,
+    tasks: tuple[str, ...] | None,
+    last: int | None,
+    fmt: str,
+    plot_path: Path | None,
+) -> int:
+    """Line up runs (results files, or folders of them) by configuration, oldest first, and flag the runs where a
+    figure moved significantly from the run before.
+
+    Each file is one run (merge a run's shards first), dated by its first cell and described by the provenance
+    its rows record (commit, versions, machine); cells trained with other settings are other configurations.
+    Each run is compared as `compare` would with the run before that holds the configuration: paired by seed,
+    Holm per task.
+
+    \b
+    Exit codes (the newest run against the run before, as compare decides): 0 no regression; 1 a
+    configuration worse, significantly and beyond --max-drop; 2 bad input (a file that is not results, fewer
+    than two runs, a run without dates) or nothing comparable in the newest step (after printing).
+    """
+    from .report.console import write
+    from .report.exporters import get
+    from .report.history import history as line_up
+    from .report.history import read_runs, results_in
+    from .report.order import suite_order
+    from .results import results_files
+
+    if plot_path is not None and not plot_format(plot_path.name):  # before the work, not after it
+        raise UserError(f"--plot {plot_path}: name a .png or .svg file")
+    files = results_files(results_in(results), _note)
+    runs = read_runs([[path] for path in files], _note)
+    found = line_up(
+        runs,
+        metric=metric,
+        max_drop=max_drop,
+        alpha=alpha,
+        method=method,
+        tasks=tasks,
+        last=last,
+        order=suite_order(files),
+    )
+    if plot_path is not None:
+        from .report.plots import write_history_plot
+
+        _note(f"trends drawn into {write_history_plot(found, plot_path)}")
+    write(get(fmt).export_history(found))
+    if found.exit_code == EXIT_BAD_INPUT:
+        raise UserError(found.reason)  # after the history: the one line on stderr that CI logs show
+    return found.exit_code
 
 
 @cli.command()

@@ -6,6 +6,7 @@ from functools import cached_property
 
 from .regularizers import RegularizerSetting
 from .report.labels import cell_label
+from .schedules import LrSchedule, MomentumRamp
 from .seeding import derive_seed
 
 
@@ -39,20 +40,42 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """SGD with (optionally Nesterov) momentum, or Adam; `lr` is the step size for both."""
+    """SGD with (optionally Nesterov) momentum, or Adam; `lr` is the step size for both, moved over the training
+    by `schedule`, and SGD's momentum raised to `momentum` by `momentum_ramp` (dropbench.schedules)."""
 
     name: str = "sgd"
     lr: float = 0.05
     momentum: float = 0.9  # SGD only; 0.9 is the usual value and the paper's final momentum is 0.99
     nesterov: bool = False  # SGD only
     betas: tuple[float, float] = (0.9, 0.999)  # Adam only: torch's defaults
+    schedule: LrSchedule = LrSchedule()  # the default: lr at every step
+    momentum_ramp: MomentumRamp | None = None  # SGD only; None: `momentum` from the first step
 
     @property
     def label(self) -> str:
-        """The CSV's `optimizer`: the name, with whatever else besides lr and momentum changes its steps."""
+        """The CSV's `optimizer`: the name, with whatever else besides lr and momentum changes its steps: Adam's
+        betas where not torch's, then the lr schedule and the momentum ramp where there are any, joined by '+'
+        ('sgd+exponential(0.998)+momentum-ramp(0.5,10)')."""
         if self.name == "adam":
-            return "adam" if self.betas == (0.9, 0.999) else f"adam({self.betas[0]:g},{self.betas[1]:g})"
-        return "sgd-nesterov" if self.nesterov else "sgd"
+            name = "adam" if self.betas == (0.9, 0.999) else f"adam({self.betas[0]:g},{self.betas[1]:g})"
+        else:
+            name = "sgd-nesterov" if self.nesterov else "sgd"
+        ramp = self.momentum_ramp.label if self.momentum_ramp is not None else ""
+        return "+".join(part for part in (name, self.schedule.label, ramp) if part)
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether the lr or the momentum changes during the training (else they are set once, as given)."""
+        return not self.schedule.is_constant or self.momentum_ramp is not None
+
+    def lr_at(self, epoch: int, step: int, steps_per_epoch: int, total_epochs: int) -> float:
+        """The lr of `step` (from 0) of `epoch` (from 0) in a training of `total_epochs` epochs; `lr` itself at
+        every step under the default schedule."""
+        return self.lr * self.schedule.factor(epoch, step, steps_per_epoch, total_epochs)
+
+    def momentum_at(self, epoch: int) -> float:
+        """SGD's momentum during `epoch` (from 0)."""
+        return self.momentum if self.momentum_ramp is None else self.momentum_ramp.momentum(self.momentum, epoch)
 
     @property
     def momentum_value(self) -> float:
@@ -60,10 +83,17 @@ class OptimizerConfig:
         return self.momentum if self.name == "sgd" else math.nan
 
     def as_identity(self) -> dict[str, object]:
-        """Only the fields that affect training, so an unused default never changes a cell_id."""
+        """Only the fields that affect training, so an unused default never changes a cell_id: the schedule and
+        the ramp enter only where there is one (cells of a constant lr keep the ids they had before schedules)."""
         if self.name == "adam":
-            return {"name": self.name, "lr": self.lr, "betas": list(self.betas)}
-        return {"name": self.name, "lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov}
+            identity: dict[str, object] = {"name": self.name, "lr": self.lr, "betas": list(self.betas)}
+        else:
+            identity = {"name": self.name, "lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov}
+        if not self.schedule.is_constant:
+            identity["schedule"] = self.schedule.as_identity()
+        if self.momentum_ramp is not None:
+            identity["momentum_ramp"] = self.momentum_ramp.as_identity()
+        return identity
 
 
 @dataclass(frozen=True)

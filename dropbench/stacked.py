@@ -33,7 +33,16 @@ from .dropout import (
 from .models import MLP, build_model, count_parameters, init_parameters_
 from .regularizers import EarlyStopping, add_penalty_gradients_, apply_max_norm_, apply_weight_decay_, decay_factor
 from .seeding import make_generator
-from .train import CellResult, EpochProgress, EpochRecord, OnEpoch, make_optimizer, measure_, subsample_training
+from .train import (
+    CellResult,
+    EpochProgress,
+    EpochRecord,
+    OnEpoch,
+    make_optimizer,
+    measure_,
+    set_schedule_,
+    subsample_training,
+)
 
 STACKABLE_REGULARIZERS = frozenset({"none", "l1", "l2", "max-norm", "weight-decay", "early-stopping"})
 # Rows of the split per evaluation chunk, whatever K: a member's figures must not depend on how many other
@@ -47,7 +56,8 @@ def stack_key(cell: Cell) -> tuple | None:
     Stackable: a plain MLP (not fixed p·n, whose widths depend on the keep rate), Bernoulli dropout (any
     keep rates), no MC dropout, and a regularizer made only of none/l1/l2/max-norm/weight-decay/early-stopping
     (any strengths). The key holds everything the members must share: task, train_size, hidden widths,
-    batch size, epochs and optimizer. bf16 cells train alone.
+    batch size, epochs and optimizer (with its lr schedule and momentum ramp: one lr and momentum per step for
+    the whole stack). bf16 cells train alone.
     """
     model = cell.task.model
     if model.kind != "mlp" or model.fixed_pn or cell.dropout != "bernoulli" or cell.mc_samples:
@@ -297,23 +307,37 @@ class _Members:
     l2: torch.Tensor | None
     decay: torch.Tensor | None  # the factor 1 - lr·λ of decoupled weight decay (`regularizers.decay_factor`)
     max_norm: torch.Tensor | None  # c, or inf for members without max-norm
+    # Decoupled decay's λ per member and the lr `decay` holds the factors of: a scheduled lr needs new factors.
+    weight_decays: tuple[float, ...] = ()
+    decay_lr: float = math.nan
 
     @classmethod
     def of(cls, cells: Sequence[Cell], device: torch.device) -> "_Members":
-        def column(values: list[float], used: bool) -> torch.Tensor | None:
-            return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1) if used else None
-
         settings = [cell.regularizer for cell in cells]
         lr = cells[0].task.optimizer.lr
         l1, l2 = [s.l1 for s in settings], [s.l2 for s in settings]
         decay = [s.weight_decay for s in settings]
         norms = [s.max_norm for s in settings]
         return cls(
-            l1=column(l1, any(l1)),
-            l2=column(l2, any(l2)),
-            decay=column([decay_factor(lr, d) for d in decay], any(decay)),
-            max_norm=column([math.inf if c is None else c for c in norms], any(c is not None for c in norms)),
+            l1=_column(l1, any(l1), device),
+            l2=_column(l2, any(l2), device),
+            decay=_column([decay_factor(lr, d) for d in decay], any(decay), device),
+            max_norm=_column([math.inf if c is None else c for c in norms], any(c is not None for c in norms), device),
+            weight_decays=tuple(decay),
+            decay_lr=lr,
         )
+
+    def decay_at(self, lr: float) -> torch.Tensor | None:
+        """The members' decay factors 1 - lr·λ at this lr (the same numbers a single cell's `decay_factor` gives)."""
+        if self.decay is not None and lr != self.decay_lr:
+            self.decay = _column([decay_factor(lr, d) for d in self.weight_decays], True, self.decay.device)
+            self.decay_lr = lr
+        return self.decay
+
+
+def _column(values: list[float], used: bool, device: torch.device) -> torch.Tensor | None:
+    """Per-member values as a [K, 1, 1] float32 tensor; None where no member uses them."""
+    return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1) if used else None
 
 
 def _train_one_epoch(
@@ -323,17 +347,24 @@ def _train_one_epoch(
     cells: Sequence[Cell],
     data: TaskData,
     orders: Sequence[torch.Generator],
+    epoch: int = 0,
 ) -> torch.Tensor:
-    """One epoch of every member; returns the members' summed minibatch data losses [K] (float64, on device)."""
+    """One epoch of every member (`epoch`: epochs finished before it, for the schedule: one for all members, whose
+    stack key holds the optimizer with its schedule); returns the members' summed minibatch data losses [K]
+    (float64, on device)."""
     x, y = data.x_train, data.y_train
-    n, batch = len(y), cells[0].task.batch_size
+    task = cells[0].task
+    n, batch = len(y), task.batch_size
+    steps, scheduled = math.ceil(n / batch), task.optimizer.scheduled
     precision = cells[0].precision
     device = x.device
     # Each member's permutation from its own order generator, drawn on the CPU as the single trainer draws it.
     perms = torch.stack([torch.randperm(n, generator=order) for order in orders]).to(device)
     loss_sum = torch.zeros(stack.size, dtype=torch.float64, device=device)
     weights, hidden_weights = stack.weights, stack.weights[:-1]
-    for idx in perms.split(batch, dim=1):
+    for step, idx in enumerate(perms.split(batch, dim=1)):
+        if scheduled:  # as the single-cell trainer: the lr (and momentum) of this step, the decay at that lr
+            members.decay_at(set_schedule_(optimizer, task.optimizer, epoch, step, steps, task.epochs))
         inputs, target = data.inputs(x[idx]), y[idx]
         with autocast(device.type, precision):
             out = stack.forward(inputs, train=True)
@@ -357,7 +388,8 @@ def _carry_optimizer(
     new_params: Sequence[torch.Tensor],
     index: torch.Tensor,
 ) -> None:
-    """Move the per-element optimizer state of the members at `index` to the smaller stack's optimizer."""
+    """Move the per-element optimizer state of the members at `index` to the smaller stack's optimizer. The lr and
+    momentum are not state: a scheduled optimizer has them set again before its next step (`set_schedule_`)."""
     size = old_params[0].shape[0]
     for old_param, new_param in zip(old_params, new_params):
         state = old.state.get(old_param)
@@ -419,8 +451,8 @@ def train_stacked(
 
     clock = time.perf_counter()
     for epoch in range(1, max_epochs + 1):
-        active_cells = [cells[i] for i in active]
-        fit_sum = _train_one_epoch(stack, optimizer, members, active_cells, data, [orders[i] for i in active])
+        active_cells, active_orders = [cells[i] for i in active], [orders[i] for i in active]
+        fit_sum = _train_one_epoch(stack, optimizer, members, active_cells, data, active_orders, epoch - 1)
         val_sum, val_correct = _evaluate(stack, data, "val")
         fit_sums, val_sums, corrects = torch.stack([fit_sum, val_sum, val_correct]).tolist()  # the one host sync
         finished: list[int] = []

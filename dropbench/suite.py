@@ -21,6 +21,7 @@ from .errors import UserError
 from .keeprates import keep_rate_problem
 from .models import MODEL_KINDS
 from .regularizers import REGULARIZERS, RegularizerSetting, expand_regularizer, parse_regularizer, validate_strength
+from .schedules import DEFAULT_RAMP_START, MOMENTUM_RAMP_KEYS, SCHEDULE_KEYS, SCHEDULE_KINDS, LrSchedule, MomentumRamp
 from .tuning import (
     BASELINE,
     DROPOUT,
@@ -82,8 +83,11 @@ GRID_KEYS_TUNING_REPLACES = {
 }
 TASK_KEYS = ("name", "model", "optimizer", "batch_size", "epochs")
 MODEL_KEYS = ("kind", "hidden", "channels", "conv_keep", "fixed_pn")
-OPTIMIZER_KEYS = ("name", "lr", "momentum", "nesterov", "betas")
+OPTIMIZER_KEYS = ("name", "lr", "momentum", "nesterov", "betas", "schedule", "momentum_ramp")
 REGULARIZER_KEYS = ("strength", "target")
+# A schedule's parameters without a default, and what each means (in the line that asks for one).
+SCHEDULE_REQUIRED = {"exponential": ("gamma",), "step": ("gamma", "every")}
+SCHEDULE_MEANINGS = {"gamma": "the lr's factor per decay, in (0, 1]", "every": "the epochs between two decays"}
 
 # Defaults for a suite that leaves a key out; each is the quick suite's choice and its reason is there.
 DEFAULT_SEEDS = 3
@@ -446,9 +450,10 @@ def _model(value: object, base: ModelConfig, where: str) -> ModelConfig:
 def _optimizer(value: object, base: OptimizerConfig, where: str) -> OptimizerConfig:
     table = _table(value, where)
     _check_keys(table, OPTIMIZER_KEYS, where)
-    # A different optimizer name starts from that optimizer's defaults, not from the base's settings.
+    # A different optimizer name starts from that optimizer's defaults, not from the base's settings; the lr and
+    # its schedule carry over (they are the step size's, whichever optimizer takes it), a momentum ramp does not.
     name = _str(table.get("name", base.name), f"{where}.name", OPTIMIZERS)
-    config = base if name == base.name else OptimizerConfig(name=name, lr=base.lr)
+    config = base if name == base.name else OptimizerConfig(name=name, lr=base.lr, schedule=base.schedule)
     lr = _number(table.get("lr", config.lr), f"{where}.lr")
     momentum = _number(table.get("momentum", config.momentum), f"{where}.momentum")
     nesterov = table.get("nesterov", config.nesterov)
@@ -464,7 +469,93 @@ def _optimizer(value: object, base: OptimizerConfig, where: str) -> OptimizerCon
     beta_pair = (_number(betas[0], f"{where}.betas"), _number(betas[1], f"{where}.betas"))
     if not all(0.0 <= b < 1.0 for b in beta_pair):
         raise UserError(f"{where}.betas: expected two numbers in [0, 1), got {betas!r}")
-    return OptimizerConfig(name=name, lr=lr, momentum=momentum, nesterov=nesterov, betas=beta_pair)
+    schedule = _schedule(table["schedule"], f"{where}.schedule") if "schedule" in table else config.schedule
+    ramp = config.momentum_ramp
+    if "momentum_ramp" in table:
+        ramp = _momentum_ramp(table["momentum_ramp"], f"{where}.momentum_ramp")
+        if ramp is not None and name != "sgd":
+            raise UserError(
+                f"{where}.momentum_ramp: only for name = 'sgd' ({name} has no momentum to raise: its betas stay as "
+                "given); remove it, or drop an inherited ramp with momentum_ramp = { epochs = 0 }"
+            )
+    return OptimizerConfig(
+        name=name,
+        lr=lr,
+        momentum=momentum,
+        nesterov=nesterov,
+        betas=beta_pair,
+        schedule=schedule,
+        momentum_ramp=ramp,
+    )
+
+
+def _fraction(value: object, where: str, *, low_open: bool, high_open: bool) -> float:
+    """A number in [0, 1], each end excluded where asked, refused with the interval named."""
+    number = _number(value, where)
+    above = number > 0.0 if low_open else number >= 0.0
+    below = number < 1.0 if high_open else number <= 1.0
+    if not (above and below):
+        interval = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+        raise UserError(f"{where}: must be in {interval}, got {number:g}")
+    return number
+
+
+def _schedule(value: object, where: str) -> LrSchedule:
+    """`schedule = { kind = ..., <the kind's parameters>, warmup_epochs = W }` (SCHEDULE_KEYS). A decay that
+    cannot change the lr (gamma = 1) is the constant schedule, so that it trains, and is identified, as one."""
+    table = _table(value, where)
+    if "kind" not in table:
+        raise UserError(f"{where}: no kind; give kind = one of {', '.join(SCHEDULE_KINDS)}")
+    kind = _str(table["kind"], f"{where}.kind", SCHEDULE_KINDS)
+    _check_keys(table, SCHEDULE_KEYS[kind], f"{where} (kind '{kind}')")
+    for required in SCHEDULE_REQUIRED.get(kind, ()):
+        if required not in table:
+            raise UserError(f"{where}: kind '{kind}' needs {required} ({SCHEDULE_MEANINGS[required]})")
+    warmup = _int(table.get("warmup_epochs", 0), f"{where}.warmup_epochs", 0)
+    gamma = _fraction(table["gamma"], f"{where}.gamma", low_open=True, high_open=False) if "gamma" in table else 1.0
+    every = _int(table["every"], f"{where}.every", 1) if "every" in table else 1
+    floor = _fraction(table.get("floor", 0.0), f"{where}.floor", low_open=False, high_open=True)
+    if kind in ("exponential", "step") and gamma == 1.0:
+        return LrSchedule(warmup_epochs=warmup)
+    return LrSchedule(kind=kind, gamma=gamma, every=every, floor=floor, warmup_epochs=warmup)
+
+
+def _momentum_ramp(value: object, where: str) -> MomentumRamp | None:
+    """`momentum_ramp = { start = 0.5, epochs = T }`; `epochs = 0` is no ramp (how a task drops an inherited one)."""
+    table = _table(value, where)
+    _check_keys(table, MOMENTUM_RAMP_KEYS, where)
+    if "epochs" not in table:
+        raise UserError(f"{where}: no epochs; give epochs = T, the epochs over which the momentum rises")
+    epochs = _int(table["epochs"], f"{where}.epochs", 0)
+    start = _number(table.get("start", DEFAULT_RAMP_START), f"{where}.start")
+    if not 0.0 <= start < 1.0:
+        raise UserError(f"{where}.start: must be in [0, 1), got {start:g}")
+    return MomentumRamp(start=start, epochs=epochs) if epochs else None
+
+
+def check_schedule_fits(task: TaskConfig, table: dict, source: str, where: str) -> None:
+    """Refuse a warm-up or a momentum ramp that does not end within the task's epochs as the suite file gives
+    them; `table` is the task's own ([[task]]), `where` names it. (A flag or a halving rung may shorten a training
+    later: it then stops inside its warm-up or ramp, as a longer training's first epochs do.)"""
+    optimizer = task.optimizer
+    given = table.get("optimizer")
+    own: dict = given if isinstance(given, dict) else {}
+
+    def named(key: str) -> str:  # the optimizer table the key came from: the task's own, or the suite's
+        return f"{where}.optimizer.{key}" if key in own else f"{source}: optimizer.{key}"
+
+    warmup = optimizer.schedule.warmup_epochs
+    if warmup >= task.epochs:
+        raise UserError(
+            f"{named('schedule')}.warmup_epochs: {warmup} is not below the {task.epochs} epochs of task "
+            f"'{task.name}': the lr would never reach its value; lower it"
+        )
+    ramp = optimizer.momentum_ramp
+    if ramp is not None and ramp.epochs >= task.epochs:
+        raise UserError(
+            f"{named('momentum_ramp')}.epochs: {ramp.epochs} is not below the {task.epochs} epochs of task "
+            f"'{task.name}': the momentum would never reach its final {optimizer.momentum:g}; lower it"
+        )
 
 
 def _task_config(table: dict, defaults: TaskConfig, where: str) -> TaskConfig:
@@ -793,6 +884,8 @@ def parse_suite(data: dict, source: str) -> Suite:
     if not raw_tasks:
         raise UserError(f"{source}: task: the suite has no task; add a [[task]] table with a name")
     tasks = tuple(_task_config(t, defaults, f"{source}: task[{i}]") for i, t in enumerate(raw_tasks))
+    for i, (task, table) in enumerate(zip(tasks, raw_tasks)):
+        check_schedule_fits(task, table, source, f"{source}: task[{i}]")
     _refuse_repeats((t.name for t in tasks), f"{source}: task", "task")
     if "tuning" in data:
         return _tuned_suite(data, source, tasks, defaults, kl_target)

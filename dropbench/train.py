@@ -110,6 +110,27 @@ def _optimizer(
     )
 
 
+def set_schedule_(
+    optimizer: torch.optim.Optimizer,
+    config: OptimizerConfig,
+    epoch: int,
+    step: int,
+    steps_per_epoch: int,
+    total_epochs: int,
+) -> float:
+    """Set the lr of `step` (from 0) of `epoch` (from 0) in every parameter group, and SGD's momentum of that
+    epoch (`OptimizerConfig.lr_at`, `momentum_at`: pure functions of these numbers, so a continued training sets
+    what an uninterrupted one does). torch's SGD and Adam, fused or foreach, read both from the group at every
+    step. Returns the lr."""
+    lr = config.lr_at(epoch, step, steps_per_epoch, total_epochs)
+    momentum = config.momentum_at(epoch) if config.name == "sgd" else None
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        if momentum is not None:
+            group["momentum"] = momentum
+    return lr
+
+
 def data_loss(
     output: torch.Tensor, target: torch.Tensor, classification: bool, reduction: str = "mean", smoothing: float = 0.0
 ) -> torch.Tensor:
@@ -225,6 +246,9 @@ class Training:
         self.model.set_generator(make_generator(cell.cell_id, "masks", device=device))
         self.model.record = bool(setting.kl_sparsity)
         self.optimizer = make_optimizer(cell.task.optimizer, list(self.model.parameters()))
+        # Where the training stands: epochs finished (the schedule's epoch of the next one) and the lr of the
+        # last step set (decoupled weight decay scales with it, as AdamW's does).
+        self.epoch, self.lr = 0, cell.task.optimizer.lr
         self.mixup = _Mixup(setting.mixup, cell.cell_id) if setting.mixup else None
         self.penalized, self.constrained = self.model.penalized_weights(), self.model.max_norm_weights()
 
@@ -250,20 +274,26 @@ class Training:
         objective.backward()
         add_penalty_gradients_(self.penalized, l1=setting.l1, l2=setting.l2)
         if setting.weight_decay:  # before the step, as AdamW does
-            apply_weight_decay_(self.penalized, decay_factor(cell.task.optimizer.lr, setting.weight_decay))
+            apply_weight_decay_(self.penalized, decay_factor(self.lr, setting.weight_decay))
         self.optimizer.step()
         if setting.max_norm is not None:
             apply_max_norm_(self.constrained, setting.max_norm)
         return loss.detach()
 
     def run_epoch(self) -> float:
-        """One pass over the training rows in a fresh seeded order; the mean minibatch data loss."""
+        """One pass over the training rows in a fresh seeded order, each step at its scheduled lr and momentum;
+        the mean minibatch data loss."""
         n, device = len(self.data.y_train), self.data.x_train.device
+        task = self.cell.task
+        steps, scheduled = math.ceil(n / task.batch_size), task.optimizer.scheduled
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.model.train()
         # The permutation is drawn on the CPU (the order generator lives there) so every device sees the same batches.
-        for idx in torch.randperm(n, generator=self.order).to(device).split(self.cell.task.batch_size):
+        for step, idx in enumerate(torch.randperm(n, generator=self.order).to(device).split(task.batch_size)):
+            if scheduled:
+                self.lr = set_schedule_(self.optimizer, task.optimizer, self.epoch, step, steps, task.epochs)
             loss_sum += self.step(idx).double() * len(idx)
+        self.epoch += 1
         return loss_sum.item() / n  # the epoch's one host sync
 
 

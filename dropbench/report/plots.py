@@ -1,5 +1,7 @@
 """Figures of a results table: error against the keep rate, gap heatmaps and learning curves per task, and for
-a tuned run each method's chosen setting and every trial on validation (report.plot_tuned).
+a tuned run each method's chosen setting and every trial on validation (report.plot_tuned); and of a history,
+each configuration's trend across runs (plot_history). `task_figures` lists a task's figures for `dropbench
+plot` (write_plots) and for the HTML page, which inlines them as figure_bytes.
 
 Rendering only: every statistic comes from `report.summarize` (the learning curves average the per-epoch
 points of a configuration's seeds, as only the epochs file has them), and every rule that decides what a figure
@@ -7,12 +9,14 @@ shows (the possible range of a band, the axis, heatmap colours, identical lines,
 Headless: the Agg backend is selected here, before pyplot is imported, and nothing is ever shown.
 """
 
+import io
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -28,7 +32,7 @@ from matplotlib.patches import Patch, Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from matplotlib.typing import ColorType  # noqa: E402
 
-from ..catalogue import METRIC_CHOICES, PLOT_DPI, PLOT_FORMATS  # noqa: E402
+from ..catalogue import METRIC_CHOICES, METRICS, PLOT_DPI, PLOT_FORMATS, plot_format  # noqa: E402
 from ..errors import UserError  # noqa: E402
 from ..files import os_error  # noqa: E402
 from .labels import config_label, varying  # noqa: E402
@@ -46,6 +50,7 @@ from .plot_rules import (  # noqa: E402
     Measure,
     axis_range,
     band,
+    bounds,
     color_scale,
     facets,
     identical_groups,
@@ -58,8 +63,12 @@ from .plot_tuned import (  # noqa: E402
     plot_tuned,
     plot_tuning,
 )
+from .stats import TEST_NAMES  # noqa: E402
 from .summary import CONFIG_COLUMNS, latest_rows, summarize, with_config_defaults  # noqa: E402
 from .tuning import has_tuning_rows, trial_figures  # noqa: E402
+
+if TYPE_CHECKING:
+    from .history import History, Trend
 
 PNG_DPI = PLOT_DPI
 MAX_CURVES = 8
@@ -357,13 +366,14 @@ def _range_of(lines: Sequence[_Line], measure: Measure, published: Sequence[_Pub
     return axis_range(np.concatenate(points), np.concatenate(lows), np.concatenate(highs), measure.limits)
 
 
-def _clipped_phrase(measures: Sequence[Measure]) -> str:
-    limits = {m.limits for m in measures}
-    if limits == {PERCENT}:
+def _clipped_phrase(limits: Sequence[Bounds]) -> str:
+    """', clipped to 0–100%' where every interval drawn is clipped alike (to `limits`, plot_rules.bounds)."""
+    distinct = set(limits)
+    if distinct == {PERCENT}:
         return ", clipped to 0–100%"
-    if limits == {NON_NEGATIVE}:
+    if distinct == {NON_NEGATIVE}:
         return ", clipped at 0"
-    if len(limits) == 1 and next(iter(limits)) == Bounds(-100.0, 100.0):
+    if distinct == {Bounds(-100.0, 100.0)}:
         return ", clipped to ±100 points"
     return ""
 
@@ -395,7 +405,7 @@ def _legend_handles(
             )
         )
     if bands:
-        handles.append(Patch(color="0.5", alpha=0.3, label=f"95% CI{_clipped_phrase(measures)}"))
+        handles.append(Patch(color="0.5", alpha=0.3, label=f"95% CI{_clipped_phrase([m.limits for m in measures])}"))
     if beyond:
         handles.append(
             Line2D(
@@ -708,6 +718,94 @@ def _save(fig: Figure, path: Path, fmt: str, dpi: int = PNG_DPI) -> None:
         plt.close(fig)
 
 
+# ---------------------------------------------------------------- history --plot
+
+
+def _history_panels(history: "History") -> list[tuple[str, list["Trend"]]]:
+    """A panel per task, or several of at most MAX_LINES lines each (plot_rules: lines a reader tells apart in one
+    panel, as the keep-rate plot's facets) where a task has more configurations, titled 'task (1/2)'."""
+    panels = []
+    for task in history.tasks():
+        trends = [trend for trend in history.trends if trend.task == task]
+        chunks = [trends[i : i + MAX_LINES] for i in range(0, len(trends), MAX_LINES)]
+        for k, chunk in enumerate(chunks, start=1):
+            panels.append((task if len(chunks) == 1 else f"{task} ({k}/{len(chunks)})", chunk))
+    return panels
+
+
+def plot_history(history: "History") -> Figure:
+    """Each configuration's figure across the runs (x: the runs oldest first, by number, date and commit): its mean
+    over seeds with the 95% CI as bars clipped to what the figure can be (plot_rules.bounds: accuracies and errors
+    within 0-100%, losses and seconds at 0, gap_acc within ±100 points), a panel per task (at most MAX_LINES = 6
+    lines each), the runs where it moved significantly from the run before ringed: a green triangle up where it
+    got better, a red one down where it got worse. Lines of one panel are set slightly apart, so that equal
+    figures do not hide each other."""
+    shown = METRICS[history.metric]
+    limits = bounds(shown)
+    panels = _history_panels(history)
+    runs = history.runs
+    width = max(8.0, 5.0 + 0.9 * len(runs))
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(width, 0.8 + 3.1 * len(panels)), layout="constrained", squeeze=False
+    )
+    flags = {"improvement": ("^", "tab:green"), "degradation": ("v", "tab:red")}
+    for ax, (title, trends) in zip(axes[:, 0], panels):
+        dodge = 0.18 / max(1, len(trends) - 1)  # set apart: equal figures of two lines stay visible
+        for i, (color, trend) in enumerate(zip(_colors(len(trends)), trends)):
+            offset = (i - (len(trends) - 1) / 2) * dodge
+            held = [(k, p) for k, p in enumerate(trend.points) if p is not None and p.n]
+            x = np.array([k + offset for k, _ in held], dtype=float)
+            y = np.array([p.mean * shown.scale for _, p in held], dtype=float)
+            half = np.array([p.ci * shown.scale for _, p in held], dtype=float)
+            half = np.where(np.isfinite(half), half, 0.0)  # no bar where one seed gives no interval
+            low, high = band(y, half, limits)  # an error of -2% is no possible outcome: the bar stops at 0
+            ax.errorbar(
+                x,
+                y,
+                yerr=np.vstack([y - low, high - y]),
+                fmt="-o",
+                color=color,
+                markersize=4,
+                capsize=2,
+                label=trend.label,
+                zorder=3,
+            )
+            for (k, _), xk, yk in zip(held, x, y):
+                if trend.changes[k]:
+                    marker, ring = flags[trend.changes[k]]
+                    ax.scatter(
+                        [xk], [yk], marker=marker, s=140, facecolor="none", edgecolor=ring, linewidth=1.6, zorder=4
+                    )
+        ax.set_xticks(range(len(runs)), [f"#{k}\n{run.date[:10]}\n{run.commit}" for k, run in enumerate(runs, 1)])
+        ax.set_xlim(-0.5, len(runs) - 0.5)
+        ax.set_ylabel(shown.title)
+        ax.set_title(title, fontsize="medium")
+        ax.grid(True, alpha=0.3)
+        handles = ax.get_legend_handles_labels()[0] + [
+            Line2D(
+                [], [], marker=m, color=c, linestyle="", markerfacecolor="none", label=f"moved significantly: {what}"
+            )
+            for what, (m, c) in zip(("better", "worse"), flags.values())
+        ]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
+    fig.suptitle(
+        f"{shown.title} per run: mean ± 95% CI over seeds{_clipped_phrase([limits])}\n"
+        "rings: a significant move from the run before "
+        f"({TEST_NAMES[history.method]}, Holm per task and step, α = {history.alpha:g})",
+        fontsize="medium",
+    )
+    return fig
+
+
+def write_history_plot(history: "History", path: Path) -> Path:
+    """plot_history into `path`, PNG or SVG as its suffix says."""
+    fmt = plot_format(path.name)
+    if not fmt:
+        raise UserError(f"--plot {path}: name a .png or .svg file")
+    _save(plot_history(history), path, fmt)
+    return path
+
+
 # ---------------------------------------------------------------- every figure of some results
 
 
@@ -735,6 +833,77 @@ def check_reference(summary: pd.DataFrame, tasks: Sequence[str], reference: str,
         f"model, keep rate, input keep rate and regularizer must agree); its rows expect {expected} "
         f"(report --reference {reference} says why each row matched or not)"
     )
+
+
+Job = tuple[str, Callable[[], Figure]]
+
+
+def tuned_task_names(results: pd.DataFrame) -> list[str]:
+    """The tasks of a tuned comparison, in order of first appearance (never a set's order, which varies from run
+    to run): those with any tune row, even where no trial has a figure (every tune cell failed). Their rows are
+    never pooled into configurations of a grid."""
+    if not has_tuning_rows(results):
+        return []
+    return list(dict.fromkeys(results.loc[results["phase"].astype("string") == "tune", "task"].astype(str)))
+
+
+def task_figures(
+    results: pd.DataFrame,
+    epochs: pd.DataFrame | None,
+    summary: pd.DataFrame,
+    task: str,
+    *,
+    tuned: bool | None = None,
+    metric: str | None = None,
+    reference: str | None = None,
+    order: SuiteOrder | None = None,
+    size: tuple[float, float] | None = None,
+) -> list[Job]:
+    """The figures of one task as (kind, draw) pairs, drawn only when called (inside plot_style, for a style):
+    `keep-rate` (with `reference`'s published errors beside the configurations they match), `gap-heatmap` and
+    `learning-curves` where `epochs` holds curves of the task's ok cells; a tuned task (`tuned`, by default: the
+    results hold a tune row of it, see tuned_task_names) `tuned` (plot_tuned), `tuning` (plot_tuning) and the
+    learning curves of the chosen settings instead, nothing where no trial has a figure. `summary` is
+    summarize(results) (of a grid task's rows; a tuned task reads `results` only). `metric` (what the keep-rate
+    and the tuned plot show) and `size` as write_plots takes them, unchecked: write_plots checks them first."""
+    if tuned is None:
+        tuned = task in tuned_task_names(results)
+    jobs: list[Job]
+    if tuned:
+        if task not in set(trial_figures(results)["task"]):  # every tune cell failed: no trial, no choice to draw
+            return []
+        jobs = [
+            ("tuned", lambda: plot_tuned(results, task, metric=metric, order=order, size=size)),
+            ("tuning", lambda: plot_tuning(results, task, order=order, size=size)),
+        ]
+        curve_rows = chosen_epoch_rows(results, task, order)
+    else:
+        jobs = [
+            ("keep-rate", lambda: plot_keep_rate(summary, task, metric=metric, reference=reference, size=size)),
+            ("gap-heatmap", lambda: plot_gap_heatmap(summary, task, size=size)),
+        ]
+        curve_rows = results[results["task"] == task]
+    if epochs is not None and len(epochs):
+        ok = latest_rows(results)
+        ok = ok[(ok["status"] == "ok") & ok["cell_id"].isin(curve_rows["cell_id"])]
+        if set(epochs["cell_id"].astype(str)) & set(ok["cell_id"].astype(str)):
+            curves = epochs
+            jobs.append(("learning-curves", lambda: plot_learning_curves(curves, curve_rows, task, size=size)))
+    return jobs
+
+
+def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = PNG_DPI) -> bytes:
+    """A figure as the bytes of a PNG or SVG file (an SVG without its date, so that reruns give the same bytes);
+    the figure is closed."""
+    buffer = io.BytesIO()
+    try:
+        if fmt == "svg":
+            fig.savefig(buffer, format="svg", metadata={"Date": None})
+        else:
+            fig.savefig(buffer, format=fmt, dpi=dpi)
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
 
 
 def write_plots(
@@ -767,7 +936,7 @@ def write_plots(
     if metric is not None and metric not in METRIC_CHOICES:
         raise UserError(f"unknown metric '{metric}'; choose one of: {', '.join(METRIC_CHOICES)}")
     # A task with any tune row is a tuned one, even where no trial has a figure: its rows are never pooled.
-    tuned = set(results.loc[results["phase"].astype("string") == "tune", "task"]) if has_tuning_rows(results) else set()
+    tuned = tuned_task_names(results)
     grid_results = results[~results["task"].isin(tuned)] if tuned else results
     summary = summarize(grid_results, order=order)
     known = list(dict.fromkeys([*(summary["task"] if len(summary) else []), *tuned]))
@@ -796,9 +965,6 @@ def write_plots(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise os_error(out_dir, "create the folder", error) from None
-    cell_ids = set(epochs["cell_id"].astype(str)) if epochs is not None and len(epochs) else set()
-    ok = latest_rows(results)
-    ok = ok[ok["status"] == "ok"]
     written: list[Path] = []
     stems: set[str] = set()
     with plot_style(style, font_size):
@@ -808,14 +974,12 @@ def write_plots(
                 copy += 1
                 stem = f"{base}-{copy}"
             stems.add(stem)
-            jobs = _task_jobs(
-                task,
-                task in tuned,
+            jobs = task_figures(
                 results,
-                summary,
                 epochs,
-                cell_ids,
-                ok,
+                summary,
+                task,
+                tuned=task in tuned,
                 metric=metric,
                 reference=reference,
                 order=order,
@@ -826,43 +990,3 @@ def write_plots(
                 _save(draw(), path, fmt, dpi)
                 written.append(path)
     return written
-
-
-Job = tuple[str, Callable[[], Figure]]
-
-
-def _task_jobs(
-    task: str,
-    tuned: bool,
-    results: pd.DataFrame,
-    summary: pd.DataFrame,
-    epochs: pd.DataFrame | None,
-    cell_ids: set[str],
-    ok: pd.DataFrame,
-    *,
-    metric: str | None,
-    reference: str | None,
-    order: SuiteOrder | None,
-    size: tuple[float, float] | None,
-) -> list[Job]:
-    """The figures of one task, each a file kind and a function drawing it."""
-    jobs: list[Job]
-    if tuned:
-        if task not in set(trial_figures(results)["task"]):  # every tune cell failed: no trial, no choice to draw
-            return []
-        jobs = [
-            ("tuned", lambda: plot_tuned(results, task, metric=metric, order=order, size=size)),
-            ("tuning", lambda: plot_tuning(results, task, order=order, size=size)),
-        ]
-        curve_rows = chosen_epoch_rows(results, task, order)
-    else:
-        jobs = [
-            ("keep-rate", lambda: plot_keep_rate(summary, task, metric=metric, reference=reference, size=size)),
-            ("gap-heatmap", lambda: plot_gap_heatmap(summary, task, size=size)),
-        ]
-        curve_rows = results[results["task"] == task]
-    task_ids = set(ok.loc[ok["cell_id"].isin(curve_rows["cell_id"]), "cell_id"].astype(str))
-    if epochs is not None and cell_ids & task_ids:
-        curves = epochs
-        jobs.append(("learning-curves", lambda: plot_learning_curves(curves, curve_rows, task, size=size)))
-    return jobs
