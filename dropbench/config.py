@@ -1,7 +1,7 @@
 """The frozen descriptions a grid is made of: model, optimizer, task settings, and the cell itself."""
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 
 from .regularizers import RegularizerSetting
@@ -112,6 +112,24 @@ class Cell:
     method: str = ""
     phase: str = ""
     trial: int | None = None
+    # A successive-halving rung's cell (dropbench.tuning): the first `epoch_limit` epochs of the training this cell
+    # would otherwise be, so that a later rung continues from its checkpoint (dropbench.checkpoints); 0: all of them.
+    # The task's `epochs` stay the full training's, so whatever depends on the planned length stays the same.
+    epoch_limit: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epoch_limit and not 0 < self.epoch_limit < self.task.epochs:
+            raise ValueError(f"epoch_limit {self.epoch_limit} is not between 1 and the task's {self.task.epochs}")
+
+    @property
+    def epochs(self) -> int:
+        """The epochs this cell trains at most: its epoch limit (a halving rung), else the task's."""
+        return self.epoch_limit or self.task.epochs
+
+    @property
+    def continues(self) -> bool:
+        """Whether this cell is the first epochs of a longer training, which a later cell may continue."""
+        return self.epoch_limit > 0
 
     @property
     def layer_keep_rates(self) -> tuple[float, ...]:
@@ -141,6 +159,8 @@ class Cell:
             extra["precision"] = self.precision
         if self.method:
             extra.update(method=self.method, phase=self.phase, trial=self.trial)
+        if self.epoch_limit:
+            extra["epoch_limit"] = self.epoch_limit
         return {
             **extra,
             "task": self.task.name,
@@ -174,9 +194,17 @@ class Cell:
         """12 hex digits, stable across runs and machines: how a rerun knows what is done."""
         return f"{derive_seed(self.identity()):016x}"[-12:]
 
+    @cached_property
+    def training_id(self) -> str:
+        """The cell_id of the whole training this cell is the first epochs of (its own, without an epoch limit).
+        Its random streams (masks, mixup) are seeded from it, so a rung's cell draws what the first epochs of the
+        full training draw, and its checkpoint is filed under it."""
+        return replace(self, epoch_limit=0).cell_id if self.epoch_limit else self.cell_id
+
     def describe(self) -> str:
         """'digits l2(0.0001) keep=0.5 in=0.8 gaussian n=100 seed=2', in report.labels' vocabulary for a cell;
-        a tuned comparison's cell ends with its phase, method and trial: '[tune l2+dropout #3]'."""
+        a tuned comparison's cell ends with its phase, method and trial: '[tune l2+dropout #3]', and a halving rung's
+        with its epochs: '[tune l2 #3, first 5 epochs]'."""
         label = cell_label(
             {
                 "task": self.task.name,
@@ -190,4 +218,5 @@ class Cell:
                 "seed": self.seed,
             }
         )
-        return f"{label} [{self.phase} {self.method} #{self.trial}]" if self.method else label
+        rung = f", first {self.epoch_limit} epochs" if self.epoch_limit else ""
+        return f"{label} [{self.phase} {self.method} #{self.trial}{rung}]" if self.method else label

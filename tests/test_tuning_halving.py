@@ -91,7 +91,7 @@ def test_ties_go_to_the_lowest_trial_and_failed_trials_are_stopped():
 def test_halving_cells_read_each_rung_from_constructed_rows(tmp_path):
     suite = load(tmp_path, HALVED)
     first = halving_cells(suite, {})
-    assert not first.complete and len(first.cells) == 2 * 4 * 2 and {c.task.epochs for c in first.cells} == {2}
+    assert not first.complete and len(first.cells) == 2 * 4 * 2 and {c.epochs for c in first.cells} == {2}
     assert first.cells == tune_cells(suite)
     # the first rung: l2's trial 2 best on the mean but worst on seed 0; trials 0 and 1 clearly worse
     rung1 = {0: (0.3, 0.3), 1: (0.2, 0.21), 2: (0.6, 0.99), 3: (0.7, 0.7)}
@@ -100,12 +100,12 @@ def test_halving_cells_read_each_rung_from_constructed_rows(tmp_path):
         for c in first.cells
     }
     second = halving_cells(suite, written)
-    l2 = {c.trial for c in second.cells if c.method == "l2" and c.task.epochs == 4}
+    l2 = {c.trial for c in second.cells if c.method == "l2" and c.epochs == 4}
     assert l2 == {2, 3}  # ⌈4/2⌉ = 2 by rank; 0 and 1 are beyond both standard errors
-    assert {c.trial for c in second.cells if c.method == "dropout" and c.task.epochs == 4} == {0, 1, 2, 3}  # all tied
-    written.update({c.cell_id: {"status": "ok", "val_acc": "0.5"} for c in second.cells if c.task.epochs == 4})
+    assert {c.trial for c in second.cells if c.method == "dropout" and c.epochs == 4} == {0, 1, 2, 3}  # all tied
+    written.update({c.cell_id: {"status": "ok", "val_acc": "0.5"} for c in second.cells if c.epochs == 4})
     third = halving_cells(suite, written)
-    assert third.complete and {c.task.epochs for c in third.final} == {6}
+    assert third.complete and {c.epochs for c in third.final} == {6}
     full = {c.cell_id for c in tune_cells(load(tmp_path, HALVED.replace("halving = { min_epochs = 2, eta = 2 }", "")))}
     assert {c.cell_id for c in third.final} <= full  # the last rung is the full grid's tune cells
 
@@ -247,8 +247,8 @@ def test_a_changed_rung_figure_reruns_the_later_rungs_and_drops_stale_rows(halve
 def test_a_method_with_one_trial_trains_it_in_full_at_once(tmp_path):
     suite = load(tmp_path, HALVED.replace('methods = ["l2", "dropout"]', 'methods = ["none", "l2", "dropout"]'))
     none = [c for c in tune_cells(suite) if c.method == "none"]
-    assert len(none) == 2 and {c.task.epochs for c in none} == {6}  # nothing to choose: no rung to stop it at
-    assert {c.task.epochs for c in tune_cells(suite) if c.method == "l2"} == {2}
+    assert len(none) == 2 and {c.epochs for c in none} == {6}  # nothing to choose: no rung to stop it at
+    assert {c.epochs for c in tune_cells(suite) if c.method == "l2"} == {2}
 
 
 def test_the_bundled_halving_suite_is_quick_tuned_with_halving():
@@ -256,7 +256,7 @@ def test_the_bundled_halving_suite_is_quick_tuned_with_halving():
     assert halved.tuning is not None and halved.tuning.halving == Halving(5, 3)
     assert halved.tuning == replace(grid.tuning, halving=Halving(5, 3)) and halved.tasks == grid.tasks
     assert len(halved.cells()) == len(grid.cells())  # the first rung: every trial at every tuning seed
-    assert {c.task.epochs for c in halved.cells() if c.method != "none"} == {5}
+    assert {c.epochs for c in halved.cells() if c.method != "none"} == {5}
 
 
 @pytest.mark.slow
