@@ -18,6 +18,7 @@ reach a rung is read from the results file's rows of the rung before (`halving_c
 the same rungs.
 """
 
+import functools
 import itertools
 import math
 import warnings
@@ -158,15 +159,21 @@ def survivors(figures: Mapping[int, Sequence[float]], keep: int, higher: bool, a
     if noise is None:
         return sorted(kept)
     sigma, df = noise
-    from scipy.stats import t as student
-
-    margin = float(student.ppf(1 - alpha, df)) * sigma
+    margin = t_quantile(1 - alpha, df) * sigma
     cut = scores[ranked[keep - 1]]
     for trial in ranked[keep:]:
         pairs = [(c, v) for c, v in zip(cut, scores[trial]) if math.isfinite(c) and math.isfinite(v)]
         if not pairs or float(np.mean([c - v for c, v in pairs])) <= margin * math.sqrt(2 / len(pairs)):
             kept.append(trial)
     return sorted(kept)
+
+
+@functools.cache
+def t_quantile(q: float, df: int) -> float:
+    """Student's t quantile (scipy's; cached: a halving run asks for the same few again and again)."""
+    from scipy.stats import t as student
+
+    return float(student.ppf(q, df))
 
 
 def seed_noise(scores: Mapping[int, Sequence[float]]) -> tuple[float, int] | None:
