@@ -489,7 +489,7 @@ def run_suite(
                 if checkpoints is not None and result.state is not None:  # before the row: the row marks it done
                     checkpoints.save(cell, result.state)
                 store.append(row, curves)
-                if checkpoints is not None and not cell.continues:  # the training is over: nothing to continue
+                if checkpoints is not None and cell.phase == TUNE and not cell.continues:  # its training is over
                     checkpoints.drop([cell.training_id])
                 summary.counts[row.status] += 1
                 if row.status != "ok":

@@ -96,13 +96,21 @@ class Method:
 Setting = dict[str, float]  # hyperparameter name -> value, for one trial
 
 
+# The stopping rule's one-sided level by default: a trial is stopped only when its paired difference to the cut is
+# significant at this level (`survivors`; a suite may set `halving.alpha`). tests/test_halving_rule.py measures
+# what it gives at 3 seeds.
+STOP_ALPHA = 0.05
+
+
 @dataclass(frozen=True)
 class Halving:
     """Synchronous successive halving: rungs of `min_epochs`, `min_epochs`·eta, ... epochs, then the task's
-    epochs; at each rung about 1/eta of the trials still in go on (`survivors`)."""
+    epochs; at each rung the best ⌈n/eta⌉ of the trials still in go on, and any other not worse than the cut
+    at the one-sided level `alpha` (`survivors`)."""
 
     min_epochs: int
     eta: int
+    alpha: float = STOP_ALPHA
 
     def rungs(self, epochs: int) -> tuple[int, ...]:
         """The rungs' epochs for a task trained `epochs` epochs: r, r·eta, r·eta², ... below `epochs`, then
@@ -119,13 +127,8 @@ class Halving:
         worse)."""
         return math.ceil(trials / self.eta)
 
-    def describe(self) -> dict[str, int]:
-        return {"min_epochs": self.min_epochs, "eta": self.eta}
-
-
-# The stopping rule's one-sided level: a trial is stopped only when its paired difference to the cut is significant
-# at this level (`survivors`). tests/test_halving_rule.py measures what it gives at 3 seeds.
-STOP_ALPHA = 0.05
+    def describe(self) -> dict[str, float]:
+        return {"min_epochs": self.min_epochs, "eta": self.eta, "alpha": self.alpha}
 
 
 def survivors(figures: Mapping[int, Sequence[float]], keep: int, higher: bool, alpha: float = STOP_ALPHA) -> list[int]:
@@ -283,7 +286,7 @@ class Tuning:
             lines.append(
                 f"successive halving: rungs from {h.min_epochs} epochs, ×{h.eta} each, to the task's epochs; at each "
                 f"rung the best ⌈n/{h.eta}⌉ trials on their seed mean go on, and any not significantly worse than "
-                f"the cut (paired over seeds, one-sided {STOP_ALPHA:g}); a trial that goes on continues from its "
+                f"the cut (paired over seeds, one-sided {h.alpha:g}); a trial that goes on continues from its "
                 "checkpoint"
             )
         idle = [m.name for m in self.methods if not self.hyperparameters(m)]
@@ -486,7 +489,7 @@ def _rung_survivors(
     figures: dict[int, list[float]] = {}  # in seed order (the cells are), NaN where a seed's cell did not end ok
     for trial, row in rows:
         figures.setdefault(int(trial or 0), []).append(_figure(row, metric) if row.get("status") == "ok" else math.nan)
-    return survivors(figures, halving.keep_count(count), higher=metric == "val_acc")
+    return survivors(figures, halving.keep_count(count), higher=metric == "val_acc", alpha=halving.alpha)
 
 
 @dataclass

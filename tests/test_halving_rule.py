@@ -61,6 +61,14 @@ def test_a_failed_seed_leaves_the_comparison_to_the_seeds_both_have():
     assert survivors({0: [0.9, 0.9], 1: [0.8, math.nan], 2: [math.nan, 0.1], 3: [0.7, 0.7]}, 2, True) == [0, 1, 2]
 
 
+def test_at_level_one_half_the_rule_is_plain_top_k():
+    rng = np.random.default_rng(3)
+    for _ in range(200):
+        figures = {t: list(rng.normal(0, 1, SEEDS)) for t in range(TRIALS)}
+        assert survivors(figures, 3, higher=True, alpha=0.5) == top_k(figures, 3)
+        assert len(survivors(figures, 3, higher=True)) >= 3
+
+
 def test_with_no_seed_noise_any_trial_below_the_cut_on_average_is_stopped():
     figures = {0: [1.0, 1.0, 1.0], 1: [0.97, 0.97, 0.97], 2: [1.0, 1.0, 1.0]}  # whole examples: no spread at all
     assert survivors(figures, 1, higher=True) == [0, 2]  # a tie with the cut goes on
@@ -128,16 +136,22 @@ def test_the_rule_rarely_stops_the_truly_best_and_stops_the_clearly_worse(tau):
         assert rates["paired t", "spread 0.5"][1] > rates["overlap", "spread 0.5"][1] + 0.05
 
 
-def table(reps=20_000):
-    """The figures the README quotes: per seed effect, scenario and rule, the three rates in percent."""
+def at_level(alpha):
+    return lambda f, k: survivors(f, k, higher=True, alpha=alpha)
+
+
+def table(rules=None, taus=(0.0, 1.5), reps=20_000):
+    """The figures the README quotes: per seed effect, scenario and rule, the three rates in percent. The paired
+    rule's do not depend on the seed effect (it cancels exactly in the paired differences and the two-way fit)."""
+    rules = rules or {**RULES, "paired t 0.1": at_level(0.1), "paired t 0.2": at_level(0.2)}
     lines = []
-    for tau in (0.0, 1.5):
+    for tau in taus:
         for scenario, means in SCENARIOS.items():
             cells = [
                 "{}: best stopped {:.1%}, trials stopped {:.0%}, epochs saved {:.0%}".format(
                     name, *simulate(rule, means, tau, reps)
                 )
-                for name, rule in RULES.items()
+                for name, rule in rules.items()
             ]
             lines.append(f"τ={tau:g} {scenario:12} " + " | ".join(cells))
     return lines

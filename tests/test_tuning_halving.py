@@ -113,6 +113,20 @@ def test_halving_cells_read_each_rung_from_constructed_rows(tmp_path):
     assert {c.cell_id for c in third.final} <= full  # the last rung is the full grid's tune cells
 
 
+def test_the_suites_alpha_sets_the_stopping_tests_level(tmp_path):
+    """Trial 2 is 0.01 below the cut (trial 0) on average, well within the seed noise: at the default level it
+    goes on; at alpha = 0.5 (plain top-⌈n/η⌉) any trial below the cut stops."""
+    rung1 = {0: (0.69, 0.71), 1: (0.6, 0.99), 2: (0.68, 0.70), 3: (0.2, 0.2)}
+    kept = {}
+    for alpha in ("", ", alpha = 0.5"):
+        suite = load(tmp_path, HALVED.replace("eta = 2 }", f"eta = 2{alpha} }}"))
+        first = halving_cells(suite, {}).cells
+        written = {c.cell_id: {"status": "ok", "val_acc": str(rung1[c.trial][c.seed])} for c in first}
+        later = halving_cells(suite, written).cells
+        kept[alpha] = {c.trial for c in later if c.method == "l2" and c.epochs == 4}
+    assert kept[""] == {0, 1, 2} and kept[", alpha = 0.5"] == {0, 1}
+
+
 # ---------------------------------------------------------------- refusals
 
 BAD = [
@@ -123,6 +137,9 @@ BAD = [
     ("{ min_epochs = 1, eta = 2, rungs = 3 }", r"halving: unknown key 'rungs'"),
     ("{ min_epochs = 1, eta = 5 }", r"halving.eta: 5 is more than the most trials a method has \(4\)"),
     ("3", r"halving: expected a table"),
+    ("{ min_epochs = 2, eta = 2, alpha = 0.7 }", r"halving.alpha: 0.7 is not a level in \(0, 0.5\]"),
+    ("{ min_epochs = 2, eta = 2, alpha = 0 }", r"halving.alpha: 0 is not a level in \(0, 0.5\]"),
+    ("{ min_epochs = 2, eta = 2, alpha = 'x' }", r"halving.alpha: expected a number"),
 ]
 
 
