@@ -23,7 +23,7 @@ from dropbench.report.tuning import choose_on_validation
 from dropbench.results import COLUMNS, ResultStore, read_results, sidecar_paths
 from dropbench.runner import Reporter, run_suite
 from dropbench.suite import load_suite
-from dropbench.tuning import Halving, halving_cells, survivors, tune_cells
+from dropbench.tuning import Halving, halving_cells, halving_outlook, survivors, tune_cells
 
 HALVED = """
 name = "tiny-halving"
@@ -333,6 +333,16 @@ def test_a_checkpoints_path_that_is_a_file_stops_a_halving_run_before_it_writes(
     with pytest.raises(UserError, match="h.checkpoints: not a folder"):
         run(suite, tmp_path / "h.csv")
     assert not (tmp_path / "h.csv").exists() and not (tmp_path / "h.json").exists()
+
+
+def test_the_outlook_counts_the_rungs_known_and_bounds_the_others(tmp_path):
+    suite = load(tmp_path, HALVED)
+    written = {c.cell_id: {"status": "ok", "val_acc": "0.5"} for c in halving_cells(suite, {}).cells}
+    outlook = halving_outlook(suite, written)  # rung 1 written, every trial tied: all 4 go on to rung 2
+    rung_2 = 2 * 4 * 2 * 2  # methods × trials × seeds × the epochs it adds, each continuing from rung 1
+    assert outlook.later["wine"] == (rung_2 + 2 * 2 * 2 * 2, rung_2 + 2 * 4 * 2 * 2)  # rung 3: 2 to 4 trials
+    assert outlook.later_cells["wine"] == (16 + 8, 16 + 16)
+    assert outlook.total == (32 + rung_2 + 16, 32 + rung_2 + 32) and outlook.grid == 96
 
 
 def test_the_dry_run_bounds_the_later_rungs(tmp_path, capsys):
