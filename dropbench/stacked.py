@@ -456,15 +456,17 @@ def _member_state(
     stack: StackedMLP,
     optimizer: torch.optim.Optimizer,
     position: int,
+    cell: Cell,
     generators: tuple[torch.Generator, torch.Generator],
     stopping: EarlyStopping,
     result: CellResult,
     stopped: bool,
 ) -> TrainingState:
-    """The member at `position`'s training as it stands (checkpoints.TrainingState, in an MLP's layout)."""
+    """The training of `cell`, the member at `position`, as it stands (checkpoints.TrainingState, in an MLP's
+    layout)."""
     order, masks = generators
     return TrainingState(
-        training_id="",  # set by the caller, which knows the cell
+        training_id=cell.training_id,
         epoch=result.epochs_run,
         stopped=stopped,
         weights=stack.member_state_dict(position),
@@ -547,7 +549,9 @@ def train_stacked(
         final_state[i] = best if best is not None else stack.member_state_dict(position)
         if cells[i].continues and results[i].status == "ok":
             member = (orders[i], mask_generators[i])
-            end_states[i] = _member_state(stack, optimizer, position, member, stopping[i], results[i], stopped[i])
+            end_states[i] = _member_state(
+                stack, optimizer, position, cells[i], member, stopping[i], results[i], stopped[i]
+            )
 
     clock = time.perf_counter()
     for epoch in range(first, last + 1):
@@ -597,11 +601,11 @@ def train_stacked(
     for position, i in enumerate(active):  # no epoch was left to train (their states were at the end already)
         if final_state[i] is None:
             finish(position)
-    for cell, model, state, end, result in zip(cells, models, final_state, end_states, results):
+    for model, state, end, result in zip(models, final_state, end_states, results):
         if state is not None:
             model.load_state_dict(state)
-        if end is not None:
-            end.training_id, end.fit_seconds = cell.training_id, result.fit_seconds
+        if end is not None:  # its share of the epoch it finished in was added after it finished
+            end.fit_seconds = result.fit_seconds
             result.state = end.to_bytes()
     return models, results
 

@@ -119,6 +119,8 @@ def test_a_state_of_either_trainer_continues_in_the_other(optimizer):
     from_single = Start.of(TrainingState.from_bytes(fit_cell(first, data).state))
     assert_same_figures(fit_cell(cell, data, start=from_stack), fit_cell(cell, data))
     assert_same_figures(fit_stacked([cell], data, starts=[from_single])[0], fit_stacked([cell], data)[0])
+    # and each trainer continuing its own state: stacked and single agree as they do from scratch
+    assert_same_figures(fit_stacked([cell], data, starts=[from_stack])[0], fit_cell(cell, data, start=from_single))
 
 
 def test_a_start_from_another_training_or_beyond_the_cell_is_refused():
