@@ -483,6 +483,27 @@ def _member_state(
     )
 
 
+def _resume(
+    begin: Sequence[TrainingState | None],
+    stack: StackedMLP,
+    optimizer: torch.optim.Optimizer,
+    stopping: Sequence[EarlyStopping],
+    results: Sequence[CellResult],
+) -> tuple[int, bool]:
+    """Put back what the members' states hold beyond their weights and streams (set as they are built): the
+    early-stopping trackers, curves and times, and the optimizer state. (the first epoch to train, whether early
+    stopping had ended every member); (1, False) without states."""
+    start = begin[0]
+    if start is None:
+        return 1, False
+    for tracker, result, state in zip(stopping, results, begin):
+        if state is not None:
+            resume_tracking(tracker, result, state)
+    states = [state.optimizer for state in begin if state is not None]
+    load_optimizer_state(optimizer, stack.names, stack.stacked_optimizer_state(states))
+    return start.epoch + 1, start.stopped
+
+
 def train_stacked(
     cells: Sequence[Cell],
     data: TaskData,
@@ -526,16 +547,8 @@ def train_stacked(
     results = [CellResult(status="ok", n_params=count_parameters(models[0]), fit_seconds=0.0) for _ in cells]
     stopping = [EarlyStopping(cell.regularizer.patience) for cell in cells]
     optimizer = make_optimizer(cells[0].task.optimizer, stack.params, fused=False)  # not fused: docs/stacked.md
-    first, stopped, last = 1, [False] * len(cells), cells[0].epochs
-    if begin[0] is not None:
-        for i, start in enumerate(begin):
-            if start is not None:
-                resume_tracking(stopping[i], results[i], start)
-        states = [start.optimizer for start in begin if start is not None]
-        load_optimizer_state(optimizer, stack.names, stack.stacked_optimizer_state(states))
-        first, stopped = begin[0].epoch + 1, [begin[0].stopped] * len(cells)
-        if begin[0].stopped:  # early stopping had ended every member: nothing to train
-            last = begin[0].epoch
+    first, over = _resume(begin, stack, optimizer, stopping, results)
+    stopped, last = [over] * len(cells), first - 1 if over else cells[0].epochs  # over: nothing to train
     final_state: list[dict[str, torch.Tensor] | None] = [None] * len(cells)
     end_states: list[TrainingState | None] = [None] * len(cells)
     active = list(range(len(cells)))  # the cells still in the stack, by stack position
