@@ -27,11 +27,12 @@ import torch
 
 from .config import Cell
 from .errors import UserError
-from .files import os_error, replace_atomically
+from .files import interrupts_held, os_error
 from .provenance import package_version
 
 FORMAT = 1  # the layout of a saved state; a file of another layout is not read (it is a cache: retrained instead)
 CHECKPOINT_NAME = re.compile(r"[0-9a-f]{12}\.pt")  # the files CheckpointStore writes; it touches no other
+PARTIAL_NAME = re.compile(r"\.[0-9a-f]{12}\.pt\.tmp")  # one being written (left by a kill: removed, never read)
 Curve = tuple[int, float, float, float]  # train.EpochRecord's fields: epoch, fit_loss, val_loss, val_acc
 
 
@@ -198,12 +199,24 @@ class CheckpointStore:
             self.folder.mkdir(exist_ok=True)
         except OSError as error:
             raise os_error(self.folder, "create the folder", error) from None
-        replace_atomically(self.path(cell.training_id), data)
-
-    def ours(self) -> list[Path]:
-        """The checkpoint files in the folder (none where it does not exist)."""
+        path = self.path(cell.training_id)
+        partial = path.with_name(f".{path.name}.tmp")
+        # Renamed into place whole, but not fsynced (a row is, per cell): a checkpoint is a cache, and one a crash
+        # left empty or torn is refused when read, so its cell trains from scratch to the same numbers.
         try:
-            return sorted(p for p in self.folder.iterdir() if CHECKPOINT_NAME.fullmatch(p.name))
+            with interrupts_held():
+                partial.write_bytes(data)
+                os.replace(partial, path)
+        except OSError as error:
+            partial.unlink(missing_ok=True)
+            raise os_error(path, "write", error) from None
+
+    def ours(self, partial: bool = False) -> list[Path]:
+        """The checkpoint files in the folder (none where it does not exist); with `partial`, those a kill left
+        half-written instead."""
+        pattern = PARTIAL_NAME if partial else CHECKPOINT_NAME
+        try:
+            return sorted(p for p in self.folder.iterdir() if pattern.fullmatch(p.name))
         except FileNotFoundError:
             return []
         except OSError as error:
@@ -218,8 +231,14 @@ class CheckpointStore:
                 raise os_error(path, "remove", error) from None
 
     def keep_only(self, training_ids: set[str]) -> None:
-        """Remove the checkpoints of every training but these (trials stopped, trainings ended)."""
+        """Remove the checkpoints of every training but these (trials stopped, trainings ended), and any file a
+        kill left half-written."""
         self.drop(p.name.removesuffix(".pt") for p in self.ours() if p.name.removesuffix(".pt") not in training_ids)
+        for path in self.ours(partial=True):
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as error:
+                raise os_error(path, "remove", error) from None
 
     def clear(self) -> None:
         """Remove every checkpoint, then the folder if nothing else is in it."""

@@ -216,8 +216,10 @@ def test_the_store_removes_only_its_own_files(tmp_path, rung_state):
     store.keep_only({other.training_id})
     assert [p.name for p in store.ours()] == [f"{other.training_id}.pt"]
     (store.folder / "notes.txt").write_text("the user's")
+    (store.folder / f".{other.training_id}.pt.tmp").write_bytes(b"half")  # a kill while it was written
     store.clear()
-    assert store.ours() == [] and (store.folder / "notes.txt").is_file()  # not ours: it stays, and its folder
+    assert store.ours() == [] and store.ours(partial=True) == []
+    assert (store.folder / "notes.txt").is_file()  # not ours: it stays, and so does its folder
     (store.folder / "notes.txt").unlink()
     store.clear()
     assert not store.folder.exists()
