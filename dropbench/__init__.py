@@ -1,12 +1,12 @@
 """dropbench: how much does dropout, alone or beside L1, L2, max-norm and early stopping, shrink the
 generalization gap, and what does it cost?
 
-A library first: load a suite, run it, read the results as a DataFrame, aggregate them.
+A library first: run a suite, get its results as a DataFrame, aggregate them.
 
     >>> import dropbench
-    >>> suite = dropbench.load_suite("quick")
-    >>> summary = dropbench.run_suite(suite, "results/quick.csv")
-    >>> table = dropbench.summarize(dropbench.read_results("results/quick.csv"))
+    >>> results = dropbench.run("quick", tasks=["synthetic"], epochs=10, set={"optimizer.lr": 0.05})
+    >>> table = dropbench.report_table(results)  # `dropbench report`'s table, as a DataFrame
+    >>> summary = dropbench.summarize(results)  # mean, sd, CI per configuration
 
 Names are imported on first use so that `import dropbench` (and `dropbench --help`) stays fast.
 """
@@ -23,9 +23,14 @@ _EXPORTS = {
     "apply_overrides": "suite",
     "Overrides": "suite",
     "Suite": "suite",
+    "run": "api",
+    "report_table": "api",
+    "RunFailed": "api",
+    "CellsFailedWarning": "api",
     "run_suite": "runner",
     "RunSummary": "runner",
     "read_results": "results",
+    "read_epochs": "results",
     "summarize": "report",
     "choose_on_validation": "report.tuning",
     "tuned_report": "report.tuning",

@@ -100,6 +100,12 @@ REFERENCES = ("srivastava2014",)
 PLOT_FORMATS = ("png", "svg")
 
 
+def plot_format(name: str) -> str:
+    """The plot format a file name asks for by its suffix ('trend.svg' -> 'svg'); '' when it names none."""
+    suffix = name.rsplit(".", 1)[-1].lower() if "." in name else ""
+    return suffix if suffix in PLOT_FORMATS else ""
+
+
 @dataclass(frozen=True)
 class RegularizerInfo:
     """A regularizer: what it does (`summary`, and `brief` for `run --help`), what its strength means, and its

@@ -3,10 +3,13 @@
 A successive-halving rung's cell is the first `Cell.epoch_limit` epochs of its trial's training
 (`Cell.training_id`). When it ends, the trainer hands back a `TrainingState`: everything the training carries from
 one epoch to the next (weights, optimizer state with its momentum buffers, every random generator's state, the
-early-stopping tracker with its best weights, the curves so far). The next rung's cell of the same training starts
-from it and trains only the epochs its rung adds. Continuing gives bit for bit the row that training the cell from
-scratch gives (tests/test_checkpoints.py), so a checkpoint is a pure cache: a missing or unusable one only costs
-the epochs it would have saved.
+state of each regularizer part that keeps one (`Regularizer.state`: mixup's streams, a plugin's), the
+early-stopping tracker with its best weights, the curves so far). The schedules need no state of their own: they
+are functions of the epoch (`Training.epoch`, restored from `epoch`) and the full training's length, which a
+rung's cell keeps (`TaskConfig.epochs`). The next rung's cell of the same training starts from it and trains only
+the epochs its rung adds. Continuing gives bit for bit the row that training the cell from scratch gives
+(tests/test_checkpoints.py), so a checkpoint is a pure cache: a missing or unusable one only costs the epochs it
+would have saved.
 
 The driver (the runner) owns the checkpoints, in `NAME.checkpoints/` beside the results file (`CheckpointStore`):
 one file per training, `<training_id>.pt`, replaced as the training goes from rung to rung, removed when the
@@ -20,7 +23,7 @@ import io
 import os
 import re
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,7 +33,7 @@ from .errors import UserError
 from .files import interrupts_held, os_error
 from .provenance import package_version
 
-FORMAT = 1  # the layout of a saved state; a file of another layout is not read (it is a cache: retrained instead)
+FORMAT = 2  # the layout of a saved state; a file of another layout is not read (it is a cache: retrained instead)
 CHECKPOINT_NAME = re.compile(r"[0-9a-f]{12}\.pt")  # the files CheckpointStore writes; it touches no other
 PARTIAL_NAME = re.compile(r"\.[0-9a-f]{12}\.pt\.tmp")  # one being written (left by a kill: removed, never read)
 Curve = tuple[int, float, float, float]  # train.EpochRecord's fields: epoch, fit_loss, val_loss, val_acc
@@ -68,7 +71,9 @@ class TrainingState:
     fit_seconds: float  # training time so far, so a continued cell's fit_seconds counts the whole training
     device: str  # the device type the random streams ran on: a CUDA generator's state is not a CPU one's
     threads: int  # torch threads: another count changes a sum's last bits (executors.default_threads)
-    mixup: dict[str, object] | None = None  # train._Mixup's numpy bit generator state and its pair generator's
+    # The regularizer parts' own state (`Regularizer.state`: mixup's generators, a plugin's), by part name; only
+    # parts that keep state (`Regularizer.keeps_state`) are here, and those never train in a stack.
+    parts: dict[str, dict[str, object]] = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
         """The state as torch.save writes it, every tensor on the CPU."""
@@ -89,7 +94,7 @@ class TrainingState:
             "fit_seconds": self.fit_seconds,
             "device": self.device,
             "threads": self.threads,
-            "mixup": self.mixup,
+            "parts": self.parts,
         }
         buffer = io.BytesIO()
         torch.save(payload, buffer)
@@ -122,7 +127,7 @@ class TrainingState:
                 fit_seconds=float(payload["fit_seconds"]),
                 device=str(payload["device"]),
                 threads=int(payload["threads"]),
-                mixup=payload["mixup"],
+                parts=dict(payload["parts"]),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise ValueError(f"a training state with a bad field: {error}") from None

@@ -9,7 +9,7 @@ import math
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,14 +21,16 @@ from .catalogue import (
     MARK_METHODS,
     METRIC_CHOICES,
     METRIC_HELP,
+    METRICS,
     PLOT_FORMATS,
     REFERENCES,
-    REGULARIZERS,
+    plot_format,
     run_epilog,
 )
 from .errors import Terminated, UserError, stop_signal
 from .keeprates import keep_rate_problem
 from .options import Invocation, RunOptions
+from .overrides import SET_HELP, parse_seeds
 from .report.exporters import names as format_names
 
 if TYPE_CHECKING:  # the executors import torch (and Ray): only when a run starts
@@ -95,6 +97,20 @@ def list_option(*names: str, **kwargs: Any) -> Callable[[Callable], Callable]:
     """A comma-separated option that may also be repeated (each value adds to the list)."""
     kwargs["help"] += " Repeatable."
     return click.option(*names, multiple=True, callback=join_lists, **kwargs)
+
+
+class SeedsType(click.ParamType):
+    """`--seeds`: a count (5: seeds 0..4), a list (0,3,7), an inclusive range (10..19), or a list with ranges."""
+
+    name = "N|S,S,...|A..B"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
+        if isinstance(value, int | tuple):
+            return value
+        try:
+            return parse_seeds(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
 
 
 class FiniteFloatRange(click.FloatRange):
@@ -223,7 +239,20 @@ def _errors_as_json_lines(command: Callable[..., int]) -> Callable[..., int]:
     help="Training-set sizes (stratified subsamples of the training split), e.g. 100,1000.",
 )
 @click.option("--mc-samples", type=click.IntRange(min=0), help="MC dropout at evaluation: T stochastic passes.")
-@click.option("--seeds", type=click.IntRange(min=1), help="Number of seeds (0..N-1).")
+@click.option(
+    "--seeds",
+    type=SeedsType(),
+    help="Seeds: a count (5: seeds 0..4), a list (0,3,7), an inclusive range (10..19: both ends run), or a mix "
+    "(0,10..12). A seed is the same cell whichever way it is named.",
+)
+@click.option(
+    "--set",
+    "sets",
+    metavar="KEY=VALUE",
+    multiple=True,
+    help=f"{SET_HELP} The value is TOML (one word may go unquoted); checked as the suite file is. A task of "
+    "[[task]] by name or index (task.0.batch_size=32). Repeatable; a flag and a --set of the same key are refused.",
+)
 @click.option("--epochs", type=click.IntRange(min=1), help="Epochs for every task.")
 @click.option(
     "--out",
@@ -293,7 +322,8 @@ def run(invocation: Invocation, **params: object) -> int:
     """Run a suite and print its gap tables.
 
     SUITE is a bundled name ('quick', the default) or a path to a TOML file. Flags override the
-    suite file. Running into an existing --out skips the cells it already holds.
+    suite file, and --set any key of it (--set optimizer.lr=0.05 --set model.hidden=[512,512]). Running
+    into an existing --out skips the cells it already holds.
     """
     from click.core import ParameterSource
 
@@ -306,13 +336,14 @@ def run(invocation: Invocation, **params: object) -> int:
 
 
 def _run(options: RunOptions, invocation: Invocation) -> int:
+    from .overrides import resolve_suite
     from .planning import Shard
     from .progress import make_reporter, print_run_end, print_stopped
     from .runner import default_out_path, plan_run, resume_command, run_suite
-    from .suite import Overrides, apply_overrides, load_suite
+    from .suite import Overrides
 
     overrides = Overrides(**options.grid)  # type: ignore[arg-type]  # the given fields by name, as click typed them
-    resolved = apply_overrides(load_suite(options.suite), overrides)
+    resolved = resolve_suite(options.suite, options.sets, overrides)
     part = Shard.parse(options.shard) if options.shard else None
     executor = _executor(options)
     out = options.out or default_out_path(resolved.name)
@@ -421,6 +452,27 @@ def merge(inputs: tuple[Path, ...], out: Path) -> int:
 )
 @statistics_options("Paired test against the baseline, per task, Holm-corrected.")
 @click.option("--reference", type=click.Choice(REFERENCES), help="Published numbers beside matching rows.")
+@click.option(
+    "--compare",
+    "base",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also compare these results against BASE, as `compare BASE RESULTS` does: its verdict after the tables.",
+)
+@click.option(
+    "--history",
+    "earlier",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Earlier runs (results files or folders of them): also these results' history after them, as `history` "
+    "shows it. Repeatable.",
+)
+@click.option(
+    "--max-drop",
+    type=FiniteFloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    help="With --compare or --history: the tolerated worsening, as compare's.",
+)
 def report(
     results: tuple[Path, ...],
     metric: str,
@@ -432,10 +484,19 @@ def report(
     method: str,
     alpha: float,
     reference: str | None,
+    base: Path | None,
+    earlier: tuple[Path, ...],
+    max_drop: float,
 ) -> int:
     """Summarize results CSVs (partial or resumed ones too): mean ± CI over seeds, tests against the baseline.
 
     Every choice (★, --best, --tuned, --reference) is made on the validation split; test figures only report it.
+    --format html writes one self-contained page (tables, figures, provenance) to stdout: > report.html.
+
+    \b
+    With --compare or --history the verdicts follow the tables, in --metric (test_acc where --metric is gap,
+    which holds no single unit for --max-drop), and the exit code is theirs: 1 on a regression in the
+    newest run, 2 when one of them compared nothing (after printing), else 0.
     """
     from .report.console import write
     from .report.data import build_report
@@ -452,8 +513,12 @@ def report(
                 f"--task: {', '.join(unknown)} not in these results; present: {', '.join(dict.fromkeys(frame['task']))}"
             )
         frame = frame[frame["task"].isin(tasks)]
+    views = {"--best": best, "--paired": paired, "--reference": reference, "--compare": base, "--history": earlier}
+    tuned = tuned or _tuned_by_default(frame, results, views)
     if tuned:
-        _check_tuned(frame, results, metric=metric, best=best, paired=paired, reference=reference)
+        _check_tuned(frame, results, metric=metric, views=views)
+    statistics = {"metric": metric, "max_drop": max_drop, "alpha": alpha, "method": method}
+    verdicts = _verdicts(frame, results, base, earlier, tasks, **statistics)
     data = build_report(
         frame,
         metric=metric,
@@ -464,19 +529,74 @@ def report(
         tuned=tuned,
         reference=reference,
         order=suite_order(results),
+        sources=results,
+        **verdicts,
     )
     write(get(fmt).export(data))
-    return EXIT_OK
+    if data.verdicts_exit_code == EXIT_BAD_INPUT:
+        # Printed first (the report and the verdict lines); then the one line on stderr that CI logs show.
+        raise UserError(next(v.reason for v in (data.comparison, data.history) if v is not None and v.reason))
+    return data.verdicts_exit_code
 
 
-def _check_tuned(
-    frame: "pd.DataFrame", results: tuple[Path, ...], *, metric: str, best: bool, paired: bool, reference: str | None
-) -> None:
+def _tuned_by_default(frame: "pd.DataFrame", results: tuple[Path, ...], views: Mapping[str, object]) -> bool:
+    """Whether a report without --tuned shows the tuned view: results of a tuned suite hold many trials of each
+    method, which the grid views would pool into one configuration, so they get --tuned's view (with a note), and
+    a grid view asked for by name is refused."""
+    from .report.tuning import has_tuning_rows
+
+    if not has_tuning_rows(frame):
+        return False
+    asked = [name for name, given in views.items() if given]
+    if asked:
+        raise UserError(
+            f"{', '.join(map(str, results))}: a tuned comparison's results (phase tune/eval); {', '.join(asked)} "
+            "would pool its trials: use report --tuned"
+        )
+    _note("a tuned comparison's results: showing report --tuned (each method's setting chosen on validation)")
+    return True
+
+
+def _verdicts(
+    frame: "pd.DataFrame",
+    results: tuple[Path, ...],
+    base: Path | None,
+    earlier: tuple[Path, ...],
+    tasks: tuple[str, ...] | None,
+    **statistics: Any,
+) -> dict[str, Any]:
+    """report --compare BASE and --history EARLIER...: compare's and history's results for the report's files and
+    tasks, in the report's --metric (compare's default test_acc where that is gap, which has no one unit for
+    --max-drop)."""
+    if statistics["metric"] not in METRICS:
+        statistics["metric"] = "test_acc"
+    verdicts: dict[str, Any] = {}
+    if base is not None:
+        from .report.compare import compare as compare_results
+        from .report.order import suite_order
+        from .results import read_results
+
+        before = read_results(base)
+        before = before[before["task"].isin(tasks)] if tasks else before
+        verdicts["comparison"] = compare_results(before, frame, order=suite_order([base]), **statistics)
+    if earlier:
+        from .report.history import history as line_up
+        from .report.history import read_runs, results_in
+        from .report.order import suite_order
+        from .results import results_files
+
+        files = results_files(results_in(earlier), _note)
+        runs = read_runs([*([path] for path in files), list(results)], _note)
+        verdicts["history"] = line_up(runs, tasks=tasks, order=suite_order([*results, *files]), **statistics)
+    return verdicts
+
+
+def _check_tuned(frame: "pd.DataFrame", results: tuple[Path, ...], *, metric: str, views: Mapping[str, object]) -> None:
     """report --tuned's options and input: alone among the views, chosen on a validation metric, and results that
     hold tuning rows."""
     from .report.tuning import SELECTION_METRICS, has_tuning_rows
 
-    others = [name for name, given in (("--best", best), ("--paired", paired), ("--reference", reference)) if given]
+    others = [name for name, given in views.items() if given]
     if others:
         raise UserError(f"--tuned is a report of its own: drop {', '.join(others)}")
     if metric not in ("gap", *SELECTION_METRICS):
@@ -532,6 +652,89 @@ def compare(base: Path, new: Path, metric: str, max_drop: float, alpha: float, m
 
 
 @cli.command()
+@click.argument("results", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--metric",
+    type=click.Choice(tuple(METRICS)),
+    default="test_acc",
+    show_default=True,
+    help="Higher is better for test_acc, val_acc and train_acc, lower for the others (not gap: the newest run is "
+    "held to one --max-drop, as compare holds it).",
+)
+@click.option(
+    "--max-drop",
+    type=FiniteFloatRange(min=0),
+    default=0.5,
+    show_default=True,
+    help="Tolerated worsening in the newest run: percentage points for accuracies/errors, the metric's units "
+    "otherwise (as compare's).",
+)
+@statistics_options("Paired test of each run against the run before, over seeds (as compare's).")
+@list_option("--task", "tasks", type=CommaList(), help="Only these tasks.")
+@click.option("--last", type=click.IntRange(min=2), help="Only the newest N runs.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default=FORMATS[0], show_default=True)
+@click.option(
+    "--plot",
+    "plot_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Also draw each configuration's trend with its interval into this .png or .svg file.",
+)
+def history(
+    results: tuple[Path, ...],
+    metric: str,
+    max_drop: float,
+    alpha: float,
+    method: str,
+    tasks: tuple[str, ...] | None,
+    last: int | None,
+    fmt: str,
+    plot_path: Path | None,
+) -> int:
+    """Line up runs (results files, or folders of them) by configuration, oldest first, and flag the runs where a
+    figure moved significantly from the run before.
+
+    Each file is one run (merge a run's shards first), dated by its first cell and described by the provenance
+    its rows record (commit, versions, machine); cells trained with other settings are other configurations.
+    Each run is compared as `compare` would with the run before that holds the configuration: paired by seed,
+    Holm per task.
+
+    \b
+    Exit codes (the newest run against the run before, as compare decides): 0 no regression; 1 a
+    configuration worse, significantly and beyond --max-drop; 2 bad input (a file that is not results, fewer
+    than two runs, a run without dates) or nothing comparable in the newest step (after printing).
+    """
+    from .report.console import write
+    from .report.exporters import get
+    from .report.history import history as line_up
+    from .report.history import read_runs, results_in
+    from .report.order import suite_order
+    from .results import results_files
+
+    if plot_path is not None and not plot_format(plot_path.name):  # before the work, not after it
+        raise UserError(f"--plot {plot_path}: name a .png or .svg file")
+    files = results_files(results_in(results), _note)
+    runs = read_runs([[path] for path in files], _note)
+    found = line_up(
+        runs,
+        metric=metric,
+        max_drop=max_drop,
+        alpha=alpha,
+        method=method,
+        tasks=tasks,
+        last=last,
+        order=suite_order(files),
+    )
+    if plot_path is not None:
+        from .report.plots import write_history_plot
+
+        _note(f"trends drawn into {write_history_plot(found, plot_path)}")
+    write(get(fmt).export_history(found))
+    if found.exit_code == EXIT_BAD_INPUT:
+        raise UserError(found.reason)  # after the history: the one line on stderr that CI logs show
+    return found.exit_code
+
+
+@cli.command()
 @click.argument("results", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option(
     "-o",
@@ -571,6 +774,7 @@ def tasks() -> int:
 
     from .data import TASKS
     from .data.fetch import data_dir, source_status
+    from .data.registry import REGISTRY
     from .report.console import stdout_console
 
     table = Table(title=f"tasks (data dir: {data_dir()})", title_justify="left")
@@ -579,6 +783,14 @@ def tasks() -> int:
     for name, info in sorted(TASKS.items()):
         status = "bundled" if info.source is None else source_status(info.source)
         table.add_row(name, info.kind, info.summary, status, info.origin)
+    for entry in REGISTRY.entries():
+        if entry.builtin:
+            continue
+        plugin = f"plugin: {entry.source}"
+        if entry.value is None:
+            table.add_row(entry.name, "", entry.problem, plugin, "")
+        else:
+            table.add_row(entry.name, entry.value.kind, entry.value.summary, plugin, entry.value.origin)
     table.add_row(
         "openml:<id>",
         "from its target",
@@ -587,6 +799,11 @@ def tasks() -> int:
         "OpenML via scikit-learn",
     )
     stdout_console().print(table)
+    stdout_console().print(
+        "Your own data: a [[task]] with path = a CSV, Parquet or .npz file or a folder of images; "
+        "a plugin's task: its name, or module:object (docs/plugins.md)",
+        markup=False,
+    )
     return EXIT_OK
 
 
@@ -617,14 +834,20 @@ def regularizers() -> int:
     """
     from rich.table import Table
 
+    from .regularizers import REGISTRY
     from .report.console import stdout_console
 
     table = Table(title="regularizers (combine with +, e.g. max-norm+early-stopping)", title_justify="left")
-    for column in ("name", "strength", "default", "what it does"):
+    for column in ("name", "strength", "default", "what it does", "from"):
         table.add_column(column)
-    for info in REGULARIZERS.values():
-        default = "" if info.default_strength is None else format(info.default_strength, "g")
-        table.add_row(info.name, info.strength_meaning, default, info.summary)
+    for entry in REGISTRY.entries():
+        kind = entry.value
+        if kind is None:
+            table.add_row(entry.name, "", "", entry.problem, entry.source)
+            continue
+        default = "" if kind.default_strength is None else format(kind.default_strength, "g")
+        strength = kind.strength_meaning if kind.default_strength is not None else ""
+        table.add_row(entry.name, strength, default, kind.summary, entry.source)
     stdout_console().print(table)
     stdout_console().print("Set a strength in a suite: [regularizer.l2] strength = 1e-4", markup=False)
     return EXIT_OK

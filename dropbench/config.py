@@ -4,8 +4,10 @@ import math
 from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 
+from .data.filetask import FileTask, TaskKey
 from .regularizers import RegularizerSetting
 from .report.labels import cell_label
+from .schedules import LrSchedule, MomentumRamp
 from .seeding import derive_seed
 
 
@@ -22,13 +24,21 @@ class ModelConfig:
     # Fixed p·n (the paper's Figure 9b): each hidden layer is widened to round(n / p), so the expected
     # number of kept units stays n whatever the keep rate.
     fixed_pn: bool = False
+    # A plugin model kind's own settings (its `Network.options`), as (name, value) pairs sorted by name.
+    options: tuple[tuple[str, object], ...] = ()
 
     @property
     def label(self) -> str:
         convs = [f"c{c}" for c in self.channels]
         spatial = [f"sk{self.conv_keep:g}"] if self.conv_keep < 1.0 else []
         pn = ["pn"] if self.fixed_pn else []
-        return "-".join([self.kind, *convs, *map(str, self.hidden), *spatial, *pn])
+        options = [f"{name}={_text(value)}" for name, value in self.options]
+        return "-".join([self.kind, *convs, *map(str, self.hidden), *spatial, *pn, *options])
+
+    def identity(self) -> dict[str, object]:
+        """The fields that define the model, each added after the first release only where set (earlier cell_ids
+        stand)."""
+        return {k: v for k, v in asdict(self).items() if (k != "fixed_pn" or v) and (k != "options" or v)}
 
     def widths(self, keep_rates: tuple[float, ...]) -> tuple[int, ...]:
         """The hidden widths a cell trains: as written, or n / p per layer under fixed p·n."""
@@ -39,20 +49,42 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """SGD with (optionally Nesterov) momentum, or Adam; `lr` is the step size for both."""
+    """SGD with (optionally Nesterov) momentum, or Adam; `lr` is the step size for both, moved over the training
+    by `schedule`, and SGD's momentum raised to `momentum` by `momentum_ramp` (dropbench.schedules)."""
 
     name: str = "sgd"
     lr: float = 0.05
     momentum: float = 0.9  # SGD only; 0.9 is the usual value and the paper's final momentum is 0.99
     nesterov: bool = False  # SGD only
     betas: tuple[float, float] = (0.9, 0.999)  # Adam only: torch's defaults
+    schedule: LrSchedule = LrSchedule()  # the default: lr at every step
+    momentum_ramp: MomentumRamp | None = None  # SGD only; None: `momentum` from the first step
 
     @property
     def label(self) -> str:
-        """The CSV's `optimizer`: the name, with whatever else besides lr and momentum changes its steps."""
+        """The CSV's `optimizer`: the name, with whatever else besides lr and momentum changes its steps: Adam's
+        betas where not torch's, then the lr schedule and the momentum ramp where there are any, joined by '+'
+        ('sgd+exponential(0.998)+momentum-ramp(0.5,10)')."""
         if self.name == "adam":
-            return "adam" if self.betas == (0.9, 0.999) else f"adam({self.betas[0]:g},{self.betas[1]:g})"
-        return "sgd-nesterov" if self.nesterov else "sgd"
+            name = "adam" if self.betas == (0.9, 0.999) else f"adam({self.betas[0]:g},{self.betas[1]:g})"
+        else:
+            name = "sgd-nesterov" if self.nesterov else "sgd"
+        ramp = self.momentum_ramp.label if self.momentum_ramp is not None else ""
+        return "+".join(part for part in (name, self.schedule.label, ramp) if part)
+
+    @property
+    def scheduled(self) -> bool:
+        """Whether the lr or the momentum changes during the training (else they are set once, as given)."""
+        return not self.schedule.is_constant or self.momentum_ramp is not None
+
+    def lr_at(self, epoch: int, step: int, steps_per_epoch: int, total_epochs: int) -> float:
+        """The lr of `step` (from 0) of `epoch` (from 0) in a training of `total_epochs` epochs; `lr` itself at
+        every step under the default schedule."""
+        return self.lr * self.schedule.factor(epoch, step, steps_per_epoch, total_epochs)
+
+    def momentum_at(self, epoch: int) -> float:
+        """SGD's momentum during `epoch` (from 0)."""
+        return self.momentum if self.momentum_ramp is None else self.momentum_ramp.momentum(self.momentum, epoch)
 
     @property
     def momentum_value(self) -> float:
@@ -60,21 +92,42 @@ class OptimizerConfig:
         return self.momentum if self.name == "sgd" else math.nan
 
     def as_identity(self) -> dict[str, object]:
-        """Only the fields that affect training, so an unused default never changes a cell_id."""
+        """Only the fields that affect training, so an unused default never changes a cell_id: the schedule and
+        the ramp enter only where there is one (cells of a constant lr keep the ids they had before schedules)."""
         if self.name == "adam":
-            return {"name": self.name, "lr": self.lr, "betas": list(self.betas)}
-        return {"name": self.name, "lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov}
+            identity: dict[str, object] = {"name": self.name, "lr": self.lr, "betas": list(self.betas)}
+        else:
+            identity = {"name": self.name, "lr": self.lr, "momentum": self.momentum, "nesterov": self.nesterov}
+        if not self.schedule.is_constant:
+            identity["schedule"] = self.schedule.as_identity()
+        if self.momentum_ramp is not None:
+            identity["momentum_ramp"] = self.momentum_ramp.as_identity()
+        return identity
+
+
+def _text(value: object) -> str:
+    """An option's value in a label: numbers as %g, lists joined by '/'."""
+    if isinstance(value, tuple):
+        return "/".join(map(_text, value))
+    return format(value, "g") if isinstance(value, float) else str(value)
 
 
 @dataclass(frozen=True)
 class TaskConfig:
-    """How one task is trained in a suite: which data, which model, which budget."""
+    """How one task is trained in a suite: which data, which model, which budget. `data` describes a task read
+    from the user's files (declared in the suite with `path`); it travels with every cell to the workers."""
 
     name: str
     model: ModelConfig
     optimizer: OptimizerConfig
     batch_size: int
     epochs: int
+    data: FileTask | None = None
+
+    @property
+    def key(self) -> TaskKey:
+        """What finds the task's data: its name, or its file description."""
+        return self.name if self.data is None else self.data
 
 
 # The identity fields a grid varies within one task; every other field is the task's training setup. A tuned
@@ -159,12 +212,14 @@ class Cell:
             extra["precision"] = self.precision
         if self.method:
             extra.update(method=self.method, phase=self.phase, trial=self.trial)
+        if self.task.data is not None:  # the files' checksums: a changed file makes other cells, never the same
+            extra["data"] = self.task.data.identity()
         if self.epoch_limit:
             extra["epoch_limit"] = self.epoch_limit
         return {
             **extra,
             "task": self.task.name,
-            "model": {k: v for k, v in asdict(self.task.model).items() if k != "fixed_pn" or v},
+            "model": self.task.model.identity(),
             "optimizer": self.task.optimizer.as_identity(),
             "batch_size": self.task.batch_size,
             "epochs": self.task.epochs,

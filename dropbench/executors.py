@@ -11,14 +11,19 @@ import atexit
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
+import types
 from collections import Counter, deque
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from multiprocessing.context import SpawnContext, SpawnProcess
+from multiprocessing.process import BaseProcess
 from multiprocessing.queues import SimpleQueue
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -31,11 +36,69 @@ from .provenance import utc_now
 from .stacked import WorkUnit, fit_stacked, stacks, work_units
 from .train import CellResult, OnEpoch, fit_cell
 
+if TYPE_CHECKING:
+    from multiprocessing.popen_spawn_posix import Popen
+
 Finished = tuple[Cell, CellResult, str]  # (cell, result, started_at)
 WORKER_DEATHS_ALLOWED = 2  # a cell in flight when two worker processes died is written as failed
-SPAWN = multiprocessing.get_context("spawn")  # workers inherit no OpenMP or torch state (see PoolExecutor)
 # How often the driver takes the epochs its workers reported while it waits for a cell: a progress bar's pace.
 PROGRESS_POLL_S = 0.2
+
+# Why workers are spawned, and never see the caller's __main__:
+# - fork copies a process whose torch (OpenMP) thread pool is running, which can deadlock the child, and Python
+#   3.12+ warns against forking any multi-threaded process (a Jupyter kernel always is);
+# - spawn, and forkserver too, make every child run the parent's main module again, as `__mp_main__` (measured:
+#   forkserver with a preload list without '__main__' still runs it in each child). A script without an
+#   `if __name__ == "__main__":` guard then starts its whole run again in every worker (the "bootstrapping phase"
+#   RuntimeError), and input from `python -` makes every worker die on the file '<stdin>';
+# - the workers need nothing from __main__: what they run (the initializer, `_fit_in_worker`, cells, work units)
+#   lives in dropbench and pickles by reference to it. So they are spawned as if __main__ were an empty module:
+#   they import dropbench and what a suite names, never the caller's script, input or notebook.
+_MAIN_HIDDEN = threading.Lock()  # one launch at a time swaps sys.modules['__main__']
+
+
+@contextmanager
+def _main_module_hidden() -> Iterator[None]:
+    """While a worker is launched, an empty `__main__`: multiprocessing reads the main module's file or name when
+    it launches a child (spawn.get_preparation_data), and the child runs whatever it found there. The swap lasts
+    the launch alone (the pickling of the process object and the exec) and is undone before anything else runs
+    in this thread; other threads would see it only if they imported __main__ within those milliseconds."""
+    with _MAIN_HIDDEN:
+        main = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            sys.modules["__main__"] = main
+
+
+class _WorkerProcess(SpawnProcess):
+    """A spawned process that does not run the parent's main module (see _main_module_hidden)."""
+
+    @staticmethod
+    def _Popen(process_obj: BaseProcess) -> "Popen":  # multiprocessing's name for the hook that launches a child
+        with _main_module_hidden():
+            return SpawnProcess._Popen(process_obj)
+
+
+class WorkerContext(SpawnContext):
+    """multiprocessing's spawn context, whose processes never import the parent's `__main__`."""
+
+    Process = _WorkerProcess
+
+
+SPAWN = WorkerContext()  # the pools' context: its queues are spawn's, its processes _WorkerProcess
+
+
+def workers_unavailable() -> str | None:
+    """Why this process cannot start worker processes (None when it can): a daemonic process (a
+    multiprocessing.Pool worker) may not have children, and a frozen or embedded interpreter has no Python
+    executable for spawn to start. There cells train in this process instead."""
+    if multiprocessing.current_process().daemon:
+        return "this is a daemonic process (a multiprocessing pool's worker), which may not start processes"
+    if getattr(sys, "frozen", False) or not sys.executable or not os.path.exists(sys.executable):
+        return f"this interpreter ({sys.executable or 'embedded'}) cannot be started again as a worker"
+    return None
 
 
 def usable_cores() -> int:
@@ -68,7 +131,7 @@ def fit_safely(
 
     Bad data (UserError) still stops the run: every other cell of that task would fail the same way.
     """
-    data = load_task_data_on(cell.task.name, device)
+    data = load_task_data_on(cell.task.key, device)
     try:
         return fit_alone(cell, data, on_epoch, start)
     except UserError:
@@ -84,7 +147,7 @@ def fit_unit(unit: WorkUnit, device: str = "cpu", on_epoch: OnEpoch | None = Non
     alone = [(cell, unit.start(i)) for i, cell in enumerate(unit.cells)]
     if not unit.stacked:
         return [(cell, fit_safely(cell, device, on_epoch, start)) for cell, start in alone]
-    data = load_task_data_on(unit.cells[0].task.name, device)
+    data = load_task_data_on(unit.cells[0].task.key, device)
     try:
         return list(zip(unit.cells, fit_stacked(unit.cells, data, on_epoch, unit.starts or None)))
     except UserError:
@@ -108,13 +171,18 @@ class LocalExecutor:
         self, cells: Sequence[Cell], on_epoch: OnEpoch | None = None, starts: Mapping[str, Start] | None = None
     ) -> Iterator[Finished]:
         """Fit the cells one unit after another; `on_epoch` hears of every epoch as it ends. `starts` (cell_id ->
-        Start): the cells whose training continues from a checkpoint."""
+        Start): the cells whose training continues from a checkpoint. The caller's torch thread count is set back
+        afterwards (a notebook's torch must not stay at one thread after a run)."""
+        threads = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         configure(self.device)
-        for unit in work_units(cells, jobs=1, stack=self.stack, device=self.device, starts=starts):
-            started_at = utc_now()
-            for cell, result in fit_unit(unit, self.device, on_epoch):
-                yield cell, result, started_at
+        try:
+            for unit in work_units(cells, jobs=1, stack=self.stack, device=self.device, starts=starts):
+                started_at = utc_now()
+                for cell, result in fit_unit(unit, self.device, on_epoch):
+                    yield cell, result, started_at
+        finally:
+            torch.set_num_threads(threads)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -172,7 +240,9 @@ class PoolExecutor:
 
     Small networks are bound by per-step overhead, not arithmetic: one-thread workers, one per core, run
     the quick suite faster than one process with a thread per core (docs/performance.md). Workers are
-    spawned (not forked) so no OpenMP or torch state is inherited; each loads a task's data once and keeps it.
+    spawned (not forked) so no OpenMP or torch state is inherited, and without the caller's __main__ (SPAWN), so
+    a script without a main guard, `python -` and a notebook can start them; each loads a task's data once and
+    keeps it.
     """
 
     name = "process-pool"
@@ -277,7 +347,10 @@ def _stop(pool: ProcessPoolExecutor) -> None:
 def make_executor(
     jobs: int | None = None, threads: int | None = None, device: str = "cpu", stack: bool = True
 ) -> LocalExecutor | PoolExecutor:
-    """`jobs` processes (default: one per usable core on the CPU, one on a GPU); 1 means this process.
-    `stack`: train compatible cells as one stacked model (see stacked.work_units)."""
+    """`jobs` processes (default: one per usable core on the CPU, one on a GPU); 1 means this process, and so does
+    a process that cannot start workers (`workers_unavailable`). `stack`: train compatible cells as one stacked
+    model (see stacked.work_units)."""
     jobs = jobs or (1 if device == "cuda" else usable_cores())
+    if jobs > 1 and workers_unavailable():
+        jobs = 1
     return LocalExecutor(threads, device, stack) if jobs == 1 else PoolExecutor(jobs, threads, device, stack)

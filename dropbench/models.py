@@ -1,24 +1,65 @@
-"""Networks with dropout placed per layer: input units at the input keep rate, hidden units at the keep rate."""
+"""Networks with dropout placed per layer: input units at the input keep rate, hidden units at the keep rate.
+
+Every model kind, built-in (`mlp`, `cnn`) or a plugin's, is a `Network` subclass in one registry (`REGISTRY`,
+entry-point group `dropbench.models`), built by its `build(spec)`; docs/plugins.md has the protocol.
+"""
 
 import math
-from typing import cast
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar, cast
 
 import torch
 from torch import nn
 
+from .catalogue import DROPOUT_KINDS
 from .config import ModelConfig
 from .dropout import ActivationNoise, DropConnectLinear, Dropout, SpatialDropout, make_dropout
 from .errors import UserError
+from .plugins import registry
 
-MODEL_KINDS = ("mlp", "cnn")
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything a model is built from: the suite's model table (`config`: kind, hidden widths, options), the
+    task's input shape ([features] or [C, H, W]) and outputs (classes, or 1 for regression), one keep rate per
+    hidden layer (`keeps`, as many as config.hidden), the input keep rate, and the cell's dropout kind."""
+
+    config: ModelConfig
+    input_shape: tuple[int, ...]
+    n_out: int
+    keeps: tuple[float, ...]
+    input_keep: float
+    dropout: str = "bernoulli"
+
+    def option(self, name: str) -> object:
+        """An option of the model's table: the suite's value, else the class's default (`Network.options`)."""
+        given = dict(self.config.options)
+        return given[name] if name in given else model_class(self.config.kind).options.get(name)
 
 
 class Network(nn.Module):
-    """What the trainer and the regularizers need of any model."""
+    """What the trainer and the regularizers need of any model, and what a model kind declares.
+
+    A subclass is built by `build(spec)` (by default `cls(spec)`), draws its dropout masks only from the generator
+    `set_generator` hands it (dropbench's dropout layers take it: `dropout.Dropout`, `make_dropout`), and has
+    `linear_layers()` (weights penalized and initialized) in input-to-output order, the output layer last.
+    """
+
+    # The dropout kinds it implements (the suite refuses others for it); options its suite table may set, with
+    # their defaults; whether the stacked trainer may train it (only the built-in MLP: the stack is an MLP).
+    dropout_kinds: ClassVar[tuple[str, ...]] = ("bernoulli",)
+    options: ClassVar[Mapping[str, object]] = {}
+    stackable: ClassVar[bool] = False
+    summary: ClassVar[str] = ""
 
     # With `record` set, forward keeps each hidden layer's activations in `activations` (for activation penalties).
-    record: bool
+    record: bool = False
     activations: list[torch.Tensor]
+
+    @classmethod
+    def build(cls, spec: ModelSpec) -> "Network":
+        return cls(spec)
 
     def linear_layers(self) -> list[nn.Linear | nn.Conv2d]:
         return [m for m in self.modules() if isinstance(m, nn.Linear | nn.Conv2d)]  # DropConnectLinear too
@@ -49,6 +90,15 @@ class MLP(Network):
     `keeps` holds one keep rate per hidden layer. With `record` set, each hidden layer's activations
     (after the nonlinearity, before dropout) are kept in `activations` for activation penalties.
     """
+
+    dropout_kinds = ("bernoulli", "gaussian", "dropconnect", "alpha")
+    stackable = True
+    summary = "ReLU hidden layers of the widths `hidden` (SELU under alpha dropout), dropout after each"
+
+    @classmethod
+    def build(cls, spec: ModelSpec) -> "MLP":
+        widths = spec.config.widths(spec.keeps)
+        return cls(math.prod(spec.input_shape), widths, spec.n_out, spec.keeps, spec.input_keep, spec.dropout)
 
     def __init__(
         self,
@@ -96,6 +146,13 @@ class ConvNet(Network):
     the input keep rate drops single pixels of every channel. Conv blocks get spatial dropout at
     `conv_keep`, or at the head's first keep rate when the cell's dropout kind is 'spatial'.
     """
+
+    dropout_kinds = ("bernoulli", "gaussian", "dropconnect", "spatial")
+    summary = "blocks of 3x3 conv, ReLU, 2x2 max-pool (`channels`), then the MLP head"
+
+    @classmethod
+    def build(cls, spec: ModelSpec) -> "ConvNet":
+        return cls(spec.config, spec.input_shape, spec.n_out, spec.keeps, spec.input_keep, spec.dropout)
 
     def __init__(
         self,
@@ -169,11 +226,38 @@ def build_model(
     kind: str = "bernoulli",
 ) -> Network:
     """The network of a cell: `keeps` has one keep rate per hidden layer (widths n / p under fixed p·n)."""
-    if config.kind == "cnn":
-        return ConvNet(config, input_shape, n_out, keeps, input_keep, kind)
-    if config.kind == "mlp":
-        return MLP(math.prod(input_shape), config.widths(keeps), n_out, keeps, input_keep, kind)
-    raise UserError(f"unknown model kind '{config.kind}'; known: {', '.join(MODEL_KINDS)}")
+    model = model_class(config.kind).build(ModelSpec(config, input_shape, n_out, keeps, input_keep, kind))
+    if not isinstance(model, Network):
+        raise UserError(f"model kind '{config.kind}' built a {type(model).__name__}, not a dropbench.models.Network")
+    return model
+
+
+def _check_model(value: object, name: str) -> type[Network]:
+    """What a plugin registers: a Network subclass, stackable only as an MLP (the stacked trainer stacks MLPs)."""
+    if not (isinstance(value, type) and issubclass(value, Network)):
+        raise UserError(f"a model kind is a subclass of dropbench.models.Network, got {value!r}")
+    unknown = [kind for kind in value.dropout_kinds if kind not in DROPOUT_KINDS]
+    if unknown:
+        raise UserError(
+            f"{value.__name__}.dropout_kinds: unknown kind '{unknown[0]}'; known: {', '.join(DROPOUT_KINDS)}"
+        )
+    if value.stackable and not issubclass(value, MLP):
+        raise UserError(f"{value.__name__} declares stackable = True, but the stacked trainer stacks MLPs only")
+    return value
+
+
+REGISTRY = registry("dropbench.models", "model kind", _check_model)
+REGISTRY.register("mlp", MLP)
+REGISTRY.register("cnn", ConvNet)
+MODEL_KINDS = tuple(REGISTRY.builtins)
+
+
+def model_class(kind: str) -> type[Network]:
+    """The class registered as `kind`: a built-in, a plugin's entry point, or a module:object reference."""
+    found = REGISTRY.get(kind)
+    if found is None:
+        raise REGISTRY.unknown(kind)
+    return found
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -31,6 +31,7 @@ class Invocation:
 class RunOptions:
     suite: str | None = None  # a bundled name or a TOML path; None: the default suite
     grid: dict[str, object] = field(default_factory=dict)  # suite.Overrides' fields that were given
+    sets: tuple[str, ...] = ()  # `--set KEY=VALUE`s, as typed (dropbench.overrides parses them)
     out: Path | None = None  # None: results/SUITE-<UTC time>.csv
     executor: str = "local"  # local | ray
     jobs: int | None = None  # local: worker processes; None: one per usable core (one per GPU)

@@ -44,7 +44,7 @@ def estimated_cost(cell: Cell) -> float:
     """Estimated seconds for a cell on one core: 6 FLOPs per weight per training example (forward and
     backward) plus a fixed overhead per step, times the epochs. Conv nets count their 3x3 filters over
     each block's resolution. From registry size hints, before any data is loaded."""
-    info = get_task(cell.task.name)
+    info = get_task(cell.task.key)
     model = cell.task.model
     widths = [info.n_inputs, *model.hidden, 10]
     weights: float = sum(a * b for a, b in zip(widths[:-1], widths[1:]))

@@ -16,7 +16,7 @@ from typing import Any
 
 from .checkpoints import Start
 from .config import Cell
-from .data import TaskData, load_task_data
+from .data import TaskData, TaskKey, load_task_data
 from .data.fetch import DATA_ENV, OFFLINE_ENV
 from .devices import configure
 from .errors import UserError
@@ -43,16 +43,16 @@ def import_ray() -> Any:
 
 # Tasks whose data this worker process got from the driver (its node lacks the files): loaded once,
 # moved to the device once; keyed by (task, device).
-_driver_copies: dict[tuple[str, str], TaskData] = {}
+_driver_copies: dict[tuple[TaskKey, str], TaskData] = {}
 
 
-def _driver_data(name: str, driver_copy: list, device: str) -> TaskData | None:
+def _driver_data(key: TaskKey, driver_copy: list, device: str) -> TaskData | None:
     """None when this node has the task's files (fit_safely then loads them from the process cache);
     otherwise the driver's copy from the object store, on `device`. UserError when neither is there."""
-    if (name, device) in _driver_copies:
-        return _driver_copies[name, device]
+    if (key, device) in _driver_copies:
+        return _driver_copies[key, device]
     try:
-        load_task_data(name)
+        load_task_data(key)
         return None
     except UserError:
         if driver_copy[0] is None:  # a Ray instance of our own: same disk as the driver, so a real error
@@ -60,8 +60,8 @@ def _driver_data(name: str, driver_copy: list, device: str) -> TaskData | None:
     import ray
 
     data: TaskData = ray.get(driver_copy[0])
-    _driver_copies[name, device] = data if device == "cpu" else data.to(device)
-    return _driver_copies[name, device]
+    _driver_copies[key, device] = data if device == "cpu" else data.to(device)
+    return _driver_copies[key, device]
 
 
 def _fit_with(cell: Cell, data: TaskData, start: Start | None = None) -> CellResult:
@@ -99,7 +99,7 @@ def _fit_remote(
         os.environ[DATA_ENV] = data_env
     os.environ[OFFLINE_ENV] = "1"  # the driver prepared the files; a worker reads, never downloads
     started_at = utc_now()
-    data = _driver_data(cell.task.name, driver_copy, device)
+    data = _driver_data(cell.task.key, driver_copy, device)
     result = fit_safely(cell, device, start=start) if data is None else _fit_with(cell, data, start)
     return result, started_at, _versions()
 
@@ -238,9 +238,9 @@ class RayExecutor:
             data_env = os.environ.get(DATA_ENV)
             if data_env:
                 data_env = str(Path(data_env).expanduser().resolve())  # workers do not share our cwd
-            copies: dict[str, list] = {}
+            copies: dict[TaskKey, list] = {}
             for cell in cells:
-                task = cell.task.name
+                task = cell.task.key
                 if task not in copies:  # once per task of the run; only a cluster needs the driver's copy
                     copies[task] = [ray.put(load_task_data(task)) if mode != "started" else None]
                 start = starts.get(cell.cell_id)

@@ -6,17 +6,30 @@ adds, i.e. the penalty (λ/2)·Σw². Reported losses never include a penalty: t
 
 The penalties, max-norm, decoupled decay and early stopping are implemented once, here, for both trainers:
 `train.py` passes one model's strengths as numbers, `stacked.py` a stack's as per-member tensors.
+
+Every regularizer, built-in or a plugin's, is a `Regularizer` subclass in one registry (`REGISTRY`, entry-point
+group `dropbench.regularizers`); the single-cell trainer calls their hooks and knows no regularizer by name.
+docs/plugins.md has the protocol.
 """
 
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from .catalogue import REGULARIZERS
 from .errors import UserError
+from .plugins import registry
+from .seeding import derive_seed, make_generator
+
+if TYPE_CHECKING:
+    from .config import Cell
+    from .models import Network
 
 
 @dataclass(frozen=True)
@@ -82,7 +95,14 @@ class RegularizerSetting:
 
 
 def known_names() -> str:
-    return ", ".join(REGULARIZERS)
+    return ", ".join(REGISTRY.names()) + ", or module:object"
+
+
+def sort_parts(names: Iterable[str]) -> list[str]:
+    """Parts in the order a setting names them: the built-ins in registry order, then plugins' by name (so a
+    setting's name, and its cell_id, do not depend on the order it was written in)."""
+    builtins = list(REGISTRY.builtins)
+    return sorted(names, key=lambda name: (0, builtins.index(name), "") if name in builtins else (1, 0, name))
 
 
 def parse_regularizer(spec: str, strengths: Mapping[str, float] | None = None) -> RegularizerSetting:
@@ -90,15 +110,13 @@ def parse_regularizer(spec: str, strengths: Mapping[str, float] | None = None) -
     strengths = strengths or {}
     names = [part.strip() for part in spec.split("+")]
     for name in names:
-        if name not in REGULARIZERS:
+        if not REGISTRY.known(name):
             raise UserError(f"unknown regularizer '{name}' in '{spec}'; known: {known_names()} (combine with +)")
     if len(set(names)) != len(names):
         raise UserError(f"regularizer '{spec}' names a part twice")
     if "none" in names and len(names) > 1:
         raise UserError(f"regularizer '{spec}': 'none' cannot be combined with others")
-    order = list(REGULARIZERS)
-    ordered = sorted(names, key=order.index)
-    parts = tuple((name, strengths.get(name, REGULARIZERS[name].default_strength)) for name in ordered)
+    parts = tuple((name, strengths.get(name, regularizer_class(name).default_strength)) for name in sort_parts(names))
     return RegularizerSetting(parts)
 
 
@@ -121,13 +139,7 @@ def validate_strength(name: str, value: object, where: str) -> float:
         raise UserError(f"{where}: strength must be a number, got {value!r}")
     if not math.isfinite(value):  # before int(value), which raises on inf and nan
         raise UserError(f"{where}: strength must be a finite number, got {value!r}")
-    if name == "early-stopping" and (value != int(value) or value < 1):
-        raise UserError(f"{where}: early-stopping strength is a patience in epochs, an integer ≥ 1; got {value!r}")
-    if value <= 0:
-        raise UserError(f"{where}: strength must be > 0, got {value!r}")
-    if name == "label-smoothing" and value >= 1:
-        raise UserError(f"{where}: label-smoothing ε must be in (0, 1), got {value!r}")
-    return float(value)
+    return regularizer_class(name).check_strength(float(value), where)
 
 
 # A strength: one number (a single model), or a tensor of per-member values broadcast along a stack's leading
@@ -247,3 +259,264 @@ def kl_sparsity_penalty(activations: Iterable[torch.Tensor], target: float, beta
         m = h.mean(dim=0).clamp_min(KL_FLOOR)
         total = total + (torch.log1p(m) - target * torch.log(m) + constant).sum()
     return beta * total
+
+
+# ---------------------------------------------------------------- the registry and its protocol
+
+# A batch's data loss from (output, target): cross-entropy or MSE, as the hooks below have wrapped it.
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Weights:
+    """The weight tensors a step hook may change. `all`: every layer's weights, the output layer's last (never a
+    bias); `hidden`: the incoming weights of hidden units (every layer's but the output's). `unit_dim`: the axis of
+    a layer's units: 0 in a model (`nn.Linear`'s [out, in], a conv's [out, in, kh, kw]), -1 in a stack ([K, in,
+    out] per layer, K members)."""
+
+    all: list[torch.Tensor]
+    hidden: list[torch.Tensor]
+    unit_dim: int = 0
+
+
+class Regularizer:
+    """A part of a regularizer setting (`l2`, `max-norm`, a plugin's), built once per cell with its strength.
+
+    A subclass overrides the hooks it needs; a training step calls them in this order (each phase's hooks in the
+    order of `order`, then of the setting's parts):
+
+    1. `loss_fn(loss)`: once, at the start: the batch loss the others see (label smoothing);
+    2. `batch(inputs, loss)`: per step, before the forward pass: new inputs and loss (mixup);
+    3. `penalty(model)`: a term added to the objective before backward (kl-sparsity; `needs_activations` makes the
+       model keep each hidden layer's activations in `model.activations`);
+    4. `gradients(weights, strength)`: after backward, on the weights' .grad (l1, l2);
+    5. `before_step(weights, strength, lr)`: just before the optimizer's step (decoupled weight decay);
+    6. `after_step(weights, strength)`: just after it (max-norm).
+
+    Step hooks (4-6) take the strength as an argument: a float for one model, or, in a stack that a `stackable`
+    regularizer may join, a [K, 1, 1] tensor of the members' strengths (`neutral` where a member has no such
+    part), with the stack's weights (`Weights.unit_dim` -1). The reported losses are the batch loss of 1-2,
+    never a penalty. Random draws come from generators derived from the cell's training (`self.cell.training_id`).
+
+    A part that carries anything from one step to the next (its random streams' positions, a running average)
+    overrides `state()` and `restore(state)`: a successive-halving rung's checkpoint (dropbench.checkpoints) keeps
+    what `state()` returns after the rung's last epoch, and the next rung's training hands it to `restore` before its
+    first step, so that it goes on as it would have without the pause. Only the single-cell trainer builds one part
+    per cell: a part with state trains alone, never in a stack.
+    """
+
+    summary: ClassVar[str] = ""
+    strength_meaning: ClassVar[str] = "λ"
+    default_strength: ClassVar[float | None] = None  # None: the regularizer takes no strength
+    stackable: ClassVar[bool] = False  # whether the stacked trainer may train it (step hooks only)
+    neutral: ClassVar[float] = 0.0  # the strength of a stack member without this part (stackable only)
+    needs_activations: ClassVar[bool] = False
+    classification_only: ClassVar[bool] = False
+    order: ClassVar[int] = 0  # within a phase, lower first; the built-in l2 adds its gradient before l1's
+
+    def __init__(self, strength: float | None, cell: "Cell") -> None:
+        self.strength = strength
+        self.cell = cell
+
+    @classmethod
+    def check_strength(cls, value: float, where: str) -> float:
+        """A strength from a suite or a flag, already a finite number: refuse what this regularizer cannot take."""
+        if value <= 0:
+            raise UserError(f"{where}: strength must be > 0, got {value!r}")
+        return value
+
+    def loss_fn(self, loss: LossFn) -> LossFn:
+        return loss
+
+    def batch(self, inputs: torch.Tensor, loss: LossFn) -> tuple[torch.Tensor, LossFn]:
+        return inputs, loss
+
+    def penalty(self, model: "Network") -> torch.Tensor | None:
+        return None
+
+    def gradients(self, weights: Weights, strength: Strength) -> None:
+        pass
+
+    def before_step(self, weights: Weights, strength: Strength, lr: float) -> None:
+        pass
+
+    def after_step(self, weights: Weights, strength: Strength) -> None:
+        pass
+
+    def state(self) -> dict[str, object]:
+        """What this part carries from one epoch to the next, as tensors and plain values (str, int, float, bool,
+        None, and lists and dicts of them: a checkpoint is read back with `torch.load(weights_only=True)`)."""
+        return {}
+
+    def restore(self, state: dict[str, object]) -> None:
+        """Take back what `state()` returned (in another process, maybe on another day): the part then draws and
+        acts exactly as the one that returned it would have gone on to."""
+
+    @classmethod
+    def keeps_state(cls) -> bool:
+        """Whether this part has training state of its own (`state`, `restore`): a checkpoint keeps it, and its
+        cells train alone, never in a stack."""
+        return cls.overrides("state")
+
+    @classmethod
+    def overrides(cls, hook: str) -> bool:
+        """Whether this class has its own `hook` (the trainers call only those)."""
+        return getattr(cls, hook) is not getattr(Regularizer, hook)
+
+
+STEP_HOOKS = ("gradients", "before_step", "after_step")
+BATCH_HOOKS = ("loss_fn", "batch", "penalty")
+
+
+def _check_regularizer(value: object, name: str) -> type[Regularizer]:
+    """What a plugin registers: a Regularizer subclass; a stackable one with step hooks only."""
+    if not (isinstance(value, type) and issubclass(value, Regularizer)):
+        raise UserError(f"a regularizer is a subclass of dropbench.regularizers.Regularizer, got {value!r}")
+    if value.overrides("state") != value.overrides("restore"):
+        raise UserError(
+            f"{value.__name__} overrides only one of state and restore: a checkpoint needs both (docs/plugins.md)"
+        )
+    if value.stackable:
+        batch_hooks = [hook for hook in BATCH_HOOKS if value.overrides(hook)]
+        if batch_hooks or value.needs_activations or value.order < 0:
+            raise UserError(
+                f"{value.__name__} declares stackable = True but has {', '.join(batch_hooks) or 'needs_activations'}"
+                f"{' or order < 0' if value.order < 0 else ''}: a stack calls only the step hooks "
+                f"({', '.join(STEP_HOOKS)}), after the built-ins'"
+            )
+    return value
+
+
+REGISTRY = registry("dropbench.regularizers", "regularizer", _check_regularizer)
+
+
+def regularizer_class(name: str) -> type[Regularizer]:
+    """The class registered as `name`: a built-in, a plugin's entry point, or a module:object reference."""
+    found = REGISTRY.get(name)
+    if found is None:
+        raise REGISTRY.unknown(name)
+    return found
+
+
+def _builtin(name: str) -> Callable[[type[Regularizer]], type[Regularizer]]:
+    """Register a built-in under `name`, its description and default from the catalogue (`--help` reads them
+    there without importing torch)."""
+
+    def register(cls: type[Regularizer]) -> type[Regularizer]:
+        info = REGULARIZERS[name]
+        cls.summary, cls.strength_meaning, cls.default_strength = (
+            info.summary,
+            info.strength_meaning,
+            info.default_strength,
+        )
+        return REGISTRY.register(name, cls)
+
+    return register
+
+
+@_builtin("none")
+class NoRegularizer(Regularizer):
+    stackable = True
+
+
+@_builtin("l1")
+class L1(Regularizer):
+    stackable = True
+
+    def gradients(self, weights: Weights, strength: Strength) -> None:
+        add_penalty_gradients_(weights.all, l1=strength)
+
+
+@_builtin("l2")
+class L2(Regularizer):
+    stackable = True
+    order = -1  # its gradient is added before l1's, as they were when one call added both (the same bits)
+
+    def gradients(self, weights: Weights, strength: Strength) -> None:
+        add_penalty_gradients_(weights.all, l2=strength)
+
+
+@_builtin("max-norm")
+class MaxNorm(Regularizer):
+    stackable = True
+    neutral = math.inf
+
+    def after_step(self, weights: Weights, strength: Strength) -> None:
+        apply_max_norm_(weights.hidden, strength, unit_dim=weights.unit_dim)
+
+
+@_builtin("weight-decay")
+class WeightDecay(Regularizer):
+    stackable = True
+
+    def before_step(self, weights: Weights, strength: Strength, lr: float) -> None:  # as AdamW, before the step
+        factor = 1.0 - lr * strength if isinstance(strength, torch.Tensor) else decay_factor(lr, strength)
+        apply_weight_decay_(weights.all, factor)
+
+
+@_builtin("kl-sparsity")
+class KLSparsity(Regularizer):
+    needs_activations = True
+
+    def penalty(self, model: "Network") -> torch.Tensor:
+        return kl_sparsity_penalty(model.activations, self.cell.regularizer.kl_target, self.strength or 0.0)
+
+
+@_builtin("label-smoothing")
+class LabelSmoothing(Regularizer):
+    classification_only = True
+
+    @classmethod
+    def check_strength(cls, value: float, where: str) -> float:
+        value = super().check_strength(value, where)
+        if value >= 1:
+            raise UserError(f"{where}: label-smoothing ε must be in (0, 1), got {value!r}")
+        return value
+
+    def loss_fn(self, loss: LossFn) -> LossFn:
+        smoothing = self.strength or 0.0
+        return lambda output, target: F.cross_entropy(output, target, label_smoothing=smoothing)
+
+
+@_builtin("mixup")
+class Mixup(Regularizer):
+    """Convex mixes of example pairs (Zhang et al. 2018): λ ~ Beta(α, α) per batch, from the cell's streams."""
+
+    def __init__(self, strength: float | None, cell: "Cell") -> None:
+        super().__init__(strength, cell)
+        self.rng = np.random.default_rng(derive_seed(cell.training_id, "mixup"))
+        self.generator = make_generator(cell.training_id, "mixup-pairs")
+
+    def batch(self, inputs: torch.Tensor, loss: LossFn) -> tuple[torch.Tensor, LossFn]:
+        alpha = self.strength or 0.0
+        lam = float(self.rng.beta(alpha, alpha))
+        partner = torch.randperm(len(inputs), generator=self.generator).to(inputs.device)
+
+        def mixed(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            return lam * loss(output, target) + (1 - lam) * loss(output, target[partner])
+
+        return lam * inputs + (1 - lam) * inputs[partner], mixed
+
+    def state(self) -> dict[str, object]:
+        """Both streams' positions: the Beta draws' numpy bit generator and the pairs' torch generator."""
+        return {"bits": self.rng.bit_generator.state, "pairs": self.generator.get_state()}
+
+    def restore(self, state: dict[str, object]) -> None:
+        bits, pairs = state.get("bits"), state.get("pairs")
+        if not isinstance(bits, dict) or not isinstance(pairs, torch.Tensor):
+            raise ValueError("a mixup state without its generators' states")
+        self.rng.bit_generator.state = bits
+        self.generator.set_state(pairs)
+
+
+@_builtin("early-stopping")
+class EarlyStoppingRule(Regularizer):
+    """Patience in epochs: both trainers stop, and restore weights, through `EarlyStopping` (`setting.patience`)."""
+
+    stackable = True
+
+    @classmethod
+    def check_strength(cls, value: float, where: str) -> float:
+        if value != int(value) or value < 1:
+            raise UserError(f"{where}: early-stopping strength is a patience in epochs, an integer ≥ 1; got {value!r}")
+        return value

@@ -183,14 +183,60 @@ def _metadata(store: ResultStore, suite: Suite, executor_name: str, command: str
             "machine": machine(),
         }
     )
+    plugins = plugin_sources(suite)
     return {
         **({"merged_from": meta["merged_from"]} if "merged_from" in meta else {}),  # a merged file's record stays
         "csv": store.csv_path.name,
         "schema_version": SCHEMA_VERSION,
         "suite": suite.describe(),
-        "data_files": {task.name: data_checksums(task.name) for task in suite.tasks},
+        # Earlier runs' tasks stay (a run of some tasks only forgets no file): `plan_run` compares them.
+        "data_files": {**meta.get("data_files", {}), **{task.name: data_checksums(task.key) for task in suite.tasks}},
+        **({"plugins": plugins} if plugins else {}),
         "runs": runs,
     }
+
+
+def plugin_sources(suite: Suite) -> dict[str, dict[str, str]]:
+    """The tasks, model kinds and regularizers of the suite that are not dropbench's own, each with where it came
+    from (a distribution and its version, or the module:object reference), for the run's provenance."""
+    from .data.openml import parse_openml_name
+    from .data.registry import REGISTRY as TASKS
+    from .models import REGISTRY as MODELS
+    from .plugins import Registry
+    from .regularizers import REGISTRY as REGULARIZERS
+
+    cells = suite.cells()
+    used: dict[str, tuple[Registry, set[str]]] = {
+        "tasks": (TASKS, {t.name for t in suite.tasks if t.data is None and parse_openml_name(t.name) is None}),
+        "models": (MODELS, {t.model.kind for t in suite.tasks}),
+        "regularizers": (REGULARIZERS, {name for cell in cells for name, _ in cell.regularizer.parts}),
+    }
+    found: dict[str, dict[str, str]] = {}
+    for group, (registry, names) in used.items():
+        sources = {name: registry.source(name) for name in sorted(names) if name not in registry.builtins}
+        if sources:
+            found[group] = sources
+    return found
+
+
+def data_changed(recorded: dict, written: Iterable[dict[str, str]], suite: Suite) -> str | None:
+    """Why a file holding `written` rows may not be resumed: a task read from files whose files' checksums are not
+    those the sidecar recorded when its rows were written (the same cells would mix two data sets); None if none.
+    Moving a file changes nothing: contents are compared, not paths."""
+    tasks = {row["task"] for row in written}
+    for task in suite.tasks:
+        before = recorded.get(task.name)
+        if task.data is None or task.name not in tasks or not isinstance(before, dict) or not before:
+            continue
+        now = task.data.checksums()
+        if sorted(before.values()) != sorted(now.values()):
+            path, new = next((path, sha) for path, sha in now.items() if sha not in before.values())
+            old = next((sha for sha in before.values() if sha not in now.values()), "?")
+            return (
+                f"the data of task '{task.name}' changed since its cells there were trained: {path} had sha256 "
+                f"{old[:12]}…, now {new[:12]}…"
+            )
+    return None
 
 
 # The row's training-setup columns, named in a refusal; setup_id catches whatever has no column of its own.
@@ -231,7 +277,11 @@ def setup_conflict(written: Iterable[dict[str, str]], cells: list[Cell]) -> str 
                     f"its {row['task']} cells were trained with {column} = {row.get(column) or 'none'}, "
                     f"this run asks {column} = {mine[column] or 'none'}"
                 )
-        return f"its {row['task']} cells were trained with another setup (setup_id {row.get('setup_id')})"
+        files = " (the setup of a task read from files includes their checksums: did a file change?)"
+        return (
+            f"its {row['task']} cells were trained with another setup (setup_id {row.get('setup_id')})"
+            f"{files if cell.task.data is not None else ''}"
+        )
     return None
 
 
@@ -373,7 +423,8 @@ def plan_run(suite: Suite, csv_path: Path, *, shard: Shard | None = None, rerun_
             "or pass --fresh to set the old file aside"
         )
     grid = suite.cells()
-    conflict = setup_conflict(written.values(), grid + rung_setup_cells(suite))
+    conflict = data_changed(store.read_metadata().get("data_files", {}), written.values(), suite)
+    conflict = conflict or setup_conflict(written.values(), grid + rung_setup_cells(suite))
     if conflict:
         raise UserError(f"{csv_path}: {conflict}; write to another --out, or pass --fresh to set the old file aside")
     cells = shard_cells(grid, shard)
@@ -450,7 +501,7 @@ def run_suite(
         checkpoints = _checkpoint_store(suite, csv_path, executor, shard, reporter)
 
         for task in suite.tasks:
-            prepare_task(task.name, log=reporter.note)
+            prepare_task(task.key, log=reporter.note)
         plan = plan_run(suite, csv_path, shard=shard, rerun_failed=rerun_failed)
         if plan.rerun:
             store.forget(plan.rerun)

@@ -31,8 +31,19 @@ from .dropout import (
     random_words,
     relu_dropout_,
 )
-from .models import MLP, build_model, count_parameters, init_parameters_
-from .regularizers import EarlyStopping, add_penalty_gradients_, apply_max_norm_, apply_weight_decay_, decay_factor
+from .models import MLP, build_model, count_parameters, init_parameters_, model_class
+from .regularizers import (
+    REGISTRY,
+    EarlyStopping,
+    Regularizer,
+    Weights,
+    add_penalty_gradients_,
+    apply_max_norm_,
+    apply_weight_decay_,
+    decay_factor,
+    regularizer_class,
+    sort_parts,
+)
 from .seeding import make_generator
 from .train import (
     CellResult,
@@ -44,10 +55,10 @@ from .train import (
     make_optimizer,
     measure_,
     resume_tracking,
+    set_schedule_,
     subsample_training,
 )
 
-STACKABLE_REGULARIZERS = frozenset({"none", "l1", "l2", "max-norm", "weight-decay", "early-stopping"})
 # Rows of the split per evaluation chunk, whatever K: a member's figures must not depend on how many other
 # members share the chunk. 512 rows x MAX_GROUP (32) members: 16,384 rows at most, as before this rule.
 EVAL_ROWS = 512
@@ -56,22 +67,33 @@ EVAL_ROWS = 512
 def stack_key(cell: Cell) -> tuple | None:
     """Cells with equal keys can be trained in one stack; None: this cell must be trained alone.
 
-    Stackable: a plain MLP (not fixed p·n, whose widths depend on the keep rate), Bernoulli dropout (any
-    keep rates), no MC dropout, and a regularizer made only of none/l1/l2/max-norm/weight-decay/early-stopping
-    (any strengths). The key holds everything the members must share: task, train_size, hidden widths,
-    batch size, epochs and optimizer. bf16 cells train alone.
+    Stackable: a model kind that declares it (the built-in plain MLP; not fixed p·n, whose widths depend on the
+    keep rate), Bernoulli dropout (any keep rates), no MC dropout, and a regularizer whose every part declares it
+    (none, l1, l2, max-norm, weight-decay, early-stopping, and plugins' with `stackable = True`; any strengths).
+    A plugin regularizer or model that does not declare it trains alone, in the single-cell trainer, and so does
+    a part with state of its own (`Regularizer.keeps_state`: a stack builds one part for all its members). The key
+    holds everything the members must share: task, train_size, the model, batch size, epochs (the full training's
+    and, for a halving rung, the epochs it stops after) and optimizer (with its lr schedule and momentum ramp: one
+    lr and momentum per step for the whole stack). bf16 cells train alone.
     """
     model = cell.task.model
-    if model.kind != "mlp" or model.fixed_pn or cell.dropout != "bernoulli" or cell.mc_samples:
+    if model.fixed_pn or cell.dropout != "bernoulli" or cell.mc_samples or not declares_stackable(model.kind):
         return None
     if cell.precision != "fp32":
         # bf16 rounds a batched matmul differently from a single one on some CPUs (validation loss 2e-3 apart
         # after 12 epochs on an AMD EPYC): a cell's figures must not depend on whether it was stacked.
         return None
-    if any(name not in STACKABLE_REGULARIZERS for name, _ in cell.regularizer.parts):
+    kinds = [regularizer_class(name) for name, _ in cell.regularizer.parts]
+    if not all(kind.stackable and not kind.keeps_state() for kind in kinds):
         return None
     task = cell.task
-    return (task.name, cell.train_size, tuple(model.hidden), task.batch_size, task.epochs, cell.epochs, task.optimizer)
+    return (task.name, task.data, cell.train_size, model, task.batch_size, task.epochs, cell.epochs, task.optimizer)
+
+
+def declares_stackable(kind: str) -> bool:
+    """Whether a model kind's class itself says the stacked trainer reproduces it: a subclass of MLP that changes its
+    forward pass must not inherit MLP's `stackable = True`, so only the class's own declaration counts."""
+    return bool(vars(model_class(kind)).get("stackable", False))
 
 
 def _stored(name: str, tensor: torch.Tensor) -> torch.Tensor:
@@ -355,23 +377,59 @@ class _Members:
     l2: torch.Tensor | None
     decay: torch.Tensor | None  # the factor 1 - lr·λ of decoupled weight decay (`regularizers.decay_factor`)
     max_norm: torch.Tensor | None  # c, or inf for members without max-norm
+    # Decoupled decay's λ per member and the lr `decay` holds the factors of: a scheduled lr needs new factors.
+    weight_decays: tuple[float, ...] = ()
+    decay_lr: float = math.nan
+    # Plugin regularizers that declare `stackable`: each part once, with its members' strengths [K, 1, 1] (its
+    # `neutral` where a member lacks it), in the order their step hooks run, after the built-ins' above.
+    plugins: tuple[tuple[Regularizer, torch.Tensor], ...] = ()
 
     @classmethod
     def of(cls, cells: Sequence[Cell], device: torch.device) -> "_Members":
-        def column(values: list[float], used: bool) -> torch.Tensor | None:
-            return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1) if used else None
-
         settings = [cell.regularizer for cell in cells]
         lr = cells[0].task.optimizer.lr
         l1, l2 = [s.l1 for s in settings], [s.l2 for s in settings]
         decay = [s.weight_decay for s in settings]
         norms = [s.max_norm for s in settings]
         return cls(
-            l1=column(l1, any(l1)),
-            l2=column(l2, any(l2)),
-            decay=column([decay_factor(lr, d) for d in decay], any(decay)),
-            max_norm=column([math.inf if c is None else c for c in norms], any(c is not None for c in norms)),
+            l1=_column(l1, any(l1), device),
+            l2=_column(l2, any(l2), device),
+            decay=_column([decay_factor(lr, d) for d in decay], any(decay), device),
+            max_norm=_column([math.inf if c is None else c for c in norms], any(c is not None for c in norms), device),
+            weight_decays=tuple(decay),
+            decay_lr=lr,
+            plugins=_plugin_parts(cells, device),
         )
+
+    def hooks(self, hook: str) -> list[tuple[Regularizer, torch.Tensor]]:
+        """The plugin parts with their own `hook`, with their members' strengths."""
+        return [(part, strengths) for part, strengths in self.plugins if type(part).overrides(hook)]
+
+    def decay_at(self, lr: float) -> torch.Tensor | None:
+        """The members' decay factors 1 - lr·λ at this lr (the same numbers a single cell's `decay_factor` gives)."""
+        if self.decay is not None and lr != self.decay_lr:
+            self.decay = _column([decay_factor(lr, d) for d in self.weight_decays], True, self.decay.device)
+            self.decay_lr = lr
+        return self.decay
+
+
+def _plugin_parts(cells: Sequence[Cell], device: torch.device) -> tuple[tuple[Regularizer, torch.Tensor], ...]:
+    """Each plugin part of the members once (in the single-cell trainer's order: by `order`, then the parts'
+    order), built with the first member that has it, and the members' strengths as a column."""
+    names = {name for cell in cells for name, _ in cell.regularizer.parts if name not in REGISTRY.builtins}
+    parts = []
+    for name in sorted(sort_parts(names), key=lambda name: regularizer_class(name).order):
+        kind = regularizer_class(name)
+        strengths = [cell.regularizer.strength(name) for cell in cells]
+        first = next(cell for cell, value in zip(cells, strengths) if name in dict(cell.regularizer.parts))
+        values = [kind.neutral if value is None else value for value in strengths]
+        parts.append((kind(dict(first.regularizer.parts)[name], first), _column(values, True, device)))
+    return tuple((part, column) for part, column in parts if column is not None)
+
+
+def _column(values: list[float], used: bool, device: torch.device) -> torch.Tensor | None:
+    """Per-member values as a [K, 1, 1] float32 tensor; None where no member uses them."""
+    return torch.tensor(values, dtype=torch.float32, device=device).view(-1, 1, 1) if used else None
 
 
 def _train_one_epoch(
@@ -381,17 +439,26 @@ def _train_one_epoch(
     cells: Sequence[Cell],
     data: TaskData,
     orders: Sequence[torch.Generator],
+    epoch: int = 0,
 ) -> torch.Tensor:
-    """One epoch of every member; returns the members' summed minibatch data losses [K] (float64, on device)."""
+    """One epoch of every member (`epoch`: epochs finished before it, for the schedule: one for all members, whose
+    stack key holds the optimizer with its schedule); returns the members' summed minibatch data losses [K]
+    (float64, on device)."""
     x, y = data.x_train, data.y_train
-    n, batch = len(y), cells[0].task.batch_size
+    task = cells[0].task
+    n, batch = len(y), task.batch_size
+    steps, scheduled = math.ceil(n / batch), task.optimizer.scheduled
     precision = cells[0].precision
     device = x.device
     # Each member's permutation from its own order generator, drawn on the CPU as the single trainer draws it.
     perms = torch.stack([torch.randperm(n, generator=order) for order in orders]).to(device)
     loss_sum = torch.zeros(stack.size, dtype=torch.float64, device=device)
     weights, hidden_weights = stack.weights, stack.weights[:-1]
-    for idx in perms.split(batch, dim=1):
+    layers = Weights(weights, hidden_weights, unit_dim=-1)  # what plugin parts' step hooks see
+    gradient_hooks, before_hooks, after_hooks = (members.hooks(h) for h in ("gradients", "before_step", "after_step"))
+    for step, idx in enumerate(perms.split(batch, dim=1)):
+        if scheduled:  # as the single-cell trainer: the lr (and momentum) of this step, the decay at that lr
+            members.decay_at(set_schedule_(optimizer, task.optimizer, epoch, step, steps, task.epochs))
         inputs, target = data.inputs(x[idx]), y[idx]
         with autocast(device.type, precision):
             out = stack.forward(inputs, train=True)
@@ -399,11 +466,17 @@ def _train_one_epoch(
         optimizer.zero_grad(set_to_none=True)
         losses.sum().backward()
         add_penalty_gradients_(weights, l1=members.l1, l2=members.l2)  # weights only, as the single-cell trainer
+        for part, strengths in gradient_hooks:
+            part.gradients(layers, strengths)
         if members.decay is not None:  # before the step, as the single-cell trainer (and AdamW)
             apply_weight_decay_(weights, members.decay)
+        for part, strengths in before_hooks:
+            part.before_step(layers, strengths, optimizer.param_groups[0]["lr"])
         optimizer.step()
         if members.max_norm is not None:  # a hidden unit's incoming weights: a column of its member's [in, out]
             apply_max_norm_(hidden_weights, members.max_norm, unit_dim=-1)
+        for part, strengths in after_hooks:
+            part.after_step(layers, strengths)
         loss_sum += losses.detach().double() * idx.shape[1]
     return loss_sum
 
@@ -415,7 +488,8 @@ def _carry_optimizer(
     new_params: Sequence[torch.Tensor],
     index: torch.Tensor,
 ) -> None:
-    """Move the per-element optimizer state of the members at `index` to the smaller stack's optimizer."""
+    """Move the per-element optimizer state of the members at `index` to the smaller stack's optimizer. The lr and
+    momentum are not state: a scheduled optimizer has them set again before its next step (`set_schedule_`)."""
     size = old_params[0].shape[0]
     for old_param, new_param in zip(old_params, new_params):
         state = old.state.get(old_param)
@@ -568,8 +642,8 @@ def train_stacked(
 
     clock = time.perf_counter()
     for epoch in range(first, last + 1):
-        active_cells = [cells[i] for i in active]
-        fit_sum = _train_one_epoch(stack, optimizer, members, active_cells, data, [orders[i] for i in active])
+        active_cells, active_orders = [cells[i] for i in active], [orders[i] for i in active]
+        fit_sum = _train_one_epoch(stack, optimizer, members, active_cells, data, active_orders, epoch - 1)
         val_sum, val_correct = _evaluate(stack, data, "val")
         fit_sums, val_sums, corrects = torch.stack([fit_sum, val_sum, val_correct]).tolist()  # the one host sync
         finished: list[int] = []

@@ -8,19 +8,31 @@ import itertools
 import math
 import re
 import tomllib
-from collections.abc import Hashable, Iterable
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from .catalogue import DROPOUT_KINDS
 from .config import Cell, ModelConfig, OptimizerConfig, TaskConfig
-from .data import get_task
+from .data import TASKS, get_task
+from .data.filetask import COLORS, FORMATS, KINDS, TABULAR, FileTask, check_exists, content_sha256, detect_format
+from .data.registry import REGISTRY as TASK_REGISTRY
 from .errors import UserError
 from .keeprates import keep_rate_problem
-from .models import MODEL_KINDS
-from .regularizers import REGULARIZERS, RegularizerSetting, expand_regularizer, parse_regularizer, validate_strength
+from .models import MODEL_KINDS, model_class
+from .models import REGISTRY as MODELS
+from .regularizers import REGISTRY as REGULARIZER_REGISTRY
+from .regularizers import (
+    RegularizerSetting,
+    expand_regularizer,
+    known_names,
+    parse_regularizer,
+    sort_parts,
+    validate_strength,
+)
+from .schedules import DEFAULT_RAMP_START, MOMENTUM_RAMP_KEYS, SCHEDULE_KEYS, SCHEDULE_KINDS, LrSchedule, MomentumRamp
 from .tuning import (
     BASELINE,
     DROPOUT,
@@ -40,6 +52,9 @@ from .tuning import (
     cell_count,
     tune_cells,
 )
+
+if TYPE_CHECKING:
+    from .overrides import SetOverride
 
 DEFAULT_SUITE = "quick"
 OPTIMIZERS = ("sgd", "adam")
@@ -83,9 +98,24 @@ GRID_KEYS_TUNING_REPLACES = {
     "seeds": "seeds are [tuning] tuning_seeds and evaluation_seeds",
 }
 TASK_KEYS = ("name", "model", "optimizer", "batch_size", "epochs")
+# A task read from the user's files (`path`); which keys apply to which format is in FILE_KEYS_BY_FORMAT.
+FILE_TASK_KEYS = ("path", "format", "test_path", "split", "target", "features", "kind", "size", "color", "arrays")
+FILE_KEYS_BY_FORMAT = {
+    "csv": ("target", "features", "kind"),
+    "parquet": ("target", "features", "kind"),
+    "images": ("size", "color"),
+    "npz": ("arrays", "kind"),
+}
+FORMAT_KEYS = ("target", "features", "kind", "size", "color", "arrays")  # the keys of FILE_KEYS_BY_FORMAT
+SPLIT_KEYS = ("val", "test")
+ARRAY_KEYS = ("x", "y")
+DEFAULT_FILE_SPLIT = (0.2, 0.2)  # validation and test, as the bundled tabular tasks: enough rows to measure a gap
 MODEL_KEYS = ("kind", "hidden", "channels", "conv_keep", "fixed_pn")
-OPTIMIZER_KEYS = ("name", "lr", "momentum", "nesterov", "betas")
+OPTIMIZER_KEYS = ("name", "lr", "momentum", "nesterov", "betas", "schedule", "momentum_ramp")
 REGULARIZER_KEYS = ("strength", "target")
+# A schedule's parameters without a default, and what each means (in the line that asks for one).
+SCHEDULE_REQUIRED = {"exponential": ("gamma",), "step": ("gamma", "every")}
+SCHEDULE_MEANINGS = {"gamma": "the lr's factor per decay, in (0, 1]", "every": "the epochs between two decays"}
 
 # Defaults for a suite that leaves a key out; each is the quick suite's choice and its reason is there.
 DEFAULT_SEEDS = 3
@@ -131,6 +161,8 @@ class Suite:
     sweeps: dict[str, tuple[float, ...]] = field(repr=False, default_factory=dict)
     kl_target: float = 0.05
     tuning: Tuning | None = None  # a tuned comparison ([tuning]): its cells come from dropbench.tuning
+    # The keys set from outside the file (`--set KEY=VALUE`, `set={...}`), as dotted key -> value, already applied.
+    set_keys: tuple[tuple[str, object], ...] = ()
     # Each (task, method)'s sampled trials, built once (dropbench.tuning.suite_trials); a replace() starts it over.
     trial_cache: dict[tuple[str, str], list[Setting]] = field(
         default_factory=dict, init=False, repr=False, compare=False
@@ -195,6 +227,7 @@ class Suite:
                     "optimizer": t.optimizer.as_identity(),
                     "batch_size": t.batch_size,
                     "epochs": t.epochs,
+                    **({"data": {"path": t.data.path, **t.data.identity()}} if t.data is not None else {}),
                 }
                 for t in self.tasks
             ],
@@ -206,6 +239,7 @@ class Suite:
             "mc_samples": self.mc_samples,
             "seeds": list(self.seeds),
             **({"tuning": self.tuning.describe()} if self.tuning is not None else {}),
+            **({"set": dict(self.set_keys)} if self.set_keys else {}),
         }
 
 
@@ -217,7 +251,7 @@ class Overrides:
     keep_rates: tuple[float, ...] | None = None
     input_keep_rates: tuple[float, ...] | None = None
     regularizers: tuple[str, ...] | None = None
-    seeds: int | None = None
+    seeds: int | tuple[int, ...] | None = None  # a count (0..N-1), or the seeds themselves
     epochs: int | None = None
     dropouts: tuple[str, ...] | None = None
     train_sizes: tuple[int, ...] | None = None
@@ -385,11 +419,17 @@ def check_keep_rate_fits(task: TaskConfig, keep: float | tuple[float, ...], wher
 
 
 def check_dropout_fits(task: TaskConfig, dropout: str, where: str) -> None:
-    """Spatial dropout needs conv maps; alpha dropout, a SELU MLP."""
-    if dropout == "spatial" and task.model.kind != "cnn":
-        raise UserError(f"{where}: dropout 'spatial' drops conv channels; task '{task.name}' uses an mlp")
-    if dropout == "alpha" and task.model.kind != "mlp":
-        raise UserError(f"{where}: dropout 'alpha' is for SELU MLPs; task '{task.name}' uses a {task.model.kind}")
+    """A dropout kind its model kind implements (`Network.dropout_kinds`): spatial dropout needs conv maps, alpha
+    dropout a SELU MLP, a plugin model the kinds it declares."""
+    kind = task.model.kind
+    if dropout in model_class(kind).dropout_kinds:
+        return
+    if dropout == "spatial":
+        raise UserError(f"{where}: dropout 'spatial' drops conv channels; task '{task.name}' uses a {kind}")
+    if dropout == "alpha":
+        raise UserError(f"{where}: dropout 'alpha' is for SELU MLPs; task '{task.name}' uses a {kind}")
+    kinds = ", ".join(model_class(kind).dropout_kinds)
+    raise UserError(f"{where}: dropout '{dropout}': model kind '{kind}' of task '{task.name}' implements {kinds}")
 
 
 def check_grid_size(axes: dict[str, int], where: str) -> None:
@@ -426,10 +466,44 @@ def _widths(value: object, where: str) -> tuple[int, ...]:
     return tuple(_int(w, where, 1) for w in value)
 
 
+def _model_kind(value: object, where: str) -> str:
+    """A built-in model kind, a plugin's, or a module:object reference (loaded now, so a bad one fails here)."""
+    kind = _str(value, where)
+    if not MODELS.known(kind):
+        close = difflib.get_close_matches(kind, MODELS.names(), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserError(
+            f"{where}: unknown value '{kind}'{hint}; allowed: {', '.join(MODELS.names())}, or module:object"
+        )
+    try:
+        model_class(kind)
+    except UserError as error:
+        raise UserError(f"{where}: {error}") from None
+    return kind
+
+
+def _model_options(table: dict, kind: str, where: str) -> tuple[tuple[str, object], ...]:
+    """A plugin model's own keys (its `options`), as sorted (name, value) pairs; lists become tuples."""
+    extra = {key: value for key, value in table.items() if key not in MODEL_KEYS}
+    _check_keys(extra, (*MODEL_KEYS, *model_class(kind).options), where)
+    for key, value in extra.items():
+        items = value if isinstance(value, list) else [value]
+        if not all(isinstance(item, bool | int | float | str) for item in items):
+            raise UserError(f"{where}.{key}: expected a number, text, true/false or a list of them, got {value!r}")
+        for item in items:
+            if isinstance(item, float):
+                _number(item, f"{where}.{key}")  # finite: an option enters the cell's identity
+    return tuple(sorted((key, tuple(value) if isinstance(value, list) else value) for key, value in extra.items()))
+
+
 def _model(value: object, base: ModelConfig, where: str) -> ModelConfig:
     table = _table(value, where)
-    _check_keys(table, MODEL_KEYS, where)
-    kind = _str(table.get("kind", base.kind), f"{where}.kind", MODEL_KINDS)
+    kind = _model_kind(table.get("kind", base.kind), f"{where}.kind")
+    if kind in MODEL_KINDS:
+        _check_keys(table, MODEL_KEYS, where)
+    options = _model_options(table, kind, where) if kind not in MODEL_KINDS else ()
+    if kind == base.kind:  # a task's table changes the options it names, as it does the widths
+        options = tuple(sorted({**dict(base.options), **dict(options)}.items()))
     hidden = _widths(table.get("hidden", list(base.hidden)), f"{where}.hidden")
     channels = _widths(table.get("channels", list(base.channels) if kind == base.kind else []), f"{where}.channels")
     conv_keep = validate_keep_rates(table.get("conv_keep", base.conv_keep), f"{where}.conv_keep")
@@ -437,20 +511,23 @@ def _model(value: object, base: ModelConfig, where: str) -> ModelConfig:
         raise UserError(f"{where}.conv_keep: expected one keep rate, got {list(conv_keep)}")
     if kind == "cnn" and not channels:
         raise UserError(f"{where}.channels: a 'cnn' needs conv channels, e.g. channels = [32, 64, 128]")
-    if kind == "mlp" and (channels or conv_keep[0] != 1.0):
+    if kind != "cnn" and (channels or conv_keep[0] != 1.0):
         raise UserError(f"{where}: 'channels' and 'conv_keep' apply to kind = 'cnn' only")
     fixed_pn = table.get("fixed_pn", base.fixed_pn)
     if not isinstance(fixed_pn, bool):
         raise UserError(f"{where}.fixed_pn: expected true or false, got {fixed_pn!r}")
-    return ModelConfig(kind=kind, hidden=hidden, channels=channels, conv_keep=conv_keep[0], fixed_pn=fixed_pn)
+    return ModelConfig(
+        kind=kind, hidden=hidden, channels=channels, conv_keep=conv_keep[0], fixed_pn=fixed_pn, options=options
+    )
 
 
 def _optimizer(value: object, base: OptimizerConfig, where: str) -> OptimizerConfig:
     table = _table(value, where)
     _check_keys(table, OPTIMIZER_KEYS, where)
-    # A different optimizer name starts from that optimizer's defaults, not from the base's settings.
+    # A different optimizer name starts from that optimizer's defaults, not from the base's settings; the lr and
+    # its schedule carry over (they are the step size's, whichever optimizer takes it), a momentum ramp does not.
     name = _str(table.get("name", base.name), f"{where}.name", OPTIMIZERS)
-    config = base if name == base.name else OptimizerConfig(name=name, lr=base.lr)
+    config = base if name == base.name else OptimizerConfig(name=name, lr=base.lr, schedule=base.schedule)
     lr = _number(table.get("lr", config.lr), f"{where}.lr")
     momentum = _number(table.get("momentum", config.momentum), f"{where}.momentum")
     nesterov = table.get("nesterov", config.nesterov)
@@ -466,17 +543,111 @@ def _optimizer(value: object, base: OptimizerConfig, where: str) -> OptimizerCon
     beta_pair = (_number(betas[0], f"{where}.betas"), _number(betas[1], f"{where}.betas"))
     if not all(0.0 <= b < 1.0 for b in beta_pair):
         raise UserError(f"{where}.betas: expected two numbers in [0, 1), got {betas!r}")
-    return OptimizerConfig(name=name, lr=lr, momentum=momentum, nesterov=nesterov, betas=beta_pair)
+    schedule = _schedule(table["schedule"], f"{where}.schedule") if "schedule" in table else config.schedule
+    ramp = config.momentum_ramp
+    if "momentum_ramp" in table:
+        ramp = _momentum_ramp(table["momentum_ramp"], f"{where}.momentum_ramp")
+        if ramp is not None and name != "sgd":
+            raise UserError(
+                f"{where}.momentum_ramp: only for name = 'sgd' ({name} has no momentum to raise: its betas stay as "
+                "given); remove it, or drop an inherited ramp with momentum_ramp = { epochs = 0 }"
+            )
+    return OptimizerConfig(
+        name=name,
+        lr=lr,
+        momentum=momentum,
+        nesterov=nesterov,
+        betas=beta_pair,
+        schedule=schedule,
+        momentum_ramp=ramp,
+    )
 
 
-def _task_config(table: dict, defaults: TaskConfig, where: str) -> TaskConfig:
-    _check_keys(table, TASK_KEYS, where)
+def _fraction(value: object, where: str, *, low_open: bool, high_open: bool) -> float:
+    """A number in [0, 1], each end excluded where asked, refused with the interval named."""
+    number = _number(value, where)
+    above = number > 0.0 if low_open else number >= 0.0
+    below = number < 1.0 if high_open else number <= 1.0
+    if not (above and below):
+        interval = f"{'(' if low_open else '['}0, 1{')' if high_open else ']'}"
+        raise UserError(f"{where}: must be in {interval}, got {number:g}")
+    return number
+
+
+def _schedule(value: object, where: str) -> LrSchedule:
+    """`schedule = { kind = ..., <the kind's parameters>, warmup_epochs = W }` (SCHEDULE_KEYS). A decay that
+    cannot change the lr (gamma = 1) is the constant schedule, so that it trains, and is identified, as one."""
+    table = _table(value, where)
+    if "kind" not in table:
+        raise UserError(f"{where}: no kind; give kind = one of {', '.join(SCHEDULE_KINDS)}")
+    kind = _str(table["kind"], f"{where}.kind", SCHEDULE_KINDS)
+    _check_keys(table, SCHEDULE_KEYS[kind], f"{where} (kind '{kind}')")
+    for required in SCHEDULE_REQUIRED.get(kind, ()):
+        if required not in table:
+            raise UserError(f"{where}: kind '{kind}' needs {required} ({SCHEDULE_MEANINGS[required]})")
+    warmup = _int(table.get("warmup_epochs", 0), f"{where}.warmup_epochs", 0)
+    gamma = _fraction(table["gamma"], f"{where}.gamma", low_open=True, high_open=False) if "gamma" in table else 1.0
+    every = _int(table["every"], f"{where}.every", 1) if "every" in table else 1
+    floor = _fraction(table.get("floor", 0.0), f"{where}.floor", low_open=False, high_open=True)
+    if kind in ("exponential", "step") and gamma == 1.0:
+        return LrSchedule(warmup_epochs=warmup)
+    return LrSchedule(kind=kind, gamma=gamma, every=every, floor=floor, warmup_epochs=warmup)
+
+
+def _momentum_ramp(value: object, where: str) -> MomentumRamp | None:
+    """`momentum_ramp = { start = 0.5, epochs = T }`; `epochs = 0` is no ramp (how a task drops an inherited one)."""
+    table = _table(value, where)
+    _check_keys(table, MOMENTUM_RAMP_KEYS, where)
+    if "epochs" not in table:
+        raise UserError(f"{where}: no epochs; give epochs = T, the epochs over which the momentum rises")
+    epochs = _int(table["epochs"], f"{where}.epochs", 0)
+    start = _number(table.get("start", DEFAULT_RAMP_START), f"{where}.start")
+    if not 0.0 <= start < 1.0:
+        raise UserError(f"{where}.start: must be in [0, 1), got {start:g}")
+    return MomentumRamp(start=start, epochs=epochs) if epochs else None
+
+
+def check_schedule_fits(task: TaskConfig, table: dict, source: str, where: str) -> None:
+    """Refuse a warm-up or a momentum ramp that does not end within the task's epochs as the suite file gives
+    them; `table` is the task's own ([[task]]), `where` names it. (A flag or a halving rung may shorten a training
+    later: it then stops inside its warm-up or ramp, as a longer training's first epochs do.)"""
+    optimizer = task.optimizer
+    given = table.get("optimizer")
+    own: dict = given if isinstance(given, dict) else {}
+
+    def named(key: str) -> str:  # the optimizer table the key came from: the task's own, or the suite's
+        return f"{where}.optimizer.{key}" if key in own else f"{source}: optimizer.{key}"
+
+    warmup = optimizer.schedule.warmup_epochs
+    if warmup >= task.epochs:
+        raise UserError(
+            f"{named('schedule')}.warmup_epochs: {warmup} is not below the {task.epochs} epochs of task "
+            f"'{task.name}': the lr would never reach its value; lower it"
+        )
+    ramp = optimizer.momentum_ramp
+    if ramp is not None and ramp.epochs >= task.epochs:
+        raise UserError(
+            f"{named('momentum_ramp')}.epochs: {ramp.epochs} is not below the {task.epochs} epochs of task "
+            f"'{task.name}': the momentum would never reach its final {optimizer.momentum:g}; lower it"
+        )
+
+
+def _task_config(table: dict, defaults: TaskConfig, where: str, source: str = "") -> TaskConfig:
+    _check_keys(table, (*TASK_KEYS, *FILE_TASK_KEYS), where)
     name = _str(table.get("name"), f"{where}.name")
-    try:
-        get_task(name)
-    except UserError as error:
-        raise UserError(f"{where}.name: {error}") from None
+    data = None
+    if "path" in table:
+        data = _file_task(table, name, source, where)
+    else:
+        given = next((key for key in FILE_TASK_KEYS if key in table), None)
+        if given is not None:
+            raise UserError(f"{where}.{given}: for a task read from files; give its path = '...' as well")
+        try:
+            get_task(name)
+        except UserError as error:
+            raise UserError(f"{where}.name: {error}") from None
     return TaskConfig(
+        data=data,
         name=name,
         model=_model(table["model"], defaults.model, f"{where}.model") if "model" in table else defaults.model,
         optimizer=(
@@ -487,6 +658,97 @@ def _task_config(table: dict, defaults: TaskConfig, where: str) -> TaskConfig:
         batch_size=_int(table.get("batch_size", defaults.batch_size), f"{where}.batch_size", 1),
         epochs=_int(table.get("epochs", defaults.epochs), f"{where}.epochs", 1),
     )
+
+
+def _file_task(table: dict, name: str, source: str, where: str) -> FileTask:
+    """A [[task]] with a `path`: the file (or image folder) and how to read and split it; a relative path is
+    relative to the suite file. The files are hashed here: their SHA-256 enters every cell's identity."""
+    if not SUITE_NAME.fullmatch(name):
+        raise UserError(
+            f"{where}.name: {name!r} is not allowed; a task read from files is named as a suite: {SUITE_NAME_RULE}"
+        )
+    if name in TASKS or name in TASK_REGISTRY.plugin_names():
+        raise UserError(f"{where}.name: '{name}' is a registered task; give the task read from files another name")
+    base = Path(source).parent
+    declared = _str(table["format"], f"{where}.format", FORMATS) if "format" in table else None
+    path = base / _str(table["path"], f"{where}.path")
+    format = detect_format(path, declared, f"{where}.path")
+    check_exists(path, format, f"{where}.path")
+    for key in FORMAT_KEYS:
+        if key in table and key not in FILE_KEYS_BY_FORMAT[format]:
+            applies = [f for f, keys in FILE_KEYS_BY_FORMAT.items() if key in keys]
+            raise UserError(f"{where}.{key}: applies to {' and '.join(applies)} tasks; {path} is read as {format}")
+    test_path = None
+    if "test_path" in table:
+        test_path = base / _str(table["test_path"], f"{where}.test_path")
+        if detect_format(test_path, declared, f"{where}.test_path") != format:
+            raise UserError(f"{where}.test_path: {test_path} is not of the form of {path} ({format})")
+        check_exists(test_path, format, f"{where}.test_path")
+    val, test = _file_split(table.get("split", {}), test_path is not None, f"{where}.split")
+    if format in TABULAR and "target" not in table:
+        raise UserError(f"{where}: a table needs target = '<the column to predict>'")
+    arrays = _table(table.get("arrays", {}), f"{where}.arrays")
+    _check_keys(arrays, ARRAY_KEYS, f"{where}.arrays")
+    return FileTask(
+        name=name,
+        path=str(path.resolve()),
+        format=format,
+        sha256=content_sha256(path, format),
+        test_path=str(test_path.resolve()) if test_path is not None else None,
+        test_sha256=content_sha256(test_path, format) if test_path is not None else None,
+        val=val,
+        test=test,
+        target=_str(table["target"], f"{where}.target") if "target" in table else None,
+        features=_columns(table["features"], f"{where}.features", table.get("target")) if "features" in table else None,
+        kind=_str(table["kind"], f"{where}.kind", KINDS) if "kind" in table else None,
+        size=_image_size(table["size"], f"{where}.size") if "size" in table else None,
+        color=_str(table["color"], f"{where}.color", COLORS) if "color" in table else None,
+        x_key=_str(arrays.get("x", "x"), f"{where}.arrays.x"),
+        y_key=_str(arrays.get("y", "y"), f"{where}.arrays.y"),
+    )
+
+
+def _file_split(value: object, has_test_file: bool, where: str) -> tuple[float | int, float | int | None]:
+    """`split = { val = 0.2, test = 0.2 }`: fractions of the rows in (0, 1), or counts ≥ 1; no `test` beside a
+    test file, whose rows are the test set."""
+    table = _table(value, where)
+    _check_keys(table, SPLIT_KEYS, where)
+    if has_test_file and "test" in table:
+        raise UserError(f"{where}.test: the test_path file is the test set; remove test (or test_path)")
+    sizes = [
+        _split_size(table.get(key, default), f"{where}.{key}") for key, default in zip(SPLIT_KEYS, DEFAULT_FILE_SPLIT)
+    ]
+    val, test = sizes[0], None if has_test_file else sizes[1]
+    fractions = [size for size in (val, test) if isinstance(size, float)]
+    if sum(fractions) >= 1.0:
+        raise UserError(f"{where}: val and test take {sum(fractions):g} of the rows, leaving none to train on")
+    return val, test
+
+
+def _split_size(value: object, where: str) -> float | int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return _int(value, where, 1)
+    number = _number(value, where)
+    if not 0.0 < number < 1.0:
+        raise UserError(f"{where}: a fraction of the rows in (0, 1) or a count ≥ 1, got {number:g}")
+    return number
+
+
+def _columns(value: object, where: str, target: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise UserError(f"{where}: expected a list of column names, got {value!r}")
+    columns = tuple(_str(column, where) for column in value)
+    _refuse_repeats(columns, where, "column")
+    if target in columns:
+        raise UserError(f"{where}: '{target}' is the target; a feature must be another column")
+    return columns
+
+
+def _image_size(value: object, where: str) -> tuple[int, int]:
+    if not (isinstance(value, list) and len(value) == 2):
+        raise UserError(f"{where}: expected [height, width] in pixels, got {value!r}")
+    height, width = (_int(v, where, 1) for v in value)
+    return height, width
 
 
 def _strength_values(name: str, value: object, where: str) -> tuple[float, ...]:
@@ -519,8 +781,8 @@ def _strengths(value: object, where: str) -> tuple[dict[str, tuple[float, ...]],
     """Swept strengths by regularizer name, and the kl-sparsity target ρ."""
     sweeps, target = {}, 0.05
     for name, settings in _table(value, where).items():
-        if name not in REGULARIZERS:
-            raise UserError(f"{where}.{name}: unknown regularizer; known: {', '.join(REGULARIZERS)}")
+        if not REGULARIZER_REGISTRY.known(name):
+            raise UserError(f"{where}.{name}: unknown regularizer; known: {known_names()}")
         settings = _table(settings, f"{where}.{name}")
         _check_keys(settings, REGULARIZER_KEYS if name == "kl-sparsity" else ("strength",), f"{where}.{name}")
         if "strength" in settings:
@@ -566,16 +828,15 @@ def _method(spec: object, where: str) -> Method:
     """'l2+dropout' -> Method: registry regularizers joined by '+', 'dropout' among them or alone; 'none' alone."""
     text = _str(spec, where)
     parts = [part.strip() for part in text.split("+")]
-    known = f"known: {', '.join(REGULARIZERS)}, and '{DROPOUT}' (combine with +)"
+    known = f"known: {known_names()}, and '{DROPOUT}' (combine with +)"
     for part in parts:
-        if part != DROPOUT and part not in REGULARIZERS:
+        if part != DROPOUT and not REGULARIZER_REGISTRY.known(part):
             raise UserError(f"{where}: unknown part '{part}' in method '{text}'; {known}")
     if len(set(parts)) != len(parts):
         raise UserError(f"{where}: method '{text}' names a part twice")
     if BASELINE in parts and len(parts) > 1:
         raise UserError(f"{where}: method '{text}': '{BASELINE}' is the baseline and cannot be combined")
-    order = list(REGULARIZERS)
-    regularizers = tuple(sorted((p for p in parts if p not in (DROPOUT, BASELINE)), key=order.index))
+    regularizers = tuple(sort_parts(p for p in parts if p not in (DROPOUT, BASELINE)))
     return Method(name=text, regularizers=regularizers, dropout=DROPOUT in parts)
 
 
@@ -630,7 +891,13 @@ def _space(name: str, value: object, where: str) -> Space:
 def _spaces(value: object, methods: tuple[Method, ...], where: str) -> dict[str, Space]:
     """[tuning.space]: a space for every hyperparameter some method tunes, and none that no method uses."""
     table = _table(value, where)
-    allowed = (*(n for n in REGULARIZERS if n != BASELINE), KEEP, INPUT_KEEP, LR)
+    names = [part for method in methods for part in method.regularizers]  # plugins' and references among them
+    allowed = (
+        *dict.fromkeys(n for n in (*REGULARIZER_REGISTRY.names(), *names) if n != BASELINE),
+        KEEP,
+        INPUT_KEEP,
+        LR,
+    )
     _check_keys(table, allowed, where)
     spaces = {name: _space(name, table[name], f"{where}.{name}") for name in table}
     needed = {part: m.name for m in methods for part in m.regularizers}
@@ -755,7 +1022,7 @@ def check_tuning_fits(tuning: Tuning, tasks: tuple[TaskConfig, ...], where: str)
                     f"{where}: tuning.methods: '{method.name}' tunes the hidden keep rate but task '{task.name}' "
                     "has no hidden layer (hidden = [])"
                 )
-        if tuning.metric == "val_acc" and not get_task(task.name).classification:
+        if tuning.metric == "val_acc" and get_task(task.key).kind == "regression":
             raise UserError(
                 f'{where}: tuning.metric: task \'{task.name}\' is a regression (no accuracy); use "auto" or "val_loss"'
             )
@@ -801,7 +1068,9 @@ def parse_suite(data: dict, source: str) -> Suite:
         raise UserError(f"{source}: 'task' must be an array of tables ([[task]])")
     if not raw_tasks:
         raise UserError(f"{source}: task: the suite has no task; add a [[task]] table with a name")
-    tasks = tuple(_task_config(t, defaults, f"{source}: task[{i}]") for i, t in enumerate(raw_tasks))
+    tasks = tuple(_task_config(t, defaults, f"{source}: task[{i}]", source) for i, t in enumerate(raw_tasks))
+    for i, (task, table) in enumerate(zip(tasks, raw_tasks)):
+        check_schedule_fits(task, table, source, f"{source}: task[{i}]")
     _refuse_repeats((t.name for t in tasks), f"{source}: task", "task")
     if "tuning" in data:
         return _tuned_suite(data, source, tasks, defaults, kl_target)
@@ -859,16 +1128,29 @@ def _suite_name(data: dict, source: str) -> str:
     return name
 
 
-def load_suite(name_or_path: str | None = None) -> Suite:
-    """Load a suite by path or bundled name (None: the default, offline 'quick' suite)."""
-    path = find_suite(name_or_path)
+def read_suite_document(path: Path) -> dict:
+    """A suite file's TOML document, not yet validated."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as error:
         raise UserError(f"{path}: not valid TOML: {error}") from None
     except (OSError, UnicodeDecodeError) as error:
         raise UserError(f"{path}: cannot read: {error}") from None
-    return parse_suite(data, str(path))
+
+
+def load_suite(
+    name_or_path: str | Path | None = None, *, set: "Mapping[str, object] | Sequence[SetOverride] | None" = None
+) -> Suite:
+    """Load a suite by path or bundled name (None: the default, offline 'quick' suite). `set` changes keys of its
+    document before it is validated (dropbench.overrides): {"optimizer.lr": 0.05, "task.digits.epochs": 5}, or
+    the parsed `--set` flags."""
+    path = find_suite(None if name_or_path is None else str(name_or_path))
+    data = read_suite_document(path)
+    if not set:
+        return parse_suite(data, str(path))
+    from .overrides import parse_suite_with
+
+    return parse_suite_with(data, str(path), set)
 
 
 def _default_task(suite: Suite, name: str) -> TaskConfig:
@@ -886,7 +1168,8 @@ def apply_overrides(suite: Suite, overrides: Overrides) -> Suite:
     if overrides.tasks is not None:
         by_name = {t.name: t for t in suite.tasks}
         for name in overrides.tasks:
-            get_task(name)  # an unknown name fails here with the list of known tasks
+            if name not in by_name:
+                get_task(name)  # an unknown name fails here with the list of known tasks
         _refuse_repeats(overrides.tasks, "--task", "task")
         tasks = tuple(by_name.get(n) or _default_task(suite, n) for n in overrides.tasks)
     if overrides.epochs is not None:
@@ -919,8 +1202,12 @@ def apply_overrides(suite: Suite, overrides: Overrides) -> Suite:
     )
     if overrides.seeds is not None:
         # Counted with the other axes before range(seeds) is built: `--seeds 100000000` is refused at once.
-        check_grid_size({**resolved.axis_lengths(), "seeds": overrides.seeds}, "--seeds")
-        resolved = replace(resolved, seeds=tuple(range(overrides.seeds)))
+        count = overrides.seeds if isinstance(overrides.seeds, int) else len(overrides.seeds)
+        check_grid_size({**resolved.axis_lengths(), "seeds": count}, "--seeds")
+        if isinstance(overrides.seeds, int):
+            resolved = replace(resolved, seeds=tuple(range(_int(overrides.seeds, "--seeds", 1))))
+        else:  # the seeds themselves: a seed's cells are the same cells whichever list or count names it
+            resolved = replace(resolved, seeds=_seeds(list(overrides.seeds), "--seeds"))
     resolved.check_grid(
         keep_where="--keep" if overrides.keep_rates is not None else None,
         dropout_where="--dropout" if overrides.dropouts is not None else None,

@@ -4,6 +4,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 import torch
@@ -17,14 +18,7 @@ from .data import TaskData
 from .devices import autocast
 from .errors import UserError
 from .models import Network, build_model, count_parameters, init_parameters_
-from .regularizers import (
-    EarlyStopping,
-    add_penalty_gradients_,
-    apply_max_norm_,
-    apply_weight_decay_,
-    decay_factor,
-    kl_sparsity_penalty,
-)
+from .regularizers import EarlyStopping, LossFn, Regularizer, Weights, regularizer_class
 from .report.stats import expected_calibration_error
 from .seeding import derive_seed, make_generator
 
@@ -114,6 +108,27 @@ def _optimizer(
     )
 
 
+def set_schedule_(
+    optimizer: torch.optim.Optimizer,
+    config: OptimizerConfig,
+    epoch: int,
+    step: int,
+    steps_per_epoch: int,
+    total_epochs: int,
+) -> float:
+    """Set the lr of `step` (from 0) of `epoch` (from 0) in every parameter group, and SGD's momentum of that
+    epoch (`OptimizerConfig.lr_at`, `momentum_at`: pure functions of these numbers, so a continued training sets
+    what an uninterrupted one does). torch's SGD and Adam, fused or foreach, read both from the group at every
+    step. Returns the lr."""
+    lr = config.lr_at(epoch, step, steps_per_epoch, total_epochs)
+    momentum = config.momentum_at(epoch) if config.name == "sgd" else None
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+        if momentum is not None:
+            group["momentum"] = momentum
+    return lr
+
+
 def data_loss(
     output: torch.Tensor, target: torch.Tensor, classification: bool, reduction: str = "mean", smoothing: float = 0.0
 ) -> torch.Tensor:
@@ -193,30 +208,6 @@ def subsample_training(data: TaskData, size: int) -> TaskData:
     return replace(data, x_train=data.x_train[idx], y_train=data.y_train[idx])
 
 
-class _Mixup:
-    """Convex mixes of example pairs (Zhang et al. 2018): λ ~ Beta(α, α) per batch, from the cell's streams."""
-
-    def __init__(self, alpha: float, training_id: str) -> None:
-        self.alpha = alpha
-        self.rng = np.random.default_rng(derive_seed(training_id, "mixup"))
-        self.generator = make_generator(training_id, "mixup-pairs")
-
-    def __call__(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-        lam = float(self.rng.beta(self.alpha, self.alpha))
-        partner = torch.randperm(len(x), generator=self.generator).to(x.device)
-        return lam * x + (1 - lam) * x[partner], partner, lam
-
-    def state(self) -> dict[str, object]:
-        return {"bits": self.rng.bit_generator.state, "pairs": self.generator.get_state()}
-
-    def restore(self, state: dict[str, object]) -> None:
-        bits, pairs = state["bits"], state["pairs"]
-        if not isinstance(bits, dict) or not isinstance(pairs, torch.Tensor):
-            raise ValueError("a mixup state without its generators' states")
-        self.rng.bit_generator.state = bits
-        self.generator.set_state(pairs)
-
-
 def optimizer_state(optimizer: torch.optim.Optimizer, names: list[str]) -> dict[str, dict[str, torch.Tensor]]:
     """The optimizer's per-parameter state by parameter name (`names` in the order of its parameters), copied."""
     params = [p for group in optimizer.param_groups for p in group["params"]]
@@ -242,15 +233,20 @@ class Training:
     """One cell's model, optimizer and random streams, and its training step.
 
     Random streams: initialization and batch order from (task, seed), shared by every cell that
-    differs only in regularizer or keep rate (common random numbers); masks from the whole cell (its
-    `training_id`: a halving rung's cell draws what the first epochs of its full training draw).
+    differs only in regularizer or keep rate (common random numbers); masks (and a part's own streams, such as
+    mixup's) from the whole cell (its `training_id`: a halving rung's cell draws what the first epochs of its full
+    training draw). The regularizer's parts act through their hooks (`regularizers.Regularizer`), called in the
+    order it gives.
     """
 
     def __init__(self, cell: Cell, data: TaskData) -> None:
-        setting = cell.regularizer
-        if setting.label_smoothing and not data.classification:
-            raise UserError(f"label-smoothing needs a classification task; '{data.name}' is a regression")
         self.cell, self.data = cell, data
+        parts = []
+        for name, strength in cell.regularizer.parts:
+            kind = regularizer_class(name)
+            if kind.classification_only and not data.classification:
+                raise UserError(f"{name} needs a classification task; '{data.name}' is a regression")
+            parts.append(kind(strength, cell))
         device = data.x_train.device
         self.order = make_generator(cell.task.name, cell.seed, "order")
         self.model = build_model(
@@ -260,47 +256,62 @@ class Training:
         self.model.to(device)
         self.masks = make_generator(cell.training_id, "masks", device=device)
         self.model.set_generator(self.masks)
-        self.model.record = bool(setting.kl_sparsity)
+        self.model.record = any(type(part).needs_activations for part in parts)
         self.optimizer = make_optimizer(cell.task.optimizer, list(self.model.parameters()))
-        self.mixup = _Mixup(setting.mixup, cell.training_id) if setting.mixup else None
-        self.penalized, self.constrained = self.model.penalized_weights(), self.model.max_norm_weights()
+        # Where the training stands: epochs finished (the schedule's epoch of the next one) and the lr of the
+        # last step set (decoupled weight decay scales with it, as AdamW's does).
+        self.epoch, self.lr = 0, cell.task.optimizer.lr
+        self.weights = Weights(self.model.penalized_weights(), self.model.max_norm_weights())
+        self.loss: LossFn = partial(data_loss, classification=data.classification)
+        for part in _with_hook(parts, "loss_fn"):
+            self.loss = part.loss_fn(self.loss)
+        self.batch_parts, self.penalties = _with_hook(parts, "batch"), _with_hook(parts, "penalty")
+        self.gradient_parts, self.before_step = _with_hook(parts, "gradients"), _with_hook(parts, "before_step")
+        self.after_step = _with_hook(parts, "after_step")
+        # The parts that carry state from one epoch to the next (their own random streams): a checkpoint keeps it.
+        self.stateful = {
+            name: part for (name, _), part in zip(cell.regularizer.parts, parts) if type(part).keeps_state()
+        }
 
     def step(self, idx: torch.Tensor) -> torch.Tensor:
         """One SGD step on the training rows `idx`; returns the minibatch data loss (on the device, no sync)."""
-        cell, data, setting = self.cell, self.data, self.cell.regularizer
+        cell, data, weights = self.cell, self.data, self.weights
         inputs, target = data.inputs(data.x_train[idx]), data.y_train[idx]
-        smoothing = setting.label_smoothing
         with autocast(inputs.device.type, cell.precision):
-            if self.mixup is not None:
-                inputs, partner, lam = self.mixup(inputs)
-                out = self.model(inputs)
-                loss = lam * data_loss(out, target, data.classification, smoothing=smoothing) + (1 - lam) * data_loss(
-                    out, target[partner], data.classification, smoothing=smoothing
-                )
-            else:
-                out = self.model(inputs)
-                loss = data_loss(out, target, data.classification, smoothing=smoothing)
+            loss_fn = self.loss
+            for part in self.batch_parts:
+                inputs, loss_fn = part.batch(inputs, loss_fn)
+            loss = loss_fn(self.model(inputs), target)
         objective = loss
-        if setting.kl_sparsity:
-            objective = loss + kl_sparsity_penalty(self.model.activations, setting.kl_target, setting.kl_sparsity)
+        for part in self.penalties:
+            penalty = part.penalty(self.model)
+            if penalty is not None:
+                objective = objective + penalty
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
-        add_penalty_gradients_(self.penalized, l1=setting.l1, l2=setting.l2)
-        if setting.weight_decay:  # before the step, as AdamW does
-            apply_weight_decay_(self.penalized, decay_factor(cell.task.optimizer.lr, setting.weight_decay))
+        for part in self.gradient_parts:
+            part.gradients(weights, _strength(part))
+        for part in self.before_step:
+            part.before_step(weights, _strength(part), self.lr)
         self.optimizer.step()
-        if setting.max_norm is not None:
-            apply_max_norm_(self.constrained, setting.max_norm)
+        for part in self.after_step:
+            part.after_step(weights, _strength(part))
         return loss.detach()
 
     def run_epoch(self) -> float:
-        """One pass over the training rows in a fresh seeded order; the mean minibatch data loss."""
+        """One pass over the training rows in a fresh seeded order, each step at its scheduled lr and momentum;
+        the mean minibatch data loss."""
         n, device = len(self.data.y_train), self.data.x_train.device
+        task = self.cell.task
+        steps, scheduled = math.ceil(n / task.batch_size), task.optimizer.scheduled
         loss_sum = torch.zeros((), dtype=torch.float64, device=device)
         self.model.train()
         # The permutation is drawn on the CPU (the order generator lives there) so every device sees the same batches.
-        for idx in torch.randperm(n, generator=self.order).to(device).split(self.cell.task.batch_size):
+        for step, idx in enumerate(torch.randperm(n, generator=self.order).to(device).split(task.batch_size)):
+            if scheduled:
+                self.lr = set_schedule_(self.optimizer, task.optimizer, self.epoch, step, steps, task.epochs)
             loss_sum += self.step(idx).double() * len(idx)
+        self.epoch += 1
         return loss_sum.item() / n  # the epoch's one host sync
 
     def parameter_names(self) -> list[str]:
@@ -323,8 +334,12 @@ class Training:
             fit_seconds=result.fit_seconds,
             device=self.data.x_train.device.type,
             threads=torch.get_num_threads(),
-            mixup=self.mixup.state() if self.mixup is not None else None,
+            parts=self.part_states(),
         )
+
+    def part_states(self) -> dict[str, dict[str, object]]:
+        """The state of each part that keeps one (`Regularizer.state`), by the part's name."""
+        return {name: part.state() for name, part in self.stateful.items()}
 
     def restore(self, state: TrainingState, stopping: EarlyStopping, result: CellResult) -> None:
         """Continue from `state`: the model, optimizer, streams, early-stopping tracker and curves as they were."""
@@ -332,10 +347,11 @@ class Training:
         load_optimizer_state(self.optimizer, self.parameter_names(), state.optimizer)
         self.order.set_state(state.order)
         self.masks.set_state(state.masks)
-        if self.mixup is not None:
-            if state.mixup is None:
-                raise ValueError("a training state without the mixup streams this cell draws from")
-            self.mixup.restore(state.mixup)
+        for name, part in self.stateful.items():
+            if name not in state.parts:
+                raise ValueError(f"a training state without the state of its regularizer part {name}")
+            part.restore(state.parts[name])
+        self.epoch = state.epoch  # the schedule's position: the next epoch's lr and momentum
         resume_tracking(stopping, result, state)
 
 
@@ -345,6 +361,17 @@ def resume_tracking(stopping: EarlyStopping, result: CellResult, state: Training
     stopping.best_state = None if state.best_weights is None else {k: v.clone() for k, v in state.best_weights.items()}
     result.curves = [EpochRecord(*point) for point in state.curves]
     result.epochs_run, result.best_epoch, result.fit_seconds = state.epoch, state.best_epoch, state.fit_seconds
+
+
+def _with_hook(parts: list[Regularizer], hook: str) -> list[Regularizer]:
+    """The parts with a `hook` of their own, in the order a phase calls them: by `order`, then as the setting lists
+    them (sorted() is stable)."""
+    return sorted((part for part in parts if type(part).overrides(hook)), key=lambda part: type(part).order)
+
+
+def _strength(part: Regularizer) -> float:
+    """A part's strength as a step hook takes it (0 for one that has none)."""
+    return 0.0 if part.strength is None else part.strength
 
 
 def fit_cell(cell: Cell, data: TaskData, on_epoch: OnEpoch | None = None, start: Start | None = None) -> CellResult:

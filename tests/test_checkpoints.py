@@ -10,15 +10,29 @@ from conftest import make_cell
 from test_stacked import assert_same_figures
 
 from dropbench.checkpoints import CheckpointStore, Start, TrainingState, check_folder, checkpoint_folder
-from dropbench.config import OptimizerConfig
+from dropbench.config import ModelConfig, OptimizerConfig
 from dropbench.data import load_task_data
 from dropbench.errors import UserError
 from dropbench.executors import LocalExecutor, PoolExecutor, fit_alone
-from dropbench.stacked import fit_stacked, work_units
+from dropbench.models import MLP
+from dropbench.models import REGISTRY as MODELS
+from dropbench.regularizers import REGISTRY as REGULARIZERS
+from dropbench.regularizers import Regularizer, Weights
+from dropbench.schedules import LrSchedule, MomentumRamp
+from dropbench.seeding import make_generator
+from dropbench.stacked import fit_stacked, stack_key, work_units
 from dropbench.train import fit_cell
 
 SGD = OptimizerConfig(lr=0.05, momentum=0.9)
 ADAM = OptimizerConfig(name="adam", lr=0.003)
+# An lr that decays per epoch after a warm-up, and a momentum raised over the first 5 epochs: both cross the rungs.
+SCHEDULED = OptimizerConfig(
+    lr=0.1,
+    momentum=0.95,
+    schedule=LrSchedule(kind="exponential", gamma=0.8, warmup_epochs=1),
+    momentum_ramp=MomentumRamp(start=0.5, epochs=5),
+)
+COSINE = OptimizerConfig(name="adam", lr=0.01, schedule=LrSchedule(kind="cosine", floor=0.1))
 EPOCHS, RUNGS = 8, (3, 6)  # a full training of 8 epochs; rungs after 3 and 6
 
 
@@ -58,6 +72,9 @@ CASES = {
     "max-norm dropout": dict(reg="max-norm", strengths={"max-norm": 1.0}, keep=0.6, optimizer=SGD),
     # patience 1 at a large step: stops within the second rung, and its state says so at the third
     "early stopping": dict(reg="early-stopping", strengths={"early-stopping": 1}, optimizer=OptimizerConfig(lr=0.5)),
+    # schedules: the epoch is restored, and a rung's horizon is the full training's (a cosine over all 8 epochs)
+    "exponential lr, momentum ramp": dict(keep=0.5, input_keep=0.8, optimizer=SCHEDULED),
+    "cosine lr, weight decay": dict(reg="weight-decay", strengths={"weight-decay": 0.01}, keep=0.6, optimizer=COSINE),
 }
 
 
@@ -71,9 +88,82 @@ def test_continuing_from_each_rung_gives_the_row_trained_from_scratch(trainer, c
         assert from_checkpoint.epochs_run < RUNGS[1]  # it stopped before the last rung, which trained nothing more
 
 
-def test_mixup_streams_continue_too():
-    cell = make_cell("wine", reg="mixup", epochs=EPOCHS, hidden=(16,), optimizer=SGD)
-    assert [exact(r) for r in continued(single, cell)] == [exact(single(rung)) for rung in rungs_of(cell)]
+@pytest.mark.parametrize("optimizer", [SGD, SCHEDULED], ids=["sgd", "scheduled"])
+def test_mixup_streams_continue_too(optimizer):
+    """Mixup is a regularizer part with random streams of its own: its state travels in the checkpoint."""
+    cell = make_cell("wine", reg="mixup", keep=0.5, epochs=EPOCHS, hidden=(16,), optimizer=optimizer)
+    results = continued(single, cell)
+    assert [exact(r) for r in results] == [exact(single(rung)) for rung in rungs_of(cell)]
+    parts = TrainingState.from_bytes(results[0].state).parts
+    assert set(parts) == {"mixup"} and isinstance(parts["mixup"]["pairs"], torch.Tensor)
+    assert stack_key(cell) is None  # not a step regularizer: alone, in the single-cell trainer
+
+
+class GradientNoise(Regularizer):
+    """A plugin's part with a random stream of its own: N(0, λ²) noise on every weight's gradient."""
+
+    default_strength = 1e-2
+    stackable = True  # step hooks only; a part with state still trains alone
+
+    def __init__(self, strength, cell):
+        super().__init__(strength, cell)
+        self.noise = make_generator(cell.training_id, "gradient-noise")
+
+    def gradients(self, weights: Weights, strength) -> None:
+        for weight in weights.all:
+            noise = torch.randn(weight.shape, generator=self.noise)
+            weight.grad.add_(noise.to(weight.device), alpha=float(strength))
+
+    def state(self):
+        return {"noise": self.noise.get_state()}
+
+    def restore(self, state):
+        self.noise.set_state(state["noise"])
+
+
+class ForgetfulNoise(GradientNoise):
+    """The same part without its state hooks: a continued training starts its stream over."""
+
+    state = Regularizer.state
+    restore = Regularizer.restore
+
+
+def test_a_plugin_parts_state_continues_through_its_hooks(monkeypatch):
+    for name, kind in (("gradient-noise", GradientNoise), ("forgetful-noise", ForgetfulNoise)):
+        monkeypatch.setitem(REGULARIZERS.builtins, name, REGULARIZERS.check(kind, name))
+    cell = make_cell("wine", reg="l2+gradient-noise", keep=0.5, epochs=EPOCHS, hidden=(16,), optimizer=SCHEDULED)
+    assert GradientNoise.keeps_state() and stack_key(cell) is None  # its state is per cell: never in a stack
+    results = continued(single, cell)
+    assert [exact(r) for r in results] == [exact(single(rung)) for rung in rungs_of(cell)]
+    assert set(TrainingState.from_bytes(results[0].state).parts) == {"gradient-noise"}
+    forgetful = make_cell("wine", reg="l2+forgetful-noise", keep=0.5, epochs=EPOCHS, hidden=(16,), optimizer=SGD)
+    assert not ForgetfulNoise.keeps_state() and stack_key(forgetful) is not None
+    assert exact(continued(single, forgetful)[-1]) != exact(single(forgetful))  # what the hooks are for
+
+
+def test_a_part_with_state_but_no_restore_is_refused():
+    class Half(Regularizer):
+        def state(self):
+            return {}
+
+    with pytest.raises(UserError, match="overrides only one of state and restore"):
+        REGULARIZERS.check(Half, "half")
+
+
+class DeclaredMLP(MLP):
+    """A plugin model kind: an MLP subclass that declares itself stackable (its forward is the MLP's)."""
+
+    stackable = True
+
+
+@pytest.mark.parametrize("trainer", [single, stacked_alone], ids=["single", "stacked"])
+def test_a_plugin_model_declared_stackable_continues_as_the_mlp_does(trainer, monkeypatch):
+    monkeypatch.setitem(MODELS.builtins, "declared-mlp", DeclaredMLP)
+    cell = make_cell("wine", reg="max-norm", strengths={"max-norm": 1.0}, keep=0.5, epochs=EPOCHS, optimizer=SCHEDULED)
+    cell = replace(cell, task=replace(cell.task, model=ModelConfig(kind="declared-mlp", hidden=(16, 8))))
+    assert stack_key(cell) is not None
+    for from_checkpoint, rung in zip(continued(trainer, cell), rungs_of(cell)):
+        assert exact(from_checkpoint) == exact(trainer(rung)), rung.epochs
 
 
 def test_a_continued_cells_time_counts_its_whole_training():

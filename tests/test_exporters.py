@@ -16,6 +16,8 @@ from dropbench.cli import main
 from dropbench.report import exporters
 from dropbench.report.compare import compare
 from dropbench.report.data import build_report
+from dropbench.report.history import Run, history
+from dropbench.report.runs import run_info
 
 FRAME = pd.DataFrame(grid_rows(seeds=4) + grid_rows(task="digits", seeds=4, rng_seed=1))
 
@@ -30,31 +32,34 @@ def text_of(output):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", exporters.names())
-def test_every_format_exports_a_report_and_a_comparison(name):
+def test_every_format_exports_a_report_a_comparison_and_a_history(name):
     exporter = exporters.get(name)
     assert exporter.name == name and exporter.suffix.startswith(".")
     for options in ({}, {"paired": True}, {"best": True}):
         assert "digits" in text_of(exporter.export(build_report(FRAME, metric="test_acc", **options)))
     assert "digits" in text_of(exporter.export_comparison(compare(FRAME, FRAME)))
+    later = FRAME.assign(started_at="2026-12-07T00:00:00Z", git_commit="c" * 40)
+    runs = [Run(run_info([], frame), frame) for frame in (FRAME.assign(started_at="2026-11-30T00:00:00Z"), later)]
+    assert "digits" in text_of(exporter.export_history(history(runs)))
 
 
 def test_the_formats_are_the_modules_and_the_default_comes_first():
-    assert exporters.names() == ("table", "csv", "json", "markdown")
+    assert exporters.names() == ("table", "csv", "html", "json", "markdown")
 
 
 def test_a_format_is_one_file(tmp_path, monkeypatch):
-    """What the CI issue's html exporter will be: one module, registered by its name, listed by its file."""
-    (tmp_path / "html.py").write_text(
+    """A new format is one module, registered by its name, listed by its file."""
+    (tmp_path / "latex.py").write_text(
         textwrap.dedent("""
         from dropbench.report.exporters import Exporter, register
 
         @register
-        class HtmlExporter(Exporter):
-            name = "html"
-            suffix = ".html"
+        class LatexExporter(Exporter):
+            name = "latex"
+            suffix = ".tex"
 
             def export(self, report):
-                return "".join(f"<h3>{grid.title}</h3>" for grid in report.grids)
+                return "".join("% " + grid.title for grid in report.grids)
     """)
     )
     (tmp_path / "misnamed.py").write_text(
@@ -67,12 +72,12 @@ def test_a_format_is_one_file(tmp_path, monkeypatch):
     """)
     )
     monkeypatch.setattr(exporters, "__path__", [*exporters.__path__, str(tmp_path)])
-    assert "html" in exporters.names()
-    assert exporters.get("html").export(build_report(FRAME)).startswith("<h3>wine · gap_acc (pp)")
+    assert "latex" in exporters.names()
+    assert exporters.get("latex").export(build_report(FRAME)).startswith("% wine · gap_acc (pp)")
     with pytest.raises(TypeError, match="named 'xlsx' but lives in misnamed.py"):
         exporters.get("misnamed")
-    monkeypatch.delitem(sys.modules, "dropbench.report.exporters.html")
-    monkeypatch.delitem(exporters._REGISTRY, "html")
+    monkeypatch.delitem(sys.modules, "dropbench.report.exporters.latex")
+    monkeypatch.delitem(exporters._REGISTRY, "latex")
 
 
 @pytest.mark.slow  # a fresh interpreter
@@ -82,7 +87,7 @@ def test_help_lists_the_formats_without_importing_pandas_torch_or_rich():
         "print(sorted(m for m in ('pandas', 'torch', 'rich', 'scipy') if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert "[table|csv|json|markdown]" in out and out.rstrip().endswith("[]")
+    assert "[table|csv|html|json|markdown]" in out and out.rstrip().endswith("[]")
 
 
 @pytest.mark.slow  # a fresh interpreter

@@ -347,7 +347,7 @@ def test_a_non_finite_number_or_an_empty_suite_is_refused(workdir, tmp_path, cap
         (["run", *ONE_CELL, "--input-keep", "nan"], "'--input-keep': nan is not a finite number"),
         (["run", *ONE_CELL, "--gpus-per-cell", "nan"], "'--gpus-per-cell': nan is not a finite number"),
         (["run", *ONE_CELL, "--epochs", "inf"], "'--epochs': 'inf' is not a valid integer"),
-        (["run", *ONE_CELL, "--seeds", "nan"], "'--seeds': 'nan' is not a valid integer"),
+        (["run", *ONE_CELL, "--seeds", "nan"], "'--seeds': 'nan' is not a seed"),
         (["report", "r.csv", "--alpha", "nan"], "'--alpha': nan is not a finite number"),
         (["compare", "a.csv", "b.csv", "--max-drop", "inf"], "'--max-drop': inf is not a finite number"),
     ],

@@ -352,6 +352,22 @@ def test_tuned_refuses_other_views_and_test_metrics(tuned_csv, capsys):
     assert "chooses on validation" in capsys.readouterr().err
 
 
+def test_a_plain_report_of_tuned_results_is_the_tuned_report(tuned_csv, capsys):
+    """Without --tuned a tuned file's trials would pool into one configuration per method: the tuned view, said."""
+    assert main(["report", str(tuned_csv), "--format", "csv"]) == 0
+    captured = capsys.readouterr()
+    assert "showing report --tuned" in captured.err
+    assert main(["report", str(tuned_csv), "--tuned", "--format", "csv"]) == 0
+    assert capsys.readouterr().out == captured.out
+
+
+@pytest.mark.parametrize("view", ["--best", "--paired"])
+def test_a_grid_view_of_tuned_results_is_refused(tuned_csv, view, capsys):
+    assert main(["report", str(tuned_csv), view]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(tuned_csv) in err[0] and view in err[0] and "report --tuned" in err[0]
+
+
 def test_a_file_without_tuning_rows_is_one_line_and_exit_2(tmp_path, capsys):
     path = tmp_path / "plain.csv"
     tuned_frame().drop(columns=["phase", "method", "trial"]).to_csv(path, index=False)

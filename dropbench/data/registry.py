@@ -1,20 +1,29 @@
-"""The task registry: one entry per data set, with its split. Adding a task is one entry here."""
+"""The task registry: one entry per data set, with its split. Adding a task is one entry here; a plugin adds one
+through the entry-point group `dropbench.tasks`, or a suite names one as `module:object` (docs/plugins.md)."""
 
 import difflib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
+from typing import TYPE_CHECKING
 
 from ..errors import UserError
+from ..plugins import registry
 from . import tabular
 from .fetch import DataSource
 from .images import load_cifar10_task, load_idx_task
 from .sources import CIFAR10, FASHION_MNIST, MNIST
 from .splits import RawTask, SplitSpec
 
+if TYPE_CHECKING:
+    from .filetask import TaskKey
+
 
 @dataclass(frozen=True)
 class TaskInfo:
+    """A task: its name, kind, a line on what it is and where it comes from, how to load every row (`load`, called
+    in each process that trains it) and how to split them. What a plugin task registers (docs/plugins.md)."""
+
     name: str
     kind: str  # "classification" (cross-entropy, accuracy) or "regression" (MSE on a standardized target)
     summary: str
@@ -128,8 +137,25 @@ TASKS: dict[str, TaskInfo] = {
 }
 
 
+def _check_task(value: object, name: str) -> TaskInfo:
+    """What a plugin registers: a TaskInfo, named as the suite names it (the entry point's name, or the reference)."""
+    if not isinstance(value, TaskInfo):
+        raise UserError(f"a task is a dropbench.data.TaskInfo, got {value!r}")
+    if value.kind not in ("classification", "regression", "from its target"):
+        raise UserError(f"task kind {value.kind!r}: expected 'classification' or 'regression'")
+    return replace(value, name=name)
+
+
+REGISTRY = registry("dropbench.tasks", "task", _check_task)
+for _info in TASKS.values():
+    REGISTRY.register(_info.name, _info)
+
+# Names that look like a data file: the user meant a task read from it (a [[task]] with a path).
+_FILE_LIKE = (".csv", ".tsv", ".parquet", ".pq", ".npz", ".gz", "/")
+
+
 def task_names() -> str:
-    return ", ".join([*sorted(TASKS), "openml:<id>"])
+    return ", ".join([*sorted(TASKS), *REGISTRY.plugin_names(), "openml:<id>", "module:object"])
 
 
 def load_openml_task(data_id: int) -> RawTask:
@@ -142,16 +168,25 @@ def load_openml_task(data_id: int) -> RawTask:
     return RawTask(x, encode_target(y, kind), classification=kind == "classification")
 
 
-def get_task(name: str) -> TaskInfo:
-    """A registered task, or an OpenML one (`openml:<id>` or a shortcut such as `adult`)."""
+def get_task(key: "TaskKey") -> TaskInfo:
+    """A task by name (a built-in, an OpenML one: `openml:<id>` or a shortcut such as `adult`, a plugin's, a
+    `module:object` reference), or the task a suite declared on files (its FileTask)."""
+    if not isinstance(key, str):
+        return key.info()
+    name = key
     if name in TASKS:
         return TASKS[name]
     from .openml import parse_openml_name
 
     data_id = parse_openml_name(name)
     if data_id is None:
-        close = difflib.get_close_matches(name, TASKS, n=1)
+        found = REGISTRY.get(name) if REGISTRY.known(name) else None
+        if found is not None:
+            return found
+        close = difflib.get_close_matches(name, [*TASKS, *REGISTRY.plugin_names()], n=1)
         hint = f" (did you mean '{close[0]}'?)" if close else ""
+        if name.lower().endswith(_FILE_LIKE) or "/" in name:
+            hint += f"; to read a file, declare a task with a name and path = '{name}' (a table also needs target)"
         raise UserError(f"unknown task '{name}'{hint}; known: {task_names()}")
     return TaskInfo(
         name,

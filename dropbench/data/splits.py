@@ -1,5 +1,6 @@
 """Seeded, stratified splits and normalization statistics taken from the training split alone."""
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -25,15 +26,23 @@ class SplitSpec:
     train: int | None = None
 
 
+# How a task's DataFrame splits become arrays, fitted on the training rows: (train, val, test) -> arrays.
+Transform: TypeAlias = "Callable[[Features, Features, Features], tuple[np.ndarray, np.ndarray, np.ndarray]]"
+
+
 @dataclass(frozen=True)
 class RawTask:
-    """What a loader returns: every row (x may be an array or a DataFrame), and an official test set if any."""
+    """What a loader returns: every row, and an official test set if any. `x`: float features [N, F], images
+    [N, C, H, W] (uint8: normalized per batch with the training split's channel statistics; other numbers
+    standardized per channel once), or a DataFrame that `transform` (default: the OpenML encoding) turns into
+    float arrays, fitted on the training rows. `y`: labels of any sortable kind (classification) or numbers."""
 
     x: Features
     y: np.ndarray
     x_test: "Features | None" = None
     y_test: np.ndarray | None = None
     classification: bool | None = None  # None: the registry's kind says
+    transform: "Transform | None" = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +127,19 @@ def standardize_features(split: Split) -> Split:
         split.y_val,
         scaler.transform(split.x_test),
         split.y_test,
+    )
+
+
+def standardize_images(split: Split) -> Split:
+    """Float images [N, C, H, W] standardized per channel with the training split's mean and std, once."""
+    mean = split.x_train.mean(axis=(0, 2, 3), dtype=np.float64, keepdims=True)
+    std = np.maximum(split.x_train.std(axis=(0, 2, 3), dtype=np.float64, keepdims=True), 1e-6)
+
+    def scaled(x: np.ndarray) -> np.ndarray:
+        return ((x - mean) / std).astype(np.float32)
+
+    return Split(
+        scaled(split.x_train), split.y_train, scaled(split.x_val), split.y_val, scaled(split.x_test), split.y_test
     )
 
 

@@ -1,7 +1,8 @@
 """Everything dropbench says about results: statistics (stats), the summary over seeds and the tests against
 the baseline (summary), the suite's row order (order), the one vocabulary for naming configurations (labels),
-grids per task (grid), compare, reference, plots, and the outputs: one exporter per format in exporters/
-(table, markdown, csv, json) fed by one result type (data.Report). docs/architecture.md tells where each output
+grids per task (grid), compare, history (runs lined up by configuration; runs: their provenance), reference,
+plots, and the outputs: one exporter per format in exporters/ (table, markdown, csv, json, html) fed by the
+result types data.Report, compare.CompareResult and history.History. docs/architecture.md tells where each output
 lives and how to add a format (one file in exporters/).
 
 Names are imported on first use, so that the CLI can list what is here without importing pandas.

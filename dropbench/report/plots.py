@@ -6,10 +6,12 @@ points of a configuration's seeds, as only the epochs file has them). Headless: 
 selected here, before pyplot is imported, and nothing is ever shown.
 """
 
+import io
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -24,13 +26,17 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from ..catalogue import PLOT_FORMATS  # noqa: E402
+from ..catalogue import METRICS, PLOT_FORMATS, plot_format  # noqa: E402
 from ..errors import UserError  # noqa: E402
 from ..files import os_error  # noqa: E402
 from .labels import config_label, varying  # noqa: E402
 from .order import SuiteOrder  # noqa: E402
+from .stats import TEST_NAMES  # noqa: E402
 from .summary import CONFIG_COLUMNS, latest_rows, summarize, with_config_defaults  # noqa: E402
 from .tuning import choose_on_validation, has_tuning_rows, trial_figures  # noqa: E402
+
+if TYPE_CHECKING:
+    from .history import History, Trend
 
 PNG_DPI = 150
 MAX_CURVES = 8
@@ -384,6 +390,88 @@ def plot_tuning(results: pd.DataFrame, task: str, *, order: SuiteOrder | None = 
     return fig
 
 
+def _history_panels(history: "History") -> list[tuple[str, list["Trend"]]]:
+    """A panel per task, or several of at most MAX_CURVES lines each where a task has more configurations."""
+    panels = []
+    for task in history.tasks():
+        trends = [trend for trend in history.trends if trend.task == task]
+        chunks = [trends[i : i + MAX_CURVES] for i in range(0, len(trends), MAX_CURVES)]
+        for k, chunk in enumerate(chunks):
+            panels.append((task if len(chunks) == 1 else f"{task} ({k + 1} of {len(chunks)})", chunk))
+    return panels
+
+
+def plot_history(history: "History") -> Figure:
+    """Each configuration's figure across the runs (x: the runs oldest first, by number, date and commit): its mean
+    over seeds with the 95% CI as bars, a panel per task (at most 8 lines each), the runs where it moved
+    significantly from the run before ringed: a green triangle up where it got better, a red one down where it
+    got worse. Lines of one panel are set slightly apart, so that equal figures do not hide each other."""
+    shown = METRICS[history.metric]
+    panels = _history_panels(history)
+    runs = history.runs
+    width = max(8.0, 5.0 + 0.9 * len(runs))
+    fig, axes = plt.subplots(
+        len(panels), 1, figsize=(width, 0.8 + 3.1 * len(panels)), layout="constrained", squeeze=False
+    )
+    flags = {"improvement": ("^", "tab:green"), "degradation": ("v", "tab:red")}
+    for ax, (title, trends) in zip(axes[:, 0], panels):
+        dodge = 0.18 / max(1, len(trends) - 1)  # set apart: equal figures of two lines stay visible
+        for i, (color, trend) in enumerate(zip(_colors(len(trends)), trends)):
+            offset = (i - (len(trends) - 1) / 2) * dodge
+            held = [(k, p) for k, p in enumerate(trend.points) if p is not None and p.n]
+            x = np.array([k + offset for k, _ in held], dtype=float)
+            y = np.array([p.mean * shown.scale for _, p in held], dtype=float)
+            half = np.array([p.ci * shown.scale for _, p in held], dtype=float)
+            half = np.where(np.isfinite(half), half, 0.0)  # no bar where one seed gives no interval
+            low, high = y - half, y + half
+            if shown.percent and not shown.signed:  # an accuracy or an error: nothing outside 0-100% is possible
+                low, high = np.clip(low, 0.0, 100.0), np.clip(high, 0.0, 100.0)
+            ax.errorbar(
+                x,
+                y,
+                yerr=np.vstack([y - low, high - y]),
+                fmt="-o",
+                color=color,
+                markersize=4,
+                capsize=2,
+                label=trend.label,
+                zorder=3,
+            )
+            for (k, _), xk, yk in zip(held, x, y):
+                if trend.changes[k]:
+                    marker, ring = flags[trend.changes[k]]
+                    ax.scatter(
+                        [xk], [yk], marker=marker, s=140, facecolor="none", edgecolor=ring, linewidth=1.6, zorder=4
+                    )
+        ax.set_xticks(range(len(runs)), [f"#{k}\n{run.date[:10]}\n{run.commit}" for k, run in enumerate(runs, 1)])
+        ax.set_xlim(-0.5, len(runs) - 0.5)
+        ax.set_ylabel(shown.title)
+        ax.set_title(title, fontsize="medium")
+        ax.grid(True, alpha=0.3)
+        handles = ax.get_legend_handles_labels()[0] + [
+            Line2D(
+                [], [], marker=m, color=c, linestyle="", markerfacecolor="none", label=f"moved significantly: {what}"
+            )
+            for what, (m, c) in zip(("better", "worse"), flags.values())
+        ]
+        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize="small")
+    fig.suptitle(
+        f"{shown.title} per run: mean ± 95% CI over seeds\nrings: a significant move from the run before "
+        f"({TEST_NAMES[history.method]}, Holm per task and step, α = {history.alpha:g})",
+        fontsize="medium",
+    )
+    return fig
+
+
+def write_history_plot(history: "History", path: Path) -> Path:
+    """plot_history into `path`, PNG or SVG as its suffix says."""
+    fmt = plot_format(path.name)
+    if not fmt:
+        raise UserError(f"--plot {path}: name a .png or .svg file")
+    _save(plot_history(history), path, fmt)
+    return path
+
+
 def _save(fig: Figure, path: Path, fmt: str) -> None:
     try:
         if fmt == "png":
@@ -420,6 +508,45 @@ def _with_reference(fig: Figure, summary: pd.DataFrame, task: str, reference: st
     return fig
 
 
+def task_figures(
+    results: pd.DataFrame,
+    epochs: pd.DataFrame | None,
+    summary: pd.DataFrame,
+    task: str,
+    *,
+    reference: str | None = None,
+    order: SuiteOrder | None = None,
+) -> list[tuple[str, Callable[[], Figure]]]:
+    """The figures of one task as (kind, draw) pairs, drawn only when called: `keep-rate` (with `reference`'s
+    published errors), `gap-heatmap`, `learning-curves` where `epochs` holds curves of the task's ok cells, and
+    `tuning` where the results hold the task's tune rows. `summary` is summarize(results)."""
+    jobs: list[tuple[str, Callable[[], Figure]]] = [
+        ("keep-rate", lambda: _with_reference(plot_keep_rate(summary, task), summary, task, reference)),
+        ("gap-heatmap", lambda: plot_gap_heatmap(summary, task)),
+    ]
+    ok = latest_rows(results)
+    ok = ok[(ok["status"] == "ok") & (ok["task"] == task)]
+    if epochs is not None and len(epochs) and set(epochs["cell_id"].astype(str)) & set(ok["cell_id"].astype(str)):
+        jobs.append(("learning-curves", lambda: plot_learning_curves(epochs, results, task)))
+    if has_tuning_rows(results) and task in set(trial_figures(results)["task"]):
+        jobs.append(("tuning", lambda: plot_tuning(results, task, order=order)))
+    return jobs
+
+
+def figure_bytes(fig: Figure, fmt: str = "png", dpi: int = PNG_DPI) -> bytes:
+    """A figure as the bytes of a PNG or SVG file (an SVG without its date, so that reruns give the same bytes);
+    the figure is closed."""
+    buffer = io.BytesIO()
+    try:
+        if fmt == "svg":
+            fig.savefig(buffer, format="svg", metadata={"Date": None})
+        else:
+            fig.savefig(buffer, format=fmt, dpi=dpi)
+    finally:
+        plt.close(fig)
+    return buffer.getvalue()
+
+
 def write_plots(
     results: pd.DataFrame,
     epochs: pd.DataFrame | None,
@@ -452,10 +579,6 @@ def write_plots(
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise os_error(out_dir, "create the folder", error) from None
-    cell_ids = set(epochs["cell_id"].astype(str)) if epochs is not None and len(epochs) else set()
-    ok = latest_rows(results)
-    ok = ok[ok["status"] == "ok"]
-    tuned = set(trial_figures(results)["task"]) if has_tuning_rows(results) else set()
     written: list[Path] = []
     stems: set[str] = set()
     for task in dict.fromkeys(tasks):
@@ -464,15 +587,7 @@ def write_plots(
             copy += 1
             stem = f"{base}-{copy}"
         stems.add(stem)
-        jobs = [
-            ("keep-rate", lambda t=task: _with_reference(plot_keep_rate(summary, t), summary, t, reference)),
-            ("gap-heatmap", lambda t=task: plot_gap_heatmap(summary, t)),
-        ]
-        task_ids = set(ok.loc[ok["task"] == task, "cell_id"].astype(str))
-        if cell_ids & task_ids:
-            jobs.append(("learning-curves", lambda t=task: plot_learning_curves(epochs, results, t)))
-        if task in tuned:
-            jobs.append(("tuning", lambda t=task: plot_tuning(results, t, order=order)))
+        jobs = task_figures(results, epochs, summary, task, reference=reference, order=order)
         for kind, draw in jobs:
             path = out_dir / f"{stem}-{kind}.{fmt}"
             _save(draw(), path, fmt)

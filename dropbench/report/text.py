@@ -1,7 +1,8 @@
-"""The words and figures of --best, --reference and compare that every format shows, as text cells: each
+"""The words and figures of --best, --reference, compare and history that every format shows, as text cells: each
 exporter lays the same lines out its own way."""
 
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict
 
 import pandas as pd
@@ -9,7 +10,9 @@ import pandas as pd
 from ..catalogue import METRICS, PERCENT_METRICS
 from .compare import VERDICTS, CompareResult, Comparison
 from .grid import BASELINE_MARK, BETTER_MARK, WORSE_MARK
+from .history import History, Point
 from .labels import DISTINGUISHING, config_label
+from .runs import RunInfo, changes
 from .stats import TEST_NAMES
 from .tuning import BASELINE_METHOD, PROTOCOLS
 
@@ -294,3 +297,85 @@ def tuned_legend(rows: pd.DataFrame) -> str:
         pairs = int(tested["pairs"].min())
         parts.append(f"At {pairs} seeds no mark is possible: run more evaluation seeds.")
     return " ".join(parts)
+
+
+# ---------------------------------------------------------------- history
+
+CHANGE_MARKS = {"improvement": BETTER_MARK, "degradation": WORSE_MARK, "": ""}
+RUN_HEADERS = ("run", "date (UTC)", "commit", "versions", "machine", "cells", "file", "changed since the run before")
+
+
+def history_title(history: History, task: str) -> str:
+    """'wine · test accuracy (%) · mean ± 95% CI over seeds, per run, oldest first'."""
+    return f"{task} · {METRICS[history.metric].title} · mean ± 95% CI over seeds, per run, oldest first"
+
+
+def history_columns(history: History) -> tuple[str, ...]:
+    """'configuration', then a column per run headed by its number, date and commit."""
+    return ("configuration", *(f"#{i} {run.label}" for i, run in enumerate(history.runs, start=1)))
+
+
+def _point_text(history: History, point: Point | None, change: str) -> str:
+    """'91.2 ± 0.8 ▼', 'failed ×3', '' where the run does not hold the configuration."""
+    if point is None:
+        return ""
+    if point.n == 0:
+        return f"failed ×{point.not_ok}"
+    text = METRICS[history.metric].format(point.mean, point.ci)
+    text += f" {CHANGE_MARKS[change]}" if change else ""
+    return text + (f" ({point.not_ok} not ok)" if point.not_ok else "")
+
+
+def history_lines(history: History, task: str) -> list[list[str]]:
+    """A task's trends as text cells: the configuration, then its figure in each run with its flag."""
+    return [
+        [trend.label, *(_point_text(history, p, c) for p, c in zip(trend.points, trend.changes))]
+        for trend in history.trends
+        if trend.task == task
+    ]
+
+
+def history_legend(history: History) -> str:
+    """What the flags and the blanks mean, with the test, its family and its level."""
+    shown = METRICS[history.metric]
+    better, worse = ("up", "down") if shown.higher_is_better else ("down", "up")
+    flags = sum(1 for trend in history.trends for change in trend.changes if change)
+    return (
+        f"{BETTER_MARK}/{WORSE_MARK} moved significantly {better}/{worse} (better/worse) from the run before that "
+        f"holds the configuration: each step is dropbench compare of a run against the runs before it, the "
+        f"{TEST_NAMES[history.method]} of the same cells' paired differences seed by seed, Holm across the task's "
+        f"configurations, α = {history.alpha:g}; steps are separate families ({flags} flag{'s' * (flags != 1)} in "
+        f"{len(history.steps)} "
+        f"step{'s' * (len(history.steps) != 1)}). ± is the 95% t-interval over seeds. A blank: the run does not "
+        "hold the configuration; a configuration trained with other settings is a row of its own. The exit code "
+        "reads the newest step only."
+    )
+
+
+def history_summary(history: History) -> str:
+    """The newest step's verdict in one line ending with the exit code, as compare's."""
+    runs = history.runs
+    before = ", ".join(f"#{j + 1} ({runs[j].label})" for j in history.bases[-1]) or "no earlier run of its cells"
+    return f"newest run #{len(runs)} ({runs[-1].label}) against {before}: {verdict_summary(history.newest)}"
+
+
+def run_lines(runs: Sequence[RunInfo]) -> list[list[str]]:
+    """Each run's provenance as text cells (RUN_HEADERS), with what changed since the run before."""
+    lines = []
+    for i, run in enumerate(runs):
+        versions = " · ".join(f"{name} {'+'.join(values)}" for name, values in run.versions.items())
+        machine = " + ".join(run.machines) + (f" ({', '.join(run.devices)})" if run.devices else "")
+        changed = "" if i == 0 else ("; ".join(changes(runs[i - 1], run)) or "nothing recorded")
+        lines.append(
+            [
+                f"#{i + 1}",
+                run.date,
+                run.commit or "—",
+                versions or "—",
+                machine or "—",
+                str(run.cells),
+                run.name,
+                changed,
+            ]
+        )
+    return lines

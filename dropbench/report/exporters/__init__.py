@@ -1,18 +1,19 @@
 """One exporter per output format, one module per exporter: `table` (rich tables on the terminal), `markdown`,
-`csv` and `json`. The module's name is the format's name on the command line (`--format NAME`), so the CLI
-lists the formats from the file names without importing any of them (nor pandas).
+`csv`, `json` and `html` (one self-contained page). The module's name is the format's name on the command line
+(`--format NAME`), so the CLI lists the formats from the file names without importing any of them (nor pandas).
 
 To add a format, add one module here, NAME.py, holding one class:
 
     @register
-    class HtmlExporter(Exporter):
-        name = "html"      # the module's name
-        suffix = ".html"   # for a file of this format
+    class LatexExporter(Exporter):
+        name = "latex"     # the module's name
+        suffix = ".tex"    # for a file of this format
 
         def export(self, report: Report) -> str: ...
         def export_comparison(self, result: CompareResult) -> str: ...
+        def export_history(self, history: History) -> str: ...
 
-`report` and `compare` offer it at once; tests/test_exporters.py runs every registered exporter.
+`report`, `compare` and `history` offer it at once; tests/test_exporters.py runs every registered exporter.
 """
 
 import pkgutil
@@ -24,14 +25,16 @@ if TYPE_CHECKING:
 
     from ..compare import CompareResult
     from ..data import Report
+    from ..history import History
 
 DEFAULT = "table"
 _REGISTRY: dict[str, type["Exporter"]] = {}
 
 
 class Exporter:
-    """A format: a `Report` (dropbench report) and a `CompareResult` (dropbench compare) laid out as text, or
-    as a rich renderable that the console prints. Exporters never compute a statistic."""
+    """A format: a `Report` (dropbench report), a `CompareResult` (dropbench compare) and a `History` (dropbench
+    history) laid out as text, or as a rich renderable that the console prints. Exporters never compute a
+    statistic."""
 
     name: ClassVar[str]
     suffix: ClassVar[str]
@@ -40,6 +43,9 @@ class Exporter:
         raise NotImplementedError
 
     def export_comparison(self, result: "CompareResult") -> "str | RenderableType":
+        raise NotImplementedError
+
+    def export_history(self, history: "History") -> "str | RenderableType":
         raise NotImplementedError
 
 

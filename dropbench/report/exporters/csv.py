@@ -1,7 +1,8 @@
 """`--format csv`: one table for a spreadsheet. By default wide: a row per task × regularizer, a column per keep
 rate. With --paired, long: the tests against the baseline, one row per configuration; with --best, the best
 configurations; with --tuned, the tuned methods (tuning.tuned_report's columns); with --reference, the
-published rows beside ours; for compare, one row per configuration."""
+published rows beside ours; for compare, one row per configuration; for history, one row per configuration and
+run."""
 
 import math
 from dataclasses import asdict
@@ -14,6 +15,7 @@ from ...results import format_value
 from ..compare import CompareResult
 from ..data import Report
 from ..grid import Grid
+from ..history import History
 from ..summary import CONFIG_COLUMNS
 from ..text import comparison_labels
 from . import Exporter, register
@@ -25,6 +27,10 @@ class CsvExporter(Exporter):
     suffix = ".csv"
 
     def export(self, report: Report) -> str:
+        if report.comparison is not None or report.history is not None:
+            raise UserError(
+                "--format csv holds one table: drop --compare and --history (compare and history have csv of their own)"
+            )
         if report.best is not None:
             return csv_text(report.best)
         if report.tuned is not None:
@@ -42,8 +48,39 @@ class CsvExporter(Exporter):
         rows = [{"configuration": label, **asdict(row)} for label, row in zip(comparison_labels(result), result.rows)]
         return csv_text(pd.DataFrame.from_records(rows))
 
+    def export_history(self, history: History) -> str:
+        """Long: one row per configuration and run, in the metric's own units (fractions for accuracies, as the
+        results files hold them): the run's provenance, n, mean and 95% CI half-width over seeds, then the step
+        from the run before (delta, its interval, raw and Holm p, compare's verdict) and the flag (`change`)."""
+        records = []
+        for trend in history.trends:
+            for i, (run, point, step, change) in enumerate(zip(history.runs, trend.points, trend.steps, trend.changes)):
+                if point is None:
+                    continue
+                record: dict[str, object] = {**trend.config, "configuration": trend.label, "metric": history.metric}
+                record.update(run=i + 1, date=run.started, commit="+".join(run.commits), file=run.name)
+                record.update(n=point.n, mean=point.mean, ci=point.ci, not_ok=point.not_ok)
+                record.update(
+                    {
+                        "delta": math.nan if step is None else step.delta,
+                        "delta_low": math.nan if step is None else step.ci_low,
+                        "delta_high": math.nan if step is None else step.ci_high,
+                        "p_raw": math.nan if step is None else step.p_raw,
+                        "p_value": math.nan if step is None else step.p_value,
+                        "verdict": "" if step is None else step.verdict,
+                        "change": change,
+                    }
+                )
+                records.append(record)
+        return csv_text(pd.DataFrame.from_records(records))
+
 
 def wide_csv(grids: list[Grid]) -> str:
+    """`wide_frame` as CSV text for a spreadsheet."""
+    return csv_text(wide_frame(grids))
+
+
+def wide_frame(grids: list[Grid]) -> pd.DataFrame:
     """One row per task × regularizer (and any other varying setting), columns per keep rate, in display units
     (named in `metric` and `test_figure`): `keep_0.5` the metric's mean over seeds and `keep_0.5_ci` its 95% CI
     half-width, `keep_0.5_seeds` the seeds behind them (ok cells), and `keep_0.5_test` the test figure (accuracy
@@ -75,7 +112,7 @@ def wide_csv(grids: list[Grid]) -> str:
                     }
                 )
             records.append(record)
-    return csv_text(pd.DataFrame.from_records(records))
+    return pd.DataFrame.from_records(records)
 
 
 def _figures(row: pd.Series | None, metric: str, scale: float) -> tuple[float, float]:

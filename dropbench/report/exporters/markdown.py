@@ -5,19 +5,27 @@ import pandas as pd
 from ..compare import CompareResult
 from ..data import ReferenceRows, Report
 from ..grid import PAIRED_HEADERS, Grid, caption, paired_lines, table_rows
+from ..history import History
 from ..labels import keep_label
 from ..text import (
     BEST_HEADERS,
     BEST_LEGEND,
     REFERENCE_HEADERS,
     REFERENCE_LEGEND,
+    RUN_HEADERS,
     TUNED_HEADERS,
     best_lines,
     comparison_columns,
     comparison_lines,
+    history_columns,
+    history_legend,
+    history_lines,
+    history_summary,
+    history_title,
     missing_lines,
     reference_lines,
     reference_title,
+    run_lines,
     tuned_legend,
     tuned_lines,
     tuned_tasks,
@@ -39,7 +47,8 @@ class MarkdownExporter(Exporter):
 
     def export(self, report: Report) -> str:
         """Per task a heading, its table and its legend; then the paired differences (with `paired`) and the
-        published numbers (with a reference); with `best`, only the table of the best configurations."""
+        published numbers (with a reference); with `best`, only the table of the best configurations. The
+        verdicts of --compare and --history come last, each ending with its verdict line."""
         if report.best is not None:
             out = [
                 "### best configuration per task, chosen on validation\n",
@@ -47,14 +56,19 @@ class MarkdownExporter(Exporter):
                 "|---|---|---|---:|---:|---:|---:|",
             ]
             out += [_row(line) for line in best_lines(report.best)]
-            return "\n".join(out) + f"\n\n{BEST_LEGEND}\n"
-        if report.tuned is not None:
-            return "".join(tuned_markdown(rows) for _, rows in tuned_tasks(report.tuned))
-        text = "".join(grid_markdown(grid) for grid in report.grids)
-        if report.paired:
-            text += "".join(paired_markdown(grid) for grid in report.grids)
-        if report.reference is not None:
-            text += reference_markdown(report.reference)
+            text = "\n".join(out) + f"\n\n{BEST_LEGEND}\n"
+        elif report.tuned is not None:
+            text = "".join(tuned_markdown(rows) for _, rows in tuned_tasks(report.tuned))
+        else:
+            text = "".join(grid_markdown(grid) for grid in report.grids)
+            if report.paired:
+                text += "".join(paired_markdown(grid) for grid in report.grids)
+            if report.reference is not None:
+                text += reference_markdown(report.reference)
+        if report.comparison is not None:
+            text += "\n" + self.export_comparison(report.comparison)
+        if report.history is not None:
+            text += "\n" + self.export_history(report.history)
         return text
 
     def export_comparison(self, result: CompareResult) -> str:
@@ -71,6 +85,20 @@ class MarkdownExporter(Exporter):
             out += ["| " + " | ".join(line) + " |" for line in comparison_lines(result)]
         out += [line for missing in missing_lines(result) for line in ("", missing)]
         out += ["", f"**Verdict: {result.verdict}** — {verdict_summary(result)}"]
+        return "\n".join(out) + "\n"
+
+    def export_history(self, history: History) -> str:
+        """Per task a heading and its trends, the legend, the runs' provenance, and last the verdict line."""
+        out = []
+        for task in history.tasks():
+            columns = history_columns(history)
+            out += [f"### {history_title(history, task)}", "", _row(columns), "|---|" + "---:|" * (len(columns) - 1)]
+            out += [_row(line) for line in history_lines(history, task)]
+            out.append("")
+        out += [history_legend(history), "", "#### runs, oldest first", "", _row(RUN_HEADERS)]
+        out.append("|" + "---|" * len(RUN_HEADERS))
+        out += [_row(line) for line in run_lines(history.runs)]
+        out += ["", f"**Verdict: {history.verdict}** — {history_summary(history)}"]
         return "\n".join(out) + "\n"
 
 

@@ -7,20 +7,28 @@ from rich.text import Text
 
 from ..compare import CompareResult
 from ..data import ReferenceRows, Report
-from ..grid import PAIRED_HEADERS, Grid, caption, paired_lines, table_rows, task_grids
+from ..grid import BETTER_MARK, PAIRED_HEADERS, WORSE_MARK, Grid, caption, paired_lines, table_rows, task_grids
+from ..history import History
 from ..labels import cell_label, keep_label
 from ..text import (
     BEST_HEADERS,
     BEST_LEGEND,
     REFERENCE_HEADERS,
     REFERENCE_LEGEND,
+    RUN_HEADERS,
     TUNED_HEADERS,
     best_lines,
     comparison_columns,
     comparison_lines,
+    history_columns,
+    history_legend,
+    history_lines,
+    history_summary,
+    history_title,
     missing_lines,
     reference_lines,
     reference_title,
+    run_lines,
     tuned_legend,
     tuned_lines,
     tuned_tasks,
@@ -49,20 +57,25 @@ class TableExporter(Exporter):
     def export(self, report: Report) -> RenderableType:
         """Per task its table and legend, then the paired differences (with `paired`), the cells not ok and the
         published numbers (with a reference); with `best`, only the table of the best configurations."""
-        if report.best is not None:
-            return best_table(report.best)
-        if report.tuned is not None:
-            tables: list[RenderableType] = []
-            for _, rows in tuned_tasks(report.tuned):
-                tables += [tuned_table(rows), Text("")]
-            return Group(*tables, *failed_lines(report.failed))
         parts: list[RenderableType] = []
-        for table in grid_tables(report.grids) + (paired_tables(report.grids) if report.paired else []):
-            parts += [table, Text("")]
-        parts += failed_lines(report.failed)
-        if report.reference is not None:
-            parts.append(reference_table(report.reference))
-        return Group(*parts)
+        if report.best is not None:
+            parts.append(best_table(report.best))
+        elif report.tuned is not None:
+            for _, rows in tuned_tasks(report.tuned):
+                parts += [tuned_table(rows), Text("")]
+            parts += failed_lines(report.failed)
+        else:
+            for table in grid_tables(report.grids) + (paired_tables(report.grids) if report.paired else []):
+                parts += [table, Text("")]
+            parts += failed_lines(report.failed)
+            if report.reference is not None:
+                parts.append(reference_table(report.reference))
+        # The verdicts last, as compare and history end: their verdict line is what a CI log shows.
+        if report.comparison is not None:
+            parts += [Text(""), self.export_comparison(report.comparison)]
+        if report.history is not None:
+            parts += [Text(""), self.export_history(report.history)]
+        return parts[0] if len(parts) == 1 else Group(*parts)
 
     def export_comparison(self, result: CompareResult) -> RenderableType:
         """Each configuration's delta with its CI and verdict, the cells missing on either side, and the verdict
@@ -84,6 +97,34 @@ class TableExporter(Exporter):
         verdict = Text(f"Verdict: {result.verdict}", style=VERDICT_STYLES[result.verdict])
         parts.append(verdict + Text(f" — {verdict_summary(result)}"))
         return Group(*parts)
+
+    def export_history(self, history: History) -> RenderableType:
+        """Per task its trends (a column per run), the legend, the runs' provenance, and the newest step's verdict
+        with its exit code."""
+        parts: list[RenderableType] = []
+        for task in history.tasks():
+            table = Table(title=history_title(history, task), title_justify="left")
+            for i, column in enumerate(history_columns(history)):
+                table.add_column(column, justify="left" if i == 0 else "right")
+            for line in history_lines(history, task):
+                table.add_row(line[0], *(_flagged(cell) for cell in line[1:]))
+            parts += [table, Text("")]
+        parts.append(Text(history_legend(history), style="dim"))
+        runs = Table(title="runs, oldest first", title_justify="left")
+        for column in RUN_HEADERS:
+            runs.add_column(column)
+        for line in run_lines(history.runs):
+            runs.add_row(*line)
+        parts += [Text(""), runs]
+        verdict = Text(f"Verdict: {history.verdict}", style=VERDICT_STYLES[history.verdict])
+        parts.append(verdict + Text(f" — {history_summary(history)}"))
+        return Group(*parts)
+
+
+def _flagged(cell: str) -> Text:
+    """A history cell, its flag coloured: ▲ (better) green, ▼ (worse) red."""
+    style = "green" if BETTER_MARK in cell else "red" if WORSE_MARK in cell else ""
+    return Text(cell, style=style)
 
 
 def _rich_cell(grid: Grid, row: pd.Series | None, parts: tuple[str, str, str]) -> Text | str:

@@ -1,0 +1,1 @@
+"""An example dropbench plugin: a task, a model kind and two regularizers (registered in pyproject.toml)."""
