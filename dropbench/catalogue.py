@@ -98,6 +98,7 @@ DEFAULT_METHOD = "sign-flip"
 # Published numbers packaged in dropbench/references/NAME.csv.
 REFERENCES = ("srivastava2014",)
 PLOT_FORMATS = ("png", "svg")
+PLOT_DPI = 150  # png: sharp on a screen and in print at a column's width, a few hundred kB a figure
 
 
 def plot_format(name: str) -> str:

@@ -22,6 +22,7 @@ from .catalogue import (
     METRIC_CHOICES,
     METRIC_HELP,
     METRICS,
+    PLOT_DPI,
     PLOT_FORMATS,
     REFERENCES,
     plot_format,
@@ -121,6 +122,24 @@ class FiniteFloatRange(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{number:g} is not a finite number", param, ctx)
         return number
+
+
+class FigureSize(click.ParamType):
+    """'7x3.5' -> (7.0, 3.5): a figure's width and height in inches, each from 1 to 100."""
+
+    name = "WxH"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> tuple[float, float]:
+        if isinstance(value, tuple):
+            return value
+        parts = str(value).lower().replace("×", "x").split("x")
+        try:
+            width, height = (float(part) for part in parts)
+        except ValueError:
+            self.fail(f"{value!r} is not WIDTHxHEIGHT in inches, e.g. 7x3.5", param, ctx)
+        if not all(math.isfinite(v) and 1 <= v <= 100 for v in (width, height)):
+            self.fail(f"{value!r}: each side from 1 to 100 inches", param, ctx)
+        return width, height
 
 
 class _Stopped(Exception):
@@ -747,11 +766,55 @@ def history(
 )
 @click.option("--format", "fmt", type=click.Choice(PLOT_FORMATS), default="png", show_default=True)
 @list_option("--task", "tasks", type=CommaList(), help="Only these tasks.")
-@click.option("--reference", type=click.Choice(REFERENCES), help="Published numbers on the keep-rate plot.")
+@click.option(
+    "--reference",
+    type=click.Choice(REFERENCES),
+    help="Published test errors as crosses on the keep-rate plot, beside the configurations they match (refused "
+    "where none matches).",
+)
+@click.option(
+    "--metric",
+    type=click.Choice(METRIC_CHOICES),
+    help="What the keep-rate plot (a tuned run's: its per-method plot) shows, alone [default: test and training "
+    "error, MSE for regression]. gap: gap_acc or gap_loss, each task its own. Refused for a task without such "
+    "figures.",
+)
+@click.option(
+    "--size",
+    type=FigureSize(),
+    metavar="WIDTHxHEIGHT",
+    help="Every figure's size in inches, WIDTHxHEIGHT (e.g. 7x3.5) [default: fitted to its panels and legend].",
+)
+@click.option(
+    "--dpi", type=click.IntRange(10, 2400), default=PLOT_DPI, show_default=True, help="Resolution of png files."
+)
+@click.option(
+    "--style",
+    help="A matplotlib style: default, a style that ships with matplotlib (seaborn-v0_8-paper, grayscale, ...; "
+    "an unknown name lists them), or a .mplstyle file.",
+)
+@click.option(
+    "--font-size", type=FiniteFloatRange(4, 72), help="Base font size in points (titles, legends scale with it)."
+)
 def plot(
-    results: tuple[Path, ...], out_dir: Path, fmt: str, tasks: tuple[str, ...] | None, reference: str | None
+    results: tuple[Path, ...],
+    out_dir: Path,
+    fmt: str,
+    tasks: tuple[str, ...] | None,
+    reference: str | None,
+    metric: str | None,
+    size: tuple[float, float] | None,
+    dpi: int,
+    style: str | None,
+    font_size: float | None,
 ) -> int:
-    """Draw error against keep rate (with CI bands), gap heatmaps and learning curves per task."""
+    """Draw per task error against keep rate (CI bands clipped to what is possible), gap heatmaps and learning
+    curves; for a tuned suite's results each method's chosen setting and every tuning trial instead.
+
+    More than 6 lines are split into panels (each with its baseline's line); identical lines are drawn once and
+    named together; a point that dwarfs the rest is drawn at the axis' edge with its value (README: Reports,
+    comparisons, plots).
+    """
     from .report.order import suite_order
     from .report.plots import write_plots
     from .results import read_epochs, read_results, require_rows, results_files
@@ -759,7 +822,18 @@ def plot(
     results = tuple(results_files(results, _note))
     frame = require_rows(read_results(*results), results)
     written = write_plots(
-        frame, read_epochs(*results), out_dir, fmt=fmt, tasks=tasks, reference=reference, order=suite_order(results)
+        frame,
+        read_epochs(*results),
+        out_dir,
+        fmt=fmt,
+        tasks=tasks,
+        reference=reference,
+        order=suite_order(results),
+        metric=metric,
+        size=size,
+        dpi=dpi,
+        style=style,
+        font_size=font_size,
     )
     for path in written:
         click.echo(str(path))

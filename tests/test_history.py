@@ -236,6 +236,45 @@ def test_the_plot_and_every_format(tmp_path, capsys):
     assert "| #1 2026-11-09 03:00 · 1111111 | #2 2026-11-16 03:00 · 2222222 |" in text
 
 
+@pytest.mark.slow  # draws a figure
+def test_the_plot_has_at_most_6_lines_a_panel_and_intervals_clipped_to_what_is_possible():
+    """plot's rules where they are cheap: panels of at most plot_rules.MAX_LINES lines, and bars that stop at
+    100% where a t-interval over 3 seeds near 100% accuracy reaches past it."""
+    from dropbench.report.plots import plot_history
+
+    keeps = [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0]
+
+    def rows(week):
+        return [
+            row(
+                "wine",
+                "none",
+                "",
+                keep,
+                seed,
+                suite="weekly",
+                test_acc=0.96 if seed == 0 else 1.0,
+                started_at=DATES[week],
+                git_commit=f"{week:x}" * 40,
+            )
+            for keep in keeps
+            for seed in range(3)
+        ]
+
+    fig = plot_history(history(as_runs(rows(0), rows(1)), metric="test_acc"))
+    panels = [ax for ax in fig.axes if ax.containers]
+    assert [(ax.get_title(), len(ax.containers)) for ax in panels] == [("wine (1/2)", 6), ("wine (2/2)", 2)]
+    tops = [
+        segment[:, 1].max()
+        for ax in panels
+        for container in ax.containers
+        for bars in container.lines[2]
+        for segment in bars.get_segments()
+    ]
+    assert len(tops) == 2 * len(keeps) and max(tops) == pytest.approx(100.0)  # unclipped: 98.7 + 5.7
+    assert "clipped to 0–100%" in fig.get_suptitle()
+
+
 @pytest.mark.slow  # reads and compares several files through the CLI
 def test_report_takes_the_verdicts_of_compare_and_history(tmp_path, capsys):
     a, b, c = (write(tmp_path, f"w{i}.csv", run_rows(i, drop=(3, 6) if i == 2 else None)) for i in range(3))

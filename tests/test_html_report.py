@@ -187,16 +187,23 @@ def test_a_comparison_page_ends_its_table_with_the_verdicts_classed_for_their_co
     assert '<p class="verdict no-regression"><strong>Verdict: no regression</strong>' in page
 
 
-@pytest.mark.slow  # draws each task's tuning figure
-def test_the_tuned_report_page_holds_each_methods_choice_and_its_tuning_figure():
+@pytest.mark.slow  # draws each task's tuned and tuning figures
+def test_the_tuned_report_page_holds_each_methods_choice_and_its_figures_as_plot_draws_them():
     from test_tuning_report import tuned_frame
 
     from dropbench.report.text import tuned_tasks, tuned_title
 
-    report = build_report(tuned_frame(), tuned=True)
+    frame = tuned_frame()
+    report = build_report(frame, tuned=True)
     page = exporters.get("html").export(report)
     assert_self_contained(page)
     tasks = tuned_tasks(report.tuned)
     assert all(f"<caption>{html.escape(tuned_title(rows))}</caption>" in page for _, rows in tasks)
-    assert page.count('<img src="data:image/png;base64,') == len(tasks) == 2
+    # plot's figures of a tuned task (no epochs here: no learning curves): each method's choice, every trial.
+    assert page.count('<img src="data:image/png;base64,') == 2 * len(tasks) == 4
+    for task, _ in tasks:
+        assert f'alt="{task}: test ' in page and f'alt="{task}: validation figure of every tuning trial' in page
     assert "tuned methods, chosen on validation" in page and "baseline ◆" not in page  # the mark has its title
+    # Without --tuned the tables pool the trials, but the figures never do: the same tuned figures, no keep rate.
+    pooled = exporters.get("html").export(build_report(frame))
+    assert pooled.count('<img src="data:image/png;base64,') == 4 and "against the hidden keep rate" not in pooled

@@ -408,3 +408,51 @@ def test_plot_command_writes_the_tuning_figure(tuned_csv, tmp_path, capsys):
     assert str(path) in written
     height, width, _ = matplotlib.image.imread(path).shape
     assert width > 1000 and height > 400  # four methods side by side
+
+
+def test_the_tuned_plot_draws_each_methods_chosen_setting_with_report_tuneds_figures():
+    import matplotlib.pyplot as plt
+
+    from dropbench.report.plot_tuned import plot_tuned, plot_tuned_figures
+
+    frame = tuned_frame()
+    report = tuned_report(frame)
+    for task, classification in TASKS:
+        figures = plot_tuned_figures(frame, task)
+        rows = report[report["task"] == task]
+        assert list(figures["method"]) == list(METHODS)
+        # Never pooled: each method is its one chosen trial, at the evaluation seeds report --tuned reads.
+        assert list(figures["trial"]) == [val_best(m) for m in METHODS]
+        assert set(figures["seeds"]) == {len(EVAL_SEEDS)}
+        expected = 100 * (1 - rows["test_mean"]) if classification else rows["test_mean"]
+        np.testing.assert_allclose(figures["value"], expected)
+    fig = plot_tuned(frame, "digits")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_yticklabels()][0] == "none · lr 0.02"  # the tuned baseline on top
+    assert ax.get_xlabel() == "test error (%)" and "chosen on validation" in ax.get_title()
+    marks = [t.get_text() for t in ax.texts if t.get_text() in ("▲", "▼")]
+    changes = report.loc[report["task"] == "digits", "change"]
+    assert marks == [{"improvement": "▲", "degradation": "▼"}[c] for c in changes if c]  # report --tuned's marks
+    assert marks[0] == "▲"  # l2, better than none on every seed
+    legend = " ".join(t.get_text() for t in ax.get_legend().get_texts())
+    assert "tuned baseline (none)" in legend and "Holm across 3" in legend
+    plt.close(fig)
+
+
+@pytest.mark.slow
+def test_plot_of_tuned_results_never_pools_trials_into_a_keep_rate_plot(tuned_csv, tmp_path, capsys):
+    assert main(["plot", str(tuned_csv), "-o", str(tmp_path / "plots"), "--format", "svg"]) == 0
+    names = [line.rsplit("/", 1)[-1] for line in capsys.readouterr().out.split()]
+    assert names == [f"{task}-{kind}.svg" for task, _ in TASKS for kind in ("tuned", "tuning")]
+    assert main(["plot", str(tuned_csv), "-o", str(tmp_path / "p"), "--reference", "srivastava2014"]) == 2
+    assert "tuned comparison" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_tuned_task_whose_tuning_failed_is_not_pooled_into_a_grid_plot(tmp_path):
+    from dropbench.report.plots import write_plots
+
+    frame = tuned_frame()
+    frame.loc[(frame["task"] == "diabetes") & (frame["phase"] == "tune"), "status"] = "failed"
+    paths = write_plots(frame, None, tmp_path)
+    assert [p.name for p in paths] == ["digits-tuned.png", "digits-tuning.png"]  # no diabetes keep-rate plot

@@ -30,7 +30,7 @@ class Report:
     `failed` lists the cells not ok; `paired` asks for the paired differences behind the marks as well.
     `results` is the frame all of it was computed from and `sources` the files it was read from (a page shows
     their provenance and draws their figures); `comparison` and `history` are the verdicts of report --compare
-    and --history, shown beside the tables."""
+    and --history, shown beside the tables; `order` the suite's order the rows follow (a page's figures too)."""
 
     summary: pd.DataFrame
     tests: pd.DataFrame
@@ -47,6 +47,7 @@ class Report:
     sources: tuple[Path, ...] = ()
     comparison: CompareResult | None = None
     history: History | None = None
+    order: SuiteOrder | None = None
 
     @property
     def verdicts_exit_code(self) -> int:
@@ -76,7 +77,8 @@ def build_report(
     configuration on validation; with `tuned`, each tuned method's trial, see report.tuning, `metric` then being
     the selection metric: val_acc, val_loss, or anything else for each task's own); with `reference`, match the
     summary against that packaged reference. Rows follow the suite's order: `order`, from the results'
-    metadata (report.order.suite_order). `sources`, `comparison` and `history` are kept as given (see Report)."""
+    metadata (report.order.suite_order). `sources`, `comparison`, `history` and `order` are kept as given (see
+    Report)."""
     summary = pd.DataFrame() if tuned else summarize(frame, order=order)
     shown_failed = failed_cells(frame) if failed else pd.DataFrame()
     options = {
@@ -89,6 +91,7 @@ def build_report(
         "sources": sources,
         "comparison": comparison,
         "history": history,
+        "order": order,
     }
     if tuned:
         from .tuning import SELECTION_METRICS, tuned_report

@@ -190,13 +190,13 @@ def _match_row(row: dict[str, Any], summary: pd.DataFrame) -> dict[str, object]:
         "ours_n": int(best["n"]),
         "ours_model": _text(best["model"]),
         "ours_strength": _text(best["strength"]),
-        "ours_configuration": _configuration(best),
+        "ours_configuration": configuration_label(best),
         "difference_pct": ours - float(row["test_error_pct"]),
         "match_note": "; ".join(notes),
     }
 
 
-def _configuration(candidate: pd.Series) -> str:
+def configuration_label(candidate: pd.Series) -> str:
     """'max-norm 3 keep 0.5 · in 0.8 · gaussian · mlp-1024-1024-2048': which of ours stands beside a paper's row
     (the dropout kind named where it is not Bernoulli's)."""
     named = ["input_keep_rate", "model"] + (["dropout"] if _text(candidate["dropout"]) not in ("", "bernoulli") else [])

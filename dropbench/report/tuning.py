@@ -264,6 +264,36 @@ def _evaluation_rows(rows: pd.DataFrame, choice: pd.Series) -> tuple[str, pd.Dat
     return SAME, trial[trial["_phase"] == TUNE]
 
 
+def _reportable_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows a chosen trial's figures may come from: the last written row of each cell, eval rows and the last
+    rung's tune rows (halving), with `_phase` and `_trial` to select them by."""
+    rows = frame.drop_duplicates(subset="cell_id", keep="last") if "cell_id" in frame else frame
+    rows = rows.assign(
+        _phase=rows["phase"].astype("string").fillna("").astype(str),
+        _trial=pd.to_numeric(rows["trial"], errors="coerce"),
+        method=rows["method"].astype("string").fillna("").astype(str),
+    )
+    tuned = rows[rows["_phase"] == TUNE]
+    return rows[(rows["_phase"] != TUNE) | rows.index.isin(last_rung(tuned).index)]  # halving: the last rung's
+
+
+def chosen_rows(frame: pd.DataFrame, metric: str = AUTO, *, order: SuiteOrder | None = None) -> pd.DataFrame:
+    """The ok rows each (task, method)'s reported figures come from, as `tuned_report` reads them: the chosen
+    trial's eval rows (protocol 'fresh') or, where it has none, its tune rows (protocol 'same'), with a `protocol`
+    column; (task, method)s in choose_on_validation's order. For figures tuned_report does not compute (any
+    column of the results)."""
+    rows = _reportable_rows(frame)
+    parts = []
+    for _, choice in choose_on_validation(frame, metric, order=order).iterrows():
+        if choice["trial"] != choice["trial"]:  # no trial with a figure: nothing to report
+            continue
+        protocol, evaluated = _evaluation_rows(rows, choice)
+        parts.append(evaluated[evaluated["status"] == "ok"].assign(protocol=protocol))
+    if not parts:
+        return rows.iloc[:0].assign(protocol="").drop(columns=["_phase", "_trial"])
+    return pd.concat(parts).drop(columns=["_phase", "_trial"])
+
+
 def _setting_label(choice: pd.Series, swept: set[str], task_rows: pd.DataFrame) -> str:
     """'l2 0.001', 'none keep 0.5 · lr 0.01': the chosen setting with what its task's trials swept (the keep
     rate where the method's trials try more than one, or the chosen one drops units)."""
@@ -297,14 +327,7 @@ def tuned_report(
         raise UserError(f"unknown test '{test}'; allowed: {', '.join(MARK_METHODS)}")
     chosen = choose_on_validation(frame, metric, order=order)
     settings = [c for c in SETTING_COLUMNS if c in chosen.columns]
-    rows = frame.drop_duplicates(subset="cell_id", keep="last") if "cell_id" in frame else frame
-    rows = rows.assign(
-        _phase=rows["phase"].astype("string").fillna("").astype(str),
-        _trial=pd.to_numeric(rows["trial"], errors="coerce"),
-        method=rows["method"].astype("string").fillna("").astype(str),
-    )
-    tuned = rows[rows["_phase"] == TUNE]
-    rows = rows[(rows["_phase"] != TUNE) | rows.index.isin(last_rung(tuned).index)]  # halving: the last rung's
+    rows = _reportable_rows(frame)
     records = []
     for task, choices in chosen.groupby("task", sort=False):
         task_rows = rows[rows["task"] == task]

@@ -254,22 +254,32 @@ def grid_table(grid: Grid) -> str:
     )
 
 
-def _task_figures(report: Report, epochs: pd.DataFrame | None, task: str, classification: bool) -> str:
-    """The task's figures of `dropbench plot`, each with its alt text."""
+def _task_figures(
+    report: Report, epochs: pd.DataFrame | None, task: str, classification: bool, *, tuned: bool | None = None
+) -> str:
+    """The task's figures of `dropbench plot` (plots.task_figures: a grid's keep rate, gap heatmap and learning
+    curves; a tuned task's chosen settings, trials and their learning curves), each with its alt text."""
     from ..plots import task_figures  # matplotlib: only when a page is drawn
 
     error = "error" if classification else "MSE"
     alts = {
         "keep-rate": (
-            f"{task}: test and training {error} against the hidden keep rate, a line per regularizer with its 95% "
-            "confidence band over seeds, the baseline as a diamond; the table above holds the figures."
+            f"{task}: test and training {error} against the hidden keep rate, a line per configuration (identical "
+            "ones drawn once, at most 6 a panel) with its 95% confidence band over seeds clipped to what is "
+            "possible, the baseline as a diamond; the table above holds the figures."
         ),
         "gap-heatmap": f"{task}: heatmap of the mean generalization gap, regularizer by keep rate, baseline outlined.",
         "learning-curves": f"{task}: validation and training loss per epoch, mean over seeds, per configuration.",
+        "tuned": (
+            f"{task}: test {error} of each method's setting chosen on validation, mean with its 95% confidence "
+            "interval over seeds, the tuned baseline dashed; the table above holds the figures."
+        ),
         "tuning": TUNING_ALT.format(task=task),
     }
     reference = report.reference.name if report.reference is not None else None
-    jobs = task_figures(report.results, epochs, report.summary, task, reference=reference)
+    jobs = task_figures(
+        report.results, epochs, report.summary, task, tuned=tuned, reference=reference, order=report.order
+    )
     return "".join(figure(draw(), alts[kind]) for kind, draw in jobs)
 
 
@@ -294,14 +304,14 @@ def _grid_sections(report: Report, taken: set[str]) -> list[Section]:
 
 
 def _tuned_sections(report: Report, taken: set[str]) -> list[Section]:
-    from ..plots import plot_tuning
-
     assert report.tuned is not None
+    epochs = read_epochs(*report.sources) if report.sources else None  # the chosen settings' learning curves
     sections = []
     for task, rows in tuned_tasks(report.tuned):
         content = table(TUNED_HEADERS, tuned_lines(rows), title=tuned_title(rows), left=4)
         content += _legend(tuned_legend(rows))
-        content += figure(plot_tuning(report.results, task), TUNING_ALT.format(task=task))
+        classification = str(rows["test_metric"].iloc[0]) == "test_acc"
+        content += _task_figures(report, epochs, task, classification, tuned=True)
         sections.append((_slug(f"task {task}", taken), task, content))
     return sections
 
