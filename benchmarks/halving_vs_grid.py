@@ -5,8 +5,9 @@ the same suite run without it (README, "Tuned comparisons").
     dropbench run quick-tuned-halving --out results/halving.csv
     python benchmarks/halving_vs_grid.py results/grid.csv results/halving.csv
 
-Reads only the two results files and their NAME.json metadata: tune cells and the epochs they trained (the sum
-of `epochs_run` over tune rows, every rung and seed), the runs' wall time (`runs[].seconds` summed), and per
+Reads only the two results files and their NAME.json metadata: tune cells and the epochs they trained (each
+trial's training at each seed counted once, at its longest `epochs_run`: a halving trial's rungs continue one
+training from checkpoints; `report.tuning.trained_epochs`), the runs' wall time (`runs[].seconds` summed), and per
 (task, method) the trial each chose on validation (`report.tuning.choose_on_validation`, which with halving
 reads the last rung's rows only), counted as k of N where both chose the same trial (the same setting: both
 sample the same trials).
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from dropbench.report.tuning import choose_on_validation
+from dropbench.report.tuning import choose_on_validation, trained_epochs
 from dropbench.results import read_results
 
 
@@ -31,7 +32,7 @@ def spent(path: Path) -> dict[str, float]:
     seconds = float("nan")
     if meta.exists():
         seconds = sum(float(run.get("seconds") or 0) for run in json.loads(meta.read_text()).get("runs", []))
-    epochs = pd.to_numeric(tune["epochs_run"], errors="coerce").fillna(0).sum()
+    epochs = trained_epochs(tune.assign(trial=pd.to_numeric(tune["trial"], errors="coerce"))).sum()
     return {"tune_cells": len(tune), "tune_epochs": float(epochs), "seconds": seconds}
 
 

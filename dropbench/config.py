@@ -1,7 +1,7 @@
 """The frozen descriptions a grid is made of: model, optimizer, task settings, and the cell itself."""
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 
 from .data.filetask import FileTask, TaskKey
@@ -166,6 +166,24 @@ class Cell:
     method: str = ""
     phase: str = ""
     trial: int | None = None
+    # A successive-halving rung's cell (dropbench.tuning): the first `epoch_limit` epochs of the training this cell
+    # would otherwise be, so that a later rung continues from its checkpoint (dropbench.checkpoints); 0: all of them.
+    # The task's `epochs` stay the full training's, so whatever depends on the planned length stays the same.
+    epoch_limit: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epoch_limit and not 0 < self.epoch_limit < self.task.epochs:
+            raise ValueError(f"epoch_limit {self.epoch_limit} is not between 1 and the task's {self.task.epochs}")
+
+    @property
+    def epochs(self) -> int:
+        """The epochs this cell trains at most: its epoch limit (a halving rung), else the task's."""
+        return self.epoch_limit or self.task.epochs
+
+    @property
+    def continues(self) -> bool:
+        """Whether this cell is the first epochs of a longer training, which a later cell may continue."""
+        return self.epoch_limit > 0
 
     @property
     def layer_keep_rates(self) -> tuple[float, ...]:
@@ -197,6 +215,8 @@ class Cell:
             extra.update(method=self.method, phase=self.phase, trial=self.trial)
         if self.task.data is not None:  # the files' checksums: a changed file makes other cells, never the same
             extra["data"] = self.task.data.identity()
+        if self.epoch_limit:
+            extra["epoch_limit"] = self.epoch_limit
         return {
             **extra,
             "task": self.task.name,
@@ -227,20 +247,30 @@ class Cell:
 
     @cached_property
     def seed_key(self) -> str:
-        """12 hex digits of identity(), stable across runs and machines; the cell's own random streams (masks,
-        mixup, MC dropout) derive from it. It is the cell_id without its letter (and the whole cell_id of schema 6
-        and before), so a cell's figures do not depend on how its id is written."""
-        return hash_digits(derive_seed(self.identity()))
+        """12 hex digits of the whole training's identity, stable across runs and machines; the cell's own random
+        streams (masks, mixup, MC dropout) derive from it. It is the training_id without its letter: the cell_id's
+        digits (the whole cell_id of schema 6 and before), so a cell's figures do not depend on how its id is
+        written; for a halving rung's cell, those of the full training it is the first epochs of."""
+        whole = replace(self, epoch_limit=0) if self.epoch_limit else self
+        return hash_digits(derive_seed(whole.identity()))
 
     @cached_property
     def cell_id(self) -> str:
-        """'c' and seed_key's 12 hex digits (ids.py: no spreadsheet reads it as a number): how a rerun knows
+        """'c' and 12 hex digits of identity() (ids.py: no spreadsheet reads it as a number): how a rerun knows
         what is done."""
+        return make_id("cell_id", hash_digits(derive_seed(self.identity())))
+
+    @cached_property
+    def training_id(self) -> str:
+        """The cell_id of the whole training this cell is the first epochs of (its own, without an epoch limit):
+        'c' and seed_key. Its checkpoint is filed under it, and its random streams are seeded from its digits
+        (seed_key), so a rung's cell draws what the first epochs of the full training draw."""
         return make_id("cell_id", self.seed_key)
 
     def describe(self) -> str:
         """'digits l2(0.0001) keep=0.5 in=0.8 gaussian n=100 seed=2', in report.labels' vocabulary for a cell;
-        a tuned comparison's cell ends with its phase, method and trial: '[tune l2+dropout #3]'."""
+        a tuned comparison's cell ends with its phase, method and trial: '[tune l2+dropout #3]', and a halving rung's
+        with its epochs: '[tune l2 #3, first 5 epochs]'."""
         label = cell_label(
             {
                 "task": self.task.name,
@@ -254,4 +284,5 @@ class Cell:
                 "seed": self.seed,
             }
         )
-        return f"{label} [{self.phase} {self.method} #{self.trial}]" if self.method else label
+        rung = f", first {self.epoch_limit} epochs" if self.epoch_limit else ""
+        return f"{label} [{self.phase} {self.method} #{self.trial}{rung}]" if self.method else label

@@ -16,7 +16,7 @@ import threading
 import time
 import types
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from .checkpoints import Start
 from .config import Cell
 from .data import TaskData, load_task_data_on
 from .devices import configure
@@ -114,22 +115,25 @@ def default_threads(device: str) -> int:
     return usable_cores() if device == "cuda" else 1
 
 
-def fit_alone(cell: Cell, data: TaskData, on_epoch: OnEpoch | None = None) -> CellResult:
+def fit_alone(cell: Cell, data: TaskData, on_epoch: OnEpoch | None = None, start: Start | None = None) -> CellResult:
     """Fit one cell by the trainer its figures come from in every run: a cell that `stacks` trains as a stack
-    of one, so that it gives the same numbers alone (--no-stack, a retry, Ray) as beside any other cells."""
+    of one, so that it gives the same numbers alone (--no-stack, a retry, Ray) as beside any other cells.
+    `start`: the checkpoint its training continues from (checkpoints.Start), or None."""
     if stacks(cell, data.x_train.device.type):
-        return fit_stacked([cell], data, on_epoch)[0]
-    return fit_cell(cell, data, on_epoch)
+        return fit_stacked([cell], data, on_epoch, None if start is None else [start])[0]
+    return fit_cell(cell, data, on_epoch, start)
 
 
-def fit_safely(cell: Cell, device: str = "cpu", on_epoch: OnEpoch | None = None) -> CellResult:
+def fit_safely(
+    cell: Cell, device: str = "cpu", on_epoch: OnEpoch | None = None, start: Start | None = None
+) -> CellResult:
     """Fit a cell; an exception in training is recorded as a failed cell, not a crashed run.
 
     Bad data (UserError) still stops the run: every other cell of that task would fail the same way.
     """
     data = load_task_data_on(cell.task.key, device)
     try:
-        return fit_alone(cell, data, on_epoch)
+        return fit_alone(cell, data, on_epoch, start)
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001 - any failure of one cell is recorded and the run goes on
@@ -140,15 +144,16 @@ def fit_unit(unit: WorkUnit, device: str = "cpu", on_epoch: OnEpoch | None = Non
     """Fit a unit of work: one cell, or a group trained as one stacked model. If a stacked group fails
     for any reason but bad data, its cells are fitted one by one (`fit_alone`), so one bad cell fails alone.
     `on_epoch` hears of every epoch as it ends."""
+    alone = [(cell, unit.start(i)) for i, cell in enumerate(unit.cells)]
     if not unit.stacked:
-        return [(cell, fit_safely(cell, device, on_epoch)) for cell in unit.cells]
+        return [(cell, fit_safely(cell, device, on_epoch, start)) for cell, start in alone]
     data = load_task_data_on(unit.cells[0].task.key, device)
     try:
-        return list(zip(unit.cells, fit_stacked(unit.cells, data, on_epoch)))
+        return list(zip(unit.cells, fit_stacked(unit.cells, data, on_epoch, unit.starts or None)))
     except UserError:
         raise
     except Exception:  # noqa: BLE001 - the single-cell trainer then records each cell's own failure
-        return [(cell, fit_safely(cell, device, on_epoch)) for cell in unit.cells]
+        return [(cell, fit_safely(cell, device, on_epoch, start)) for cell, start in alone]
 
 
 class LocalExecutor:
@@ -162,14 +167,17 @@ class LocalExecutor:
         self.device = device
         self.stack = stack
 
-    def run(self, cells: Sequence[Cell], on_epoch: OnEpoch | None = None) -> Iterator[Finished]:
-        """Fit the cells one unit after another; `on_epoch` hears of every epoch as it ends. The caller's torch
-        thread count is set back afterwards (a notebook's torch must not stay at one thread after a run)."""
+    def run(
+        self, cells: Sequence[Cell], on_epoch: OnEpoch | None = None, starts: Mapping[str, Start] | None = None
+    ) -> Iterator[Finished]:
+        """Fit the cells one unit after another; `on_epoch` hears of every epoch as it ends. `starts` (cell_id ->
+        Start): the cells whose training continues from a checkpoint. The caller's torch thread count is set back
+        afterwards (a notebook's torch must not stay at one thread after a run)."""
         threads = torch.get_num_threads()
         torch.set_num_threads(self.threads)
         configure(self.device)
         try:
-            for unit in work_units(cells, jobs=1, stack=self.stack, device=self.device):
+            for unit in work_units(cells, jobs=1, stack=self.stack, device=self.device, starts=starts):
                 started_at = utc_now()
                 for cell, result in fit_unit(unit, self.device, on_epoch):
                     yield cell, result, started_at
@@ -253,15 +261,17 @@ class PoolExecutor:
             initargs=(self.threads, self.device, progress),
         )
 
-    def run(self, cells: Sequence[Cell], on_epoch: OnEpoch | None = None) -> Iterator[Finished]:
+    def run(
+        self, cells: Sequence[Cell], on_epoch: OnEpoch | None = None, starts: Mapping[str, Start] | None = None
+    ) -> Iterator[Finished]:
         """Keep each worker fed with one cell at a time, so the cells in flight are known: when a worker
         dies (killed, out of memory) the pool breaks, those cells are retried once in a fresh pool and a
         cell that was in flight at two breakages is written as failed; the others are not affected.
 
         With `on_epoch`, workers put each finished epoch on a queue that this process empties into it while
         it waits for cells (every PROGRESS_POLL_S). A queue per pool: one whose worker was killed while
-        writing to it is dropped with its pool."""
-        units = work_units(cells, jobs=self.jobs, stack=self.stack, device=self.device)
+        writing to it is dropped with its pool. `starts`: as LocalExecutor.run's, carried to the workers."""
+        units = work_units(cells, jobs=self.jobs, stack=self.stack, device=self.device, starts=starts)
         queue, strikes = deque(units), Counter[str]()
         while queue:
             progress = SPAWN.SimpleQueue() if on_epoch is not None else None
@@ -292,7 +302,7 @@ class PoolExecutor:
                 if strikes[key] < WORKER_DEATHS_ALLOWED:
                     queue.appendleft(unit)
                 elif len(unit.cells) > 1:  # a stacked group: retry its cells in groups of one to find the culprit
-                    queue.extendleft(WorkUnit([cell], stacked=True) for cell in unit.cells)
+                    queue.extendleft(unit.alone(i) for i in range(len(unit.cells)))
                 else:
                     error = "worker process died while fitting this cell (killed, or out of memory?)"
                     yield unit.cells[0], CellResult(status="failed", error=error), utc_now()

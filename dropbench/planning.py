@@ -56,7 +56,12 @@ def estimated_cost(cell: Cell) -> float:
     rows = cell.train_size or info.train_rows
     steps = math.ceil(rows / cell.task.batch_size)
     per_epoch = 6 * weights * rows / FLOPS_PER_SECOND + steps * SECONDS_PER_STEP
-    return cell.task.epochs * per_epoch
+    return cell.epochs * per_epoch  # a halving rung's cell: its rung's epochs
+
+
+def epoch_seconds(cell: Cell) -> float:
+    """Estimated seconds for one epoch of `cell` on one core (estimated_cost per epoch)."""
+    return estimated_cost(cell) / cell.epochs
 
 
 def shard_cells(cells: list[Cell], shard: Shard | None) -> list[Cell]:

@@ -2,13 +2,16 @@
 finished cell elsewhere, nothing when quiet.
 
 The bar counts training epochs, not cells: a stack finishes all its cells at once, so a bar of cells would sit
-still while stacks train. Its total is every cell's epoch budget; an epoch counts when it ends (executors send
-them from their workers), and a cell that stops early (early stopping, divergence, failure) is credited its
-remaining epochs when it stops. The line and JSON reporters stay one record per finished cell.
+still while stacks train. Its total is every cell's epoch budget, less the epochs a cell's checkpoint holds already
+(a halving rung's cell continues from the rung before), and it grows as a halving run's later rungs become known;
+an epoch counts when it ends (executors send them from their workers), and a cell that stops early (early
+stopping, divergence, failure) is credited its remaining epochs when it stops. The line and JSON reporters stay
+one record per finished cell.
 """
 
 import json
 import sys
+from collections.abc import Mapping
 from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
@@ -35,10 +38,12 @@ def _outcome(row: ResultRow) -> str:
 class EpochTally:
     """Epochs counted per cell, each at most the cell's budget: an epoch that ended, all of a cell's budget
     once it stopped or finished. A report that comes twice (a cell retried after its worker died, a stack
-    whose cells are refitted one by one) or late (after the cell's row) counts nothing more."""
+    whose cells are refitted one by one) or late (after the cell's row) counts nothing more. A cell that
+    continues from a checkpoint (`starts`: the epochs it holds) counts only the epochs after it."""
 
     def __init__(self) -> None:
         self.counted: dict[str, int] = {}
+        self.starts: dict[str, int] = {}
 
     def _raise(self, cell_id: str, epochs: int) -> int:
         before = self.counted.get(cell_id, 0)
@@ -51,13 +56,16 @@ class EpochTally:
         """The epochs this report adds."""
         stopped = set(progress.stopped)
         return sum(
-            self._raise(cell_id, progress.max_epochs if cell_id in stopped else progress.epoch)
+            self._raise(cell_id, (progress.max_epochs if cell_id in stopped else progress.epoch) - self._start(cell_id))
             for cell_id in progress.cell_ids
         )
 
     def cell_done(self, cell: Cell) -> int:
         """The epochs a finished cell adds: what remained of its budget."""
-        return self._raise(cell.cell_id, cell.task.epochs)
+        return self._raise(cell.cell_id, cell.epochs - self._start(cell.cell_id))
+
+    def _start(self, cell_id: str) -> int:
+        return self.starts.get(cell_id, 0)
 
 
 class LineReporter(Reporter):
@@ -73,6 +81,9 @@ class LineReporter(Reporter):
         self.total = total
         skip = f", {skipped} already in the file" if skipped else ""
         self.console.print(f"{suite.name}: {total} cells to run{skip} -> {csv_path}", highlight=False)
+
+    def extend(self, cells: int, epochs: int) -> None:
+        self.total += cells
 
     def cell_done(self, cell: Cell, row: ResultRow) -> None:
         self.done += 1
@@ -119,6 +130,15 @@ class ProgressReporter(Reporter):
 
     def epochs_done(self, progress: EpochProgress) -> None:
         self.progress.update(self._bar(), advance=self.tally.epochs(progress))
+
+    def extend(self, cells: int, epochs: int) -> None:
+        self.total += cells
+        bar = self._bar()
+        total = next(task.total or 0 for task in self.progress.tasks if task.id == bar)
+        self.progress.update(bar, total=total + epochs, cells=f"{self.done}/{self.total}")
+
+    def resumes(self, starts: Mapping[str, int]) -> None:
+        self.tally.starts.update(starts)
 
     def cell_done(self, cell: Cell, row: ResultRow) -> None:
         self.done += 1

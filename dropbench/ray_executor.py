@@ -10,10 +10,11 @@ import contextlib
 import logging
 import os
 import socket
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .checkpoints import Start
 from .config import Cell
 from .data import TaskData, TaskKey, load_task_data
 from .data.fetch import DATA_ENV, OFFLINE_ENV
@@ -63,10 +64,10 @@ def _driver_data(key: TaskKey, driver_copy: list, device: str) -> TaskData | Non
     return _driver_copies[key, device]
 
 
-def _fit_with(cell: Cell, data: TaskData) -> CellResult:
+def _fit_with(cell: Cell, data: TaskData, start: Start | None = None) -> CellResult:
     """fit_safely on data handed in: an exception is a failed cell, bad data (UserError) stops the run."""
     try:
-        return fit_alone(cell, data)
+        return fit_alone(cell, data, start=start)
     except UserError:
         raise
     except Exception as error:  # noqa: BLE001 - as fit_safely: one cell's failure is recorded, the run goes on
@@ -79,8 +80,11 @@ def _fit_remote(
     data_env: str | None,
     threads: int,
     device: str,
+    start: Start | None = None,
 ) -> tuple[CellResult, str, dict[str, str]]:
-    """The body of a cell's Ray task: (result, started_at, the worker's versions)."""
+    """The body of a cell's Ray task: (result, started_at, the worker's versions). `start`: the checkpoint the cell's
+    training continues from, sent by the driver (the worker needs no disk of the driver's), or None; the result
+    carries the end state back (`CellResult.state`)."""
     import torch
 
     torch.set_num_threads(threads)
@@ -96,7 +100,7 @@ def _fit_remote(
     os.environ[OFFLINE_ENV] = "1"  # the driver prepared the files; a worker reads, never downloads
     started_at = utc_now()
     data = _driver_data(cell.task.key, driver_copy, device)
-    result = fit_safely(cell, device) if data is None else _fit_with(cell, data)
+    result = fit_safely(cell, device, start=start) if data is None else _fit_with(cell, data, start)
     return result, started_at, _versions()
 
 
@@ -204,9 +208,13 @@ class RayExecutor:
 
     # -- running
 
-    def run(self, cells: Sequence[Cell], on_epoch: OnEpoch | None = None) -> Iterator[Finished]:
+    def run(
+        self, cells: Sequence[Cell], on_epoch: OnEpoch | None = None, starts: Mapping[str, Start] | None = None
+    ) -> Iterator[Finished]:
         """Fit each cell as a Ray task, yielding cells as they finish. Epochs are not reported (`on_epoch` is
-        never called): a progress display counts each cell's epochs when it finishes."""
+        never called): a progress display counts each cell's epochs when it finishes. `starts` (cell_id ->
+        Start): the cells whose training continues from a checkpoint, which travels with the task."""
+        starts = starts or {}
         if not cells:
             return
         ray = import_ray()
@@ -235,7 +243,8 @@ class RayExecutor:
                 task = cell.task.key
                 if task not in copies:  # once per task of the run; only a cluster needs the driver's copy
                     copies[task] = [ray.put(load_task_data(task)) if mode != "started" else None]
-                pending[fit.remote(cell, copies[task], data_env, self.threads, self.device)] = cell
+                start = starts.get(cell.cell_id)
+                pending[fit.remote(cell, copies[task], data_env, self.threads, self.device, start)] = cell
             ours = _versions()
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)  # a timeout keeps Ctrl-C prompt

@@ -296,8 +296,14 @@ class Regularizer:
     Step hooks (4-6) take the strength as an argument: a float for one model, or, in a stack that a `stackable`
     regularizer may join, a [K, 1, 1] tensor of the members' strengths (`neutral` where a member has no such
     part), with the stack's weights (`Weights.unit_dim` -1). The reported losses are the batch loss of 1-2,
-    never a penalty. Random draws come from generators derived from the cell (`self.cell.seed_key`, the hash in its
-    cell_id).
+    never a penalty. Random draws come from generators derived from the cell's training (`self.cell.seed_key`, the
+    hash in its training_id).
+
+    A part that carries anything from one step to the next (its random streams' positions, a running average)
+    overrides `state()` and `restore(state)`: a successive-halving rung's checkpoint (dropbench.checkpoints) keeps
+    what `state()` returns after the rung's last epoch, and the next rung's training hands it to `restore` before its
+    first step, so that it goes on as it would have without the pause. Only the single-cell trainer builds one part
+    per cell: a part with state trains alone, never in a stack.
     """
 
     summary: ClassVar[str] = ""
@@ -338,6 +344,21 @@ class Regularizer:
     def after_step(self, weights: Weights, strength: Strength) -> None:
         pass
 
+    def state(self) -> dict[str, object]:
+        """What this part carries from one epoch to the next, as tensors and plain values (str, int, float, bool,
+        None, and lists and dicts of them: a checkpoint is read back with `torch.load(weights_only=True)`)."""
+        return {}
+
+    def restore(self, state: dict[str, object]) -> None:
+        """Take back what `state()` returned (in another process, maybe on another day): the part then draws and
+        acts exactly as the one that returned it would have gone on to."""
+
+    @classmethod
+    def keeps_state(cls) -> bool:
+        """Whether this part has training state of its own (`state`, `restore`): a checkpoint keeps it, and its
+        cells train alone, never in a stack."""
+        return cls.overrides("state")
+
     @classmethod
     def overrides(cls, hook: str) -> bool:
         """Whether this class has its own `hook` (the trainers call only those)."""
@@ -352,6 +373,10 @@ def _check_regularizer(value: object, name: str) -> type[Regularizer]:
     """What a plugin registers: a Regularizer subclass; a stackable one with step hooks only."""
     if not (isinstance(value, type) and issubclass(value, Regularizer)):
         raise UserError(f"a regularizer is a subclass of dropbench.regularizers.Regularizer, got {value!r}")
+    if value.overrides("state") != value.overrides("restore"):
+        raise UserError(
+            f"{value.__name__} overrides only one of state and restore: a checkpoint needs both (docs/plugins.md)"
+        )
     if value.stackable:
         batch_hooks = [hook for hook in BATCH_HOOKS if value.overrides(hook)]
         if batch_hooks or value.needs_activations or value.order < 0:
@@ -472,6 +497,17 @@ class Mixup(Regularizer):
             return lam * loss(output, target) + (1 - lam) * loss(output, target[partner])
 
         return lam * inputs + (1 - lam) * inputs[partner], mixed
+
+    def state(self) -> dict[str, object]:
+        """Both streams' positions: the Beta draws' numpy bit generator and the pairs' torch generator."""
+        return {"bits": self.rng.bit_generator.state, "pairs": self.generator.get_state()}
+
+    def restore(self, state: dict[str, object]) -> None:
+        bits, pairs = state.get("bits"), state.get("pairs")
+        if not isinstance(bits, dict) or not isinstance(pairs, torch.Tensor):
+            raise ValueError("a mixup state without its generators' states")
+        self.rng.bit_generator.state = bits
+        self.generator.set_state(pairs)
 
 
 @_builtin("early-stopping")

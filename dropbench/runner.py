@@ -3,13 +3,14 @@
 import platform
 import shlex
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from contextlib import nullcontext, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from time import perf_counter
 from typing import TYPE_CHECKING, TypedDict
 
+from .checkpoints import CheckpointStore, Start, check_folder
 from .config import Cell
 from .data import data_checksums, prepare_task
 from .devices import describe
@@ -27,11 +28,13 @@ from .train import CellResult, EpochProgress
 from .tuning import (
     EVAL,
     TUNE,
+    HalvingOutlook,
     HalvingState,
     cell_count,
     describe_setting,
     eval_cells,
     halving_cells,
+    halving_outlook,
     rung_setup_cells,
     suite_trials,
 )
@@ -81,6 +84,14 @@ class Reporter:
     def epochs_done(self, progress: EpochProgress) -> None:
         """Epochs that ended in a cell or stack still training (the local executors report them; Ray does not)."""
 
+    def extend(self, cells: int, epochs: int) -> None:
+        """More to run than `start` said: a halving run's next rung (`cells` cells training `epochs` epochs), known
+        once the rung before is written."""
+
+    def resumes(self, starts: Mapping[str, int]) -> None:
+        """Cells (cell_id -> epochs) about to continue from a checkpoint after that many epochs: only the epochs
+        after it are trained, and `epochs_done` reports them by their number in the whole training."""
+
     def cell_done(self, cell: Cell, row: ResultRow) -> None: ...
 
     def finish(self, summary: RunSummary) -> None:
@@ -127,7 +138,7 @@ def make_row(cell: Cell, result: CellResult, started_at: str, provenance: Proven
         method=cell.method,
         phase=cell.phase,
         trial=NO_TRIAL if cell.trial is None else cell.trial,
-        max_epochs=task.epochs,
+        max_epochs=cell.epochs,
         epochs_run=result.epochs_run,
         best_epoch=result.best_epoch,
         batch_size=task.batch_size,
@@ -243,7 +254,7 @@ def setup_values(cell: Cell) -> dict[str, str]:
         "lr": task.optimizer.lr,
         "momentum": task.optimizer.momentum_value,
         "batch_size": task.batch_size,
-        "max_epochs": task.epochs,
+        "max_epochs": cell.epochs,
         "precision": cell.precision,
         "mc_samples": cell.mc_samples,
     }
@@ -307,6 +318,7 @@ class Plan:
     grid: int = 0  # cells of the whole grid, every shard together
     evaluation: EvaluationPlan | None = None
     tuning_lines: list[str] = field(default_factory=list)  # the protocol in words, for a tuned suite
+    halving: HalvingOutlook | None = None  # a halving suite's epochs beyond `todo`'s first rung (not in a shard)
 
     @property
     def total(self) -> int:
@@ -426,6 +438,8 @@ def plan_run(suite: Suite, csv_path: Path, *, shard: Shard | None = None, rerun_
         plan.tuning_lines = suite.tuning.budget_lines()
         plan.evaluation = plan_evaluation(suite, csv_path, grid, everything, shard=shard, rerun_failed=rerun_failed)
         plan.grid += cell_count(suite) - len(grid)
+        if suite.tuning.halving is not None and (shard is None or shard.count == 1):
+            plan.halving = halving_outlook(suite, everything)
     return plan
 
 
@@ -486,6 +500,7 @@ def run_suite(
         store.check_ours(any_version=True)
         if fresh and (moved := store.set_aside()) is not None:
             reporter.note(f"moved the earlier results aside to {moved}")
+        checkpoints = _checkpoint_store(suite, csv_path, executor, shard, reporter)
 
         for task in suite.tasks:
             prepare_task(task.key, log=reporter.note)
@@ -515,15 +530,25 @@ def run_suite(
             store.rows.append([])
         ahead = plan.todo + (evaluation.todo if evaluation else [])
         _note_tuning(reporter, plan)
-        reporter.start(suite, len(ahead), summary.skipped, csv_path, sum(cell.task.epochs for cell in ahead))
+        first = _starts(checkpoints, plan.todo)
+        reporter.start(suite, len(ahead), summary.skipped, csv_path, _epochs_ahead(ahead, first))
         # Epochs are sent from workers only to a reporter that shows them (the live bar), not to the quiet one.
         on_epoch = reporter.epochs_done if type(reporter).epochs_done is not Reporter.epochs_done else None
 
-        def train(cells: list[Cell]) -> None:
-            for cell, result, started_at in executor.run(cells, on_epoch=on_epoch):
+        def train(cells: list[Cell], starts: dict[str, Start] | None = None) -> None:
+            """Fit `cells` and write their rows; with a checkpoint store, each continues from its training's
+            checkpoint where one is usable (`starts`: found already), and leaves its own for the next rung."""
+            starts = _starts(checkpoints, cells) if starts is None else starts
+            if starts:
+                reporter.resumes({cell_id: start.epoch for cell_id, start in starts.items()})
+            for cell, result, started_at in executor.run(cells, on_epoch=on_epoch, starts=starts):
                 row = make_row(cell, result, started_at, provenance)
                 curves = [{"cell_id": cell.cell_id, **asdict(point)} for point in result.curves]
+                if checkpoints is not None and result.state is not None:  # before the row: the row marks it done
+                    checkpoints.save(cell, result.state)
                 store.append(row, curves)
+                if checkpoints is not None and cell.phase == TUNE and not cell.continues:  # its training is over
+                    checkpoints.drop([cell.training_id])
                 summary.counts[row.status] += 1
                 if row.status != "ok":
                     summary.problems.append(Problem(cell.cell_id, cell.describe(), row.status, row.error))
@@ -533,10 +558,16 @@ def run_suite(
 
         started, completed, stopped_by = perf_counter(), False, None
         try:
-            train(plan.todo)
+            train(plan.todo, first)
             tuned, ran = len(plan.cells), len(plan.todo)
-            if suite.tuning is not None and suite.tuning.halving is not None and (shard is None or shard.count == 1):
-                state, later = _halving_rungs(suite, store, summary, reporter, rerun_failed, train)
+            if checkpoints is not None:  # a halving suite, all of it in this run (not a shard)
+
+                def train_rung(cells: list[Cell]) -> None:
+                    starts = _starts(checkpoints, cells)
+                    reporter.extend(len(cells), _epochs_ahead(cells, starts))
+                    train(cells, starts)
+
+                state, later = _halving_rungs(suite, store, summary, reporter, rerun_failed, train_rung, checkpoints)
                 tuned, ran = len(state.cells), ran + later
             if evaluation is not None:
                 # Planned again now that every tune cell is written: the choice is read from the file.
@@ -562,6 +593,39 @@ def run_suite(
     return summary
 
 
+def _checkpoint_store(
+    suite: Suite,
+    csv_path: Path,
+    executor: "LocalExecutor | PoolExecutor | RayExecutor",
+    shard: Shard | None,
+    reporter: Reporter,
+) -> CheckpointStore | None:
+    """Where a halving run keeps its trainings' states between rungs (dropbench.checkpoints); None for any other
+    run, and for a shard: its later rungs run after `merge`, into another file, which would never find them."""
+    tuning = suite.tuning
+    if tuning is None or tuning.halving is None or (shard is not None and shard.count > 1):
+        return None
+    check_folder(csv_path)
+    return CheckpointStore(csv_path, executor.device, executor.threads, reporter.note)
+
+
+def _starts(checkpoints: CheckpointStore | None, cells: list[Cell]) -> dict[str, Start]:
+    """cell_id -> the checkpoint each tune cell continues from, for those that have a usable one."""
+    if checkpoints is None:
+        return {}
+    found = {cell.cell_id: checkpoints.start(cell) for cell in cells if cell.phase == TUNE}
+    return {cell_id: start for cell_id, start in found.items() if start is not None}
+
+
+def _epochs_ahead(cells: list[Cell], starts: Mapping[str, Start]) -> int:
+    """The epochs `cells` will train at most: each its budget, less what its checkpoint holds already."""
+    total = 0
+    for cell in cells:
+        start = starts.get(cell.cell_id)
+        total += cell.epochs if start is None else 0 if start.stopped else cell.epochs - start.epoch
+    return total
+
+
 def _halving_rungs(
     suite: Suite,
     store: ResultStore,
@@ -569,16 +633,19 @@ def _halving_rungs(
     reporter: Reporter,
     rerun_failed: bool,
     train: Callable[[list[Cell]], None],
+    checkpoints: CheckpointStore,
 ) -> tuple[HalvingState, int]:
     """Run a halving suite's later rungs: each time, the cells the file's rows now determine (`halving_cells`)
     and not yet written, until every (task, method) has its last rung written. Tune rows of this grid's tasks
     and methods that no rung asks for any more (a rerun changed a rung's figures) are removed, so that the choice
-    and `report --tuned` never read them."""
+    and `report --tuned` never read them. Checkpoints of trainings no rung can continue any more (a trial stopped)
+    are removed as the rungs go, and the folder once the last rung is written."""
     retried: set[str] = set()
     rung, ran = 1, 0
     while True:
         written = store.written()
         state = halving_cells(suite, written)
+        checkpoints.keep_only(state.needed(written))
         again = (
             {
                 c.cell_id
@@ -600,6 +667,7 @@ def _halving_rungs(
         rung, ran = rung + 1, ran + len(todo)
     if not state.complete:  # every rung's cells are written, so the last rung's were determined: cannot happen
         raise RuntimeError("successive halving stopped before the last rung")
+    checkpoints.clear()
     ids = {c.cell_id for c in state.cells}
     methods = suite.tuning.methods if suite.tuning is not None else ()
     names = {(task.name, method.name) for task in suite.tasks for method in methods}

@@ -10,13 +10,14 @@ chunks are fixed. docs/stacked.md says why each of these is needed; docs/perform
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
 import torch
 import torch.nn.functional as F
 
+from .checkpoints import Start, TrainingState
 from .config import Cell
 from .data import TaskData
 from .devices import autocast
@@ -49,8 +50,11 @@ from .train import (
     EpochProgress,
     EpochRecord,
     OnEpoch,
+    check_start,
+    load_optimizer_state,
     make_optimizer,
     measure_,
+    resume_tracking,
     set_schedule_,
     subsample_training,
 )
@@ -66,9 +70,11 @@ def stack_key(cell: Cell) -> tuple | None:
     Stackable: a model kind that declares it (the built-in plain MLP; not fixed p·n, whose widths depend on the
     keep rate), Bernoulli dropout (any keep rates), no MC dropout, and a regularizer whose every part declares it
     (none, l1, l2, max-norm, weight-decay, early-stopping, and plugins' with `stackable = True`; any strengths).
-    A plugin regularizer or model that does not declare it trains alone, in the single-cell trainer. The key
-    holds everything the members must share: task, train_size, the model, batch size, epochs and optimizer (with
-    its lr schedule and momentum ramp: one lr and momentum per step for the whole stack). bf16 cells train alone.
+    A plugin regularizer or model that does not declare it trains alone, in the single-cell trainer, and so does
+    a part with state of its own (`Regularizer.keeps_state`: a stack builds one part for all its members). The key
+    holds everything the members must share: task, train_size, the model, batch size, epochs (the full training's
+    and, for a halving rung, the epochs it stops after) and optimizer (with its lr schedule and momentum ramp: one
+    lr and momentum per step for the whole stack). bf16 cells train alone.
     """
     model = cell.task.model
     if model.fixed_pn or cell.dropout != "bernoulli" or cell.mc_samples or not declares_stackable(model.kind):
@@ -77,10 +83,11 @@ def stack_key(cell: Cell) -> tuple | None:
         # bf16 rounds a batched matmul differently from a single one on some CPUs (validation loss 2e-3 apart
         # after 12 epochs on an AMD EPYC): a cell's figures must not depend on whether it was stacked.
         return None
-    if not all(regularizer_class(name).stackable for name, _ in cell.regularizer.parts):
+    kinds = [regularizer_class(name) for name, _ in cell.regularizer.parts]
+    if not all(kind.stackable and not kind.keeps_state() for kind in kinds):
         return None
     task = cell.task
-    return (task.name, task.data, cell.train_size, model, task.batch_size, task.epochs, task.optimizer)
+    return (task.name, task.data, cell.train_size, model, task.batch_size, task.epochs, cell.epochs, task.optimizer)
 
 
 def declares_stackable(kind: str) -> bool:
@@ -148,6 +155,12 @@ ALIGN = 16  # floats: 64 bytes, the CPU allocator's alignment (and one AVX-512 v
 def padded(width: int) -> int:
     """`width` rounded up to a multiple of ALIGN (docs/stacked.md says why)."""
     return -(-width // ALIGN) * ALIGN
+
+
+def _same_scalar(a: object, b: object) -> bool:
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return bool(torch.equal(a, b))
+    return a == b
 
 
 def _pad_last(tensor: torch.Tensor, width: int) -> torch.Tensor:
@@ -221,11 +234,51 @@ class StackedMLP:
 
     def member_state_dict(self, k: int) -> dict[str, torch.Tensor]:
         """Member k's parameters (copies, without the padding) as a state_dict an `MLP` of the same widths loads."""
-        state = {}
-        for layer, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            n_in, n_out = self.widths[layer], self.widths[layer + 1]
-            state[self.names[2 * layer]] = _stored("weight", weight[k, :n_in, :n_out].detach()).clone()
-            state[self.names[2 * layer + 1]] = bias[k, :n_out].detach().clone()
+        return {name: self.member_tensor(name, param, k) for name, param in zip(self.names, self.params)}
+
+    def member_tensor(self, name: str, tensor: torch.Tensor, k: int) -> torch.Tensor:
+        """Member k's part of a tensor shaped as the parameter `name` ([K, in, out] padded, or [K, out] padded): the
+        parameter itself, or its optimizer state (a momentum buffer). A copy, in the MLP's layout."""
+        layer = self.names.index(name) // 2
+        n_in, n_out = self.widths[layer], self.widths[layer + 1]
+        if name.endswith("weight"):
+            return _stored(name, tensor[k, :n_in, :n_out].detach()).clone()
+        return tensor[k, :n_out].detach().clone()
+
+    def member_optimizer_state(self, optimizer: torch.optim.Optimizer, k: int) -> dict[str, dict[str, torch.Tensor]]:
+        """Member k's optimizer state by parameter name, in the MLP's layout (`train.optimizer_state`'s form): the
+        per-element tensors sliced and unpadded, scalars (Adam's step, shared by the stack) copied."""
+        state: dict[str, dict[str, torch.Tensor]] = {}
+        for name, param in zip(self.names, self.params):
+            per_param = optimizer.state.get(param)
+            if per_param:
+                state[name] = {
+                    key: (self.member_tensor(name, v, k) if v.dim() > 0 else v.detach().clone())
+                    if isinstance(v, torch.Tensor)
+                    else v
+                    for key, v in per_param.items()
+                }
+        return state
+
+    def stacked_optimizer_state(
+        self, members: Sequence[dict[str, dict[str, torch.Tensor]]]
+    ) -> dict[str, dict[str, torch.Tensor]]:
+        """The inverse of member_optimizer_state for all members at once: per-element tensors stacked and padded
+        with zeros (a padded unit's gradient is always zero, so a stack trained from scratch has zeros there too);
+        scalars must be equal in every member, as they are when all have trained the same epochs."""
+        state: dict[str, dict[str, torch.Tensor]] = {}
+        for name in self.names:
+            if name not in members[0]:
+                continue
+            state[name] = {}
+            for key, first in members[0][name].items():
+                values = [member[name][key] for member in members]
+                if not isinstance(first, torch.Tensor) or first.dim() == 0:
+                    if any(not _same_scalar(v, first) for v in values):
+                        raise ValueError(f"members' optimizer states differ in {name}.{key}: they cannot share a stack")
+                    state[name][key] = first
+                else:
+                    state[name][key] = torch.stack([_padded_param(name, _stored(name, v)) for v in values])
         return state
 
     def subset(self, positions: Sequence[int]) -> "StackedMLP":
@@ -461,22 +514,95 @@ def _check_stackable(cells: Sequence[Cell]) -> None:
         raise ValueError(f"cells of {len(keys)} different stack keys cannot be trained in one stack")
 
 
+def _check_starts(cells: Sequence[Cell], starts: Sequence[TrainingState | None]) -> None:
+    """A stack trains its members epoch by epoch in step: all start from scratch, or all from states of their own
+    trainings after the same epochs, all stopped or none (what `work_units` groups)."""
+    if len(starts) != len(cells):
+        raise ValueError(f"{len(starts)} start states for {len(cells)} cells")
+    if len({(s.epoch, s.stopped) if s is not None else None for s in starts}) > 1:
+        raise ValueError("members of one stack must start from the same epoch")
+    for cell, start in zip(cells, starts):
+        if start is not None:
+            check_start(cell, start)
+
+
+def _member_state(
+    stack: StackedMLP,
+    optimizer: torch.optim.Optimizer,
+    position: int,
+    cell: Cell,
+    generators: tuple[torch.Generator, torch.Generator],
+    stopping: EarlyStopping,
+    result: CellResult,
+    stopped: bool,
+) -> TrainingState:
+    """The training of `cell`, the member at `position`, as it stands (checkpoints.TrainingState, in an MLP's
+    layout)."""
+    order, masks = generators
+    return TrainingState(
+        training_id=cell.training_id,
+        epoch=result.epochs_run,
+        stopped=stopped,
+        weights=stack.member_state_dict(position),
+        optimizer=stack.member_optimizer_state(optimizer, position),
+        order=order.get_state(),
+        masks=masks.get_state(),
+        best_loss=stopping.best_loss,
+        best_epoch=stopping.best_epoch,
+        best_weights=stopping.best_state,
+        curves=[(p.epoch, p.fit_loss, p.val_loss, p.val_acc) for p in result.curves],
+        fit_seconds=result.fit_seconds,
+        device=stack.params[0].device.type,
+        threads=torch.get_num_threads(),
+    )
+
+
+def _resume(
+    begin: Sequence[TrainingState | None],
+    stack: StackedMLP,
+    optimizer: torch.optim.Optimizer,
+    stopping: Sequence[EarlyStopping],
+    results: Sequence[CellResult],
+) -> tuple[int, bool]:
+    """Put back what the members' states hold beyond their weights and streams (set as they are built): the
+    early-stopping trackers, curves and times, and the optimizer state. (the first epoch to train, whether early
+    stopping had ended every member); (1, False) without states."""
+    start = begin[0]
+    if start is None:
+        return 1, False
+    for tracker, result, state in zip(stopping, results, begin):
+        if state is not None:
+            resume_tracking(tracker, result, state)
+    states = [state.optimizer for state in begin if state is not None]
+    load_optimizer_state(optimizer, stack.names, stack.stacked_optimizer_state(states))
+    return start.epoch + 1, start.stopped
+
+
 def train_stacked(
-    cells: Sequence[Cell], data: TaskData, on_epoch: OnEpoch | None = None
+    cells: Sequence[Cell],
+    data: TaskData,
+    on_epoch: OnEpoch | None = None,
+    starts: Sequence[TrainingState | None] | None = None,
 ) -> tuple[list[MLP], list[CellResult]]:
     """Train cells of one stack key together; per cell (in order), its MLP holding its final weights (the
     best under early stopping) and its result with curves, as `train.train_model` returns for one cell.
     `on_epoch` hears of each epoch as it ends, for the members that trained in it.
+
+    `starts` (one per cell, or None) continues each member from a state of its own training, as `train_model`
+    does; all from the same epoch (`_check_starts`). A member that `continues` hands back its end state in
+    `result.state`.
 
     `fit_seconds` is each cell's share of the training loop's wall time: every epoch's time split evenly
     among the members that trained in it, summed over the cell's epochs. The shares add up to the stack's
     time, and a member that stopped early is charged only for the epochs it trained.
     """
     _check_stackable(cells)
+    begin = list(starts) if starts is not None else [None] * len(cells)
+    _check_starts(cells, begin)
     device = data.x_train.device
     models: list[MLP] = []
     keeps, mask_generators, orders = [], [], []
-    for cell in cells:
+    for cell, start in zip(cells, begin):
         model = build_model(
             cell.task.model, data.input_shape, data.n_outputs, cell.layer_keep_rates, cell.input_keep_rate, cell.dropout
         )
@@ -487,17 +613,35 @@ def train_stacked(
         keeps.append((cell.input_keep_rate, *cell.layer_keep_rates))
         mask_generators.append(make_generator(cell.seed_key, "masks", device=device))
         orders.append(make_generator(cell.task.name, cell.seed, "order"))
+        if start is not None:
+            model.load_state_dict(start.weights)
+            mask_generators[-1].set_state(start.masks)
+            orders[-1].set_state(start.order)
     stack = StackedMLP.from_members(models, keeps, mask_generators)
     results = [CellResult(status="ok", n_params=count_parameters(models[0]), fit_seconds=0.0) for _ in cells]
     stopping = [EarlyStopping(cell.regularizer.patience) for cell in cells]
-    final_state: list[dict[str, torch.Tensor] | None] = [None] * len(cells)
-    active = list(range(len(cells)))  # the cells still in the stack, by stack position
     optimizer = make_optimizer(cells[0].task.optimizer, stack.params, fused=False)  # not fused: docs/stacked.md
+    first, over = _resume(begin, stack, optimizer, stopping, results)
+    stopped, last = [over] * len(cells), first - 1 if over else cells[0].epochs  # over: nothing to train
+    final_state: list[dict[str, torch.Tensor] | None] = [None] * len(cells)
+    end_states: list[TrainingState | None] = [None] * len(cells)
+    active = list(range(len(cells)))  # the cells still in the stack, by stack position
     members = _Members.of(cells, device)
-    n_train, n_val, max_epochs = len(data.y_train), len(data.y_val), cells[0].task.epochs
+    n_train, n_val, max_epochs = len(data.y_train), len(data.y_val), cells[0].epochs
+
+    def finish(position: int) -> None:
+        """Member `active[position]` trains no more: keep its final weights, and its state where it continues."""
+        i = active[position]
+        best = stopping[i].best_state
+        final_state[i] = best if best is not None else stack.member_state_dict(position)
+        if cells[i].continues and results[i].status == "ok":
+            member = (orders[i], mask_generators[i])
+            end_states[i] = _member_state(
+                stack, optimizer, position, cells[i], member, stopping[i], results[i], stopped[i]
+            )
 
     clock = time.perf_counter()
-    for epoch in range(1, max_epochs + 1):
+    for epoch in range(first, last + 1):
         active_cells, active_orders = [cells[i] for i in active], [orders[i] for i in active]
         fit_sum = _train_one_epoch(stack, optimizer, members, active_cells, data, active_orders, epoch - 1)
         val_sum, val_correct = _evaluate(stack, data, "val")
@@ -515,13 +659,12 @@ def train_stacked(
             else:
                 if stopping[i].update(epoch, val_loss, partial(stack.member_state_dict, position)):
                     finished.append(position)
+                    stopped[i] = True
                 result.best_epoch = stopping[i].best_epoch
         if epoch == max_epochs:
             finished = list(range(len(active)))
         for position in finished:
-            i = active[position]
-            best = stopping[i].best_state
-            final_state[i] = best if best is not None else stack.member_state_dict(position)
+            finish(position)
         trained = active
         # Finished members are taken out (they can no longer change); the others train on in a smaller stack.
         if finished and len(finished) < len(active):
@@ -542,16 +685,28 @@ def train_stacked(
             on_epoch(EpochProgress(epoch, max_epochs, tuple(cells[i].cell_id for i in trained), ended))
         if len(finished) == len(trained):
             break
-    for model, state in zip(models, final_state):
+    for position, i in enumerate(active):  # no epoch was left to train (their states were at the end already)
+        if final_state[i] is None:
+            finish(position)
+    for model, state, end, result in zip(models, final_state, end_states, results):
         if state is not None:
             model.load_state_dict(state)
+        if end is not None:  # its share of the epoch it finished in was added after it finished
+            end.fit_seconds = result.fit_seconds
+            result.state = end.to_bytes()
     return models, results
 
 
-def fit_stacked(cells: Sequence[Cell], data: TaskData, on_epoch: OnEpoch | None = None) -> list[CellResult]:
+def fit_stacked(
+    cells: Sequence[Cell],
+    data: TaskData,
+    on_epoch: OnEpoch | None = None,
+    starts: Sequence[Start | None] | None = None,
+) -> list[CellResult]:
     """Train cells of one `stack_key` as one stacked model; one CellResult per cell, in order, with the
     figures `train.fit_cell` gives (measured per member in eval mode on each whole split, on its best
-    weights under early stopping; NaN for a member that diverged).
+    weights under early stopping; NaN for a member that diverged). `starts`: where each member's training
+    resumes (`train_stacked`).
 
     `fit_seconds` of each result is the cell's share of the stack's training time (`train_stacked`).
     Raises ValueError when the cells do not share one non-None key.
@@ -559,7 +714,8 @@ def fit_stacked(cells: Sequence[Cell], data: TaskData, on_epoch: OnEpoch | None 
     _check_stackable(cells)
     if cells[0].train_size:
         data = subsample_training(data, cells[0].train_size)
-    models, results = train_stacked(cells, data, on_epoch)
+    states = None if starts is None else [start.state() if start is not None else None for start in starts]
+    models, results = train_stacked(cells, data, on_epoch, states)
     for model, result in zip(models, results):
         if result.status != "diverged":  # as fit_cell: a diverged member's figures stay NaN
             measure_(result, model, data)
@@ -574,10 +730,19 @@ MAX_GROUP = 32  # members per stacked model: larger stacks gave no more cells pe
 
 @dataclass(frozen=True)
 class WorkUnit:
-    """Cells trained together as one stacked model (`stacked`), or a single cell trained alone."""
+    """Cells trained together as one stacked model (`stacked`), or a single cell trained alone; `starts`, one per
+    cell where any continues from a checkpoint (else empty), says where each one's training resumes."""
 
     cells: list[Cell]
     stacked: bool
+    starts: tuple[Start | None, ...] = ()
+
+    def start(self, position: int) -> Start | None:
+        return self.starts[position] if self.starts else None
+
+    def alone(self, position: int) -> "WorkUnit":
+        """The cell at `position` as a unit of its own, trained as this unit trains it."""
+        return WorkUnit([self.cells[position]], self.stacked, (self.start(position),) if self.starts else ())
 
 
 def stacks(cell: Cell, device: str = "cpu") -> bool:
@@ -588,19 +753,35 @@ def stacks(cell: Cell, device: str = "cpu") -> bool:
     return narrow and stack_key(cell) is not None
 
 
-def work_units(cells: Sequence[Cell], *, jobs: int, stack: bool, device: str = "cpu") -> list[WorkUnit]:
+def work_units(
+    cells: Sequence[Cell],
+    *,
+    jobs: int,
+    stack: bool,
+    device: str = "cpu",
+    starts: Mapping[str, Start] | None = None,
+) -> list[WorkUnit]:
     """The cells as units of work: stackable cells grouped (at most MAX_GROUP each, and at least `jobs`
-    groups where there are enough cells, so every worker has work), every other cell on its own."""
+    groups where there are enough cells, so every worker has work), every other cell on its own. `starts`
+    (cell_id -> Start) holds the cells that continue from a checkpoint; a stack's members start from the same
+    epoch, so those are grouped by it as well."""
+    starts = starts or {}
     groups: dict[tuple, list[Cell]] = {}
     units: list[WorkUnit] = []
+
+    def unit(members: list[Cell], stacked: bool) -> WorkUnit:
+        found = tuple(starts.get(cell.cell_id) for cell in members)
+        return WorkUnit(members, stacked, found if any(found) else ())
+
     for cell in cells:
         key = stack_key(cell) if stack and stacks(cell, device) else None
         if key is not None:
-            groups.setdefault(key, []).append(cell)
+            begin = starts.get(cell.cell_id)
+            groups.setdefault((key, (begin.epoch, begin.stopped) if begin else None), []).append(cell)
         else:
-            units.append(WorkUnit([cell], stacked=False))
+            units.append(unit([cell], stacked=False))
     for members in groups.values():
         chunks = max(math.ceil(len(members) / MAX_GROUP), min(jobs, len(members)))
         size = math.ceil(len(members) / chunks)
-        units += [WorkUnit(members[i : i + size], stacked=True) for i in range(0, len(members), size)]
+        units += [unit(members[i : i + size], stacked=True) for i in range(0, len(members), size)]
     return units

@@ -42,6 +42,7 @@ from .tuning import (
     LR,
     SAMPLERS,
     SPACE_FORMS,
+    STOP_ALPHA,
     TUNING_METRICS,
     Halving,
     Method,
@@ -88,7 +89,8 @@ TUNING_KEYS = (
     "space",
     "halving",
 )
-HALVING_KEYS = ("min_epochs", "eta")
+HALVING_KEYS = ("min_epochs", "eta")  # required
+HALVING_OPTIONAL = ("alpha",)
 # Keys of an ordinary grid that a [tuning] table replaces: its methods, spaces and seeds are the grid.
 GRID_KEYS_TUNING_REPLACES = {
     "keep_rates": "a method naming 'dropout' tunes its keep rate: set its range as [tuning.space] keep",
@@ -985,16 +987,23 @@ def _tuning(value: object, source: str) -> Tuning:
 
 
 def _halving(value: object, where: str) -> Halving:
-    """[tuning] halving = { min_epochs = R, eta = N }: successive halving's first rung and reduction factor."""
+    """[tuning] halving = { min_epochs = R, eta = N, alpha = A }: successive halving's first rung, reduction factor
+    and (optional) the stopping test's level."""
     table = _table(value, where)
-    _check_keys(table, HALVING_KEYS, where)
+    _check_keys(table, HALVING_KEYS + HALVING_OPTIONAL, where)
     for key in HALVING_KEYS:
         if key not in table:
             raise UserError(f"{where}: '{key}' is required")
     eta = table["eta"]
     if isinstance(eta, int) and not isinstance(eta, bool) and eta < 2:
         raise UserError(f"{where}.eta: {eta} keeps every trial; successive halving needs eta ≥ 2 (3 is usual)")
-    return Halving(_int(table["min_epochs"], f"{where}.min_epochs", 1), _int(eta, f"{where}.eta", 2))
+    alpha = _number(table.get("alpha", STOP_ALPHA), f"{where}.alpha")
+    if not 0 < alpha <= 0.5:
+        raise UserError(
+            f"{where}.alpha: {alpha:g} is not a level in (0, 0.5]: the one-sided level at which a trial is stopped "
+            "as worse than the cut (0.05 by default; 0.5 is plain top-⌈n/eta⌉)"
+        )
+    return Halving(_int(table["min_epochs"], f"{where}.min_epochs", 1), _int(eta, f"{where}.eta", 2), alpha)
 
 
 def check_tuning_fits(tuning: Tuning, tasks: tuple[TaskConfig, ...], where: str) -> None:

@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from sklearn.model_selection import train_test_split
 from torch import nn
 
+from .checkpoints import Start, TrainingState
 from .config import Cell, OptimizerConfig
 from .data import TaskData
 from .devices import autocast
@@ -70,6 +71,9 @@ class CellResult:
     fit_seconds: float = math.nan
     n_params: int = 0
     curves: list[EpochRecord] = field(default_factory=list)
+    # A cell that `continues` (a halving rung's): its training's state at the end (checkpoints.TrainingState as
+    # bytes), which the next rung's cell starts from; None for any other cell, and for one that did not end ok.
+    state: bytes | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -204,12 +208,35 @@ def subsample_training(data: TaskData, size: int) -> TaskData:
     return replace(data, x_train=data.x_train[idx], y_train=data.y_train[idx])
 
 
+def optimizer_state(optimizer: torch.optim.Optimizer, names: list[str]) -> dict[str, dict[str, torch.Tensor]]:
+    """The optimizer's per-parameter state by parameter name (`names` in the order of its parameters), copied."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    return {name: _copied(optimizer.state[p]) for name, p in zip(names, params) if optimizer.state.get(p)}
+
+
+def _copied(state: dict) -> dict:
+    return {key: value.detach().clone() if isinstance(value, torch.Tensor) else value for key, value in state.items()}
+
+
+def load_optimizer_state(
+    optimizer: torch.optim.Optimizer, names: list[str], state: dict[str, dict[str, torch.Tensor]]
+) -> None:
+    """Put back `optimizer_state`'s output. Through load_state_dict, which places each tensor as this optimizer
+    keeps it (Adam's step on the device for the fused kernels, on the CPU for foreach); copies, because it keeps
+    tensors it is given that are already in place, and the steps would then change the caller's state."""
+    saved = optimizer.state_dict()
+    saved["state"] = {i: _copied(state[name]) for i, name in enumerate(names) if name in state}
+    optimizer.load_state_dict(saved)
+
+
 class Training:
     """One cell's model, optimizer and random streams, and its training step.
 
     Random streams: initialization and batch order from (task, seed), shared by every cell that
-    differs only in regularizer or keep rate (common random numbers); masks from the whole cell.
-    The regularizer's parts act through their hooks (`regularizers.Regularizer`), called in the order it gives.
+    differs only in regularizer or keep rate (common random numbers); masks (and a part's own streams, such as
+    mixup's) from the whole cell (its `seed_key`, the digits of its `training_id`: a halving rung's cell draws
+    what the first epochs of its full training draw). The regularizer's parts act through their hooks
+    (`regularizers.Regularizer`), called in the order it gives.
     """
 
     def __init__(self, cell: Cell, data: TaskData) -> None:
@@ -227,7 +254,8 @@ class Training:
         )
         init_parameters_(self.model, make_generator(cell.task.name, cell.seed, "init"))  # CPU: same on every device
         self.model.to(device)
-        self.model.set_generator(make_generator(cell.seed_key, "masks", device=device))
+        self.masks = make_generator(cell.seed_key, "masks", device=device)
+        self.model.set_generator(self.masks)
         self.model.record = any(type(part).needs_activations for part in parts)
         self.optimizer = make_optimizer(cell.task.optimizer, list(self.model.parameters()))
         # Where the training stands: epochs finished (the schedule's epoch of the next one) and the lr of the
@@ -240,6 +268,10 @@ class Training:
         self.batch_parts, self.penalties = _with_hook(parts, "batch"), _with_hook(parts, "penalty")
         self.gradient_parts, self.before_step = _with_hook(parts, "gradients"), _with_hook(parts, "before_step")
         self.after_step = _with_hook(parts, "after_step")
+        # The parts that carry state from one epoch to the next (their own random streams): a checkpoint keeps it.
+        self.stateful = {
+            name: part for (name, _), part in zip(cell.regularizer.parts, parts) if type(part).keeps_state()
+        }
 
     def step(self, idx: torch.Tensor) -> torch.Tensor:
         """One SGD step on the training rows `idx`; returns the minibatch data loss (on the device, no sync)."""
@@ -282,6 +314,54 @@ class Training:
         self.epoch += 1
         return loss_sum.item() / n  # the epoch's one host sync
 
+    def parameter_names(self) -> list[str]:
+        return [name for name, _ in self.model.named_parameters()]
+
+    def state(self, stopping: EarlyStopping, result: CellResult, stopped: bool) -> TrainingState:
+        """The training as it stands after `result.epochs_run` epochs (see checkpoints.TrainingState)."""
+        return TrainingState(
+            training_id=self.cell.training_id,
+            epoch=result.epochs_run,
+            stopped=stopped,
+            weights={k: v.detach().clone() for k, v in self.model.state_dict().items()},
+            optimizer=optimizer_state(self.optimizer, self.parameter_names()),
+            order=self.order.get_state(),
+            masks=self.masks.get_state(),
+            best_loss=stopping.best_loss,
+            best_epoch=stopping.best_epoch,
+            best_weights=stopping.best_state,
+            curves=[(p.epoch, p.fit_loss, p.val_loss, p.val_acc) for p in result.curves],
+            fit_seconds=result.fit_seconds,
+            device=self.data.x_train.device.type,
+            threads=torch.get_num_threads(),
+            parts=self.part_states(),
+        )
+
+    def part_states(self) -> dict[str, dict[str, object]]:
+        """The state of each part that keeps one (`Regularizer.state`), by the part's name."""
+        return {name: part.state() for name, part in self.stateful.items()}
+
+    def restore(self, state: TrainingState, stopping: EarlyStopping, result: CellResult) -> None:
+        """Continue from `state`: the model, optimizer, streams, early-stopping tracker and curves as they were."""
+        self.model.load_state_dict(state.weights)
+        load_optimizer_state(self.optimizer, self.parameter_names(), state.optimizer)
+        self.order.set_state(state.order)
+        self.masks.set_state(state.masks)
+        for name, part in self.stateful.items():
+            if name not in state.parts:
+                raise ValueError(f"a training state without the state of its regularizer part {name}")
+            part.restore(state.parts[name])
+        self.epoch = state.epoch  # the schedule's position: the next epoch's lr and momentum
+        resume_tracking(stopping, result, state)
+
+
+def resume_tracking(stopping: EarlyStopping, result: CellResult, state: TrainingState) -> None:
+    """The early-stopping tracker and the result's epochs, curves and time as `state` left them."""
+    stopping.best_loss, stopping.best_epoch = state.best_loss, state.best_epoch
+    stopping.best_state = None if state.best_weights is None else {k: v.clone() for k, v in state.best_weights.items()}
+    result.curves = [EpochRecord(*point) for point in state.curves]
+    result.epochs_run, result.best_epoch, result.fit_seconds = state.epoch, state.best_epoch, state.fit_seconds
+
 
 def _with_hook(parts: list[Regularizer], hook: str) -> list[Regularizer]:
     """The parts with a `hook` of their own, in the order a phase calls them: by `order`, then as the setting lists
@@ -294,13 +374,13 @@ def _strength(part: Regularizer) -> float:
     return 0.0 if part.strength is None else part.strength
 
 
-def fit_cell(cell: Cell, data: TaskData, on_epoch: OnEpoch | None = None) -> CellResult:
+def fit_cell(cell: Cell, data: TaskData, on_epoch: OnEpoch | None = None, start: Start | None = None) -> CellResult:
     """Train one cell and measure train/val/test in eval mode (on the best weights under early stopping).
     A cell that diverged is not measured: its figures are NaN (empty in the CSV). `on_epoch` hears of each
-    epoch as it ends."""
+    epoch as it ends. With `start` the training continues from that state (see `train_model`)."""
     if cell.train_size:
         data = subsample_training(data, cell.train_size)
-    model, result = train_model(cell, data, on_epoch)
+    model, result = train_model(cell, data, on_epoch, start.state() if start is not None else None)
     if result.status == "diverged":
         return result  # a model gone non-finite measures nothing real: every figure stays NaN
     measure_(result, model, data)
@@ -319,19 +399,33 @@ def measure_(result: CellResult, model: nn.Module, data: TaskData) -> None:
     result.test_loss, result.test_acc, result.test_ece = test.loss, test.acc, test.ece
 
 
-def train_model(cell: Cell, data: TaskData, on_epoch: OnEpoch | None = None) -> tuple[Network, CellResult]:
+def train_model(
+    cell: Cell, data: TaskData, on_epoch: OnEpoch | None = None, start: TrainingState | None = None
+) -> tuple[Network, CellResult]:
     """Train one cell; returns the model (best weights under early stopping) and its curves so far.
-    `fit_seconds` is the wall time of the training loop, the per-epoch validation pass included."""
+    `fit_seconds` is the wall time of the training loop, the per-epoch validation pass included.
+
+    With `start` (a state of the same training, `Cell.training_id`, after at most `cell.epochs` epochs) the training
+    continues from it, bit for bit as it would have gone on: the result is the one training from scratch gives,
+    its `fit_seconds` the state's plus this part's. A cell that `continues` (a halving rung's) hands back its
+    end state in `result.state`, for the next rung's cell to start from."""
     training = Training(cell, data)
-    model, max_epochs = training.model, cell.task.epochs
+    model, max_epochs = training.model, cell.epochs
     result = CellResult(status="ok", n_params=count_parameters(model))
     stopping = EarlyStopping(cell.regularizer.patience)
+    first, stop = 1, False
+    if start is not None:
+        check_start(cell, start)
+        training.restore(start, stopping, result)
+        first, stop = start.epoch + 1, start.stopped
 
     def weights() -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    started = time.perf_counter()
-    for epoch in range(1, max_epochs + 1):
+    started, before = time.perf_counter(), start.fit_seconds if start is not None else 0.0
+    for epoch in range(first, max_epochs + 1):
+        if stop:
+            break
         fit_loss = training.run_epoch()
         val_loss, val_acc = evaluate(model, data, "val")
         result.curves.append(EpochRecord(epoch, fit_loss, val_loss, val_acc))
@@ -345,10 +439,19 @@ def train_model(cell: Cell, data: TaskData, on_epoch: OnEpoch | None = None) -> 
         if on_epoch is not None:
             ended = (cell.cell_id,) if stop or epoch == max_epochs else ()
             on_epoch(EpochProgress(epoch, max_epochs, (cell.cell_id,), ended))
-        if stop:
-            break
+    result.fit_seconds = before + time.perf_counter() - started
+    if cell.continues and result.status == "ok":  # a diverged training has nothing to continue
+        result.state = training.state(stopping, result, stop).to_bytes()
     if stopping.best_state is not None:
         model.load_state_dict(stopping.best_state)
     model.record = False
-    result.fit_seconds = time.perf_counter() - started
     return model, result
+
+
+def check_start(cell: Cell, start: TrainingState) -> None:
+    """ValueError unless `start` can start `cell`: a state of another training, or from beyond the cell's epochs,
+    would give another cell's numbers."""
+    if start.training_id != cell.training_id:
+        raise ValueError(f"a training state of {start.training_id} cannot start cell {cell.cell_id}")
+    if start.epoch > cell.epochs:
+        raise ValueError(f"a training state after {start.epoch} epochs cannot start a cell of {cell.epochs}")

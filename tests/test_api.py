@@ -45,11 +45,11 @@ def plant_failures(monkeypatch, seeds):
     """Training a cell of these seeds raises, as tests/hooks/sitecustomize.py does in worker processes."""
 
     def failing(fit):
-        def fit_or_fail(cells, data, on_epoch=None):
+        def fit_or_fail(cells, data, *rest):
             found = {cell.seed for cell in (cells if isinstance(cells, list) else [cells])} & set(seeds)
             if found:
                 raise RuntimeError(f"planted failure in seed {min(found)}")
-            return fit(cells, data, on_epoch)
+            return fit(cells, data, *rest)  # on_epoch, and a checkpoint to start from
 
         return fit_or_fail
 

@@ -119,6 +119,27 @@ def test_the_bar_counts_epochs_and_shows_the_cells_done():
     reporter.progress.stop()
 
 
+def test_the_bar_grows_by_each_later_rung_and_counts_only_the_epochs_after_a_checkpoint():
+    """A halving run's later rung: 2 cells continuing from checkpoints after 4 of their 10 epochs add 12 epochs;
+    their epochs 5..10 count, from 1 each, and a cell that stops counts what was left after its checkpoint."""
+    from dataclasses import replace
+
+    reporter = ProgressReporter(Console(file=io.StringIO(), force_terminal=True, width=120))
+    reporter.start(load_suite("quick"), 2, 0, Path("r.csv"), epochs=8)
+    bar = reporter.progress.tasks[0]
+    cells = [replace(make_cell("wine", epochs=12, seed=seed), epoch_limit=10) for seed in range(2)]
+    reporter.extend(2, 12)
+    reporter.resumes({c.cell_id: 4 for c in cells})
+    assert (bar.total, bar.fields["cells"]) == (20, "0/4")
+    reporter.epochs_done(EpochProgress(5, 10, tuple(c.cell_id for c in cells)))
+    assert bar.completed == 2
+    reporter.epochs_done(EpochProgress(6, 10, (cells[0].cell_id,), stopped=(cells[0].cell_id,)))
+    assert bar.completed == 2 + 5  # its epochs 6 to 10: the rest of its budget after the checkpoint
+    reporter.cell_done(cells[1], row_for(cells[1]))  # never reported further (Ray): counted when it ends
+    assert bar.completed == 7 + 5
+    reporter.progress.stop()
+
+
 @pytest.mark.parametrize("kind", ["line", "json"])
 def test_logs_stay_one_record_per_cell(kind):
     stream = io.StringIO()

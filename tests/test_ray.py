@@ -136,6 +136,70 @@ def test_a_cell_that_keeps_dying_is_failed_after_its_retries_and_the_run_goes_on
     pd.testing.assert_frame_equal(figures(tmp_path / "ok.csv"), reference.drop(index=victim))
 
 
+HALVING = """
+name = "ray-halving"
+epochs = 6
+model = { kind = "mlp", hidden = [16] }
+optimizer = { name = "sgd", lr = 0.05, momentum = 0.9 }
+[tuning]
+methods = ["none", "l2", "dropout"]
+budget = 4
+tuning_seeds = 2
+evaluation_seeds = 2
+halving = { min_epochs = 2, eta = 2 }
+[tuning.space]
+l2 = { log = [1e-4, 3.0] }
+keep = { range = [0.05, 0.9] }
+[[task]]
+name = "wine"
+"""
+
+
+def recording(folder):
+    """The body of a cell's Ray task, recording in `folder` each cell that came with a checkpoint to continue from
+    (a file named by its cell_id, holding the checkpoint's epochs); shipped to the workers by value, as `killing`."""
+
+    def fit(cell, *args):
+        from pathlib import Path
+
+        from dropbench import ray_executor
+
+        start = args[4] if len(args) > 4 else None
+        if start is not None:
+            Path(folder, cell.cell_id).write_text(str(start.epoch))
+        return ray_executor._fit_remote(cell, *args)
+
+    return fit
+
+
+@pytest.mark.slow
+def test_a_halving_run_on_ray_continues_from_the_drivers_checkpoints_to_the_local_rows(
+    tmp_path, monkeypatch, shared_ray, capsys
+):
+    """`--executor ray` on a tiny halving suite: the driver sends each later rung's cell its checkpoint and keeps
+    the one the result brings back; every row equals the local executor's, and no checkpoint is left."""
+    from dropbench.checkpoints import checkpoint_folder
+    from dropbench.cli import main
+
+    path = tmp_path / "h.toml"
+    path.write_text(HALVING)
+    run_suite(load_suite(str(path)), tmp_path / "local.csv", executor=LocalExecutor(threads=1))
+    starts = tmp_path / "starts"
+    starts.mkdir()
+    monkeypatch.setattr(ray_executor, "_fit_remote", recording(str(starts)))
+    out = tmp_path / "ray.csv"
+    assert main(["run", str(path), "--executor", "ray", "--out", str(out), "-q"]) == 0
+    capsys.readouterr()
+    frame = pd.read_csv(out)
+    assert frame["cell_id"].is_unique and (frame["status"] == "ok").all() and set(frame["max_epochs"]) == {2, 4, 6}
+    pd.testing.assert_frame_equal(figures(out), figures(tmp_path / "local.csv"))
+    continued = {p.name: int(p.read_text()) for p in starts.iterdir()}
+    later = frame[(frame["phase"] == "tune") & (frame["max_epochs"] > 2) & (frame["method"] != "none")]
+    assert set(continued) == set(later["cell_id"])  # every later rung's cell continued, none of the others
+    assert {continued[c] for c in later["cell_id"]} == {2, 4}
+    assert not checkpoint_folder(out).exists()
+
+
 def test_a_user_error_in_a_task_reaches_the_caller_unwrapped(shared_ray):
     def bad_data():
         raise UserError("wine: the data is bad")

@@ -293,3 +293,19 @@ def test_a_regularizers_random_streams_derive_from_the_ids_hash_not_its_letter()
     assert cell.cell_id == "c" + cell.seed_key
     expected = make_generator(cell.seed_key, "mixup-pairs")
     assert torch.equal(part.generator.get_state(), expected.get_state())
+
+
+def test_a_halving_rungs_cell_draws_from_its_whole_trainings_hash():
+    """A rung's cell (the first epochs of a training) has an id of its own but the random streams and the
+    checkpoint name of the whole training: seed_key is the digits of training_id, the full cell's cell_id."""
+    from dataclasses import replace
+
+    from conftest import make_cell
+
+    from dropbench.checkpoints import CHECKPOINT_NAME
+
+    whole = make_cell("digits", keep=0.5, epochs=4)
+    rung = replace(whole, epoch_limit=2)
+    assert rung.cell_id != whole.cell_id and rung.training_id == whole.cell_id == whole.training_id
+    assert rung.seed_key == whole.seed_key == whole.cell_id[1:] and rung.training_id == "c" + rung.seed_key
+    assert CHECKPOINT_NAME.fullmatch(f"{rung.training_id}.pt")

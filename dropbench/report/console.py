@@ -88,7 +88,7 @@ def _tuning_plan(plan: "Plan", jobs: int) -> list[str]:
 
     if not plan.tuning_lines:
         return []
-    lines = [f"tuning: {line}" for line in plan.tuning_lines]
+    lines = [f"tuning: {line}" for line in plan.tuning_lines] + _halving_plan(plan, jobs)
     evaluation = plan.evaluation
     if evaluation is None:
         return [*lines, "evaluation 'same': each chosen trial's tuning seeds are reported (no evaluation phase)"]
@@ -104,6 +104,39 @@ def _tuning_plan(plan: "Plan", jobs: int) -> list[str]:
         f"evaluation of the trials chosen on validation: {len(evaluation.cells)} cells{unchosen}, {done} done, "
         f"{len(evaluation.todo)} to run, estimated {_duration(seconds)}",
     ]
+
+
+def _halving_plan(plan: "Plan", jobs: int) -> list[str]:
+    """A halving suite's later rungs: the epochs they will train are known only as each rung is written, so a
+    range (fewest: only the ⌈n/η⌉ ranked best go on at each rung; most: every trial goes on), with its time."""
+    from ..planning import PER_CELL_OVERHEAD_S, epoch_seconds
+
+    outlook = plan.halving
+    if outlook is None:
+        return []
+    per_epoch = {cell.task.name: epoch_seconds(cell) for cell in plan.cells}  # a first-rung cell per task
+    low, high = (
+        sum(
+            outlook.later[task][i] * per_epoch.get(task, 0.0) + outlook.later_cells[task][i] * PER_CELL_OVERHEAD_S
+            for task in outlook.later
+        )
+        / jobs
+        for i in (0, 1)
+    )
+    fewest, most = (sum(bounds[i] for bounds in outlook.later.values()) for i in (0, 1))
+    return [
+        f"halving: the later rungs train {_range(fewest, most)} epochs more (each trial continues from its checkpoint; "
+        f"fewest if only the ⌈n/η⌉ ranked best go on at each rung, most if every trial does), estimated "
+        f"{_range(_duration(low), _duration(high))}",
+        f"halving: the whole tuning phase trains {_range(*outlook.total)} epochs, the full grid {outlook.grid:,} "
+        "(upper bounds: early stopping and failed cells train fewer)",
+    ]
+
+
+def _range(low: object, high: object) -> str:
+    """'120' where the bounds meet, else '120 to 340' (numbers with thousands separators)."""
+    text = [f"{v:,}" if isinstance(v, int) else str(v) for v in (low, high)]
+    return text[0] if text[0] == text[1] else f"{text[0]} to {text[1]}"
 
 
 def _duration(seconds: float) -> str:

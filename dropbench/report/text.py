@@ -278,7 +278,8 @@ def tuned_legend(rows: pd.DataFrame) -> str:
     if "halved" in rows and rows["halved"].any():
         parts.append(
             "Successive halving: trials ranked on their seed mean after a few epochs, the clearly worse stopped; "
-            "chosen among those trained in full; 'ep': epochs the method's tuning trained, every rung and seed."
+            "chosen among those trained in full; 'ep': epochs the method's tuning trained, every trial and seed "
+            "(a trial's rungs continue one training)."
         )
     for protocol in (p for p in PROTOCOLS if p in set(rows["protocol"])):
         parts.append(f"Protocol {protocol}: test figures over {PROTOCOLS[protocol]}.")

@@ -123,7 +123,7 @@ def choose_on_validation(frame: pd.DataFrame, metric: str = AUTO, *, order: Suit
     baseline ('none') first, then as the suite lists them or as they appear: `task`, `method`, `trial`, the
     chosen setting (SETTING_COLUMNS present in `frame`), `selection_metric`, `selection_mean`,
     `selection_seeds` (ok seeds behind the mean), `trials` (trials with at least one ok tune row, at any rung),
-    `tune_epochs` (epochs trained by the method's tune cells, every rung and seed: `epochs_run` summed) and
+    `tune_epochs` (epochs trained by the method's tune cells, every trial and seed: `trained_epochs`) and
     `halved` (whether its tune rows come at more than one training length: successive halving). With halving
     only the last rung's rows (the task's longest `max_epochs`, `last_rung`) are chosen among.
     """
@@ -131,8 +131,7 @@ def choose_on_validation(frame: pd.DataFrame, metric: str = AUTO, *, order: Suit
     settings = [c for c in SETTING_COLUMNS if c in figures.columns]
     every = _tune_rows(frame, ())  # every rung's rows: the trials tried and the epochs spent
     tried = every[every["status"] == "ok"].groupby(["task", "method"])["trial"].nunique()
-    spent = pd.to_numeric(every.get("epochs_run", pd.Series(0, index=every.index)), errors="coerce").fillna(0)
-    epochs = spent.groupby([every["task"], every["method"]]).sum()
+    epochs = trained_epochs(every)
     halved = _rung_epochs(every).groupby([every["task"], every["method"]]).nunique() > 1
     records = []
     for (task, method), trials in figures.groupby(["task", "method"], sort=False):
@@ -165,6 +164,17 @@ def choose_on_validation(frame: pd.DataFrame, metric: str = AUTO, *, order: Suit
         .drop(columns=["_task", "_method"])
         .reset_index(drop=True)
     )
+
+
+def trained_epochs(rows: pd.DataFrame) -> pd.Series:
+    """Epochs trained per (task, method): each trial's training at each seed counted once, at its longest
+    `epochs_run`. With successive halving a trial's rungs are one training continued from rung to rung (each rung's
+    row holds the epochs so far), so summing its rows would count the first rung's epochs again at every rung; a
+    rung cell that had to retrain from scratch (its checkpoint was missing) trained more than this counts."""
+    spent = pd.to_numeric(rows.get("epochs_run", pd.Series(0, index=rows.index)), errors="coerce").fillna(0)
+    seed = rows["seed"] if "seed" in rows else pd.Series(0, index=rows.index)
+    longest = spent.groupby([rows["task"], rows["method"], rows["trial"], seed]).max()
+    return longest.groupby(level=[0, 1]).sum()
 
 
 def trial_figures(frame: pd.DataFrame, metric: str = AUTO) -> pd.DataFrame:

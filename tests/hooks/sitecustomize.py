@@ -39,11 +39,11 @@ if _fail_seeds:
     from dropbench import executors
 
     def _failing(fit):
-        def fit_or_fail(cells, data, on_epoch=None):  # a cell, or a stack's cells
+        def fit_or_fail(cells, data, *rest):  # a cell, or a stack's cells
             seeds = {cell.seed for cell in (cells if isinstance(cells, list) else [cells])}
             if seeds & _fail_seeds:
                 raise RuntimeError(f"planted failure in seed {min(seeds & _fail_seeds)}")
-            return fit(cells, data, on_epoch)
+            return fit(cells, data, *rest)  # on_epoch, and a checkpoint to start from
 
         return fit_or_fail
 
