@@ -944,13 +944,23 @@ def regularizers() -> int:
     """
     from rich.table import Table
 
-    from .regularizers import REGISTRY
+    from .catalogue import REGULARIZERS
+    from .plugins import BUILTIN, declared
     from .report.console import stdout_console
 
     table = Table(title="regularizers (combine with +, e.g. max-norm+early-stopping)", title_justify="left")
     for column in ("name", "strength", "default", "what it does", "from"):
         table.add_column(column)
-    for entry in REGISTRY.entries():
+    for info in REGULARIZERS.values():  # the built-ins from the torch-free catalogue: the listing stays fast
+        default = "" if info.default_strength is None else format(info.default_strength, "g")
+        strength = info.strength_meaning if info.default_strength is not None else ""
+        table.add_row(info.name, strength, default, info.summary, BUILTIN)
+    entries = []
+    if declared("dropbench.regularizers"):  # loading a plugin imports what it needs (torch): only when one is installed
+        from .regularizers import REGISTRY
+
+        entries = [entry for entry in REGISTRY.entries() if entry.source != BUILTIN]
+    for entry in entries:
         kind = entry.value
         if kind is None:
             table.add_row(entry.name, "", "", entry.problem, entry.source)

@@ -54,6 +54,11 @@ def _entry_points(group: str) -> dict[str, metadata.EntryPoint]:
     return found
 
 
+def declared(group: str) -> list[str]:
+    """The names installed plugins declare in an entry-point group, sorted, without loading (or importing) any."""
+    return sorted(_entry_points(group))
+
+
 def refresh() -> None:
     """Forget the entry points found and the objects loaded, so that the next lookup looks again."""
     _entry_points.cache_clear()
