@@ -159,6 +159,23 @@ def _why_nothing_compares(
     return f"none of the {both_ok} cells ok on both sides has a {metric} value on both"
 
 
+def check_verdict_options(command: str, metric: str, method: str, alpha: float, max_drop: float) -> None:
+    """The options a regression verdict (compare, history) takes, each refused in one line: one metric with
+    one unit for --max-drop, a known test, 0 < alpha < 1, a drop of zero or more."""
+    if metric == GAP:
+        raise UserError(
+            f"{command} holds every configuration to one --max-drop, so it takes gap_acc or gap_loss, not gap"
+        )
+    if metric not in METRICS:
+        raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    if method not in MARK_METHODS:
+        raise UserError(f"unknown test {method!r}; choose one of {', '.join(MARK_METHODS)}")
+    if not 0 < alpha < 1:
+        raise UserError(f"alpha must be between 0 and 1, got {alpha:g}")
+    if not max_drop >= 0:
+        raise UserError(f"max drop must be zero or more, got {max_drop:g}")
+
+
 def compare(
     base: pd.DataFrame,
     new: pd.DataFrame,
@@ -175,16 +192,7 @@ def compare(
     otherwise. The interval is the t-interval at level 1 - alpha; the verdict's p-value is the sign-flip (or
     Wilcoxon) test's, which at few seeds can stay above alpha where the interval already excludes zero.
     Configurations are listed in the suite's order (report.order; `order` from BASE's metadata)."""
-    if metric == GAP:
-        raise UserError("compare holds every configuration to one --max-drop, so it takes gap_acc or gap_loss, not gap")
-    if metric not in METRICS:
-        raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-    if method not in MARK_METHODS:
-        raise UserError(f"unknown test {method!r}; choose one of {', '.join(MARK_METHODS)}")
-    if not 0 < alpha < 1:
-        raise UserError(f"alpha must be between 0 and 1, got {alpha:g}")
-    if not max_drop >= 0:
-        raise UserError(f"max drop must be zero or more, got {max_drop:g}")
+    check_verdict_options("compare", metric, method, alpha, max_drop)
     base = _with_metric(base, metric, "BASE")
     new = _with_metric(new, metric, "NEW")
     limit = max_drop / 100 if metric in PERCENT_METRICS else max_drop

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..catalogue import DEFAULT_METHOD, GAP, HIGHER_IS_BETTER, MARK_METHODS, METRICS
+from ..catalogue import DEFAULT_METHOD, HIGHER_IS_BETTER
 from ..errors import UserError
 from ..results import read_results, require_rows
-from .compare import OVERALL_VERDICTS, CompareResult, Comparison, compare
+from .compare import OVERALL_VERDICTS, CompareResult, Comparison, check_verdict_options, compare
 from .labels import SETUP_COLUMNS, config_label, varying
 from .order import SuiteOrder, in_suite_order
 from .runs import RunInfo, run_info
@@ -223,16 +223,7 @@ def _labelled(configs: pd.DataFrame) -> list[str]:
 
 
 def _check(runs: Sequence[Run], metric: str, method: str, alpha: float, max_drop: float) -> None:
-    if metric == GAP:
-        raise UserError("history holds every configuration to one --max-drop, so it takes gap_acc or gap_loss, not gap")
-    if metric not in METRICS:
-        raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-    if method not in MARK_METHODS:
-        raise UserError(f"unknown test {method!r}; choose one of {', '.join(MARK_METHODS)}")
-    if not 0 < alpha < 1:
-        raise UserError(f"alpha must be between 0 and 1, got {alpha:g}")
-    if not max_drop >= 0:
-        raise UserError(f"max drop must be zero or more, got {max_drop:g}")
+    check_verdict_options("history", metric, method, alpha, max_drop)
     if len(runs) < MIN_RUNS:
         given = ", ".join(run.info.name for run in runs) or "none"
         raise UserError(f"history needs {MIN_RUNS} runs or more to tell what moved; got {len(runs)} ({given})")
