@@ -15,6 +15,7 @@ step, as a weekly gate does over the weeks. The exit code reads the newest step 
 configuration regressed there (worse, significant, beyond --max-drop), 2 when nothing in it was comparable.
 """
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,3 +294,30 @@ def history(
         )
     infos = tuple(run.info for run in runs)
     return History(infos, tuple(trends), tuple(steps), tuple(bases), metric, max_drop, alpha, method)
+
+
+def history_records(history: History) -> list[dict[str, object]]:
+    """One record per configuration and run that holds it, as the long exports write it: the configuration's
+    settings, the run's provenance, n, mean and 95% CI half-width over seeds, then the step from the run before
+    (delta, its interval, raw and Holm p, compare's verdict; NaN and '' for a first point) and the flag."""
+    records: list[dict[str, object]] = []
+    for trend in history.trends:
+        for i, (run, point, step, change) in enumerate(zip(history.runs, trend.points, trend.steps, trend.changes)):
+            if point is None:
+                continue
+            record: dict[str, object] = {**trend.config, "configuration": trend.label, "metric": history.metric}
+            record.update(run=i + 1, date=run.started, commit="+".join(run.commits), file=run.name)
+            record.update(n=point.n, mean=point.mean, ci=point.ci, not_ok=point.not_ok)
+            record.update(
+                {
+                    "delta": math.nan if step is None else step.delta,
+                    "delta_low": math.nan if step is None else step.ci_low,
+                    "delta_high": math.nan if step is None else step.ci_high,
+                    "p_raw": math.nan if step is None else step.p_raw,
+                    "p_value": math.nan if step is None else step.p_value,
+                    "verdict": "" if step is None else step.verdict,
+                    "change": change,
+                }
+            )
+            records.append(record)
+    return records

@@ -15,7 +15,7 @@ from ...results import format_value
 from ..compare import CompareResult
 from ..data import Report
 from ..grid import Grid
-from ..history import History
+from ..history import History, history_records
 from ..summary import CONFIG_COLUMNS
 from ..text import comparison_labels
 from . import Exporter, register
@@ -52,26 +52,7 @@ class CsvExporter(Exporter):
         """Long: one row per configuration and run, in the metric's own units (fractions for accuracies, as the
         results files hold them): the run's provenance, n, mean and 95% CI half-width over seeds, then the step
         from the run before (delta, its interval, raw and Holm p, compare's verdict) and the flag (`change`)."""
-        records = []
-        for trend in history.trends:
-            for i, (run, point, step, change) in enumerate(zip(history.runs, trend.points, trend.steps, trend.changes)):
-                if point is None:
-                    continue
-                record: dict[str, object] = {**trend.config, "configuration": trend.label, "metric": history.metric}
-                record.update(run=i + 1, date=run.started, commit="+".join(run.commits), file=run.name)
-                record.update(n=point.n, mean=point.mean, ci=point.ci, not_ok=point.not_ok)
-                record.update(
-                    {
-                        "delta": math.nan if step is None else step.delta,
-                        "delta_low": math.nan if step is None else step.ci_low,
-                        "delta_high": math.nan if step is None else step.ci_high,
-                        "p_raw": math.nan if step is None else step.p_raw,
-                        "p_value": math.nan if step is None else step.p_value,
-                        "verdict": "" if step is None else step.verdict,
-                        "change": change,
-                    }
-                )
-                records.append(record)
+        records = history_records(history)
         return csv_text(pd.DataFrame.from_records(records))
 
 

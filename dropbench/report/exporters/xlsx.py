@@ -28,7 +28,7 @@ from ...errors import UserError
 from ..compare import CompareResult
 from ..data import Report
 from ..grid import BASELINE_MARK, BEST_MARK, Grid, caption
-from ..history import History
+from ..history import History, history_records
 from ..summary import CONFIG_COLUMNS
 from ..text import (
     BEST_LEGEND,
@@ -92,32 +92,38 @@ def comparison_sheets(result: CompareResult, prefix: str = "") -> list[Sheet]:
     return sheets
 
 
+def _config_keys(record: dict[str, object]) -> list[str]:
+    """A history record's configuration settings: the keys before its label (history_records puts them first)."""
+    keys = list(record)
+    return keys[: keys.index("configuration")]
+
+
+def _history_row(record: dict[str, object], config: list[str]) -> dict[str, object]:
+    """A history record under the sheet's headers: the label first, the interval as its two bounds."""
+    mean, ci = float(record["mean"]), float(record["ci"])  # type: ignore[arg-type]
+    row: dict[str, object] = {"configuration": record["configuration"], **{key: record[key] for key in config}}
+    row.update({key: record[key] for key in ("run", "date", "commit", "file", "metric")})
+    row.update({"seeds": record["n"], "mean": mean, "95% CI low": mean - ci, "95% CI high": mean + ci})
+    row["not ok"] = record["not_ok"]
+    row.update(
+        {
+            "delta": record["delta"],
+            "delta 95% CI low": record["delta_low"],
+            "delta 95% CI high": record["delta_high"],
+            "p_raw": record["p_raw"],
+            "p (Holm)": record["p_value"],
+            "verdict": record["verdict"],
+            "change": record["change"],
+        }
+    )
+    return row
+
+
 def history_sheets(history: History, prefix: str = "") -> list[Sheet]:
     """`history` (a row per configuration and run that holds it: the run's point, then its step from the run
     before with compare's verdict and the flag), `runs` (RUN_HEADERS, as every format lists them), `verdict` (the
     newest step's) and `legend` (the titles and what the flags mean)."""
-    records = []
-    for trend in history.trends:
-        for i, (run, point, step, change) in enumerate(zip(history.runs, trend.points, trend.steps, trend.changes)):
-            if point is None:
-                continue
-            record: dict[str, object] = {"configuration": trend.label, **trend.config}
-            record.update(run=i + 1, date=run.started, commit="+".join(run.commits), file=run.name)
-            record.update({"metric": history.metric, "seeds": point.n, "mean": point.mean})
-            record.update({"95% CI low": point.mean - point.ci, "95% CI high": point.mean + point.ci})
-            record["not ok"] = point.not_ok
-            record.update(
-                {
-                    "delta": math.nan if step is None else step.delta,
-                    "delta 95% CI low": math.nan if step is None else step.ci_low,
-                    "delta 95% CI high": math.nan if step is None else step.ci_high,
-                    "p_raw": math.nan if step is None else step.p_raw,
-                    "p (Holm)": math.nan if step is None else step.p_value,
-                    "verdict": "" if step is None else step.verdict,
-                    "change": change,
-                }
-            )
-            records.append(record)
+    records = [_history_row(record, _config_keys(record)) for record in history_records(history)]
     verdict = {
         "verdict": history.verdict,
         "exit_code": history.exit_code,
