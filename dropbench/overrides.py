@@ -32,6 +32,7 @@ _KEY_ONLY = re.compile(rf"\s*{_KEY}\s*")
 # of "adam"; anything else (spaces, brackets, quotes, a leading digit or sign) must be valid TOML.
 _WORD = re.compile(r"[A-Za-z_][\w.+:/@-]*")
 TASKS = "task"  # the [[task]] array, whose tables are addressed by name or index
+EXCLUDE = "exclude"  # the suite's combinations left out of the grid
 SET_HELP = "Set any suite key, e.g. optimizer.lr=0.05, model.hidden=[512,512], task.digits.epochs=5."
 # The most seeds a list or range may name: a grid has at least as many cells as seeds (suite.MAX_GRID_CELLS).
 MAX_SEEDS = 100_000
@@ -258,6 +259,12 @@ def _segments(path: str) -> list[str]:
     return [part for part in path.split(".") if part]
 
 
+def _same_part(set_part: str, named: str) -> bool:
+    """Whether a part of an override's key is the part a message names: itself, or an element of the array it
+    sets whole (`--set exclude=[...]` and `exclude[1].keep_rate`)."""
+    return named == set_part or re.fullmatch(rf"{re.escape(set_part)}\[\d+\]", named) is not None
+
+
 def _attributed(message: str, source: str, sets: Sequence[SetOverride], spelled: Sequence[str]) -> str:
     """A refusal of the overridden document, named after the override it concerns: the one whose key shares the
     longest start with the key the message names (`--set optimizer.lr=-1: must be > 0, got -1`); a refusal that
@@ -268,7 +275,9 @@ def _attributed(message: str, source: str, sets: Sequence[SetOverride], spelled:
     best, score = None, 0
     for override, key in zip(sets, spelled):
         parts = _segments(key)
-        shared = next((i for i, (a, b) in enumerate(zip(parts, target)) if a != b), min(len(parts), len(target)))
+        shared = next(
+            (i for i, (a, b) in enumerate(zip(parts, target)) if not _same_part(a, b)), min(len(parts), len(target))
+        )
         if shared > score:
             best, score = (override, parts), shared
     if best is None:
@@ -293,10 +302,16 @@ def parse_suite_with(
     _refuse_overlaps(sets)
     changed = copy.deepcopy(document)
     spelled = [_apply(changed, override) for override in sets]
+    # An `exclude` the file wrote was checked against the file's grid just now: where an override removed a value it
+    # names, it matches nothing. One set here names values of the grid the flags make (checked after them).
+    excluding = next((s for s in sets if s.path[0] == EXCLUDE), None)
     try:
-        suite = parse_suite(changed, source)
+        suite = parse_suite(changed, source, exclude_grid="file" if excluding is None else "final")
     except UserError as error:
         raise UserError(_attributed(str(error), source, sets, spelled)) from None
+    if excluding is not None:  # its entries' later refusals (Suite.check_grid) name the override
+        where = {e.where: f"{excluding.label}: {e.where.removeprefix(f'{source}: ')}" for e in suite.exclude}
+        suite = replace(suite, exclude=tuple(replace(e, where=where[e.where]) for e in suite.exclude))
     return replace(suite, set_keys=tuple((s.key, s.value) for s in sets))
 
 

@@ -12,7 +12,7 @@ from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from .catalogue import DROPOUT_KINDS
 from .config import Cell, ModelConfig, OptimizerConfig, TaskConfig
@@ -75,6 +75,7 @@ SUITE_KEYS = (
     "task",
     "train_size",
     "mc_samples",
+    "exclude",
     "tuning",
 )
 TUNING_KEYS = (
@@ -96,7 +97,21 @@ GRID_KEYS_TUNING_REPLACES = {
     "keep_rates": "a method naming 'dropout' tunes its keep rate: set its range as [tuning.space] keep",
     "regularizers": "the methods are [tuning] methods",
     "seeds": "seeds are [tuning] tuning_seeds and evaluation_seeds",
+    "exclude": "the [tuning] methods and spaces make the grid: leave a method out of methods, or narrow its space",
 }
+# The keys of an `exclude` entry: the grid's axes but seeds, each with its name in messages. A cell is left out of
+# the grid when it matches every key of some entry (as GitHub Actions' matrix `exclude`).
+EXCLUDE_KEYS = {
+    "task": "tasks",
+    "regularizer": "regularizers",
+    "keep_rate": "keep rates",
+    "input_keep_rate": "input keep rates",
+    "dropout": "dropout kinds",
+    "train_size": "train sizes",
+}
+# Keep rates are stored as given (a TOML float is the number written); an exclusion's rate is one of the grid's when
+# they differ by float noise alone (0.1 + 0.2 from Python), far below the masks' resolution of 1/65536.
+KEEP_RATE_TOLERANCE = 1e-9
 TASK_KEYS = ("name", "model", "optimizer", "batch_size", "epochs")
 # A task read from the user's files (`path`); which keys apply to which format is in FILE_KEYS_BY_FORMAT.
 FILE_TASK_KEYS = ("path", "format", "test_path", "split", "target", "features", "kind", "size", "color", "arrays")
@@ -142,6 +157,81 @@ SUITE_NAME_RULE = (
 )
 
 
+# A point of the grid without its seed, in EXCLUDE_KEYS' order: task name, regularizer name, keep rate (or per-layer
+# rates), input keep rate, dropout kind, train size (0: the whole training split).
+GridPoint = tuple[str, str, float | tuple[float, ...], float, str, int]
+_POINT_INDEX = {key: index for index, key in enumerate(EXCLUDE_KEYS)}
+
+
+def same_keep_rate(a: object, b: object) -> bool:
+    """Whether two keep rates (numbers, or tuples of one per layer) are the same within KEEP_RATE_TOLERANCE; a rate
+    for every layer is never the same as per-layer rates."""
+    if isinstance(a, tuple) or isinstance(b, tuple):
+        return (
+            isinstance(a, tuple)
+            and isinstance(b, tuple)
+            and len(a) == len(b)
+            and all(same_keep_rate(x, y) for x, y in zip(a, b))
+        )
+    return isinstance(a, float | int) and isinstance(b, float | int) and abs(a - b) <= KEEP_RATE_TOLERANCE
+
+
+def _same_value(key: str, a: object, b: object) -> bool:
+    return same_keep_rate(a, b) if key in ("keep_rate", "input_keep_rate") else a == b
+
+
+def _on_axis(key: str, value: object, axes: Mapping[str, tuple[object, ...]]) -> bool:
+    return any(_same_value(key, value, on_axis) for on_axis in axes[key])
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """One entry of a suite's `exclude`: the grid leaves out every cell that matches all of its values."""
+
+    where: str  # how messages name it: "s.toml: exclude[2]", "--set exclude=[...]: exclude[2]"
+    # (key of EXCLUDE_KEYS, value) in EXCLUDE_KEYS' order: a regularizer's name with its parts in a setting's order,
+    # keep rates as the grid holds them (a number, or a tuple of one per hidden layer).
+    values: tuple[tuple[str, object], ...]
+    # The keys whose values were found on the grid the entry was written against. A flag may since have removed
+    # such a value (the entry then matches nothing); a key not among them must be on the final grid (check_grid).
+    placed: tuple[str, ...] = ()
+
+    def matches(self, point: GridPoint) -> bool:
+        return all(_same_value(key, point[_POINT_INDEX[key]], value) for key, value in self.values)
+
+    def describe(self) -> dict[str, object]:
+        """The entry as the suite file writes it, for the run's metadata."""
+        return {key: list(value) if isinstance(value, tuple) else value for key, value in self.values}
+
+    def missing(self, axes: Mapping[str, tuple[object, ...]], skip: tuple[str, ...] = ()) -> tuple[str, object] | None:
+        """The first (key, value) of the entry, its keys in `skip` aside, that is not on its axis of `axes`
+        (Suite.axis_values); None if all are."""
+        for key, value in self.values:
+            if key not in skip and not _on_axis(key, value, axes):
+                return key, value
+        return None
+
+    def not_on_grid(self, key: str, value: object, axes: Mapping[str, tuple[object, ...]]) -> UserError:
+        """The refusal of a value that is on no value of its axis."""
+        name = EXCLUDE_KEYS[key]
+        if key == "train_size" and tuple(axes[key]) == (0,):
+            return UserError(
+                f"{self.where}.{key}: {_grid_text(value)} is not one of the suite's {name} (it sets no train_size: "
+                "every cell trains on the whole training split)"
+            )
+        listed = ", ".join(_grid_text(v, quoted=False) for v in axes[key])
+        return UserError(f"{self.where}.{key}: {_grid_text(value)} is not one of the suite's {name} {listed}")
+
+
+def _grid_text(value: object, quoted: bool = True) -> str:
+    """A grid value as an exclusion's message shows it: keep rates as written (0.5, 1.0, [0.8, 0.5]), text quoted."""
+    if isinstance(value, tuple):
+        return str(list(value))
+    if isinstance(value, str):
+        return repr(value) if quoted else value
+    return str(value)
+
+
 @dataclass(frozen=True)
 class Suite:
     name: str
@@ -161,6 +251,8 @@ class Suite:
     sweeps: dict[str, tuple[float, ...]] = field(repr=False, default_factory=dict)
     kl_target: float = 0.05
     tuning: Tuning | None = None  # a tuned comparison ([tuning]): its cells come from dropbench.tuning
+    # Combinations the grid leaves out (`exclude`); a cell's id does not depend on them.
+    exclude: tuple[Exclusion, ...] = ()
     # The keys set from outside the file (`--set KEY=VALUE`, `set={...}`), as dotted key -> value, already applied.
     set_keys: tuple[tuple[str, object], ...] = ()
     # Each (task, method)'s sampled trials, built once (dropbench.tuning.suite_trials); a replace() starts it over.
@@ -176,16 +268,62 @@ class Suite:
             return tune_cells(self)
         return [
             Cell(self.name, task, reg, keep, input_keep, dropout, seed, size, self.mc_samples, self.precision)
-            for task, reg, keep, input_keep, dropout, size, seed in itertools.product(
+            for task, reg, keep, input_keep, dropout, size in itertools.product(
                 self.tasks,
                 self.regularizers,
                 self.keep_rates,
                 self.input_keep_rates,
                 self.dropouts,
                 self.train_sizes,
-                self.seeds,
             )
+            if not self.excluded((task.name, reg.name, keep, input_keep, dropout, size))
+            for seed in self.seeds
         ]
+
+    def excluded(self, point: GridPoint) -> bool:
+        """Whether an entry of `exclude` leaves this point of the grid (every seed of it) out."""
+        return any(entry.matches(point) for entry in self.exclude)
+
+    def axis_values(self) -> dict[str, tuple[object, ...]]:
+        """The values of each axis an `exclude` entry may name (EXCLUDE_KEYS), as its entries hold them."""
+        return {
+            "task": tuple(t.name for t in self.tasks),
+            "regularizer": tuple(dict.fromkeys(r.name for r in self.regularizers)),
+            "keep_rate": self.keep_rates,
+            "input_keep_rate": self.input_keep_rates,
+            "dropout": self.dropouts,
+            "train_size": self.train_sizes,
+        }
+
+    def check_exclude(self, where: str | None = None) -> None:
+        """Refuse an entry's value that is on neither the grid it was written against nor this one, and an
+        `exclude` that leaves no cell (`where` names what made the grid: the file, or it with some flags)."""
+        axes = self.axis_values()
+        for entry in self.exclude:
+            if (missing := entry.missing(axes, skip=entry.placed)) is not None:
+                raise entry.not_on_grid(*missing, axes)
+        self.check_some_cell_left(where)
+
+    def check_some_cell_left(self, where: str | None = None) -> None:
+        """Refuse an `exclude` that leaves no cell. Searched over the points without seeds, which no entry names, and
+        the first point left ends the search; a grid past MAX_GRID_CELLS is not searched (check_grid refuses it, or
+        the flags narrow it and it is searched then)."""
+        lengths = self.axis_lengths()
+        if not self.exclude or math.prod(lengths.values()) // max(1, lengths["seeds"]) > MAX_GRID_CELLS:
+            return
+        points = itertools.product(
+            (t.name for t in self.tasks),
+            (r.name for r in self.regularizers),
+            self.keep_rates,
+            self.input_keep_rates,
+            self.dropouts,
+            self.train_sizes,
+        )
+        if all(self.excluded(point) for point in points):
+            raise UserError(
+                f"{where or self.source}: exclude removes every cell of the grid; remove an entry, or give the grid "
+                "values no entry matches"
+            )
 
     def axis_lengths(self) -> dict[str, int]:
         """How many values each axis of the grid has, by a name for messages (plural); a tuned suite's cells of
@@ -202,10 +340,14 @@ class Suite:
             "seeds": len(self.seeds),
         }
 
-    def check_grid(self, keep_where: str | None = None, dropout_where: str | None = None) -> None:
+    def check_grid(
+        self, keep_where: str | None = None, dropout_where: str | None = None, exclude_where: str | None = None
+    ) -> None:
         """Refuse, before anything is expanded or written, a grid past MAX_GRID_CELLS and a task its keep
-        rates or dropout kinds do not fit; the `*_where` name the flag when a value came from one."""
-        check_grid_size(self.axis_lengths(), self.source)
+        rates or dropout kinds do not fit, and an `exclude` that does not fit the grid or leaves no cell (the size is
+        counted before exclusions: the product is what expanding the grid walks); the `*_where` name the flag when a
+        value came from one (`exclude_where`: the grid's flags, where they leave no cell)."""
+        check_grid_size(self.axis_lengths(), self.source, " before exclude" if self.exclude else "")
         if self.tuning is not None:
             check_tuning_fits(self.tuning, self.tasks, self.source)
         for task in self.tasks:
@@ -213,6 +355,7 @@ class Suite:
                 check_keep_rate_fits(task, keep, keep_where or f"{self.source}: keep_rates")
             for dropout in self.dropouts:
                 check_dropout_fits(task, dropout, dropout_where or f"{self.source}: dropout")
+        self.check_exclude(exclude_where)
 
     def describe(self) -> dict[str, object]:
         """A JSON-ready account of the resolved suite, for the run's metadata."""
@@ -238,6 +381,7 @@ class Suite:
             "train_sizes": list(self.train_sizes),
             "mc_samples": self.mc_samples,
             "seeds": list(self.seeds),
+            **({"exclude": [entry.describe() for entry in self.exclude]} if self.exclude else {}),
             **({"tuning": self.tuning.describe()} if self.tuning is not None else {}),
             **({"set": dict(self.set_keys)} if self.set_keys else {}),
         }
@@ -432,13 +576,14 @@ def check_dropout_fits(task: TaskConfig, dropout: str, where: str) -> None:
     raise UserError(f"{where}: dropout '{dropout}': model kind '{kind}' of task '{task.name}' implements {kinds}")
 
 
-def check_grid_size(axes: dict[str, int], where: str) -> None:
-    """Refuse a grid of more than MAX_GRID_CELLS cells, its size the product of its axes' lengths."""
+def check_grid_size(axes: dict[str, int], where: str, note: str = "") -> None:
+    """Refuse a grid of more than MAX_GRID_CELLS cells, its size the product of its axes' lengths (`note` follows
+    the count: " before exclude")."""
     cells = math.prod(axes.values())
     if cells > MAX_GRID_CELLS:
         factors = " × ".join(f"{n} {name}" for name, n in axes.items() if n != 1) or "1"
         raise UserError(
-            f"{where}: the grid has {factors} = {cells:,} cells; a suite may have at most {MAX_GRID_CELLS:,}: "
+            f"{where}: the grid has {factors} = {cells:,} cells{note}; a suite may have at most {MAX_GRID_CELLS:,}: "
             "split it into several suites, or use fewer seeds or values"
         )
 
@@ -821,6 +966,77 @@ def _regularizers(
     return tuple(settings)
 
 
+# ---------------------------------------------------------------- combinations left out of the grid (`exclude`)
+
+
+def _exclusions(value: object, source: str) -> tuple[Exclusion, ...]:
+    """`exclude = [{ keep_rate = 0.5, input_keep_rate = 1.0 }, ...]` (or [[exclude]] tables): each entry's keys and
+    the types of its values. Whether the values are on the grid is checked against the grid (place_exclusions)."""
+    where = f"{source}: exclude"
+    if not isinstance(value, list):
+        raise UserError(
+            f"{where}: expected an array of tables, e.g. exclude = [{{ keep_rate = 0.5, dropout = 'gaussian' }}]"
+        )
+    return tuple(_exclusion(entry, f"{where}[{i}]") for i, entry in enumerate(value))
+
+
+def _exclusion(value: object, where: str) -> Exclusion:
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: expected a table of grid values, e.g. {{ keep_rate = 0.5 }}, got {value!r}")
+    for key in ("seed", "seeds"):
+        if key in value:
+            raise UserError(
+                f"{where}.{key}: seeds cannot be excluded (every point of the grid runs at every seed); choose them "
+                "with `seeds` or --seeds"
+            )
+    _check_keys(value, tuple(EXCLUDE_KEYS), where)
+    if not value:
+        raise UserError(
+            f"{where}: an empty entry would match every cell; give one or more of {', '.join(EXCLUDE_KEYS)}"
+        )
+    return Exclusion(
+        where, tuple((key, _exclude_value(key, value[key], f"{where}.{key}")) for key in EXCLUDE_KEYS if key in value)
+    )
+
+
+def _exclude_value(key: str, value: object, where: str) -> object:
+    """An entry's value, checked and normalised as the grid's own values of that axis are."""
+    if key == "keep_rate":  # a number, or a list of one per hidden layer, as an entry of keep_rates
+        return _grid_keep_rates([value], where)[0]
+    if key == "input_keep_rate":
+        if isinstance(value, list):
+            raise UserError(f"{where}: expected a number, got {value!r}")
+        return validate_keep_rates(value, where)[0]
+    if key == "train_size":
+        return _int(value, where, 1)
+    text = _str(value, where)
+    if key == "regularizer":  # the parts in a setting's order, as the grid names it: 'l2+l1' is 'l1+l2'
+        return "+".join(sort_parts(part.strip() for part in text.split("+")))
+    return text
+
+
+ExcludeGrid = Literal["own", "final", "file"]
+
+
+def place_exclusions(suite: Suite, grid: ExcludeGrid) -> Suite:
+    """The suite with its entries' values looked up on its grid. `grid` says what the entries were written against:
+    "own", this grid (a suite file): a value not on it is refused; "final", the grid the command line's flags make
+    of this one (`--set exclude=...`): a value not on it yet is left to Suite.check_grid, after the flags; "file",
+    the file's own grid, already checked: a value another `--set` removed matches nothing."""
+    axes = suite.axis_values()
+    placed = []
+    for entry in suite.exclude:
+        keys = tuple(key for key, _ in entry.values)
+        if grid == "own" and (missing := entry.missing(axes)) is not None:
+            raise entry.not_on_grid(*missing, axes)
+        if grid == "final":
+            keys = tuple(key for key, value in entry.values if _on_axis(key, value, axes))
+        placed.append(replace(entry, placed=keys))
+    resolved = replace(suite, exclude=tuple(placed))
+    resolved.check_some_cell_left()
+    return resolved
+
+
 # ---------------------------------------------------------------- a tuned comparison ([tuning])
 
 
@@ -1050,8 +1266,9 @@ def _refuse_beside_tuning(data: dict, source: str) -> None:
 # ---------------------------------------------------------------- the whole file
 
 
-def parse_suite(data: dict, source: str) -> Suite:
-    """Validate a parsed TOML document; `source` names the file in every message."""
+def parse_suite(data: dict, source: str, exclude_grid: ExcludeGrid = "own") -> Suite:
+    """Validate a parsed TOML document; `source` names the file in every message. `exclude_grid` is the grid its
+    `exclude` entries were written against (place_exclusions): the document's own unless --set changed it."""
     _check_keys(data, SUITE_KEYS, source)
     defaults = TaskConfig(
         name="",
@@ -1074,7 +1291,7 @@ def parse_suite(data: dict, source: str) -> Suite:
     _refuse_repeats((t.name for t in tasks), f"{source}: task", "task")
     if "tuning" in data:
         return _tuned_suite(data, source, tasks, defaults, kl_target)
-    return Suite(
+    suite = Suite(
         name=_suite_name(data, source),
         description=_str(data.get("description", ""), f"{source}: description"),
         source=source,
@@ -1089,7 +1306,9 @@ def parse_suite(data: dict, source: str) -> Suite:
         task_defaults=defaults,
         sweeps=sweeps,
         kl_target=kl_target,
+        exclude=_exclusions(data.get("exclude", []), source),
     )
+    return place_exclusions(suite, exclude_grid)
 
 
 def _tuned_suite(
@@ -1208,11 +1427,25 @@ def apply_overrides(suite: Suite, overrides: Overrides) -> Suite:
             resolved = replace(resolved, seeds=tuple(range(_int(overrides.seeds, "--seeds", 1))))
         else:  # the seeds themselves: a seed's cells are the same cells whichever list or count names it
             resolved = replace(resolved, seeds=_seeds(list(overrides.seeds), "--seeds"))
+    flags = [flag for flag, value in _grid_flags(overrides).items() if value is not None]
     resolved.check_grid(
         keep_where="--keep" if overrides.keep_rates is not None else None,
         dropout_where="--dropout" if overrides.dropouts is not None else None,
+        exclude_where=f"{suite.source} with {', '.join(flags)}" if flags else None,
     )
     return resolved
+
+
+def _grid_flags(overrides: Overrides) -> dict[str, object]:
+    """The flags that choose values of the grid's axes (seeds aside, which no exclusion names), by flag."""
+    return {
+        "--task": overrides.tasks,
+        "--reg": overrides.regularizers,
+        "--keep": overrides.keep_rates,
+        "--input-keep": overrides.input_keep_rates,
+        "--dropout": overrides.dropouts,
+        "--train-size": overrides.train_sizes,
+    }
 
 
 def _refuse_tuned_overrides(suite: Suite, overrides: Overrides) -> None:
