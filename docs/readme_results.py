@@ -28,7 +28,7 @@ from dropbench.report.exporters.table import grid_tables
 from dropbench.report.order import suite_order
 from dropbench.report.stats import TEST_NAMES, holm, paired_difference, smallest_p_value
 from dropbench.report.summary import baseline_tests, summarize, tests_for
-from dropbench.results import read_results
+from dropbench.results import read_epochs, read_results
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -182,7 +182,31 @@ def table9() -> str:
     out.append("| paper | " + " | ".join(f"{TABLE9_PAPER[name]:.2f}" for name, *_ in TABLE9_ROWS) + " |")
     out.append("")
     out += _table9_pairs(frame)
+    out.append("")
+    out += _table9_curves(frame)
     return "\n".join(out) + "\n"
+
+
+def _table9_curves(frame: pd.DataFrame) -> list[str]:
+    """Each row's validation error at every fifth epoch (mean over seeds), with its final training error (eval
+    mode): whether a row had stopped improving when the training ended."""
+    curves = read_epochs(SRIVASTAVA / "table9.csv")
+    if curves is None:
+        return []
+    last = int(curves["epoch"].max())
+    marks = sorted({*range(5, last + 1, 5), 1, last})
+    out = ["| validation error % at epoch | " + " | ".join(str(e) for e in marks) + " | training error % at the end |"]
+    out.append("|---|" + "---|" * (len(marks) + 1))
+    for name, reg, keep, input_keep in TABLE9_ROWS:
+        rows = frame[(frame["regularizer"] == reg) & (frame["keep_rate"] == keep)]
+        rows = rows[rows["input_keep_rate"] == input_keep]
+        mine = curves[curves["cell_id"].isin(rows["cell_id"])]
+        by_epoch = 1 - mine.groupby("epoch")["val_acc"].mean()
+        train_error = 1 - rows["train_acc"].mean()
+        out.append(f"| {name} | " + " | ".join(pct(by_epoch[e]) for e in marks) + f" | {pct(train_error)} |")
+    out.append("")
+    out.append("Mean over seeds, from `table9.epochs.csv` (the validation split, evaluated after every epoch).")
+    return out
 
 
 def _table9_pairs(frame: pd.DataFrame) -> list[str]:
