@@ -52,7 +52,7 @@ def estimated_cost(cell: Cell, *, gpu: bool = False) -> float:
     count their 3x3 filters over each block's resolution. From registry size hints, before any data is loaded."""
     info = get_task(cell.task.key)
     model = cell.task.model
-    widths = [info.n_inputs, *model.hidden, 10]
+    widths = [info.n_inputs, *model.widths(cell.layer_keep_rates), 10]  # fixed p·n: as widened
     weights: float = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
     if model.kind == "cnn":
         pixels, previous = info.n_inputs / 3, 3

@@ -106,3 +106,17 @@ def test_the_full_suites_dry_run_gives_one_core_and_one_gpu(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "on one CPU core:" in text and "on one GPU:" in text and "assumed rates, not measured" in text
     assert not out.exists()
+
+
+def test_fixed_pn_cells_are_estimated_at_their_widened_size():
+    """Figure 9(b) widens each layer to n / p: the estimate (and the shards it balances) must count those
+    weights, not the n written in the suite."""
+    from dataclasses import replace
+
+    from dropbench.planning import estimated_cost
+
+    cell = make_cell("mnist", keep=0.25, hidden=(128, 128), epochs=1)
+    widened = replace(cell, task=replace(cell.task, model=replace(cell.task.model, fixed_pn=True)))
+    as_written = make_cell("mnist", keep=0.25, hidden=(512, 512), epochs=1)
+    assert estimated_cost(widened) == pytest.approx(estimated_cost(as_written))
+    assert estimated_cost(widened) > 3 * estimated_cost(cell)
