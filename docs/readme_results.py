@@ -255,7 +255,8 @@ def _table9_pairs(frame: pd.DataFrame) -> list[str]:
         out.append("Both dropout rows have a significantly lower test error than every row without dropout.")
     else:
         out.append(
-            f"{wins} of the {len(tests)} pairs show a significantly lower test error with dropout"
+            f"{wins} of the {len(tests)} pairs {'shows' if wins == 1 else 'show'} a significantly lower test error "
+            "with dropout"
             + (f", {losses} a significantly higher one" if losses else "")
             + "; the others are not shown to differ."
         )
