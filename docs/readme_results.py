@@ -134,10 +134,6 @@ def figure9(name: str = "figure9") -> str:
     return "\n".join(out) + "\n"
 
 
-def _delta(test: pd.Series) -> str:
-    return f"{100 * test['delta']:+.2f} {interval(test['delta_low'], test['delta_high'])}"
-
-
 def _significance_sentence(significant: list, seeds: int, family: int) -> str:
     smallest = smallest_p_value(seeds)
     if not significant and smallest * family >= 0.05:
