@@ -214,7 +214,32 @@ def _table9_curves(frame: pd.DataFrame) -> list[str]:
         out.append(f"| {name} | " + " | ".join(pct(by_epoch[e]) for e in marks) + f" | {pct(train_error)} |")
     out.append("")
     out.append("Mean over seeds, from `table9.epochs.csv` (the validation split, evaluated after every epoch).")
+    out.append(_still_learning(frame, curves, marks[-3:]))
     return out
+
+
+def _still_learning(frame: pd.DataFrame, curves: pd.DataFrame, last_marks: list[int]) -> str:
+    """The figures behind "has a row stopped improving": training error at the end with and without dropout,
+    and the first dropout row's validation error at the last marks."""
+
+    def rows_of(reg: str, keep: float, inp: float) -> pd.DataFrame:
+        return frame[(frame["regularizer"] == reg) & (frame["keep_rate"] == keep) & (frame["input_keep_rate"] == inp)]
+
+    train_error = {
+        dropped: [1 - rows_of(*row[1:])["train_acc"].mean() for row in TABLE9_ROWS if (row[2] < 1.0) == dropped]
+        for dropped in (False, True)
+    }
+    name, *first_dropout = next(r for r in TABLE9_ROWS if r[2] < 1.0)
+    mine = curves[curves["cell_id"].isin(rows_of(*first_dropout)["cell_id"])]
+    by_epoch = 1 - mine.groupby("epoch")["val_acc"].mean()
+    return (
+        f"Training error at the end: {pct(min(train_error[False]))}-{pct(max(train_error[False]))}% without dropout, "
+        f"{pct(min(train_error[True]))}-{pct(max(train_error[True]))}% with it; {name}'s validation error at epochs "
+        + ", ".join(str(e) for e in last_marks)
+        + ": "
+        + ", ".join(f"{pct(by_epoch[e])}%" for e in last_marks)
+        + "."
+    )
 
 
 def _table9_pairs(frame: pd.DataFrame) -> list[str]:
@@ -255,6 +280,11 @@ def _table9_pairs(frame: pd.DataFrame) -> list[str]:
             "with dropout"
             + (f", {losses} a significantly higher one" if losses else "")
             + "; the others are not shown to differ."
+        )
+    excess = [test.mean_diff for (*_, test), p in zip(tests, adjusted) if p < 0.05 and test.mean_diff > 0]
+    if excess:
+        out.append(
+            f"Where dropout is significantly worse, by {100 * min(excess):.2f} to {100 * max(excess):.2f} points."
         )
     return out
 
