@@ -95,10 +95,10 @@ def quick_claims() -> str:
     return head + "\n".join(lines) + "\n" + note
 
 
-def figure9(name: str = "figure9") -> str:
+def figure9() -> str:
     """Figure 9: test and training error against p, the p chosen on validation, and each p against p = 1 (the
     same regularizer and input keep rate), paired by seed, Holm across the keep rates."""
-    frame = read_results(SRIVASTAVA / f"{name}.csv")
+    frame = read_results(SRIVASTAVA / "figure9.csv")
     summary = summarize(frame).sort_values("keep_rate")
     rates = summary["keep_rate"].tolist()
     reg, input_keep = frame["regularizer"].iloc[0], float(frame["input_keep_rate"].iloc[0])
@@ -197,7 +197,7 @@ def table9() -> str:
 
 def _table9_curves(frame: pd.DataFrame) -> list[str]:
     """Each row's validation error at every fifth epoch (mean over seeds), with its final training error (eval
-    mode): whether a row had stopped improving when the training ended."""
+    mode), and a line of the figures that say whether the rows had stopped improving when the training ended."""
     curves = read_epochs(SRIVASTAVA / "table9.csv")
     if curves is None:
         return []
@@ -205,33 +205,27 @@ def _table9_curves(frame: pd.DataFrame) -> list[str]:
     marks = sorted({*range(5, last + 1, 5), 1, last})
     out = ["| validation error % at epoch | " + " | ".join(str(e) for e in marks) + " | training error % at the end |"]
     out.append("|---|" + "---|" * (len(marks) + 1))
+    by_row = {}
     for name, reg, keep, input_keep in TABLE9_ROWS:
         rows = frame[(frame["regularizer"] == reg) & (frame["keep_rate"] == keep)]
         rows = rows[rows["input_keep_rate"] == input_keep]
         mine = curves[curves["cell_id"].isin(rows["cell_id"])]
-        by_epoch = 1 - mine.groupby("epoch")["val_acc"].mean()
-        train_error = 1 - rows["train_acc"].mean()
+        by_row[name] = (1 - mine.groupby("epoch")["val_acc"].mean(), 1 - rows["train_acc"].mean())
+        by_epoch, train_error = by_row[name]
         out.append(f"| {name} | " + " | ".join(pct(by_epoch[e]) for e in marks) + f" | {pct(train_error)} |")
     out.append("")
     out.append("Mean over seeds, from `table9.epochs.csv` (the validation split, evaluated after every epoch).")
-    out.append(_still_learning(frame, curves, marks[-3:]))
+    out.append(_still_learning(by_row, marks[-3:]))
     return out
 
 
-def _still_learning(frame: pd.DataFrame, curves: pd.DataFrame, last_marks: list[int]) -> str:
-    """The figures behind "has a row stopped improving": training error at the end with and without dropout,
-    and the first dropout row's validation error at the last marks."""
-
-    def rows_of(reg: str, keep: float, inp: float) -> pd.DataFrame:
-        return frame[(frame["regularizer"] == reg) & (frame["keep_rate"] == keep) & (frame["input_keep_rate"] == inp)]
-
-    train_error = {
-        dropped: [1 - rows_of(*row[1:])["train_acc"].mean() for row in TABLE9_ROWS if (row[2] < 1.0) == dropped]
-        for dropped in (False, True)
-    }
-    name, *first_dropout = next(r for r in TABLE9_ROWS if r[2] < 1.0)
-    mine = curves[curves["cell_id"].isin(rows_of(*first_dropout)["cell_id"])]
-    by_epoch = 1 - mine.groupby("epoch")["val_acc"].mean()
+def _still_learning(by_row: dict[str, tuple[pd.Series, float]], last_marks: list[int]) -> str:
+    """Training error at the end with and without dropout, and the first dropout row's validation error at the
+    last marks; `by_row`: each row's validation error by epoch and its final training error."""
+    dropped = {name: keep < 1.0 for name, _, keep, _ in TABLE9_ROWS}
+    train_error = {flag: [by_row[n][1] for n in by_row if dropped[n] == flag] for flag in (False, True)}
+    name = next(n for n in by_row if dropped[n])
+    by_epoch = by_row[name][0]
     return (
         f"Training error at the end: {pct(min(train_error[False]))}-{pct(max(train_error[False]))}% without dropout, "
         f"{pct(min(train_error[True]))}-{pct(max(train_error[True]))}% with it; {name}'s validation error at epochs "

@@ -124,23 +124,17 @@ class PlanLine:
 
 def plan_summary(
     cells: list[Cell], todo: list[Cell], written: dict[str, dict[str, str]], jobs: int
-) -> tuple[list[PlanLine], bool]:
-    """Per task and in all, what a run would do and how long it should take; and whether the estimate is
-    calibrated on cells the file already holds (their fit_seconds) rather than on the default rates."""
+) -> tuple[list[PlanLine], float | None]:
+    """Per task and in all, what a run would do and how long it should take; and the calibration applied:
+    measured over estimated time of the cells the file already holds (their fit_seconds), None where it holds
+    none and the default rates stand."""
     pending = {c.cell_id for c in todo}
     done_cells = [c for c in cells if c.cell_id in written and c.cell_id not in pending]
-    scale = calibration_of(cells, todo, written)
+    scale = calibration(done_cells, [float(written[c.cell_id]["fit_seconds"] or "nan") for c in done_cells])
     lines = []
     for task in dict.fromkeys(c.task.name for c in cells):
         mine = [c for c in cells if c.task.name == task]
         left = [c for c in todo if c.task.name == task]
         lines.append(PlanLine(task, len(mine), len(mine) - len(left), len(left), estimate_seconds(left, jobs, scale)))
     lines.append(PlanLine("all", len(cells), len(cells) - len(todo), len(todo), estimate_seconds(todo, jobs, scale)))
-    return lines, bool(done_cells)
-
-
-def calibration_of(cells: list[Cell], todo: list[Cell], written: dict[str, dict[str, str]]) -> float:
-    """The calibration `plan_summary` applies: measured over estimated time of the cells done."""
-    pending = {c.cell_id for c in todo}
-    done_cells = [c for c in cells if c.cell_id in written and c.cell_id not in pending]
-    return calibration(done_cells, [float(written[c.cell_id]["fit_seconds"] or "nan") for c in done_cells])
+    return lines, scale if done_cells else None
