@@ -26,9 +26,9 @@ from dropbench.cli import main as cli_main
 from dropbench.report.data import build_report
 from dropbench.report.exporters.table import grid_tables
 from dropbench.report.order import suite_order
-from dropbench.report.stats import TEST_NAMES, paired_difference, smallest_p_value
-from dropbench.report.summary import baseline_tests, summarize, tests_for
-from dropbench.results import read_results
+from dropbench.report.stats import TEST_NAMES, holm, paired_difference, smallest_p_value
+from dropbench.report.summary import summarize, tests_for
+from dropbench.results import read_epochs, read_results
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -96,45 +96,53 @@ def quick_claims() -> str:
 
 
 def figure9() -> str:
-    """Figure 9(a): test and training error against p, the p chosen on validation, and the paired tests."""
+    """Figure 9: test and training error against p, the p chosen on validation, and each p against p = 1 (the
+    same regularizer and input keep rate), paired by seed, Holm across the keep rates."""
     frame = read_results(SRIVASTAVA / "figure9.csv")
     summary = summarize(frame).sort_values("keep_rate")
-    tests = baseline_tests(frame, "test_error").set_index("keep_rate")
     rates = summary["keep_rate"].tolist()
+    reg, input_keep = frame["regularizer"].iloc[0], float(frame["input_keep_rate"].iloc[0])
+    plain = _cells(frame, reg, 1.0, input_keep)
+    tests = {}
+    for p in rates[:-1]:
+        dropped = _cells(frame, reg, p, input_keep)
+        seeds = plain.index.intersection(dropped.index)
+        tests[p] = paired_difference(plain.loc[seeds].tolist(), dropped.loc[seeds].tolist())
+    adjusted = dict(zip(tests, holm([t.p_value for t in tests.values()])))
     out = ["| p | " + " | ".join(f"{p:g}" for p in rates) + " |", "|---|" + "---|" * len(rates)]
     for figure, column in (("test", "test_error"), ("train", "train_error")):
         means = (1 - summary["train_acc_mean"]) if column == "train_error" else summary["test_error_mean"]
         out.append(f"| {figure} | " + " | ".join(pct(v) for v in means) + " |")
     out.append("| validation | " + " | ".join(pct(1 - v) for v in summary["val_acc_mean"]) + " |")
-    out.append(
-        "| Δ test vs p = 1 (95% CI) | " + " | ".join("◆" if p == 1.0 else _delta(tests.loc[p]) for p in rates) + " |"
+    deltas = (
+        "◆" if p not in tests else f"{100 * tests[p].mean_diff:+.2f} {interval(tests[p].ci_low, tests[p].ci_high)}"
+        for p in rates
     )
+    out.append("| Δ test vs p = 1 (95% CI) | " + " | ".join(deltas) + " |")
+    out.append("| p-value (Holm) | " + " | ".join("" if p not in tests else p_text(adjusted[p]) for p in rates) + " |")
     chosen = summary[summary["best"]].iloc[0]
-    seeds = int(tests["pairs"].min())
-    significant = tests[tests["significant"]]
+    seeds = min(t.n for t in tests.values())
     out.append("")
     out.append(
         f"Errors in % (mean over {seeds} seeds). Chosen on validation: p = {chosen['keep_rate']:g} "
         f"(validation {pct(1 - chosen['val_acc_mean'])}%), test error {pct(chosen['test_error_mean'])} ± "
-        f"{pct(chosen['test_error_ci'])}%. Δ: the paired test-error difference to p = 1, 95% t-interval."
+        f"{pct(chosen['test_error_ci'])}%. Δ: the paired test-error difference to p = 1, 95% t-interval; "
+        f"exact sign-flip test, Holm across the {len(tests)} keep rates, α = 0.05."
     )
-    out.append(_significance_sentence(significant, seeds, int(tests["family"].max())))
+    significant = [p for p in tests if adjusted[p] < 0.05]
+    out.append(_significance_sentence(significant, seeds, len(tests)))
     return "\n".join(out) + "\n"
 
 
-def _delta(test: pd.Series) -> str:
-    return f"{100 * test['delta']:+.2f} {interval(test['delta_low'], test['delta_high'])}"
-
-
-def _significance_sentence(significant: pd.DataFrame, seeds: int, family: int) -> str:
+def _significance_sentence(significant: list, seeds: int, family: int) -> str:
     smallest = smallest_p_value(seeds)
-    if significant.empty and smallest * family >= 0.05:
+    if not significant and smallest * family >= 0.05:
         return (
             f"No difference here can be significant: at {seeds} seeds the exact sign-flip test's smallest p is "
             f"{smallest:g} (and {family} comparisons share α = 0.05), so the table shows shapes and intervals, "
             "not verdicts."
         )
-    if significant.empty:
+    if not significant:
         return f"No difference is significant (sign-flip test, Holm across {family} comparisons, α = 0.05)."
     return f"{len(significant)} of {family} differences are significant (sign-flip test, Holm, α = 0.05)."
 
@@ -164,7 +172,8 @@ def _cells(frame: pd.DataFrame, reg: str, keep: float, input_keep: float) -> pd.
 
 
 def table9() -> str:
-    """Table 9: each row's test error with its interval; dropout's paired effect beside L2 and max-norm."""
+    """Table 9: each row's test error with its interval, and every dropout row against every row without
+    dropout: the paired difference, its interval and the sign-flip test, Holm across all of those pairs."""
     frame = read_results(SRIVASTAVA / "table9.csv")
     summary = summarize(frame)
     out = ["| | " + " | ".join(name for name, *_ in TABLE9_ROWS) + " |", "|---|" + "---|" * len(TABLE9_ROWS)]
@@ -176,45 +185,148 @@ def table9() -> str:
             & (summary["input_keep_rate"] == input_keep)
         ].iloc[0]
         cells.append(f"{pct(row['test_error_mean'])} ± {pct(row['test_error_ci'])}")
-    out.append("| ours, test error % (95% CI) | " + " | ".join(cells) + " |")
+    seeds = int(frame.groupby(["regularizer", "keep_rate", "input_keep_rate"])["seed"].nunique().min())
+    out.append(f"| ours, test error % (95% CI, {seeds} seeds) | " + " | ".join(cells) + " |")
     out.append("| paper | " + " | ".join(f"{TABLE9_PAPER[name]:.2f}" for name, *_ in TABLE9_ROWS) + " |")
     out.append("")
-    for with_dropout, without in (("dropout + L2", "L2"), ("dropout + max-norm", "max-norm")):
-        a = _cells(frame, *next(r[1:] for r in TABLE9_ROWS if r[0] == without))
-        b = _cells(frame, *next(r[1:] for r in TABLE9_ROWS if r[0] == with_dropout))
-        test = paired_difference(a.tolist(), b.loc[a.index].tolist())
-        verdict = "significant at α = 0.05" if test.p_value < 0.05 else "not shown to differ"
-        out.append(
-            f"- {with_dropout} − {without}: {100 * test.mean_diff:+.2f} points "
-            f"{interval(test.ci_low, test.ci_high)} (95% t-interval), sign-flip p = {p_text(test.p_value)} "
-            f"over {test.n} seeds (smallest possible: {test.min_p:g}): {verdict}."
-        )
+    out += _table9_pairs(frame)
+    out.append("")
+    out += _table9_curves(frame)
     return "\n".join(out) + "\n"
 
 
+def _table9_curves(frame: pd.DataFrame) -> list[str]:
+    """Each row's validation error at every fifth epoch (mean over seeds), with its final training error (eval
+    mode), and a line of the figures that say whether the rows had stopped improving when the training ended."""
+    curves = read_epochs(SRIVASTAVA / "table9.csv")
+    if curves is None:
+        return []
+    last = int(curves["epoch"].max())
+    marks = sorted({*range(5, last + 1, 5), 1, last})
+    out = ["| validation error % at epoch | " + " | ".join(str(e) for e in marks) + " | training error % at the end |"]
+    out.append("|---|" + "---|" * (len(marks) + 1))
+    by_row = {}
+    for name, reg, keep, input_keep in TABLE9_ROWS:
+        rows = frame[(frame["regularizer"] == reg) & (frame["keep_rate"] == keep)]
+        rows = rows[rows["input_keep_rate"] == input_keep]
+        mine = curves[curves["cell_id"].isin(rows["cell_id"])]
+        by_row[name] = (1 - mine.groupby("epoch")["val_acc"].mean(), 1 - rows["train_acc"].mean())
+        by_epoch, train_error = by_row[name]
+        out.append(f"| {name} | " + " | ".join(pct(by_epoch[e]) for e in marks) + f" | {pct(train_error)} |")
+    out.append("")
+    out.append("Mean over seeds, from `table9.epochs.csv` (the validation split, evaluated after every epoch).")
+    out.append(_still_learning(by_row, marks[-3:]))
+    return out
+
+
+def _still_learning(by_row: dict[str, tuple[pd.Series, float]], last_marks: list[int]) -> str:
+    """Training error at the end with and without dropout, and the first dropout row's validation error at the
+    last marks; `by_row`: each row's validation error by epoch and its final training error."""
+    dropped = {name: keep < 1.0 for name, _, keep, _ in TABLE9_ROWS}
+    train_error = {flag: [by_row[n][1] for n in by_row if dropped[n] == flag] for flag in (False, True)}
+    name = next(n for n in by_row if dropped[n])
+    by_epoch = by_row[name][0]
+    return (
+        f"Training error at the end: {pct(min(train_error[False]))}-{pct(max(train_error[False]))}% without dropout, "
+        f"{pct(min(train_error[True]))}-{pct(max(train_error[True]))}% with it; {name}'s validation error at epochs "
+        + ", ".join(str(e) for e in last_marks)
+        + ": "
+        + ", ".join(f"{pct(by_epoch[e])}%" for e in last_marks)
+        + "."
+    )
+
+
+def _table9_pairs(frame: pd.DataFrame) -> list[str]:
+    """Dropout rows (keep < 1) against the rows without dropout, paired by seed (the same initialization
+    and batch order), test error; Holm across every pair, the family the claim "dropout beats them all" needs."""
+    dropout_rows = [row for row in TABLE9_ROWS if row[2] < 1.0]
+    plain_rows = [row for row in TABLE9_ROWS if row[2] == 1.0]
+    tests = []
+    for name, *with_dropout in dropout_rows:
+        b = _cells(frame, *with_dropout)
+        for other, *without in plain_rows:
+            a = _cells(frame, *without)
+            seeds = a.index.intersection(b.index)
+            tests.append((name, other, paired_difference(a.loc[seeds].tolist(), b.loc[seeds].tolist())))
+    adjusted = holm([test.p_value for *_, test in tests])
+    out = ["| Δ test error, points (95% CI) · Holm p | " + " | ".join(name for name, *_ in plain_rows) + " |"]
+    out.append("|---|" + "---|" * len(plain_rows))
+    for name, *_ in dropout_rows:
+        entries = [
+            f"{100 * test.mean_diff:+.2f} {interval(test.ci_low, test.ci_high)} · {p_text(p)}"
+            for (row, _, test), p in zip(tests, adjusted)
+            if row == name
+        ]
+        out.append(f"| {name} | " + " | ".join(entries) + " |")
+    wins = sum(p < 0.05 and test.mean_diff < 0 for (*_, test), p in zip(tests, adjusted))
+    losses = sum(p < 0.05 and test.mean_diff > 0 for (*_, test), p in zip(tests, adjusted))
+    pairs, smallest = tests[0][2].n, tests[0][2].min_p
+    out.append("")
+    out.append(
+        f"Δ = the dropout row − the row without dropout, paired by seed over {pairs} seeds; exact sign-flip test "
+        f"(smallest possible p at {pairs} seeds: {smallest:g}), Holm across the {len(tests)} pairs, α = 0.05."
+    )
+    if wins == len(tests):
+        out.append("Both dropout rows have a significantly lower test error than every row without dropout.")
+    else:
+        out.append(
+            f"{wins} of the {len(tests)} pairs {'shows' if wins == 1 else 'show'} a significantly lower test error "
+            "with dropout"
+            + (f", {losses} a significantly higher one" if losses else "")
+            + "; the others are not shown to differ."
+        )
+    excess = [test.mean_diff for (*_, test), p in zip(tests, adjusted) if p < 0.05 and test.mean_diff > 0]
+    if excess:
+        out.append(
+            f"Where dropout is significantly worse, by {100 * min(excess):.2f} to {100 * max(excess):.2f} points."
+        )
+    return out
+
+
 def figure10() -> str:
-    """Figure 10: test error with and without dropout per training-set size, paired per size."""
+    """Figure 10: test error with dropout (in all layers) and without, per training-set size, paired by seed
+    within each size; Holm across the sizes."""
     frame = read_results(SRIVASTAVA / "figure10.csv")
     summary = summarize(frame)
-    tests = baseline_tests(frame, "test_error")
-    dropout = tests[(tests["keep_rate"] == 0.5) & (tests["input_keep_rate"] == 0.8)].set_index("train_size")
-    sizes = sorted(dropout.index)
+    sizes = sorted(int(s) for s in frame["train_size"].unique())
+    arms = (("dropout (0.5 / 0.8)", 0.5, 0.8), ("no dropout", 1.0, 1.0))
     out = ["| training images | " + " | ".join(f"{s:,}" for s in sizes) + " |", "|---|" + "---|" * len(sizes)]
-    for label, keep, input_keep in (("dropout (0.5 / 0.8)", 0.5, 0.8), ("no dropout", 1.0, 1.0)):
+    for label, keep, input_keep in arms:
         rows = summary[(summary["keep_rate"] == keep) & (summary["input_keep_rate"] == input_keep)]
         rows = rows.set_index("train_size")
         figures = (f"{pct(rows.loc[s, 'test_error_mean'])} ± {pct(rows.loc[s, 'test_error_ci'])}" for s in sizes)
         out.append(f"| {label} | " + " | ".join(figures) + " |")
-    deltas = (
-        f"{100 * row['delta']:+.2f} {interval(row['delta_low'], row['delta_high'])}"
-        for row in (dropout.loc[s] for s in sizes)
+    tests = []
+    for size in sizes:
+        of_size = frame[frame["train_size"] == size]
+        reg = of_size["regularizer"].iloc[0]
+        plain, dropout = (_cells(of_size, reg, keep, input_keep) for _, keep, input_keep in reversed(arms))
+        seeds = plain.index.intersection(dropout.index)
+        tests.append(paired_difference(plain.loc[seeds].tolist(), dropout.loc[seeds].tolist()))
+    adjusted = holm([test.p_value for test in tests])
+    out.append(
+        "| Δ (95% CI) | "
+        + " | ".join(f"{100 * t.mean_diff:+.2f} {interval(t.ci_low, t.ci_high)}" for t in tests)
+        + " |"
     )
-    out.append("| Δ (95% CI) | " + " | ".join(deltas) + " |")
-    out.append("| p (Holm) | " + " | ".join(p_text(dropout.loc[s, "p_value"]) for s in sizes) + " |")
-    seeds = int(tests["pairs"].min())
+    out.append("| p (Holm) | " + " | ".join(p_text(p) for p in adjusted) + " |")
+    seeds = min(test.n for test in tests)
+    gains = [f"{s:,}" for s, t, p in zip(sizes, tests, adjusted) if p < 0.05 and t.mean_diff < 0]
+    losses = [f"{s:,}" for s, t, p in zip(sizes, tests, adjusted) if p < 0.05 and t.mean_diff > 0]
     out.append("")
-    out.append(f"Test error in % ± 95% CI over {seeds} seeds; Δ = dropout − no dropout, paired by seed.")
-    out.append(_significance_sentence(tests[tests["significant"]], seeds, int(tests["family"].max())))
+    out.append(
+        f"Test error in % ± 95% CI over {seeds} seeds; Δ = dropout − no dropout, paired by seed (the same "
+        f"initialization and batch order); exact sign-flip test (smallest possible p: {smallest_p_value(seeds):g}), "
+        f"Holm across the {len(sizes)} sizes, α = 0.05."
+    )
+    if gains or losses:
+        parts = [
+            f"significantly better at {', '.join(gains)}" if gains else "",
+            f"significantly worse at {', '.join(losses)}" if losses else "",
+        ]
+        out.append(f"Dropout is {' and '.join(p for p in parts if p)} training images; elsewhere not shown to differ.")
+    else:
+        out.append("No size shows a significant difference.")
     return "\n".join(out) + "\n"
 
 

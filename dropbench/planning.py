@@ -15,6 +15,12 @@ from .errors import UserError
 FLOPS_PER_SECOND = 40e9
 SECONDS_PER_STEP = 6e-4
 PER_CELL_OVERHEAD_S = 0.05  # building the model, evaluating the three splits
+# One GPU, for the dry run's second figure (what the `-full` suites would take on one): no GPU has timed
+# dropbench yet, so these are assumptions, and the dry run says so beside the figure: an H100-class card's
+# effective fp32 rate on these matmul shapes (TF32 tensor cores reach several times more), and a step bound
+# by its kernel launches and Python (a small net's step on a GPU does not wait for arithmetic).
+GPU_FLOPS_PER_SECOND = 20e12
+GPU_SECONDS_PER_STEP = 4e-4
 # The most shards a grid may be split into: a CI matrix has tens of jobs (GitHub Actions caps one at
 # 256), and a bound keeps `--shard 1/100000000000` from allocating a load per shard.
 MAX_SHARDS = 10_000
@@ -40,13 +46,13 @@ class Shard:
         return cls(index, count)
 
 
-def estimated_cost(cell: Cell) -> float:
-    """Estimated seconds for a cell on one core: 6 FLOPs per weight per training example (forward and
-    backward) plus a fixed overhead per step, times the epochs. Conv nets count their 3x3 filters over
-    each block's resolution. From registry size hints, before any data is loaded."""
+def estimated_cost(cell: Cell, *, gpu: bool = False) -> float:
+    """Estimated seconds for a cell on one core (or on one GPU, at the assumed GPU rates): 6 FLOPs per weight
+    per training example (forward and backward) plus a fixed overhead per step, times the epochs. Conv nets
+    count their 3x3 filters over each block's resolution. From registry size hints, before any data is loaded."""
     info = get_task(cell.task.key)
     model = cell.task.model
-    widths = [info.n_inputs, *model.hidden, 10]
+    widths = [info.n_inputs, *model.widths(cell.layer_keep_rates), 10]  # fixed p·n: as widened
     weights: float = sum(a * b for a, b in zip(widths[:-1], widths[1:]))
     if model.kind == "cnn":
         pixels, previous = info.n_inputs / 3, 3
@@ -55,7 +61,8 @@ def estimated_cost(cell: Cell) -> float:
             pixels, previous = pixels / 4, channels
     rows = cell.train_size or info.train_rows
     steps = math.ceil(rows / cell.task.batch_size)
-    per_epoch = 6 * weights * rows / FLOPS_PER_SECOND + steps * SECONDS_PER_STEP
+    flops, per_step = (GPU_FLOPS_PER_SECOND, GPU_SECONDS_PER_STEP) if gpu else (FLOPS_PER_SECOND, SECONDS_PER_STEP)
+    per_epoch = 6 * weights * rows / flops + steps * per_step
     return cell.epochs * per_epoch  # a halving rung's cell: its rung's epochs
 
 
@@ -83,10 +90,17 @@ def shard_cells(cells: list[Cell], shard: Shard | None) -> list[Cell]:
     return [cell for cell in cells if cell.cell_id in mine]
 
 
-def estimate_seconds(cells: list[Cell], jobs: int, scale: float = 1.0) -> float:
-    """Wall time for `cells` spread over `jobs` worker processes."""
-    total = sum(estimated_cost(c) * scale + PER_CELL_OVERHEAD_S for c in cells)
+def estimate_seconds(cells: list[Cell], jobs: int, scale: float = 1.0, *, gpu: bool = False) -> float:
+    """Wall time for `cells` spread over `jobs` worker processes (on as many GPUs with `gpu`)."""
+    total = sum(estimated_cost(c, gpu=gpu) * scale + PER_CELL_OVERHEAD_S for c in cells)
     return total / max(1, min(jobs, len(cells) or 1))
+
+
+def one_device_estimates(todo: list[Cell], scale: float = 1.0) -> tuple[float, float]:
+    """Seconds for the cells to run on one CPU core (`scale`: the calibration on cells already done) and on
+    one GPU at the assumed rates (GPU_FLOPS_PER_SECOND, GPU_SECONDS_PER_STEP): the dry run's last line, so
+    that a grid too long for this machine is sized for the hardware it needs."""
+    return estimate_seconds(todo, 1, scale), estimate_seconds(todo, 1, gpu=True)
 
 
 def calibration(done_cells: list[Cell], fit_seconds: list[float]) -> float:
@@ -110,9 +124,10 @@ class PlanLine:
 
 def plan_summary(
     cells: list[Cell], todo: list[Cell], written: dict[str, dict[str, str]], jobs: int
-) -> tuple[list[PlanLine], bool]:
-    """Per task and in all, what a run would do and how long it should take; and whether the estimate is
-    calibrated on cells the file already holds (their fit_seconds) rather than on the default rates."""
+) -> tuple[list[PlanLine], float | None]:
+    """Per task and in all, what a run would do and how long it should take; and the calibration applied:
+    measured over estimated time of the cells the file already holds (their fit_seconds), None where it holds
+    none and the default rates stand."""
     pending = {c.cell_id for c in todo}
     done_cells = [c for c in cells if c.cell_id in written and c.cell_id not in pending]
     scale = calibration(done_cells, [float(written[c.cell_id]["fit_seconds"] or "nan") for c in done_cells])
@@ -122,4 +137,4 @@ def plan_summary(
         left = [c for c in todo if c.task.name == task]
         lines.append(PlanLine(task, len(mine), len(mine) - len(left), len(left), estimate_seconds(left, jobs, scale)))
     lines.append(PlanLine("all", len(cells), len(cells) - len(todo), len(todo), estimate_seconds(todo, jobs, scale)))
-    return lines, bool(done_cells)
+    return lines, scale if done_cells else None

@@ -58,10 +58,10 @@ def _write_file(output: str | bytes | RenderableType, out: Path) -> None:
 
 def print_plan(plan: "Plan", executor: object) -> None:
     """--dry-run: per task, the cells of the grid (or shard), those done, those to run, a time estimate."""
-    from ..planning import plan_summary
+    from ..planning import GPU_FLOPS_PER_SECOND, GPU_SECONDS_PER_STEP, one_device_estimates, plan_summary
 
     jobs = getattr(executor, "jobs", 1)
-    lines, calibrated = plan_summary(plan.cells, plan.todo, plan.written, jobs)
+    lines, calibration = plan_summary(plan.cells, plan.todo, plan.written, jobs)
     phase = ": tuning phase" if plan.tuning_lines else ""
     table = Table(title=f"dry run -> {plan.csv_path}{phase}", title_justify="left")
     for column in ("task", "cells", "done", "to run", "estimated time"):
@@ -76,8 +76,15 @@ def print_plan(plan: "Plan", executor: object) -> None:
             style="bold" if line.name == "all" else None,
         )
     stdout_console().print(table)
-    basis = "measured on the cells already done" if calibrated else "this project's 2-core CPU rates"
+    basis = "measured on the cells already done" if calibration is not None else "this project's 2-core CPU rates"
     stdout_console().print(f"estimate from {basis}, over {jobs} worker process(es)", highlight=False)
+    if plan.todo:
+        core, gpu = one_device_estimates(plan.todo, 1.0 if calibration is None else calibration)
+        stdout_console().print(
+            f"on one CPU core: {_duration(core)}; on one GPU: {_duration(gpu)} (assumed rates, not measured: "
+            f"{GPU_FLOPS_PER_SECOND / 1e12:g} TFLOP/s, {GPU_SECONDS_PER_STEP * 1e3:g} ms a step)",
+            highlight=False,
+        )
     for text in _tuning_plan(plan, jobs):
         stdout_console().print(text, highlight=False, markup=False)
 
