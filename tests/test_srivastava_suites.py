@@ -55,6 +55,8 @@ def test_figure10_pairs_dropout_with_none_at_each_size():
     [
         ("srivastava2014-table9", 8),  # each of the 2 dropout rows against each of the 4 without
         ("srivastava2014-figure10", 5),  # dropout against none at each size
+        ("srivastava2014-figure9", 5),  # each keep rate below 1 against p = 1
+        ("srivastava2014-figure9b", 5),
     ],
 )
 def test_the_seeds_let_the_sign_flip_test_decide_the_claim_under_holm(suite, family):
@@ -71,6 +73,8 @@ def test_the_seeds_let_the_sign_flip_test_decide_the_claim_under_holm(suite, fam
     [
         "srivastava2014-table9",
         "srivastava2014-figure10",
+        "srivastava2014-figure9",
+        "srivastava2014-figure9b",
         "srivastava2014-table9-full",
         "srivastava2014-figure9-full",
     ],
