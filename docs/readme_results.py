@@ -95,7 +95,7 @@ def quick_claims() -> str:
     return head + "\n".join(lines) + "\n" + note
 
 
-FIGURE9_FLAT = (0.4, 0.8)  # the paper: "the test error is quite flat" for 0.4 <= p <= 0.8 (section 7.3)
+FIGURE9_FLAT = (0.4, 0.8)  # the paper's reading of its Figure 9(a) (section 7.3): a flat test error over 0.4-0.8
 
 
 def figure9(name: str = "figure9") -> str:
@@ -204,9 +204,9 @@ def _figure9_reading(frame: pd.DataFrame, summary: pd.DataFrame, chosen: float) 
             f"paired difference, p = {b:g} − p = {a:g}, is {100 * test.mean_diff:+.2f} "
             f"{interval(test.ci_low, test.ci_high)} points."
         )
-    lowest = min(rates)
-    if lowest < FIGURE9_FLAT[0] and chosen != lowest:
-        test = _paired(frame, reg, input_keep, chosen, lowest)
+    smallest = min(rates)
+    if smallest < FIGURE9_FLAT[0] and chosen != smallest:
+        test = _paired(frame, reg, input_keep, chosen, smallest)
         verdict = (
             "worse"
             if test.p_value < 0.05 and test.mean_diff > 0
@@ -215,7 +215,7 @@ def _figure9_reading(frame: pd.DataFrame, summary: pd.DataFrame, chosen: float) 
             else "not shown to differ"
         )
         out.append(
-            f"p = {lowest:g} against p = {chosen:g} (chosen on validation): {100 * test.mean_diff:+.2f} "
+            f"p = {smallest:g} against p = {chosen:g} (chosen on validation): {100 * test.mean_diff:+.2f} "
             f"{interval(test.ci_low, test.ci_high)} points, sign-flip p = {p_text(test.p_value)}: {verdict}."
         )
     return out

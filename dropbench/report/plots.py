@@ -939,14 +939,14 @@ def task_figures(
     order: SuiteOrder | None = None,
     size: tuple[float, float] | None = None,
 ) -> list[Job]:
-    """The figures of one task as (kind, draw) pairs, drawn only when called (inside plot_style, for a style): `keep-
-    rate` (with `reference`'s published errors beside the configurations they match), `gap-heatmap`, `train-size`
-    where the task states two training-set sizes or more (plot_train_size), and `learning-curves` where `epochs`
-    holds curves of the task's ok cells; a tuned task (`tuned`, by default: the results hold a tune row of it, see
-    tuned_task_names) `tuned` (plot_tuned), `tuning` (plot_tuning) and the learning curves of the chosen settings
-    instead, nothing where no trial has a figure. `summary` is summarize(results) (of a grid task's rows; a tuned
-    task reads `results` only). `metric` (what the keep-rate and the tuned plot show) and `size` as write_plots
-    takes them, unchecked: write_plots checks them first."""
+    """The figures of one task as (kind, draw) pairs, drawn only when called (inside plot_style, for a style):
+    `keep-rate` (with `reference`'s published errors beside the configurations they match), `gap-heatmap`,
+    `train-size` where the task states two training-set sizes or more (plot_train_size), and `learning-curves` where
+    `epochs` holds curves of the task's ok cells; a tuned task (`tuned`, by default: the results hold a tune row of
+    it, see tuned_task_names) `tuned` (plot_tuned), `tuning` (plot_tuning) and the learning curves of the chosen
+    settings instead, nothing where no trial has a figure. `summary` is summarize(results) (of a grid task's rows; a
+    tuned task reads `results` only). `metric` (what the keep-rate and the tuned plot show) and `size` as
+    write_plots takes them, unchecked: write_plots checks them first."""
     if tuned is None:
         tuned = task in tuned_task_names(results)
     jobs: list[Job]
@@ -1009,10 +1009,10 @@ def write_plots(
     of the task's cells, `<task>-learning-curves.<fmt>`, in `out_dir` (created). A tuned task (the results hold its
     tune rows) gets `<task>-tuned.<fmt>` (plot_tuned: each method's chosen setting), `<task>-tuning.<fmt>`
     (plot_tuning: every trial on validation) and the learning curves of the chosen settings instead: a keep-rate
-    plot or a heatmap would pool each method's trials into configurations of the grid. `metric` is what the keep-
-    rate and the tuned plot show; with `reference` the published test errors that match a configuration are marked
-    on the keep-rate plot (refused where none matches). `size` (inches, every figure), `dpi` (png), `style` and
-    `font_size` (see plot_style) are checked before anything is drawn. Lines, heatmap rows and tasks follow the
+    plot or a heatmap would pool each method's trials into configurations of the grid. `metric` is what the
+    keep-rate and the tuned plot show; with `reference` the published test errors that match a configuration are
+    marked on the keep-rate plot (refused where none matches). `size` (inches, every figure), `dpi` (png), `style`
+    and `font_size` (see plot_style) are checked before anything is drawn. Lines, heatmap rows and tasks follow the
     suite's order (`order`, see report.order)."""
     if fmt not in PLOT_FORMATS:
         raise UserError(f"unknown plot format '{fmt}'; choose one of: {', '.join(PLOT_FORMATS)}")
