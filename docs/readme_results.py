@@ -484,7 +484,6 @@ BLOCKS: dict[str, Callable[[], str]] = {
     "quick-table": quick_table,
     "quick-claims": quick_claims,
     "srivastava-figure9": figure9,
-    "srivastava-figure9b": lambda: figure9("figure9b"),
     "srivastava-table9": table9,
     "srivastava-figure10": figure10,
     "tuned-halving": tuned_halving,
