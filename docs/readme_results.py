@@ -26,7 +26,7 @@ from dropbench.cli import main as cli_main
 from dropbench.report.data import build_report
 from dropbench.report.exporters.table import grid_tables
 from dropbench.report.order import suite_order
-from dropbench.report.stats import TEST_NAMES, holm, paired_difference, smallest_p_value
+from dropbench.report.stats import TEST_NAMES, PairedTest, holm, paired_difference, smallest_p_value
 from dropbench.report.summary import summarize, tests_for
 from dropbench.results import read_epochs, read_results
 
@@ -95,25 +95,30 @@ def quick_claims() -> str:
     return head + "\n".join(lines) + "\n" + note
 
 
-def figure9() -> str:
-    """Figure 9: test and training error against p, the p chosen on validation, and each p against p = 1 (the
-    same regularizer and input keep rate), paired by seed, Holm across the keep rates."""
-    frame = read_results(SRIVASTAVA / "figure9.csv")
+FIGURE9_FLAT = (0.4, 0.8)  # the paper's reading of its Figure 9(a) (section 7.3): a flat test error over 0.4-0.8
+
+
+def figure9(name: str = "figure9") -> str:
+    """Figure 9 (a: n fixed; b: p·n fixed): test and training error against p, the p chosen on validation, each p
+    against p = 1 (the same regularizer and input keep rate), paired by seed, Holm across the keep rates; then the
+    paper's three readings, each with its own test (`_figure9_reading`)."""
+    frame = read_results(SRIVASTAVA / f"{name}.csv")
     summary = summarize(frame).sort_values("keep_rate")
     rates = summary["keep_rate"].tolist()
     reg, input_keep = frame["regularizer"].iloc[0], float(frame["input_keep_rate"].iloc[0])
-    plain = _cells(frame, reg, 1.0, input_keep)
-    tests = {}
-    for p in rates[:-1]:
-        dropped = _cells(frame, reg, p, input_keep)
-        seeds = plain.index.intersection(dropped.index)
-        tests[p] = paired_difference(plain.loc[seeds].tolist(), dropped.loc[seeds].tolist())
+    tests = {p: _paired(frame, reg, input_keep, 1.0, p) for p in rates[:-1]}
     adjusted = dict(zip(tests, holm([t.p_value for t in tests.values()])))
     out = ["| p | " + " | ".join(f"{p:g}" for p in rates) + " |", "|---|" + "---|" * len(rates)]
+    widths = _fixed_pn_widths(str(frame["model"].iloc[0]), rates)
+    if widths:
+        out.append("| units a layer (n = p·n / p) | " + " | ".join(widths) + " |")
     for figure, column in (("test", "test_error"), ("train", "train_error")):
         means = (1 - summary["train_acc_mean"]) if column == "train_error" else summary["test_error_mean"]
         out.append(f"| {figure} | " + " | ".join(pct(v) for v in means) + " |")
     out.append("| validation | " + " | ".join(pct(1 - v) for v in summary["val_acc_mean"]) + " |")
+    lowest = _lowest_validation_error(frame, name)
+    if lowest is not None:
+        out.append("| validation, lowest of any epoch | " + " | ".join(pct(lowest[p]) for p in rates) + " |")
     deltas = (
         "◆" if p not in tests else f"{100 * tests[p].mean_diff:+.2f} {interval(tests[p].ci_low, tests[p].ci_high)}"
         for p in rates
@@ -131,7 +136,89 @@ def figure9() -> str:
     )
     significant = [p for p in tests if adjusted[p] < 0.05]
     out.append(_significance_sentence(significant, seeds, len(tests)))
+    out += _figure9_reading(frame, summary, float(chosen["keep_rate"]))
     return "\n".join(out) + "\n"
+
+
+def _lowest_validation_error(frame: pd.DataFrame, name: str) -> dict[float, float] | None:
+    """Each keep rate's lowest validation error over the epochs (per cell, then the mean over seeds), from the
+    epochs sidecar: beside the final one it shows a training that got worse as it went on. None without curves."""
+    curves = read_epochs(SRIVASTAVA / f"{name}.csv")
+    if curves is None:
+        return None
+    best = 1 - curves.groupby("cell_id")["val_acc"].max()
+    keeps = frame.set_index("cell_id")["keep_rate"]
+    return best.groupby(keeps.reindex(best.index)).mean().to_dict()
+
+
+def _paired(frame: pd.DataFrame, reg: str, input_keep: float, a: float, b: float) -> PairedTest:
+    """The paired test of keep rate b against keep rate a (b − a), over the seeds both have."""
+    first, second = _cells(frame, reg, a, input_keep), _cells(frame, reg, b, input_keep)
+    seeds = first.index.intersection(second.index)
+    return paired_difference(first.loc[seeds].tolist(), second.loc[seeds].tolist())
+
+
+def _fixed_pn_widths(model: str, rates: list[float]) -> list[str]:
+    """Each keep rate's hidden width where the model holds p·n fixed (its label ends in '-pn': 'mlp-128-128-pn'),
+    as config.ModelConfig.widths widens it; empty for a model of fixed n."""
+    parts = model.split("-")
+    if parts[-1] != "pn":
+        return []
+    pn = [int(part) for part in parts[1:-1] if part.isdigit()]
+    return ["-".join(str(max(1, round(n / p))) for n in pn) for p in rates]
+
+
+def _figure9_reading(frame: pd.DataFrame, summary: pd.DataFrame, chosen: float) -> list[str]:
+    """The paper's readings of Figure 9, each tested on its own: the training error rises as p falls (the means in
+    order); the test error is flat over FIGURE9_FLAT (every pair of p there, paired by seed, Holm across those
+    pairs, and the largest difference's interval); and p = 0.1 is worse than the p chosen on validation (one
+    paired test: the choice is made on validation, so it is no look at the test split)."""
+    reg, input_keep = frame["regularizer"].iloc[0], float(frame["input_keep_rate"].iloc[0])
+    rates = summary["keep_rate"].tolist()
+    errors = dict(zip(rates, 1 - summary["train_acc_mean"]))
+    falling = sorted(rates, reverse=True)
+    drops = [(a, b) for a, b in zip(falling, falling[1:]) if errors[b] < errors[a]]
+    shape = (
+        "it never falls as p falls"
+        if not drops
+        else "it falls as p falls from " + ", ".join(f"{a:g} to {b:g}" for a, b in drops)
+    )
+    out = [
+        "",
+        "Training error as p falls from 1: "
+        + ", ".join(f"{pct(errors[p])}%" for p in falling)
+        + f" ({shape}; eval mode, on the training set).",
+    ]
+    flat = [p for p in rates if FIGURE9_FLAT[0] <= p <= FIGURE9_FLAT[1]]
+    pairs = [(a, b) for i, a in enumerate(flat) for b in flat[i + 1 :]]
+    if pairs:
+        tests = [_paired(frame, reg, input_keep, a, b) for a, b in pairs]
+        adjusted = holm([t.p_value for t in tests])
+        means = [float(summary.loc[summary["keep_rate"] == p, "test_error_mean"].iloc[0]) for p in flat]
+        widest = max(range(len(tests)), key=lambda i: abs(tests[i].mean_diff))
+        (a, b), test = pairs[widest], tests[widest]
+        differing = sum(p < 0.05 for p in adjusted)
+        out.append(
+            f"Test error over {FIGURE9_FLAT[0]:g} ≤ p ≤ {FIGURE9_FLAT[1]:g}: {pct(min(means))}-{pct(max(means))}%; "
+            f"{differing} of the {len(pairs)} pairs of p there differ significantly (sign-flip, Holm); the largest "
+            f"paired difference, p = {b:g} − p = {a:g}, is {100 * test.mean_diff:+.2f} "
+            f"{interval(test.ci_low, test.ci_high)} points."
+        )
+    smallest = min(rates)
+    if smallest < FIGURE9_FLAT[0] and chosen != smallest:
+        test = _paired(frame, reg, input_keep, chosen, smallest)
+        verdict = (
+            "worse"
+            if test.p_value < 0.05 and test.mean_diff > 0
+            else "better"
+            if test.p_value < 0.05
+            else "not shown to differ"
+        )
+        out.append(
+            f"p = {smallest:g} against p = {chosen:g} (chosen on validation): {100 * test.mean_diff:+.2f} "
+            f"{interval(test.ci_low, test.ci_high)} points, sign-flip p = {p_text(test.p_value)}: {verdict}."
+        )
+    return out
 
 
 def _significance_sentence(significant: list, seeds: int, family: int) -> str:
@@ -324,9 +411,17 @@ def figure10() -> str:
             f"significantly better at {', '.join(gains)}" if gains else "",
             f"significantly worse at {', '.join(losses)}" if losses else "",
         ]
-        out.append(f"Dropout is {' and '.join(p for p in parts if p)} training images; elsewhere not shown to differ.")
+        rest = "" if len(gains) + len(losses) == len(sizes) else "; elsewhere not shown to differ"
+        out.append(f"Dropout is {' and '.join(p for p in parts if p)} training images{rest}.")
     else:
         out.append("No size shows a significant difference.")
+    if len(sizes) > 2:
+        by_size = sorted(zip((t.mean_diff for t in tests), sizes))
+        far, near = by_size[0], by_size[-1]
+        out.append(
+            f"The mean difference is furthest below zero at {far[1]:,} images and nearest to it (or above) at "
+            f"{near[1]:,} (the intervals are in the table; sizes are not tested against each other)."
+        )
     return "\n".join(out) + "\n"
 
 

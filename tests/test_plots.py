@@ -10,12 +10,14 @@ import pytest
 from matplotlib.collections import PolyCollection
 
 from dropbench.errors import UserError
+from dropbench.report.labels import keep_label
 from dropbench.report.plots import (
     PNG_DPI,
     check_metric,
     plot_gap_heatmap,
     plot_keep_rate,
     plot_learning_curves,
+    plot_train_size,
     safe_name,
     write_plots,
 )
@@ -526,3 +528,57 @@ def test_plot_options_are_checked_with_one_line(results, tmp_path, capsys, optio
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and fragment in err[0] and "Traceback" not in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def _sized(results, sizes=(100, 1000, 10000)):
+    """The digits rows at several training-set sizes, the error falling as the size grows (Figure 10's shape)."""
+    parts = [
+        _variant(
+            results,
+            train_size=size,
+            cell_id=lambda r, size=size: r["cell_id"] + f"n{size}",
+            test_acc=lambda r, i=i: r["test_acc"] + 0.01 * i,
+        )
+        for i, size in enumerate(sizes)
+    ]
+    return pd.concat(parts, ignore_index=True)
+
+
+def _panels_of(fig, ylabel):
+    return [ax for ax in fig.axes if ax.get_ylabel() == ylabel]
+
+
+def _drawn(axes, label):
+    """The one line of `label` among `axes` (a configuration may be drawn in several panels: the same points)."""
+    lines = [line for ax in axes for line in ax.get_lines() if line.get_label() == label]
+    assert lines, label
+    return lines[0]
+
+
+def test_train_size_figure_reads_back_each_configurations_error_by_size(results, tmp_path):
+    sized = _sized(results)
+    fig = plot_train_size(summarize(sized), CLS)
+    test_axes, train_axes = _panels_of(fig, "test error (%)"), _panels_of(fig, "training error (%)")
+    assert len(test_axes) == len(train_axes) > 1  # 9 lines: more than one panel holds (plot_rules.MAX_LINES)
+    assert all(ax.get_xscale() == "log" and "training-set size" in ax.get_xlabel() for ax in test_axes)
+    labels = {line.get_label() for ax in test_axes for line in ax.get_lines()}
+    assert labels == {f"{reg} {keep_label(keep)}" for reg in ("none", "l2 0.0001", "max-norm 3") for keep in KEEPS}
+    for axes, column in ((test_axes, "test_acc"), (train_axes, "train_acc")):
+        line = _drawn(axes, "l2 0.0001 keep 0.5")
+        mine = sized[(sized["regularizer"] == "l2") & (sized["keep_rate"] == 0.5)]
+        expected = 100 * (1 - mine.groupby("train_size")[column].mean())
+        np.testing.assert_allclose(line.get_xdata(), [100, 1000, 10000])
+        np.testing.assert_allclose(line.get_ydata(), expected.loc[[100, 1000, 10000]].to_numpy())
+    written = write_plots(sized, None, tmp_path)
+    assert tmp_path / "digits-train-size.png" in written
+
+
+def test_train_size_figure_leaves_out_the_whole_split_and_needs_two_sizes(results, tmp_path):
+    whole = _variant(results, train_size=0, cell_id=lambda r: r["cell_id"] + "all")
+    sized = pd.concat([_sized(results, (100, 1000)), whole], ignore_index=True)
+    fig = plot_train_size(summarize(sized), CLS)
+    np.testing.assert_allclose(_drawn(fig.axes, "none keep 1.0").get_xdata(), [100, 1000])
+    one = pd.concat([_sized(results, (100,)), whole], ignore_index=True)
+    with pytest.raises(UserError, match="fewer than two training-set sizes"):
+        plot_train_size(summarize(one), CLS)
+    assert not any("train-size" in p.name for p in write_plots(one, None, tmp_path))

@@ -41,10 +41,22 @@ def test_table9_runs_the_papers_six_rows_on_all_of_mnist():
     assert {c.task.model.hidden for c in cells} == {(512, 512)}
 
 
+def test_figure10_pairs_dropout_with_none_at_each_size():
+    cells = load_suite("srivastava2014-figure10").cells()
+    sizes = sorted({c.train_size for c in cells})
+    assert sizes == [100, 500, 1000, 5000, 10000]
+    arms = {(c.keep_rate, c.input_keep_rate) for c in cells}
+    assert arms == {(0.5, 0.8), (1.0, 1.0)}
+    assert len(cells) == len(sizes) * len(arms) * len(seeds_of(cells))
+
+
 @pytest.mark.parametrize(
     ("suite", "family"),
     [
         ("srivastava2014-table9", 8),  # each of the 2 dropout rows against each of the 4 without
+        ("srivastava2014-figure10", 5),  # dropout against none at each size
+        ("srivastava2014-figure9", 5),  # each keep rate below 1 against p = 1
+        ("srivastava2014-figure9b", 5),
     ],
 )
 def test_the_seeds_let_the_sign_flip_test_decide_the_claim_under_holm(suite, family):
@@ -60,6 +72,9 @@ def test_the_seeds_let_the_sign_flip_test_decide_the_claim_under_holm(suite, fam
     "suite",
     [
         "srivastava2014-table9",
+        "srivastava2014-figure10",
+        "srivastava2014-figure9",
+        "srivastava2014-figure9b",
         "srivastava2014-table9-full",
         "srivastava2014-figure9-full",
     ],

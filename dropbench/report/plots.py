@@ -288,14 +288,16 @@ def _draw_lines(
     measure: Measure,
     shown: AxisRange,
     published: Sequence[_Published],
+    x_column: str = "keep_rate",
 ) -> bool:
-    """One panel: each line (markers at its keep rates, its band clipped to what is possible), the baselines as
-    diamonds, published numbers as crosses; points beyond the axis at its edge. Whether any was beyond it."""
+    """One panel: each line (markers at its `x_column` values, keep rates by default, its band clipped to what is
+    possible), the baselines as diamonds, published numbers as crosses; points beyond the axis at its edge. Whether
+    any was beyond it."""
     digits = 1 if measure.scale == 100.0 or measure.error else 3
     beyond = False
     for line in lines:
         color, marker = style[line.label]
-        x = line.rows["keep_rate"].to_numpy(dtype=float)
+        x = line.rows[x_column].to_numpy(dtype=float)
         y, half = measure.values(line.rows)
         ax.plot(x, y, marker=marker, markersize=5, color=color, label=line.label, zorder=3)
         if np.isfinite(half).any():
@@ -512,6 +514,84 @@ def plot_keep_rate(
     # Beside the top right panel, outside the panels, where constrained layout makes room for it (a figure
     # legend on the right would run into the centred suptitle).
     corner = axes[min(len(axes), _per_row(len(axes), len(measures))) - 1][-1]
+    corner.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **legend)
+    return fig
+
+
+SIZE_LABEL = "training-set size (examples, log scale)"
+
+
+def sized_rows(summary: pd.DataFrame, task: str) -> pd.DataFrame:
+    """The task's summary rows of a stated training-set size (0, the whole split, has no size to place on the
+    axis), where at least two sizes are stated: what plot_train_size draws; empty otherwise."""
+    rows = _task_rows(summary, task)
+    if "train_size" not in rows:
+        return rows.iloc[:0]
+    sizes = pd.to_numeric(rows["train_size"], errors="coerce")
+    rows = rows[sizes > 0]
+    return rows if rows["train_size"].nunique() > 1 else rows.iloc[:0]
+
+
+def _size_lines(rows: pd.DataFrame) -> list[_Line]:
+    """One line per configuration but its training-set size (the keep rate named in it), its rows by size."""
+    differs = varying(rows) - {"train_size"}
+    labelled = rows.assign(label=[config_label(r, differs, keep=True) for _, r in rows.iterrows()])
+    lines = []
+    for label in labelled["label"].drop_duplicates():
+        line = labelled[labelled["label"] == label].sort_values("train_size", kind="stable")
+        row = line.iloc[0]
+        group = f"{row['model']}|{row.get('setup', '')}"
+        lines.append(_Line(label, (label,), line, bool(line["baseline"].any()), group))
+    return lines
+
+
+def plot_train_size(
+    summary: pd.DataFrame, task: str, *, metric: str | None = None, size: tuple[float, float] | None = None
+) -> Figure:
+    """Srivastava et al. 2014, Figure 10: test and training error (MSE for regression; `metric` alone, as the
+    keep-rate plot takes it) against the training-set size on a log axis, a line per configuration (its keep rate,
+    regularizer and whatever else varies), bands = mean ± 95% CI clipped to what is possible. Sizes of 0 (the whole
+    split) are left out: their number of examples is not in the results. More than MAX_LINES lines are split into
+    panels as plot_keep_rate splits them. Refused where fewer than two sizes are stated (sized_rows)."""
+    rows = sized_rows(summary, task)
+    if rows.empty:
+        raise UserError(f"task {task}: fewer than two training-set sizes in the results; nothing to plot against")
+    classification = bool(rows["classification"].iloc[0])
+    measures = keep_rate_measures(metric, classification)
+    lines = _size_lines(rows)
+    style = {
+        line.label: (color, MARKERS[i % len(MARKERS)])
+        for i, (line, color) in enumerate(zip(lines, _colors(len(lines))))
+    }
+    by_label = {line.label: line for line in lines}
+    panels = facets(_line_frame(lines).drop(columns=["train_size"], errors="ignore"))
+    longest = max(len(text) for text in [*by_label, BEYOND_LABEL])
+    fig, axes = _facet_axes(len(panels), len(measures), size, legend_width=min(6.0, 1.0 + 0.075 * longest))
+    sizes = sorted(int(v) for v in rows["train_size"].unique())
+    beyond = False
+    for m, measure in enumerate(measures):
+        common = _range_of(lines, measure, [])
+        for panel, panel_axes in zip(panels, axes):
+            ax = panel_axes[m]
+            beyond |= _draw_lines(
+                ax, [by_label[label] for label in panel.labels], style, measure, common, [], "train_size"
+            )
+            ax.set_xscale("log")
+            ax.set_xticks(sizes, [f"{v:,}" for v in sizes])
+            ax.minorticks_off()
+            ax.set_xlabel(SIZE_LABEL)
+            ax.set_ylabel(measure.label)
+            ax.grid(True, alpha=0.3)
+            heading = measure.title.split(" (")[0] if panel.title else measure.title
+            title = " · ".join(t for t in (heading, panel.title) if t)
+            if title:
+                ax.set_title(title, fontsize="medium")
+    what = ("error" if classification else "MSE") if metric is None else measures[0].column
+    bands = bool(rows[[f"{m.column}_ci" for m in measures]].notna().to_numpy().any())
+    handles = _legend_handles(lines, style, measures, baseline=False, bands=bands, beyond=beyond, published=None)
+    fig.suptitle(f"{task}: {what} against the training-set size · mean ± 95% CI over {_seeds_phrase(rows)}")
+    corner = axes[min(len(axes), _per_row(len(axes), len(measures))) - 1][-1]
+    legend = {"title": "configuration", "title_fontsize": "small", "fontsize": "small"}
     corner.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, **legend)
     return fig
 
@@ -860,12 +940,13 @@ def task_figures(
     size: tuple[float, float] | None = None,
 ) -> list[Job]:
     """The figures of one task as (kind, draw) pairs, drawn only when called (inside plot_style, for a style):
-    `keep-rate` (with `reference`'s published errors beside the configurations they match), `gap-heatmap` and
-    `learning-curves` where `epochs` holds curves of the task's ok cells; a tuned task (`tuned`, by default: the
-    results hold a tune row of it, see tuned_task_names) `tuned` (plot_tuned), `tuning` (plot_tuning) and the
-    learning curves of the chosen settings instead, nothing where no trial has a figure. `summary` is
-    summarize(results) (of a grid task's rows; a tuned task reads `results` only). `metric` (what the keep-rate
-    and the tuned plot show) and `size` as write_plots takes them, unchecked: write_plots checks them first."""
+    `keep-rate` (with `reference`'s published errors beside the configurations they match), `gap-heatmap`,
+    `train-size` where the task states two training-set sizes or more (plot_train_size), and `learning-curves` where
+    `epochs` holds curves of the task's ok cells; a tuned task (`tuned`, by default: the results hold a tune row of
+    it, see tuned_task_names) `tuned` (plot_tuned), `tuning` (plot_tuning) and the learning curves of the chosen
+    settings instead, nothing where no trial has a figure. `summary` is summarize(results) (of a grid task's rows; a
+    tuned task reads `results` only). `metric` (what the keep-rate and the tuned plot show) and `size` as
+    write_plots takes them, unchecked: write_plots checks them first."""
     if tuned is None:
         tuned = task in tuned_task_names(results)
     jobs: list[Job]
@@ -882,6 +963,8 @@ def task_figures(
             ("keep-rate", lambda: plot_keep_rate(summary, task, metric=metric, reference=reference, size=size)),
             ("gap-heatmap", lambda: plot_gap_heatmap(summary, task, size=size)),
         ]
+        if not sized_rows(summary, task).empty:
+            jobs.append(("train-size", lambda: plot_train_size(summary, task, metric=metric, size=size)))
         curve_rows = results[results["task"] == task]
     if epochs is not None and len(epochs):
         ok = latest_rows(results)
@@ -921,14 +1004,15 @@ def write_plots(
     style: str | None = None,
     font_size: float | None = None,
 ) -> list[Path]:
-    """Per task: `<task>-keep-rate.<fmt>`, `<task>-gap-heatmap.<fmt>` and, when `epochs` has curves of the task's
-    cells, `<task>-learning-curves.<fmt>`, in `out_dir` (created). A tuned task (the results hold its tune rows)
-    gets `<task>-tuned.<fmt>` (plot_tuned: each method's chosen setting), `<task>-tuning.<fmt>` (plot_tuning: every
-    trial on validation) and the learning curves of the chosen settings instead: a keep-rate plot or a heatmap
-    would pool each method's trials into configurations of the grid. `metric` is what the keep-rate and the tuned
-    plot show; with `reference` the published test errors that match a configuration are marked on the
-    keep-rate plot (refused where none matches). `size` (inches, every figure), `dpi` (png), `style` and
-    `font_size` (see plot_style) are checked before anything is drawn. Lines, heatmap rows and tasks follow the
+    """Per task: `<task>-keep-rate.<fmt>`, `<task>-gap-heatmap.<fmt>`, `<task>-train-size.<fmt>` where the task has
+    cells of two training-set sizes or more (Figure 10 of the paper: plot_train_size) and, when `epochs` has curves
+    of the task's cells, `<task>-learning-curves.<fmt>`, in `out_dir` (created). A tuned task (the results hold its
+    tune rows) gets `<task>-tuned.<fmt>` (plot_tuned: each method's chosen setting), `<task>-tuning.<fmt>`
+    (plot_tuning: every trial on validation) and the learning curves of the chosen settings instead: a keep-rate
+    plot or a heatmap would pool each method's trials into configurations of the grid. `metric` is what the
+    keep-rate and the tuned plot show; with `reference` the published test errors that match a configuration are
+    marked on the keep-rate plot (refused where none matches). `size` (inches, every figure), `dpi` (png), `style`
+    and `font_size` (see plot_style) are checked before anything is drawn. Lines, heatmap rows and tasks follow the
     suite's order (`order`, see report.order)."""
     if fmt not in PLOT_FORMATS:
         raise UserError(f"unknown plot format '{fmt}'; choose one of: {', '.join(PLOT_FORMATS)}")
