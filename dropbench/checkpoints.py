@@ -32,7 +32,6 @@ from .config import Cell
 from .errors import UserError
 from .files import interrupts_held, os_error
 from .provenance import package_version
-from .threads import thread_free
 
 FORMAT = 2  # the layout of a saved state; a file of another layout is not read (it is a cache: retrained instead)
 # Named by training_id ('c' and 12 hex digits). Schema 6 named them by the 12 digits alone: such a file is no
@@ -73,8 +72,8 @@ class TrainingState:
     curves: list[Curve]
     fit_seconds: float  # training time so far, so a continued cell's fit_seconds counts the whole training
     device: str  # the device type the random streams ran on: a CUDA generator's state is not a CPU one's
-    # The torch thread count its numbers came from: 0 for none (a cell whose figures do not depend on threads, under
-    # MKL's strict mode: threads.figures_threads); otherwise another count could change a sum's last bits.
+    # The torch thread count its numbers are those of (threads.figures_threads): one under --threads auto, whatever
+    # the count it ran at; a fixed --threads N's N. Another count could change a sum's last bits.
     threads: int
     # The regularizer parts' own state (`Regularizer.state`: mixup's generators, a plugin's), by part name; only
     # parts that keep state (`Regularizer.keeps_state`) are here, and those never train in a stack.
@@ -171,25 +170,11 @@ def checkpoint_folder(csv_path: Path) -> Path:
 class CheckpointStore:
     """The driver's checkpoints of one results file (see the module docstring): one file per training, named by
     its `training_id`. Only files named as it names them are ever read or removed; the folder is removed only
-    when it is empty. `device` and `threads` are the executor's (`threads`: the count of a cell that is not
-    `thread_free`; `strict`: whether its workers run MKL in strict mode, where a thread-free cell's numbers come from
-    no thread count): a state trained otherwise is not used."""
+    when it is empty. `device` and `threads` are the executor's: a state trained otherwise is not used."""
 
-    def __init__(
-        self,
-        csv_path: Path,
-        device: str,
-        threads: int,
-        note: Callable[[str], None] = lambda _: None,
-        strict: bool = False,
-    ) -> None:
+    def __init__(self, csv_path: Path, device: str, threads: int, note: Callable[[str], None] = lambda _: None) -> None:
         self.folder = checkpoint_folder(csv_path)
-        self.device, self.threads, self.note, self.strict = device, threads, note, strict
-
-    def expected_threads(self, cell: Cell) -> int:
-        """The `TrainingState.threads` of a state this run would have trained (threads.figures_threads)."""
-        free = self.strict and torch.device(self.device).type == "cpu" and thread_free(cell)
-        return 0 if free else self.threads
+        self.device, self.threads, self.note = device, threads, note
 
     def path(self, training_id: str) -> Path:
         return self.folder / f"{training_id}.pt"
@@ -213,7 +198,7 @@ class CheckpointStore:
             state.training_id == cell.training_id
             and state.epoch <= cell.epochs
             and state.device == torch.device(self.device).type
-            and state.threads == self.expected_threads(cell)
+            and state.threads == self.threads
         )
         return Start(state.epoch, state.stopped, data) if usable else None
 

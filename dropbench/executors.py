@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from dataclasses import replace
 from multiprocessing.context import SpawnContext, SpawnProcess
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import SimpleQueue
@@ -34,10 +35,11 @@ from .config import Cell
 from .data import TaskData, load_task_data_on
 from .devices import configure
 from .errors import UserError
+from .opprobe import Call, OpRecorder, same_bits, torch_threads
 from .provenance import utc_now
 from .stacked import WorkUnit, fit_stacked, stacks, work_units
-from .threads import AUTO, Threads, auto_threads, strict_blas, thread_free, usable_cores
-from .train import CellResult, EpochProgress, OnEpoch, fit_cell
+from .threads import AUTO, Threads, auto_threads, probe_covers, set_figures_threads, usable_cores
+from .train import EVAL_BATCH, CellResult, EpochProgress, OnEpoch, fit_cell
 
 if TYPE_CHECKING:
     from multiprocessing.popen_spawn_posix import Popen
@@ -118,12 +120,10 @@ def fixed_threads(policy: Threads) -> int:
     return 1 if policy == AUTO else int(policy)
 
 
-def most_threads(policy: Threads, device: str, here: bool) -> int:
-    """The most threads a cell of this policy may train with: the count given; under auto every core where figures do
-    not depend on threads (`strict_blas`, `here`: in this process, else in the workers it starts), else one."""
-    if policy != AUTO:
-        return int(policy)
-    return usable_cores() if device == "cpu" and strict_blas(here) else 1
+def most_threads(policy: Threads, device: str) -> int:
+    """The most threads a cell of this policy may train with: the count given; under auto every core on the CPU
+    (where the probe allows: `FollowCores`)."""
+    return usable_cores() if policy == AUTO else int(policy)
 
 
 class ThreadShare:
@@ -139,30 +139,90 @@ class ThreadShare:
         return auto_threads(self.cores, self.jobs, self.busy.value)
 
 
-class FollowCores:
-    """Sets this process's torch threads for one unit of work and keeps them following `threads()` at every epoch's
-    end (the trainers' `on_epoch`: between two epochs, never within one); `most` is the highest count it set."""
+def probe_unit(unit: WorkUnit, device: str) -> dict[tuple, Call]:
+    """The operations a unit's training makes, recorded (opprobe.OpRecorder) from a probe of it at one thread: its
+    cells from scratch, for one epoch of two batches, a full one and one the size of the real epoch's last, and a
+    validation pass over chunks the size of the real one's. What grows with the training set (the epoch's
+    permutation, drawn serially) is seen at the probe's size; the final measuring is not probed (it runs at one
+    thread)."""
+    data = load_task_data_on(unit.cells[0].task.key, device)
+    first = unit.cells[0]
+    rows = first.train_size or len(data.y_train)
+    batch = first.task.batch_size
+    last = rows % batch or batch
+    train = slice(0, batch + last if rows > batch else rows)
+    val_rows = len(data.y_val)
+    val = slice(0, val_rows if val_rows <= 2 * EVAL_BATCH else EVAL_BATCH + val_rows % EVAL_BATCH)
+    probe = replace(  # copies: a view would carry the whole split's storage into every recorded call
+        data,
+        x_train=data.x_train[train].clone(),
+        y_train=data.y_train[train].clone(),
+        x_val=data.x_val[val].clone(),
+        y_val=data.y_val[val].clone(),
+        x_test=data.x_test[:1].clone(),
+        y_test=data.y_test[:1].clone(),
+    )
+    cells = [replace(c, task=replace(c.task, epochs=1), train_size=0, mc_samples=0, epoch_limit=0) for c in unit.cells]
+    recorder = OpRecorder()
 
-    def __init__(self, threads: Callable[[], int] | int, report: OnEpoch | None) -> None:
-        self.threads, self.report, self.most = threads, report, 0
+    def stop_recording(progress: EpochProgress) -> None:  # the epoch's end: before the cells are measured
+        if recorder.active:
+            recorder.__exit__(None, None, None)
+            recorder.active = False
+
+    with torch_threads(1), torch.random.fork_rng(devices=[]):
+        recorder.__enter__()
+        recorder.active = True
+        try:
+            if unit.stacked:
+                fit_stacked(cells, probe, stop_recording)
+            else:
+                fit_alone(cells[0], probe, stop_recording)
+        finally:
+            stop_recording(EpochProgress(1, 1, ()))
+    return recorder.calls
+
+
+class FollowCores:
+    """Sets this process's torch threads for one unit of work. A fixed count (--threads N, CUDA) throughout. Under
+    auto the unit starts at one thread and, at every epoch's end (the trainers' `on_epoch`: between two epochs, never
+    within one), takes the count `threads()` offers where its probe (`probe_unit`) gives the same bits there as at one,
+    else one; when its last cell has ended it goes back to one for the measuring. So its figures are those of one
+    thread, whatever it ran at. `most`: the highest count it trained at."""
+
+    def __init__(self, unit: WorkUnit, device: str, threads: Callable[[], int] | int, report: OnEpoch | None) -> None:
+        self.unit, self.device, self.threads, self.report = unit, device, threads, report
+        self.follows = not isinstance(threads, int) and device == "cpu" and all(probe_covers(c) for c in unit.cells)
+        self.calls: dict[tuple, Call] | None = None
+        self.allowed: dict[int, bool] = {1: True}
+        self.running = {cell.cell_id for cell in unit.cells}
+        self.most = 1
+        set_figures_threads(1 if not isinstance(threads, int) else threads)
         self.follow()
 
+    def wanted(self) -> int:
+        if isinstance(self.threads, int):
+            return self.threads
+        if not self.follows or not self.running:
+            return 1
+        count = self.threads()
+        if count not in self.allowed:
+            if self.calls is None:
+                self.calls = probe_unit(self.unit, self.device)
+            self.allowed[count] = same_bits(self.calls, count)
+        return count if self.allowed[count] else 1
+
     def follow(self) -> None:
-        wanted = self.threads if isinstance(self.threads, int) else self.threads()
-        if wanted != torch.get_num_threads():
-            torch.set_num_threads(wanted)
-        self.most = max(self.most, wanted)
+        count = self.wanted()
+        if count != torch.get_num_threads():
+            torch.set_num_threads(count)
+        self.most = max(self.most, count)
 
     def on_epoch(self, progress: EpochProgress) -> None:
+        self.running -= set(progress.stopped)
         self.follow()
         if self.report is not None:
             self.report(progress)
-
-
-def unit_thread_free(unit: WorkUnit, device: str, here: bool) -> bool:
-    """Whether the figures of every cell of `unit` are the same at any torch thread count (see dropbench.threads):
-    a CPU unit whose cells are `thread_free`, where MKL runs in strict mode (`here`: in this process)."""
-    return device == "cpu" and all(thread_free(cell) for cell in unit.cells) and strict_blas(here)
 
 
 def fit_alone(cell: Cell, data: TaskData, on_epoch: OnEpoch | None = None, start: Start | None = None) -> CellResult:
@@ -207,9 +267,8 @@ def fit_unit(unit: WorkUnit, device: str = "cpu", on_epoch: OnEpoch | None = Non
 
 
 class LocalExecutor:
-    """Fit cells sequentially in this process. Under --threads auto a unit takes every core (`FollowCores`), or one
-    thread where its figures might depend on the count (`unit_thread_free`: in this process, MKL's mode is read
-    from MKL, since it may have been fixed before `import dropbench` set MKL_CBWR)."""
+    """Fit cells sequentially in this process. Under --threads auto a unit takes every core where its probe allows
+    (`FollowCores`), else one."""
 
     name = "local"
     jobs = 1
@@ -218,13 +277,11 @@ class LocalExecutor:
         self.policy = threads_policy(threads, device)
         self.device = device
         self.stack = stack
-        # The most a cell may take: under auto every core where MKL's strict mode holds (here, in this process).
-        self.threads = most_threads(self.policy, device, here=True)
+        self.threads = most_threads(self.policy, device)
 
-    def unit_threads(self, unit: WorkUnit) -> int:
-        if self.policy == AUTO and unit_thread_free(unit, self.device, here=True):
-            return auto_threads(usable_cores(), 1, 1)
-        return fixed_threads(self.policy)
+    def unit_threads(self) -> Callable[[], int] | int:
+        """What a unit is offered: under auto every core (this process runs one unit at a time), else the count."""
+        return (lambda: auto_threads(usable_cores(), 1, 1)) if self.policy == AUTO else int(self.policy)
 
     def run(
         self, cells: Sequence[Cell], on_epoch: OnEpoch | None = None, starts: Mapping[str, Start] | None = None
@@ -237,7 +294,7 @@ class LocalExecutor:
         try:
             for unit in work_units(cells, jobs=1, stack=self.stack, device=self.device, starts=starts):
                 started_at = utc_now()
-                cores = FollowCores(self.unit_threads(unit), on_epoch)
+                cores = FollowCores(unit, self.device, self.unit_threads(), on_epoch)
                 for cell, result in fit_unit(unit, self.device, cores.on_epoch):
                     result.threads = cores.most
                     yield cell, result, started_at
@@ -278,7 +335,7 @@ def _init_worker(threads: int, device: str, progress: SimpleQueue | None, share:
     # takes seconds (docs/performance.md), which the pool shutdown would wait for. Registered after torch's
     # handlers, this one runs first and skips the rest.
     atexit.register(os._exit, 0)
-    torch.set_num_threads(threads if share is None else share.threads())
+    torch.set_num_threads(threads if share is None else 1)  # under auto a unit's FollowCores sets them
     configure(device)
     global _WORKER_DEVICE, _WORKER_PROGRESS, _WORKER_THREADS, _WORKER_SHARE
     _WORKER_DEVICE, _WORKER_PROGRESS, _WORKER_THREADS, _WORKER_SHARE = device, progress, threads, share
@@ -295,8 +352,7 @@ _WORKER_SHARE: ThreadShare | None = None
 def _fit_in_worker(unit: WorkUnit) -> tuple[list[CellResult], str]:
     started_at = utc_now()
     share, report = _WORKER_SHARE, None if _WORKER_PROGRESS is None else _WORKER_PROGRESS.put
-    follows = share is not None and unit_thread_free(unit, _WORKER_DEVICE, here=True)
-    cores = FollowCores(share.threads if follows and share is not None else _WORKER_THREADS, report)
+    cores = FollowCores(unit, _WORKER_DEVICE, _WORKER_THREADS if share is None else share.threads, report)
     results = [result for _, result in fit_unit(unit, _WORKER_DEVICE, cores.on_epoch)]
     for result in results:
         result.threads = cores.most
@@ -322,13 +378,12 @@ class PoolExecutor:
         self.policy = threads_policy(threads, device)
         self.device = device
         self.stack = stack
-        # The most a cell may take: under auto every core (a cell alone, the grid's last) where MKL's strict mode holds.
-        self.threads = most_threads(self.policy, device, here=False)
+        # The most a cell may take: under auto every core (a cell alone, the grid's last) where its probe allows.
+        self.threads = most_threads(self.policy, device)
 
     def _share(self, workers: int) -> ThreadShare | None:
-        """The pool's share of the cores under auto; None for a fixed count, on CUDA, and where new processes would
-        not run MKL in strict mode (each worker checks its own MKL again)."""
-        if self.policy != AUTO or self.device != "cpu" or not strict_blas(here=False):
+        """The pool's share of the cores under auto; None for a fixed count and on CUDA."""
+        if self.policy != AUTO or self.device != "cpu":
             return None
         return ThreadShare(usable_cores(), workers)
 

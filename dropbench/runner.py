@@ -25,7 +25,7 @@ from .planning import Shard, shard_cells
 from .provenance import command_line, git_commit, machine, package_version, utc_now, utc_stamp, versions
 from .results import NO_TRIAL, SCHEMA_VERSION, ResultRow, ResultStore, stored_text
 from .suite import Suite
-from .threads import CBWR_ENV, cbwr_auto_branch, cbwr_in_effect, strict_blas
+from .threads import CBWR_ENV, cbwr_auto_branch, cbwr_in_effect
 from .train import CellResult, EpochProgress
 from .tuning import (
     EVAL,
@@ -473,14 +473,12 @@ def threads_record(executor: "LocalExecutor | PoolExecutor | RayExecutor") -> di
     """How the run set torch threads, for its JSON: `threads`, the policy ("auto", or the count per process; Ray:
     --cpus-per-cell); MKL's reproducibility setting, `mkl_cbwr` as the environment gives it to the workers (null:
     unset), `mkl_cbwr_in_effect` as MKL in this process reads it and `mkl_cbwr_auto_branch` the code branch AUTO picks
-    on this CPU (null where torch's MKL does not tell); and `strict_blas`, whether figures are thread-count free
-    (threads.strict_blas), so that auto shared the cores among the cells in flight (else it gave each one thread)."""
+    on this CPU (null where torch's MKL does not tell)."""
     return {
         "threads": getattr(executor, "policy", executor.threads),
         "mkl_cbwr": os.environ.get(CBWR_ENV),
         "mkl_cbwr_in_effect": cbwr_in_effect(),
         "mkl_cbwr_auto_branch": cbwr_auto_branch(),
-        "strict_blas": strict_blas(here=executor.jobs == 1),
     }
 
 
@@ -638,11 +636,9 @@ def _checkpoint_store(
     if tuning is None or tuning.halving is None or (shard is not None and shard.count > 1):
         return None
     check_folder(csv_path)
-    # A cell whose figures might depend on threads trains at the count given, or at one under auto (Ray: its
-    # --cpus-per-cell); with MKL in strict mode the others' numbers come from no thread count (threads.py).
+    # A training's numbers are those of the count given, or of one thread under auto (Ray: its --cpus-per-cell).
     threads = fixed_threads(getattr(executor, "policy", executor.threads))
-    strict = strict_blas(here=executor.jobs == 1)  # this process's MKL, or the one its workers will start
-    return CheckpointStore(csv_path, executor.device, threads, reporter.note, strict=strict)
+    return CheckpointStore(csv_path, executor.device, threads, reporter.note)
 
 
 def _starts(checkpoints: CheckpointStore | None, cells: list[Cell]) -> dict[str, Start]:

@@ -554,7 +554,7 @@ def _member_state(
         curves=[(p.epoch, p.fit_loss, p.val_loss, p.val_acc) for p in result.curves],
         fit_seconds=result.fit_seconds,
         device=stack.params[0].device.type,
-        threads=figures_threads(cell, stack.params[0].device.type),
+        threads=figures_threads(),
     )
 
 

@@ -1,15 +1,13 @@
-"""How many torch threads a cell trains with on the CPU, and when its figures do not depend on it.
+"""How many torch threads a cell trains with on the CPU, without its figures depending on it.
 
-MKL picks thread-count-dependent GEMM kernels for some shapes (seen on torch 2.13: one output layer's weight
-gradient differed by 6e-8 between one thread and two), so dropbench asks MKL for Conditional Numerical
-Reproducibility's strict mode, `MKL_CBWR=AUTO,STRICT`: bitwise results whatever the thread count, which MKL documents
-for its GEMMs on its AVX2 and AVX-512 code branches, i.e. on Intel CPUs (`strict_blas`). MKL reads the variable at its
-first call, not when torch is loaded, so `import dropbench` sets it (`request_strict_blas`) before anything of
-dropbench runs a matmul; worker processes inherit it. A user's own MKL_CBWR is left as it is.
-
-Where figures do not depend on threads, `--threads auto` (the default) shares the machine's cores among the cells in
-flight (`auto_threads`). Where they might (`strict_blas` does not hold, or `thread_free` is False: a conv net, bf16,
-a plugin's model or regularizer), a cell keeps one thread, as every CPU cell did before.
+A kernel may sum in another order at another thread count (MKL splits some GEMMs' sums differently over two threads
+than over one), which changes a figure's last bits. Under `--threads auto` (the default) a cell's figures are always
+those it gets at one thread: a unit of work starts at one thread, and takes more (its share of the cores free,
+`auto_threads`) only once a probe has shown that every operation its training makes gives the same bits at that count
+(`dropbench.opprobe`, run by the executors), and measures at one again. MKL's Conditional Numerical
+Reproducibility strict mode (`MKL_CBWR=AUTO,STRICT`) makes that far more common, so `import dropbench` asks for it
+(`request_strict_blas`) before anything of dropbench runs a product; MKL reads the variable at its first call, and
+worker processes inherit it. A user's own MKL_CBWR is left as it is.
 
 Torch-free at import: `dropbench/__init__.py` imports this module before anything loads torch.
 """
@@ -17,7 +15,7 @@ Torch-free at import: `dropbench/__init__.py` imports this module before anythin
 import contextlib
 import ctypes
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -35,7 +33,6 @@ Threads = int | Literal["auto"]  # --threads: a fixed count per process, or auto
 _CBWR_STRICT_FLAG = 0x10000
 _CBWR_ALL = -1  # MKL_CBWR_ALL (~0): the whole setting
 _CBWR_AUTO = 2
-_CBWR_FIRST_STRICT = 10  # AVX2, and the AVX-512 branches after it: where MKL documents strict mode
 _CBWR_BRANCHES = {
     0: "OFF",
     1: "OFF",  # MKL_CBWR_BRANCH_OFF: what MKL runs without the variable
@@ -52,7 +49,6 @@ _CBWR_BRANCHES = {
     13: "AVX512_MIC_E1",
     14: "AVX512_E1",
 }
-_BRANCH_VALUES = {name: value for value, name in _CBWR_BRANCHES.items() if value != 0}
 
 
 def request_strict_blas() -> None:
@@ -131,57 +127,32 @@ def cbwr_auto_branch() -> str | None:
     return None if cbwr is None else _name(cbwr.auto_branch())
 
 
-def strict_requested(environ: "Mapping[str, str] | None" = None) -> bool:
-    """Whether MKL_CBWR asks for strict mode (what a new worker process will run under)."""
-    return "STRICT" in _tokens((os.environ if environ is None else environ).get(CBWR_ENV, ""))
-
-
-def _tokens(value: str) -> list[str]:
-    return [token.strip().upper() for token in value.split(",")]
-
-
-def strict_blas(here: bool) -> bool:
-    """Whether MKL's products give the same bits at every thread count: strict mode on a branch for which MKL
-    documents it, AVX2 or AVX-512 (Intel CPUs), in this process (`here`: read from MKL) or in the worker processes it
-    starts (they read MKL_CBWR at their first product: the variable tells). Elsewhere strict mode is no promise:
-    on this project's AMD EPYC (MKL's AUTO branch names none) products with few output elements, as in a last batch
-    of a few rows or a stack of one, still changed with the thread count (README, "Threads")."""
-    cbwr = _cbwr()
-    if cbwr is None:
-        return False
-    auto = cbwr.auto_branch()
-    if here:
-        mode = cbwr.get(_CBWR_ALL)
-        strict, branch = mode >= 0 and bool(mode & _CBWR_STRICT_FLAG), mode & 0xFFFF
-    else:
-        tokens = _tokens(os.environ.get(CBWR_ENV, ""))
-        strict, branch = "STRICT" in tokens, _BRANCH_VALUES.get(tokens[0], 0)
-    if branch == _CBWR_AUTO:
-        branch = auto
-    return strict and min(branch, auto) >= _CBWR_FIRST_STRICT
-
-
-def thread_free(cell: "Cell") -> bool:
-    """Whether this cell's figures are the same at every torch thread count once strict_blas holds: an MLP of the
-    built-in regularizers in fp32, whose arithmetic is MKL's GEMMs and torch's elementwise and per-row kernels
-    (tests/test_threads.py trains them at one thread, two, and changing between epochs). Not a conv net (oneDNN's
-    convolutions are no MKL GEMM: a digits cnn's losses changed with the thread count under strict mode), nor bf16
-    (oneDNN's matmuls), nor a plugin's model or regularizer (a sum over a large tensor is split by threads)."""
+def probe_covers(cell: "Cell") -> bool:
+    """Whether the probe sees everything a training of `cell` computes per step and per epoch: dropbench's own
+    models and regularizers (a plugin's may compute over the whole training set, which the probe, training on two
+    batches, would not see at its size); such a cell keeps one thread under auto."""
+    from .models import REGISTRY as MODELS
     from .regularizers import REGISTRY as REGULARIZERS
 
-    return (
-        cell.precision == "fp32"
-        and cell.task.model.kind == "mlp"
-        and all(name in REGULARIZERS.builtins for name, _ in cell.regularizer.parts)
+    return cell.task.model.kind in MODELS.builtins and all(
+        name in REGULARIZERS.builtins for name, _ in cell.regularizer.parts
     )
 
 
-def figures_threads(cell: "Cell", device: str) -> int:
-    """The torch thread count a training of `cell` in this process now has its numbers from, as a checkpoint
-    records it (checkpoints.TrainingState.threads): 0 where they come from none (a `thread_free` cell on the CPU
-    under strict mode), else the current count."""
+# The thread count a training's figures are those of, set by the executor for the unit it trains
+# (executors.FollowCores): one under auto, whatever the count it runs at; None: the current count (a training
+# run outside the executors).
+_figures_threads: int | None = None
+
+
+def set_figures_threads(count: int | None) -> None:
+    global _figures_threads
+    _figures_threads = count
+
+
+def figures_threads() -> int:
+    """The torch thread count the figures of a training now running come from, as a checkpoint records it
+    (checkpoints.TrainingState.threads): the executor's (`set_figures_threads`), else the current count."""
     import torch
 
-    if device == "cpu" and thread_free(cell) and strict_blas(here=True):
-        return 0
-    return torch.get_num_threads()
+    return torch.get_num_threads() if _figures_threads is None else _figures_threads

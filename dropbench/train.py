@@ -337,7 +337,7 @@ class Training:
             curves=[(p.epoch, p.fit_loss, p.val_loss, p.val_acc) for p in result.curves],
             fit_seconds=result.fit_seconds,
             device=self.data.x_train.device.type,
-            threads=figures_threads(self.cell, self.data.x_train.device.type),
+            threads=figures_threads(),
             parts=self.part_states(),
         )
 
