@@ -15,12 +15,13 @@ from .errors import UserError
 FLOPS_PER_SECOND = 40e9
 SECONDS_PER_STEP = 6e-4
 PER_CELL_OVERHEAD_S = 0.05  # building the model, evaluating the three splits
-# One GPU, for the dry run's second figure (what the `-full` suites would take on one): no GPU has timed
-# dropbench yet, so these are assumptions, and the dry run says so beside the figure: an H100-class card's
-# effective fp32 rate on these matmul shapes (TF32 tensor cores reach several times more), and a step bound
-# by its kernel launches and Python (a small net's step on a GPU does not wait for arithmetic).
+# One GPU, for the dry run's second figure (what the `-full` suites would take on one), from one H200
+# (benchmarks/results/gpu-h200-2026-11-30.md): a unit of work's step costs a fixed time, bound by kernel
+# launches and Python (the Table 9 net at batch 100 trained alone: 1.6 s an epoch of 550 steps with its
+# validation pass), plus each member's arithmetic at an effective fp32/TF32 rate on these shapes (a stack of
+# 23 such cells took 2.8 s an epoch: 0.1 ms a step for each member past the first).
 GPU_FLOPS_PER_SECOND = 20e12
-GPU_SECONDS_PER_STEP = 4e-4
+GPU_SECONDS_PER_STEP = 2.8e-3
 # The most shards a grid may be split into: a CI matrix has tens of jobs (GitHub Actions caps one at
 # 256), and a bound keeps `--shard 1/100000000000` from allocating a load per shard.
 MAX_SHARDS = 10_000
@@ -96,11 +97,26 @@ def estimate_seconds(cells: list[Cell], jobs: int, scale: float = 1.0, *, gpu: b
     return total / max(1, min(jobs, len(cells) or 1))
 
 
+def one_gpu_seconds(cells: list[Cell]) -> float:
+    """Seconds for the cells on one GPU, trained as dropbench trains them there: stackable cells in stacks, a
+    stack's step costing one fixed GPU_SECONDS_PER_STEP and every member's arithmetic."""
+    from .stacked import work_units  # loads torch: only the dry run asks for this figure
+
+    total = 0.0
+    for unit in work_units(cells, jobs=1, stack=True, device="cuda"):
+        first = unit.cells[0]
+        rows = first.train_size or get_task(first.task.key).train_rows
+        steps = first.epochs * math.ceil(rows / first.task.batch_size)
+        arithmetic = sum(estimated_cost(cell, gpu=True) - steps * GPU_SECONDS_PER_STEP for cell in unit.cells)
+        total += steps * GPU_SECONDS_PER_STEP + arithmetic + PER_CELL_OVERHEAD_S * len(unit.cells)
+    return total
+
+
 def one_device_estimates(todo: list[Cell], scale: float = 1.0) -> tuple[float, float]:
     """Seconds for the cells to run on one CPU core (`scale`: the calibration on cells already done) and on
-    one GPU at the assumed rates (GPU_FLOPS_PER_SECOND, GPU_SECONDS_PER_STEP): the dry run's last line, so
-    that a grid too long for this machine is sized for the hardware it needs."""
-    return estimate_seconds(todo, 1, scale), estimate_seconds(todo, 1, gpu=True)
+    one GPU at the rates measured on an H200 (GPU_FLOPS_PER_SECOND, GPU_SECONDS_PER_STEP): the dry run's last
+    line, so that a grid too long for this machine is sized for the hardware it needs."""
+    return estimate_seconds(todo, 1, scale), one_gpu_seconds(todo)
 
 
 def calibration(done_cells: list[Cell], fit_seconds: list[float]) -> float:

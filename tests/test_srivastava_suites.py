@@ -3,6 +3,7 @@ claims need, and their training recipe (the decaying lr and the momentum ramp) i
 The runs themselves are long (results/srivastava2014/, made by `dropbench run`); these checks are not."""
 
 import math
+import re
 
 import pytest
 from conftest import make_cell
@@ -108,8 +109,26 @@ def test_the_full_suites_dry_run_gives_one_core_and_one_gpu(tmp_path, capsys):
     out = tmp_path / "t.csv"
     assert main(["run", "srivastava2014-table9-full", "--dry-run", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "on one CPU core:" in text and "on one GPU:" in text and "assumed rates, not measured" in text
+    assert "on one CPU core:" in text and "on one GPU:" in text and "rates measured on an H200" in text
     assert not out.exists()
+    # The timed epochs of benchmarks/results/gpu-h200-2026-11-30.md extrapolate to 16.8 h on one H200.
+    gpu_hours = float(re.search(r"on one GPU: ([0-9.]+) h", text)[1])
+    assert 0.8 * 16.8 <= gpu_hours <= 1.2 * 16.8
+
+
+def test_the_gpu_estimate_counts_a_stack_step_once():
+    """On a GPU a step is bound by launches, so K cells stacked cost far less than K cells alone, and the
+    unstackable cells (kl-sparsity) cost their full steps."""
+    from dropbench.planning import GPU_SECONDS_PER_STEP, one_gpu_seconds
+
+    grid = load_suite("srivastava2014-table9-full").cells()
+    stackable = [cell for cell in grid if "kl-sparsity" not in cell.regularizer.name]
+    alone = [cell for cell in grid if "kl-sparsity" in cell.regularizer.name]
+    assert alone and len(stackable) > 20
+    separately = sum(one_gpu_seconds([cell]) for cell in stackable)
+    assert one_gpu_seconds(stackable) < separately / 5
+    steps = alone[0].epochs * 550  # 55,000 rows in batches of 100
+    assert one_gpu_seconds(alone[:1]) >= steps * GPU_SECONDS_PER_STEP
 
 
 def test_fixed_pn_cells_are_estimated_at_their_widened_size():
