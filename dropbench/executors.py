@@ -3,10 +3,10 @@
 Results stream back to the caller as cells finish; the caller (the runner) is the only writer.
 A cell's numbers do not depend on where or beside what it ran: every random stream is derived from the
 cell itself, a cell that `stacks` always trains in the stacked trainer (alone: a stack of one, whose
-figures any stack reproduces bit for bit), and a cell's torch thread count changes only where its figures do
-not depend on it: MKL in strict reproducibility mode on a CPU where MKL documents it, for an MLP of built-in parts
-(dropbench.threads). There `--threads auto` (the default) shares the cores among the units in flight, and a worker
-whose neighbours have finished takes their cores at its next epoch; elsewhere a cell keeps one thread.
+figures any stack reproduces bit for bit), and under `--threads auto` (the default) a unit of work takes more than
+one torch thread only where a probe of its training shows the same bits at that count (`FollowCores`,
+dropbench.threads): the cores are shared among the units in flight, and a worker whose neighbours have finished
+takes their cores at its next epoch.
 """
 
 import atexit
@@ -208,7 +208,12 @@ class FollowCores:
         count = self.threads()
         if count not in self.allowed:
             if self.calls is None:
-                self.calls = probe_unit(self.unit, self.device)
+                try:
+                    self.calls = probe_unit(self.unit, self.device)
+                except Exception:  # noqa: BLE001 - a probe that fails shows nothing: one thread; the training
+                    self.calls = {}  # itself then records (or raises) its own error
+                    self.follows = False
+                    return 1
             self.allowed[count] = same_bits(self.calls, count)
         return count if self.allowed[count] else 1
 

@@ -20,9 +20,9 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 # Operations whose outputs are memory not yet written (their values are nobody's arithmetic).
 UNINITIALIZED = {"empty", "empty_like", "empty_strided", "new_empty", "new_empty_strided"}
-ALIGNMENT = 64
+ALIGNMENT = 64  # bytes: what a kernel may branch on (vector loads); offsets are kept modulo this
 # (signature, threads) pairs already shown to agree in this process: units of one architecture replay nothing twice
-_AGREE: set[tuple[tuple, int]] = set()  # bytes: what a kernel may branch on (vector loads); offsets are kept modulo this
+_AGREE: set[tuple[tuple, int]] = set()
 
 
 def _tensor_signature(t: torch.Tensor) -> tuple:
@@ -90,6 +90,12 @@ class OpRecorder(TorchDispatchMode):
         super().__init__()
         self.calls: dict[tuple, Call] = {}
         self.active = False
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        # Nothing here is compiled. Otherwise torch wraps the handler to keep its compiler out of it, and the first
+        # call imports that compiler: seconds, once per process, for nothing.
+        return False
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204 - torch's protocol
         kwargs = kwargs or {}

@@ -156,6 +156,16 @@ def test_where_the_probe_disagrees_auto_gives_the_unit_one_thread(monkeypatch):
     assert result.status == "ok" and result.threads == 1
 
 
+def test_a_probe_that_fails_leaves_the_unit_at_one_thread(monkeypatch, keep_threads):
+    def broken(unit, device):
+        raise RuntimeError("a probe that cannot train")
+
+    monkeypatch.setattr(executors, "probe_unit", broken)
+    cores = FollowCores(unit(WINE), "cpu", lambda: 2, None)
+    cores.on_epoch(EpochProgress(1, 2, (WINE.cell_id,)))
+    assert torch.get_num_threads() == 1 and cores.most == 1
+
+
 def test_a_plugins_cells_keep_one_thread_under_auto(monkeypatch, agree, keep_threads):
     """A plugin's model or regularizer may compute over the whole training set, which a probe of two batches would
     not see at its size; dropbench's own parts, conv nets and bf16 included, are probed."""
@@ -306,7 +316,7 @@ def figures(r):
 
 task = {task!r}
 if task == "digits":
-    cells = [make_cell(task, reg=reg, keep=keep, epochs=3, hidden=(256, 256), batch_size=32, input_keep=0.8)
+    cells = [make_cell(task, reg=reg, keep=keep, epochs=2, hidden=(256, 256), batch_size=32, input_keep=0.8)
              for reg, keep in (("l2", 0.5), ("max-norm", 0.5), ("none", 1.0))]
 else:
     cells = [make_cell(task, keep=0.5, epochs=3, hidden=(128, 128), optimizer=OptimizerConfig(name="adam", lr=1e-3))]
