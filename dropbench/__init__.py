@@ -13,6 +13,12 @@ Names are imported on first use so that `import dropbench` (and `dropbench --hel
 
 from importlib import import_module, metadata
 
+from .threads import request_strict_blas
+
+# First, before any of dropbench loads torch: MKL_CBWR=AUTO,STRICT (unless set already), so that MKL's products give
+# the same bits at every thread count here and in every worker process (dropbench.threads; README, "Threads").
+request_strict_blas()
+
 try:
     __version__ = metadata.version("dropbench")
 except metadata.PackageNotFoundError:  # running from a checkout that was never installed

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .ray_executor import RayExecutor
     from .runner import RunSummary
     from .suite import Overrides, Suite
+    from .threads import Threads
 
     Executor = LocalExecutor | PoolExecutor | RayExecutor
 
@@ -71,7 +72,7 @@ def run(
     precision: str | None = None,
     set: Mapping[str, object] | None = None,  # the name of `dropbench run --set`
     jobs: int | None = None,
-    threads: int | None = None,
+    threads: "Threads | None" = None,
     device: str = "cpu",
     stack: bool = True,
     executor: "str | Executor" = "local",
@@ -89,8 +90,9 @@ def run(
 
     `out`: the results CSV, resumed when it exists (only cells it lacks are trained) and kept; None trains into a
     temporary folder, removed afterwards. `jobs`: worker processes (default one per core; 1 trains in this
-    process, where a debugger can follow); `executor`: "local", "ray", or an executor object. `quiet=False` prints
-    progress on stderr.
+    process, where a debugger can follow); `threads`: torch threads per process, "auto" by default (the cores shared
+    among the cells in flight; figures do not depend on it) or a fixed number; `executor`: "local", "ray", or an
+    executor object. `quiet=False` prints progress on stderr.
 
     The frame has the CSV's columns (README, "The CSV"): identity (`cell_id`, `task`, `regularizer`, `strength`,
     `keep_rate`, `seed`, ...), budget, figures (`train_acc`, `val_acc`, `test_acc`, `gap_acc`, `gap_loss`, ...,
@@ -212,7 +214,7 @@ def _resolve(
 
 
 def _executor(
-    executor: "str | Executor", jobs: int | None, threads: int | None, device: str, stack: bool
+    executor: "str | Executor", jobs: int | None, threads: "Threads | None", device: str, stack: bool
 ) -> "Executor":
     """Where the cells train, as `dropbench run --executor/--jobs/--threads/--device/--no-stack` choose it."""
     if not isinstance(executor, str):

@@ -72,7 +72,9 @@ class TrainingState:
     curves: list[Curve]
     fit_seconds: float  # training time so far, so a continued cell's fit_seconds counts the whole training
     device: str  # the device type the random streams ran on: a CUDA generator's state is not a CPU one's
-    threads: int  # torch threads: another count changes a sum's last bits (executors.default_threads)
+    # The torch thread count its numbers are those of (threads.figures_threads): one under --threads auto, whatever
+    # the count it ran at; a fixed --threads N's N. Another count could change a sum's last bits.
+    threads: int
     # The regularizer parts' own state (`Regularizer.state`: mixup's generators, a plugin's), by part name; only
     # parts that keep state (`Regularizer.keeps_state`) are here, and those never train in a stack.
     parts: dict[str, dict[str, object]] = field(default_factory=dict)

@@ -124,6 +124,26 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
+class ThreadsType(click.ParamType):
+    """`--threads`: auto, or a whole number of torch threads per process (at least 1)."""
+
+    name = "auto|N"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> object:
+        if isinstance(value, int) or value == "auto":
+            return value
+        text = str(value).strip().lower()
+        if text == "auto":
+            return "auto"
+        try:
+            number = int(text)
+        except ValueError:
+            self.fail(f"{value!r} is neither 'auto' nor a whole number", param, ctx)
+        if number < 1:
+            self.fail(f"{number} is not at least 1", param, ctx)
+        return number
+
+
 class FigureSize(click.ParamType):
     """'7x3.5' -> (7.0, 3.5): a figure's width and height in inches, each from 1 to 100."""
 
@@ -304,9 +324,11 @@ def _errors_as_json_lines(command: Callable[..., int]) -> Callable[..., int]:
 )
 @click.option(
     "--threads",
-    type=click.IntRange(min=1),
-    help="Torch threads per process [default: 1 on the CPU, so figures match across --jobs]. More speed up wide "
-    "nets in few processes, and change figures in their last digits.",
+    type=ThreadsType(),
+    help="Torch threads per process. auto [the default]: the cores shared among the cells in flight (all of them "
+    "for a one-cell run or --jobs 1; the last cells of a grid take the cores of those done, at their next epoch) "
+    "where figures do not depend on the count (MKL_CBWR=AUTO,STRICT on an Intel CPU; README, Threads), else 1, "
+    "as for conv nets, bf16 and plugins. N: N per process for every cell. Ray: --cpus-per-cell; CUDA: every core.",
 )
 @click.option(
     "--executor",
@@ -322,7 +344,13 @@ def _errors_as_json_lines(command: Callable[..., int]) -> Callable[..., int]:
     help="Train every cell alone (by default compatible small cells train as one stacked model); the same figures.",
 )
 @click.option("--address", help="Ray cluster to use (auto, HOST:PORT, ray://HOST:10001) [default: start one].")
-@click.option("--cpus-per-cell", type=click.IntRange(min=1), default=1, show_default=True, help="Ray: CPUs per cell.")
+@click.option(
+    "--cpus-per-cell",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Ray: CPUs per cell, which are its torch threads (--threads is for the local executor).",
+)
 @click.option(
     "--gpus-per-cell",
     type=FiniteFloatRange(min=0),

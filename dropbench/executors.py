@@ -3,8 +3,10 @@
 Results stream back to the caller as cells finish; the caller (the runner) is the only writer.
 A cell's numbers do not depend on where or beside what it ran: every random stream is derived from the
 cell itself, a cell that `stacks` always trains in the stacked trainer (alone: a stack of one, whose
-figures any stack reproduces bit for bit), and cells train with one torch thread unless --threads asks
-for more (BLAS splits a product differently over more threads, which changes the last bits).
+figures any stack reproduces bit for bit), and under `--threads auto` (the default) a unit of work takes more than
+one torch thread only where a probe of its training shows the same bits at that count (`FollowCores`,
+dropbench.threads): the cores are shared among the units in flight, and a worker whose neighbours have finished
+takes their cores at its next epoch.
 """
 
 import atexit
@@ -16,10 +18,11 @@ import threading
 import time
 import types
 from collections import Counter, deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
+from dataclasses import replace
 from multiprocessing.context import SpawnContext, SpawnProcess
 from multiprocessing.process import BaseProcess
 from multiprocessing.queues import SimpleQueue
@@ -32,9 +35,11 @@ from .config import Cell
 from .data import TaskData, load_task_data_on
 from .devices import configure
 from .errors import UserError
+from .opprobe import Call, OpRecorder, same_bits, torch_threads
 from .provenance import utc_now
 from .stacked import WorkUnit, fit_stacked, stacks, work_units
-from .train import CellResult, OnEpoch, fit_cell
+from .threads import AUTO, Threads, auto_threads, probe_covers, set_figures_threads, usable_cores
+from .train import EVAL_BATCH, CellResult, EpochProgress, OnEpoch, fit_cell
 
 if TYPE_CHECKING:
     from multiprocessing.popen_spawn_posix import Popen
@@ -101,18 +106,128 @@ def workers_unavailable() -> str | None:
     return None
 
 
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+def threads_policy(threads: Threads | None, device: str) -> Threads:
+    """What --threads means for a run: a fixed count per process as given; `auto` (the default) on the CPU, and on
+    CUDA, where the arithmetic is on the GPU, every core as before."""
+    if threads is not None and threads != AUTO:
+        return int(threads)
+    return usable_cores() if device == "cuda" else AUTO
 
 
-def default_threads(device: str) -> int:
-    """Torch threads per process when --threads is not given. On the CPU one, whatever the number of jobs:
-    the thread count changes a cell's last bits (MKL splits a small GEMM's sums over threads), and a cell's
-    figures must not depend on --jobs. On CUDA the arithmetic is on the GPU: every core, as before."""
-    return usable_cores() if device == "cuda" else 1
+def fixed_threads(policy: Threads) -> int:
+    """The thread count of a cell whose figures might depend on it: the count given, and one under auto (as every
+    CPU cell had before auto came, so that its figures stay what they were)."""
+    return 1 if policy == AUTO else int(policy)
+
+
+def most_threads(policy: Threads, device: str) -> int:
+    """The most threads a cell of this policy may train with: the count given; under auto every core on the CPU
+    (where the probe allows: `FollowCores`)."""
+    return usable_cores() if policy == AUTO else int(policy)
+
+
+class ThreadShare:
+    """Under --threads auto, how many units of work are in flight in a pool: the driver writes it as it submits and
+    collects them, each worker reads it when it starts a unit and at every epoch's end and takes `auto_threads` of
+    the cores. A RawValue: one writer, and a stale read only delays a change by an epoch."""
+
+    def __init__(self, cores: int, jobs: int) -> None:
+        self.cores, self.jobs = cores, jobs
+        self.busy = SPAWN.RawValue("i", 0)
+
+    def threads(self) -> int:
+        return auto_threads(self.cores, self.jobs, self.busy.value)
+
+
+def probe_unit(unit: WorkUnit, device: str) -> dict[tuple, Call]:
+    """The operations a unit's training makes, recorded (opprobe.OpRecorder) from a probe of it at one thread: its
+    cells from scratch, for one epoch of two batches, a full one and one the size of the real epoch's last, and a
+    validation pass over chunks the size of the real one's. What grows with the training set (the epoch's
+    permutation, drawn serially) is seen at the probe's size; the final measuring is not probed (it runs at one
+    thread)."""
+    data = load_task_data_on(unit.cells[0].task.key, device)
+    first = unit.cells[0]
+    rows = first.train_size or len(data.y_train)
+    batch = first.task.batch_size
+    last = rows % batch or batch
+    train = slice(0, batch + last if rows > batch else rows)
+    val_rows = len(data.y_val)
+    val = slice(0, val_rows if val_rows <= 2 * EVAL_BATCH else EVAL_BATCH + val_rows % EVAL_BATCH)
+    probe = replace(  # copies: a view would carry the whole split's storage into every recorded call
+        data,
+        x_train=data.x_train[train].clone(),
+        y_train=data.y_train[train].clone(),
+        x_val=data.x_val[val].clone(),
+        y_val=data.y_val[val].clone(),
+        x_test=data.x_test[:1].clone(),
+        y_test=data.y_test[:1].clone(),
+    )
+    cells = [replace(c, task=replace(c.task, epochs=1), train_size=0, mc_samples=0, epoch_limit=0) for c in unit.cells]
+    recorder = OpRecorder()
+
+    def stop_recording(progress: EpochProgress) -> None:  # the epoch's end: before the cells are measured
+        if recorder.active:
+            recorder.__exit__(None, None, None)
+            recorder.active = False
+
+    with torch_threads(1), torch.random.fork_rng(devices=[]):
+        recorder.__enter__()
+        recorder.active = True
+        try:
+            if unit.stacked:
+                fit_stacked(cells, probe, stop_recording)
+            else:
+                fit_alone(cells[0], probe, stop_recording)
+        finally:
+            stop_recording(EpochProgress(1, 1, ()))
+    return recorder.calls
+
+
+class FollowCores:
+    """Sets this process's torch threads for one unit of work. A fixed count (--threads N, CUDA) throughout. Under
+    auto the unit starts at one thread and, at every epoch's end (the trainers' `on_epoch`: between two epochs, never
+    within one), takes the count `threads()` offers where its probe (`probe_unit`) gives the same bits there as at one,
+    else one; when its last cell has ended it goes back to one for the measuring. So its figures are those of one
+    thread, whatever it ran at. `most`: the highest count it trained at."""
+
+    def __init__(self, unit: WorkUnit, device: str, threads: Callable[[], int] | int, report: OnEpoch | None) -> None:
+        self.unit, self.device, self.threads, self.report = unit, device, threads, report
+        self.follows = not isinstance(threads, int) and device == "cpu" and all(probe_covers(c) for c in unit.cells)
+        self.calls: dict[tuple, Call] | None = None
+        self.allowed: dict[int, bool] = {1: True}
+        self.running = {cell.cell_id for cell in unit.cells}
+        self.most = 1
+        set_figures_threads(1 if not isinstance(threads, int) else threads)
+        self.follow()
+
+    def wanted(self) -> int:
+        if isinstance(self.threads, int):
+            return self.threads
+        if not self.follows or not self.running:
+            return 1
+        count = self.threads()
+        if count not in self.allowed:
+            if self.calls is None:
+                try:
+                    self.calls = probe_unit(self.unit, self.device)
+                except Exception:  # noqa: BLE001 - a probe that fails shows nothing: one thread; the training
+                    self.calls = {}  # itself then records (or raises) its own error
+                    self.follows = False
+                    return 1
+            self.allowed[count] = same_bits(self.calls, count)
+        return count if self.allowed[count] else 1
+
+    def follow(self) -> None:
+        count = self.wanted()
+        if count != torch.get_num_threads():
+            torch.set_num_threads(count)
+        self.most = max(self.most, count)
+
+    def on_epoch(self, progress: EpochProgress) -> None:
+        self.running -= set(progress.stopped)
+        self.follow()
+        if self.report is not None:
+            self.report(progress)
 
 
 def fit_alone(cell: Cell, data: TaskData, on_epoch: OnEpoch | None = None, start: Start | None = None) -> CellResult:
@@ -157,15 +272,21 @@ def fit_unit(unit: WorkUnit, device: str = "cpu", on_epoch: OnEpoch | None = Non
 
 
 class LocalExecutor:
-    """Fit cells sequentially in this process with a deliberate thread count."""
+    """Fit cells sequentially in this process. Under --threads auto a unit takes every core where its probe allows
+    (`FollowCores`), else one."""
 
     name = "local"
     jobs = 1
 
-    def __init__(self, threads: int | None = None, device: str = "cpu", stack: bool = True) -> None:
-        self.threads = threads or default_threads(device)
+    def __init__(self, threads: Threads | None = None, device: str = "cpu", stack: bool = True) -> None:
+        self.policy = threads_policy(threads, device)
         self.device = device
         self.stack = stack
+        self.threads = most_threads(self.policy, device)
+
+    def unit_threads(self) -> Callable[[], int] | int:
+        """What a unit is offered: under auto every core (this process runs one unit at a time), else the count."""
+        return (lambda: auto_threads(usable_cores(), 1, 1)) if self.policy == AUTO else int(self.policy)
 
     def run(
         self, cells: Sequence[Cell], on_epoch: OnEpoch | None = None, starts: Mapping[str, Start] | None = None
@@ -174,12 +295,13 @@ class LocalExecutor:
         Start): the cells whose training continues from a checkpoint. The caller's torch thread count is set back
         afterwards (a notebook's torch must not stay at one thread after a run)."""
         threads = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
         configure(self.device)
         try:
             for unit in work_units(cells, jobs=1, stack=self.stack, device=self.device, starts=starts):
                 started_at = utc_now()
-                for cell, result in fit_unit(unit, self.device, on_epoch):
+                cores = FollowCores(unit, self.device, self.unit_threads(), on_epoch)
+                for cell, result in fit_unit(unit, self.device, cores.on_epoch):
+                    result.threads = cores.most
                     yield cell, result, started_at
         finally:
             torch.set_num_threads(threads)
@@ -210,7 +332,7 @@ def _workers_deaf_to_ctrl_c() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
-def _init_worker(threads: int, device: str, progress: SimpleQueue | None) -> None:
+def _init_worker(threads: int, device: str, progress: SimpleQueue | None, share: ThreadShare | None) -> None:
     # Where the blocked mask was not inherited (see _workers_deaf_to_ctrl_c): the driver handles Ctrl-C.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
@@ -218,25 +340,34 @@ def _init_worker(threads: int, device: str, progress: SimpleQueue | None) -> Non
     # takes seconds (docs/performance.md), which the pool shutdown would wait for. Registered after torch's
     # handlers, this one runs first and skips the rest.
     atexit.register(os._exit, 0)
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads if share is None else 1)  # under auto a unit's FollowCores sets them
     configure(device)
-    global _WORKER_DEVICE, _WORKER_PROGRESS
-    _WORKER_DEVICE, _WORKER_PROGRESS = device, progress
+    global _WORKER_DEVICE, _WORKER_PROGRESS, _WORKER_THREADS, _WORKER_SHARE
+    _WORKER_DEVICE, _WORKER_PROGRESS, _WORKER_THREADS, _WORKER_SHARE = device, progress, threads, share
 
 
-# Set once per worker process by _init_worker: its device, and where it reports finished epochs (or None).
+# Set once per worker process by _init_worker: its device, where it reports finished epochs (or None), the thread
+# count of a unit that does not follow the share, and under --threads auto the pool's share of the cores.
 _WORKER_DEVICE = "cpu"
 _WORKER_PROGRESS: SimpleQueue | None = None
+_WORKER_THREADS = 1
+_WORKER_SHARE: ThreadShare | None = None
 
 
 def _fit_in_worker(unit: WorkUnit) -> tuple[list[CellResult], str]:
     started_at = utc_now()
-    on_epoch = None if _WORKER_PROGRESS is None else _WORKER_PROGRESS.put
-    return [result for _, result in fit_unit(unit, _WORKER_DEVICE, on_epoch)], started_at
+    share, report = _WORKER_SHARE, None if _WORKER_PROGRESS is None else _WORKER_PROGRESS.put
+    cores = FollowCores(unit, _WORKER_DEVICE, _WORKER_THREADS if share is None else share.threads, report)
+    results = [result for _, result in fit_unit(unit, _WORKER_DEVICE, cores.on_epoch)]
+    for result in results:
+        result.threads = cores.most
+    return results, started_at
 
 
 class PoolExecutor:
-    """Fit cells in `jobs` worker processes of `threads` torch threads each.
+    """Fit cells in `jobs` worker processes of `threads` torch threads each; under auto, the cores shared among
+    the units in flight (`ThreadShare`): J busy workers take cores // J threads each, and as the grid runs out
+    the ones still busy take the cores of those that finished, at their next epoch.
 
     Small networks are bound by per-step overhead, not arithmetic: one-thread workers, one per core, run
     the quick suite faster than one process with a thread per core (docs/performance.md). Workers are
@@ -247,18 +378,26 @@ class PoolExecutor:
 
     name = "process-pool"
 
-    def __init__(self, jobs: int, threads: int | None = None, device: str = "cpu", stack: bool = True) -> None:
+    def __init__(self, jobs: int, threads: Threads | None = None, device: str = "cpu", stack: bool = True) -> None:
         self.jobs = jobs
-        self.threads = threads or default_threads(device)
+        self.policy = threads_policy(threads, device)
         self.device = device
         self.stack = stack
+        # The most a cell may take: under auto every core (a cell alone, the grid's last) where its probe allows.
+        self.threads = most_threads(self.policy, device)
 
-    def _start(self, workers: int, progress: SimpleQueue | None) -> ProcessPoolExecutor:
+    def _share(self, workers: int) -> ThreadShare | None:
+        """The pool's share of the cores under auto; None for a fixed count and on CUDA."""
+        if self.policy != AUTO or self.device != "cpu":
+            return None
+        return ThreadShare(usable_cores(), workers)
+
+    def _start(self, workers: int, progress: SimpleQueue | None, share: ThreadShare | None) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
             max_workers=workers,
             mp_context=SPAWN,
             initializer=_init_worker,
-            initargs=(self.threads, self.device, progress),
+            initargs=(fixed_threads(self.policy), self.device, progress, share),
         )
 
     def run(
@@ -275,10 +414,14 @@ class PoolExecutor:
         queue, strikes = deque(units), Counter[str]()
         while queue:
             progress = SPAWN.SimpleQueue() if on_epoch is not None else None
-            pool = self._start(min(self.jobs, len(queue)), progress)
+            workers = min(self.jobs, len(queue))
+            share = self._share(workers)
+            pool = self._start(workers, progress, share)
             in_flight: dict[Future, WorkUnit] = {}
             try:
                 while queue or in_flight:
+                    if share is not None:  # before the submits: a worker's first read counts its own unit
+                        share.busy.value = min(workers, len(in_flight) + len(queue))
                     if not self._feed(pool, queue, in_flight):
                         break  # a worker died between two submits: the pool is broken
                     done = _wait(in_flight, progress, on_epoch)
@@ -345,11 +488,13 @@ def _stop(pool: ProcessPoolExecutor) -> None:
 
 
 def make_executor(
-    jobs: int | None = None, threads: int | None = None, device: str = "cpu", stack: bool = True
+    jobs: int | None = None, threads: Threads | None = None, device: str = "cpu", stack: bool = True
 ) -> LocalExecutor | PoolExecutor:
     """`jobs` processes (default: one per usable core on the CPU, one on a GPU); 1 means this process, and so does
-    a process that cannot start workers (`workers_unavailable`). `stack`: train compatible cells as one stacked
-    model (see stacked.work_units)."""
+    a process that cannot start workers (`workers_unavailable`). `threads`: "auto" (None: the default) or a count per
+    process (`threads_policy`). `stack`: train compatible cells as one stacked model (see stacked.work_units)."""
+    if threads is not None and threads != AUTO and not (isinstance(threads, int) and threads >= 1):
+        raise UserError(f"threads={threads!r}: allowed: 'auto' or a whole number of at least 1")
     jobs = jobs or (1 if device == "cuda" else usable_cores())
     if jobs > 1 and workers_unavailable():
         jobs = 1

@@ -7,6 +7,8 @@ Torch-free and click-free, so the CLI can build it before anything heavy is impo
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .threads import Threads
+
 # The flags that change the grid (suite.Overrides' fields); every other flag of `run` is an option below.
 GRID_FLAGS = frozenset(
     {"tasks", "keep_rates", "input_keep_rates", "regularizers", "seeds", "epochs", "dropouts", "train_sizes"}
@@ -35,7 +37,7 @@ class RunOptions:
     out: Path | None = None  # None: results/SUITE-<UTC time>.csv
     executor: str = "local"  # local | ray
     jobs: int | None = None  # local: worker processes; None: one per usable core (one per GPU)
-    threads: int | None = None  # local: torch threads per process
+    threads: Threads | None = None  # local: torch threads per process, or "auto"; None: auto (CUDA: every core)
     device: str = "cpu"
     stack: bool = True
     address: str | None = None  # ray: the cluster

@@ -1,5 +1,6 @@
 """`run`: expand a suite, skip what the results file already holds, fit the rest, write each row."""
 
+import os
 import platform
 import shlex
 from collections import Counter
@@ -15,7 +16,7 @@ from .config import Cell
 from .data import data_checksums, prepare_task
 from .devices import describe
 from .errors import UserError, stop_signal
-from .executors import LocalExecutor, PoolExecutor, make_executor
+from .executors import LocalExecutor, PoolExecutor, fixed_threads, make_executor
 from .files import check_output, prepare_output, run_lock
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ from .planning import Shard, shard_cells
 from .provenance import command_line, git_commit, machine, package_version, utc_now, utc_stamp, versions
 from .results import NO_TRIAL, SCHEMA_VERSION, ResultRow, ResultStore, stored_text
 from .suite import Suite
+from .threads import CBWR_ENV, cbwr_auto_branch, cbwr_in_effect
 from .train import CellResult, EpochProgress
 from .tuning import (
     EVAL,
@@ -165,11 +167,25 @@ def make_row(cell: Cell, result: CellResult, started_at: str, provenance: Proven
         status=result.status,
         error=result.error,
         started_at=started_at,
-        **provenance,
+        **provenance_of(result, provenance),
     )
 
 
-def _metadata(store: ResultStore, suite: Suite, executor_name: str, command: str, shard: Shard | None) -> dict:
+def provenance_of(result: CellResult, provenance: Provenance) -> Provenance:
+    """The run's provenance, with the most threads the cell trained with where its executor records it (under
+    --threads auto it varies from cell to cell)."""
+    found = provenance.copy()
+    found["threads"] = result.threads or provenance["threads"]
+    return found
+
+
+def _metadata(
+    store: ResultStore,
+    suite: Suite,
+    executor: "LocalExecutor | PoolExecutor | RayExecutor",
+    command: str,
+    shard: Shard | None,
+) -> dict:
     """The JSON sidecar: one entry per invocation that wrote into this file (resumes append)."""
     meta = store.read_metadata()
     runs = meta.get("runs", [])
@@ -177,8 +193,9 @@ def _metadata(store: ResultStore, suite: Suite, executor_name: str, command: str
         {
             "command": command,
             "started_at": utc_now(),
-            "executor": executor_name,
+            "executor": executor.name,
             "shard": f"{shard.index}/{shard.count}" if shard else None,
+            **threads_record(executor),
             "versions": versions(),
             "git_commit": git_commit(),
             "machine": machine(),
@@ -452,6 +469,19 @@ def resume_command(args: list[str], csv_path: Path) -> str:
     return shlex.join(["dropbench", *kept])
 
 
+def threads_record(executor: "LocalExecutor | PoolExecutor | RayExecutor") -> dict[str, object]:
+    """How the run set torch threads, for its JSON: `threads`, the policy ("auto", or the count per process; Ray:
+    --cpus-per-cell); MKL's reproducibility setting, `mkl_cbwr` as the environment gives it to the workers (null:
+    unset), `mkl_cbwr_in_effect` as MKL in this process reads it and `mkl_cbwr_auto_branch` the code branch AUTO picks
+    on this CPU (null where torch's MKL does not tell)."""
+    return {
+        "threads": getattr(executor, "policy", executor.threads),
+        "mkl_cbwr": os.environ.get(CBWR_ENV),
+        "mkl_cbwr_in_effect": cbwr_in_effect(),
+        "mkl_cbwr_auto_branch": cbwr_auto_branch(),
+    }
+
+
 def _provenance(executor: "LocalExecutor | PoolExecutor | RayExecutor") -> Provenance:
     import torch
 
@@ -513,7 +543,7 @@ def run_suite(
         if plan.rerun:
             store.forget(plan.rerun)
         store.drop_orphan_epochs(set(store.written()))
-        metadata = _metadata(store, suite, executor.name, command or command_line(), shard)
+        metadata = _metadata(store, suite, executor, command or command_line(), shard)
         store.write_metadata(metadata)
         provenance = _provenance(executor)
         evaluation = plan.evaluation if plan.runs_evaluation else None
@@ -606,7 +636,9 @@ def _checkpoint_store(
     if tuning is None or tuning.halving is None or (shard is not None and shard.count > 1):
         return None
     check_folder(csv_path)
-    return CheckpointStore(csv_path, executor.device, executor.threads, reporter.note)
+    # A training's numbers are those of the count given, or of one thread under auto (Ray: its --cpus-per-cell).
+    threads = fixed_threads(getattr(executor, "policy", executor.threads))
+    return CheckpointStore(csv_path, executor.device, threads, reporter.note)
 
 
 def _starts(checkpoints: CheckpointStore | None, cells: list[Cell]) -> dict[str, Start]:

@@ -45,6 +45,7 @@ from .regularizers import (
     sort_parts,
 )
 from .seeding import make_generator
+from .threads import figures_threads
 from .train import (
     CellResult,
     EpochProgress,
@@ -553,7 +554,7 @@ def _member_state(
         curves=[(p.epoch, p.fit_loss, p.val_loss, p.val_acc) for p in result.curves],
         fit_seconds=result.fit_seconds,
         device=stack.params[0].device.type,
-        threads=torch.get_num_threads(),
+        threads=figures_threads(),
     )
 
 

@@ -21,6 +21,7 @@ from .models import Network, build_model, count_parameters, init_parameters_
 from .regularizers import EarlyStopping, LossFn, Regularizer, Weights, regularizer_class
 from .report.stats import expected_calibration_error
 from .seeding import derive_seed, make_generator
+from .threads import figures_threads
 
 EVAL_BATCH = 4096  # large batches under inference_mode: evaluation is cheap beside training
 ECE_BINS = 15  # equal-width confidence bins, the usual choice since Guo et al. 2017
@@ -74,6 +75,9 @@ class CellResult:
     # A cell that `continues` (a halving rung's): its training's state at the end (checkpoints.TrainingState as
     # bytes), which the next rung's cell starts from; None for any other cell, and for one that did not end ok.
     state: bytes | None = field(default=None, repr=False)
+    # The most torch threads it trained with, set by the executor (0: not recorded): the CSV's `threads`. Not a
+    # figure: under --threads auto it follows the cores free (dropbench.threads), and the figures do not.
+    threads: int = 0
 
 
 @dataclass(frozen=True)
@@ -333,7 +337,7 @@ class Training:
             curves=[(p.epoch, p.fit_loss, p.val_loss, p.val_acc) for p in result.curves],
             fit_seconds=result.fit_seconds,
             device=self.data.x_train.device.type,
-            threads=torch.get_num_threads(),
+            threads=figures_threads(),
             parts=self.part_states(),
         )
 

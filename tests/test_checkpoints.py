@@ -37,9 +37,9 @@ EPOCHS, RUNGS = 8, (3, 6)  # a full training of 8 epochs; rungs after 3 and 6
 
 
 def exact(result):
-    """Every field of a result but its time and state: figures, epochs, status and the epoch curves (NaN as text,
-    so that a NaN that crossed a process boundary, another object, still compares equal)."""
-    fields = {k: v for k, v in asdict(result).items() if k not in ("fit_seconds", "state")}
+    """Every field of a result but its time, state and threads: figures, epochs, status and the epoch curves (NaN as
+    text, so that a NaN that crossed a process boundary, another object, still compares equal)."""
+    fields = {k: v for k, v in asdict(result).items() if k not in ("fit_seconds", "state", "threads")}
     return {k: "NaN" if isinstance(v, float) and math.isnan(v) else v for k, v in fields.items()}
 
 
@@ -291,7 +291,7 @@ def test_the_store_gives_a_cell_its_trainings_checkpoint_when_usable(tmp_path, r
     assert store.start(replace(cell, epoch_limit=6)).epoch == 3  # any later rung of the training
     assert store.start(replace(cell, epoch_limit=2)) is None  # it holds more epochs than the cell trains
     assert store.start(replace(cell, seed=1)) is None  # another training
-    assert CheckpointStore(tmp_path / "r.csv", "cpu", 2).start(cell) is None  # trained at another thread count
+    assert CheckpointStore(tmp_path / "r.csv", "cpu", 2).start(cell) is None  # its figures: another thread count's
     assert CheckpointStore(tmp_path / "r.csv", "cuda", torch.get_num_threads()).start(cell) is None
     store.path(cell.training_id).write_bytes(b"torn")
     assert store.start(cell) is None and "not used" in notes[0] and "trains from scratch" in notes[0]
