@@ -145,7 +145,8 @@ def probe_unit(unit: WorkUnit, device: str) -> dict[tuple, Call]:
     validation pass over chunks the size of the real one's. What grows with the training set (the epoch's
     permutation, drawn serially) is seen at the probe's size; the final measuring is not probed (it runs at one
     thread)."""
-    data = load_task_data_on(unit.cells[0].task.key, device)
+    with torch_threads(1):  # the first load of a task's data in this process may happen here
+        data = load_task_data_on(unit.cells[0].task.key, device)
     first = unit.cells[0]
     rows = first.train_size or len(data.y_train)
     batch = first.task.batch_size
@@ -185,10 +186,10 @@ def probe_unit(unit: WorkUnit, device: str) -> dict[tuple, Call]:
 
 class FollowCores:
     """Sets this process's torch threads for one unit of work. A fixed count (--threads N, CUDA) throughout. Under
-    auto the unit starts at one thread and, at every epoch's end (the trainers' `on_epoch`: between two epochs, never
-    within one), takes the count `threads()` offers where its probe (`probe_unit`) gives the same bits there as at one,
-    else one; when its last cell has ended it goes back to one for the measuring. So its figures are those of one
-    thread, whatever it ran at. `most`: the highest count it trained at."""
+    auto, at its start and at every epoch's end (the trainers' `on_epoch`: between two epochs, never within one), the
+    unit takes the count `threads()` offers where its probe (`probe_unit`, run when a count above one is first
+    offered) gives the same bits there as at one, else one; when its last cell has ended it goes back to one for the
+    measuring. So its figures are those of one thread, whatever it ran at. `most`: the highest count it trained at."""
 
     def __init__(self, unit: WorkUnit, device: str, threads: Callable[[], int] | int, report: OnEpoch | None) -> None:
         self.unit, self.device, self.threads, self.report = unit, device, threads, report
