@@ -107,6 +107,7 @@ class OpRecorder(TorchDispatchMode):
 
 @contextmanager
 def torch_threads(count: int) -> Iterator[None]:
+    """torch's thread count set to `count` inside the block, and set back after it."""
     before = torch.get_num_threads()
     torch.set_num_threads(count)
     try:
