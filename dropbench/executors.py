@@ -35,11 +35,12 @@ from .config import Cell
 from .data import TaskData, load_task_data_on
 from .devices import configure
 from .errors import UserError
+from .models import build_model
 from .opprobe import Call, OpRecorder, same_bits, torch_threads
 from .provenance import utc_now
 from .stacked import WorkUnit, fit_stacked, stacks, work_units
 from .threads import AUTO, Threads, auto_threads, probe_covers, set_figures_threads, usable_cores
-from .train import EVAL_BATCH, CellResult, EpochProgress, OnEpoch, fit_cell
+from .train import EVAL_BATCH, CellResult, EpochProgress, OnEpoch, fit_cell, measure, measure_mc
 
 if TYPE_CHECKING:
     from multiprocessing.popen_spawn_posix import Popen
@@ -140,11 +141,12 @@ class ThreadShare:
 
 
 def probe_unit(unit: WorkUnit, device: str) -> dict[tuple, Call]:
-    """The operations a unit's training makes, recorded (opprobe.OpRecorder) from a probe of it at one thread: its
-    cells from scratch, for one epoch of two batches, a full one and one the size of the real epoch's last, and a
-    validation pass over chunks the size of the real one's. What grows with the training set (the epoch's
-    permutation, drawn serially) is seen at the probe's size; the final measuring is not probed (it runs at one
-    thread)."""
+    """The operations a unit's training and measuring make, recorded (opprobe.OpRecorder) from a probe of it at one
+    thread: its cells from scratch, for one epoch of two batches, a full one and one the size of the real epoch's
+    last, with a validation pass over chunks the size of the real one's; then a model of its cells measured on
+    chunks the size of the final measuring's (`measure`, and `measure_mc` where a cell asks for it). What grows with
+    the training set (the epoch's permutation, drawn serially; concatenations and exact sums over a split) is seen
+    at the probe's size."""
     with torch_threads(1):  # the first load of a task's data in this process may happen here
         data = load_task_data_on(unit.cells[0].task.key, device)
     first = unit.cells[0]
@@ -166,7 +168,7 @@ def probe_unit(unit: WorkUnit, device: str) -> dict[tuple, Call]:
     cells = [replace(c, task=replace(c.task, epochs=1), train_size=0, mc_samples=0, epoch_limit=0) for c in unit.cells]
     recorder = OpRecorder()
 
-    def stop_recording(progress: EpochProgress) -> None:  # the epoch's end: before the cells are measured
+    def stop_recording(progress: EpochProgress) -> None:  # the epoch's end: before the probe's own measuring
         if recorder.active:
             recorder.__exit__(None, None, None)
             recorder.active = False
@@ -181,22 +183,39 @@ def probe_unit(unit: WorkUnit, device: str) -> dict[tuple, Call]:
                 fit_alone(cells[0], probe, stop_recording)
         finally:
             stop_recording(EpochProgress(1, 1, ()))
+        with recorder:
+            _measure_chunks(first, data, rows, any(c.mc_samples for c in unit.cells))
     return recorder.calls
+
+
+def _measure_chunks(cell: Cell, data: TaskData, train_rows: int, mc: bool) -> None:
+    """Measure a model of `cell` on each chunk size the final measuring of its splits takes (EVAL_BATCH rows and
+    each split's remainder): as a stacked unit's members are measured, each on its own."""
+    model = build_model(
+        cell.task.model, data.input_shape, data.n_outputs, cell.layer_keep_rates, cell.input_keep_rate, cell.dropout
+    ).to(data.x_train.device)
+    model.set_generator(torch.Generator(device=data.x_train.device))
+    for which, rows in (("train", train_rows), ("val", len(data.y_val)), ("test", len(data.y_test))):
+        x, y = data.split(which)
+        for chunk in sorted({min(EVAL_BATCH, rows), rows % EVAL_BATCH} - {0}):
+            sized = replace(data, x_test=x[:chunk].clone(), y_test=y[:chunk].clone())
+            measure(model, sized, "test")
+            if mc and data.classification:
+                measure_mc(model, sized, 1, torch.Generator(device=data.x_train.device))
 
 
 class FollowCores:
     """Sets this process's torch threads for one unit of work. A fixed count (--threads N, CUDA) throughout. Under
     auto, at its start and at every epoch's end (the trainers' `on_epoch`: between two epochs, never within one), the
     unit takes the count `threads()` offers where its probe (`probe_unit`, run when a count above one is first
-    offered) gives the same bits there as at one, else one; when its last cell has ended it goes back to one for the
-    measuring. So its figures are those of one thread, whatever it ran at. `most`: the highest count it trained at."""
+    offered) gives the same bits there as at one, else one: its training and its measuring. So its figures are those
+    of one thread, whatever it ran at. `most`: the highest count it trained at."""
 
     def __init__(self, unit: WorkUnit, device: str, threads: Callable[[], int] | int, report: OnEpoch | None) -> None:
         self.unit, self.device, self.threads, self.report = unit, device, threads, report
         self.follows = not isinstance(threads, int) and device == "cpu" and all(probe_covers(c) for c in unit.cells)
         self.calls: dict[tuple, Call] | None = None
         self.allowed: dict[int, bool] = {1: True}
-        self.running = {cell.cell_id for cell in unit.cells}
         self.most = 1
         set_figures_threads(1 if not isinstance(threads, int) else threads)
         self.follow()
@@ -204,7 +223,7 @@ class FollowCores:
     def wanted(self) -> int:
         if isinstance(self.threads, int):
             return self.threads
-        if not self.follows or not self.running:
+        if not self.follows:
             return 1
         count = self.threads()
         if count not in self.allowed:
@@ -225,7 +244,6 @@ class FollowCores:
         self.most = max(self.most, count)
 
     def on_epoch(self, progress: EpochProgress) -> None:
-        self.running -= set(progress.stopped)
         self.follow()
         if self.report is not None:
             self.report(progress)

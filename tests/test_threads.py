@@ -101,7 +101,7 @@ def test_threads_default_to_auto_on_the_cpu_and_every_core_on_cuda(monkeypatch):
 
 def test_a_worker_follows_the_share_at_each_epoch_end(agree, keep_threads):
     """What a pool worker does (`_fit_in_worker`): its threads follow the busy count the driver writes, read when a
-    unit starts and at every epoch's end, never within an epoch; back to one once its last cell has ended."""
+    unit starts and at every epoch's end, never within an epoch."""
     share = ThreadShare(cores=2, jobs=2)
     share.busy.value = 1
     heard = []
@@ -116,8 +116,8 @@ def test_a_worker_follows_the_share_at_each_epoch_end(agree, keep_threads):
     share.busy.value = 1
     cores.on_epoch(EpochProgress(2, 2, (WINE.cell_id,)))
     assert torch.get_num_threads() == 2
-    cores.on_epoch(EpochProgress(2, 2, (WINE.cell_id,), stopped=(WINE.cell_id,)))  # ended: it measures next
-    assert torch.get_num_threads() == 1 and cores.most == 2
+    cores.on_epoch(EpochProgress(2, 2, (WINE.cell_id,), stopped=(WINE.cell_id,)))  # ended: it measures next,
+    assert torch.get_num_threads() == 2 and cores.most == 2  # at the count its probe's measuring agreed at
 
 
 def test_a_unit_takes_more_threads_only_where_its_probe_agrees(monkeypatch, keep_threads):
@@ -144,7 +144,7 @@ def test_a_one_cell_run_in_this_process_takes_every_core_where_the_probe_agrees(
     assert executor.threads == 2 and executor.unit_threads()() == 2
     seen = []
     [(_, result, _)] = executor.run([WINE], on_epoch=lambda _: seen.append(torch.get_num_threads()))
-    assert result.status == "ok" and result.threads == 2 and seen == [2, 1]  # one for the measuring, after the last
+    assert result.status == "ok" and result.threads == 2 and seen == [2, 2]
     assert torch.get_num_threads() == 1  # the caller's count is set back (conftest's one thread)
     assert LocalExecutor(threads=1).unit_threads() == 1  # a fixed count stays fixed
 
@@ -257,9 +257,11 @@ def test_a_probe_records_a_stacks_training_and_leaves_the_thread_count_alone(kee
     calls = probe_unit(stack, "cpu")
     names = {str(call.func) for call in calls.values()}
     assert torch.get_num_threads() == 2 and {"aten.bmm.default", "aten.baddbmm.default"} & names
-    # the training's two batch sizes (266 training rows, batch 64: 64 and a last one of 10) and the validation pass
+    # the training's two batch sizes (266 training rows, batch 64: 64 and a last one of 10), the validation pass, and
+    # the final measuring's chunks: the whole training split at once (266 rows), as the splits are measured
     rows = {tuple(t.shape) for call in calls.values() for t in call.args if isinstance(t, torch.Tensor)}
     assert any(10 in shape for shape in rows) and any(64 in shape for shape in rows)
+    assert any(shape[:1] == (266,) for shape in rows)
 
 
 # ---------------------------------------------------------------- in subprocesses
