@@ -327,8 +327,8 @@ def _errors_as_json_lines(command: Callable[..., int]) -> Callable[..., int]:
     type=ThreadsType(),
     help="Torch threads per process. auto [the default]: the cores shared among the cells in flight (all of them "
     "for a one-cell run or --jobs 1; the last cells of a grid take the cores of those done, at their next epoch) "
-    "where figures do not depend on the count (MKL_CBWR=AUTO,STRICT on an Intel CPU; README, Threads), else 1, "
-    "as for conv nets, bf16 and plugins. N: N per process for every cell. Ray: --cpus-per-cell; CUDA: every core.",
+    "where a probe of its training shows the same bits at that count as at one (README, Threads), else 1, as for "
+    "plugins' models and regularizers. N: N per process for every cell. Ray: --cpus-per-cell; CUDA: every core.",
 )
 @click.option(
     "--executor",

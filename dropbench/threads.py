@@ -4,7 +4,7 @@ A kernel may sum in another order at another thread count (MKL splits some GEMMs
 than over one), which changes a figure's last bits. Under `--threads auto` (the default) a cell's figures are always
 those it gets at one thread: a unit of work starts at one thread, and takes more (its share of the cores free,
 `auto_threads`) only once a probe has shown that every operation its training makes gives the same bits at that count
-(`dropbench.opprobe`, run by the executors), and measures at one again. MKL's Conditional Numerical
+(`dropbench.opprobe`, run by the executors: its measuring too). MKL's Conditional Numerical
 Reproducibility strict mode (`MKL_CBWR=AUTO,STRICT`) makes that far more common, so `import dropbench` asks for it
 (`request_strict_blas`) before anything of dropbench runs a product; MKL reads the variable at its first call, and
 worker processes inherit it. A user's own MKL_CBWR is left as it is.
@@ -32,7 +32,6 @@ Threads = int | Literal["auto"]  # --threads: a fixed count per process, or auto
 # mkl_cbwr.h: the branch in the low bits, the strict flag above them.
 _CBWR_STRICT_FLAG = 0x10000
 _CBWR_ALL = -1  # MKL_CBWR_ALL (~0): the whole setting
-_CBWR_AUTO = 2
 _CBWR_BRANCHES = {
     0: "OFF",
     1: "OFF",  # MKL_CBWR_BRANCH_OFF: what MKL runs without the variable
