@@ -293,16 +293,11 @@ def tf32(enabled: bool):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
-@contextlib.contextmanager
 def threads(n: int):
-    import torch
+    """torch at `n` threads inside the block (dropbench's own helper, set back after it)."""
+    from dropbench.opprobe import torch_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
+    return torch_threads(n)
 
 
 def make_cell(

@@ -121,9 +121,9 @@ def fixed_threads(policy: Threads) -> int:
     return 1 if policy == AUTO else int(policy)
 
 
-def most_threads(policy: Threads, device: str) -> int:
-    """The most threads a cell of this policy may train with: the count given; under auto every core on the CPU
-    (where the probe allows: `FollowCores`)."""
+def most_threads(policy: Threads) -> int:
+    """The most threads a cell of this policy may train with: the count given; under auto every core (where the
+    probe allows: `FollowCores`)."""
     return usable_cores() if policy == AUTO else int(policy)
 
 
@@ -301,7 +301,7 @@ class LocalExecutor:
         self.policy = threads_policy(threads, device)
         self.device = device
         self.stack = stack
-        self.threads = most_threads(self.policy, device)
+        self.threads = most_threads(self.policy)
 
     def unit_threads(self) -> Callable[[], int] | int:
         """What a unit is offered: under auto every core (this process runs one unit at a time), else the count."""
@@ -403,7 +403,7 @@ class PoolExecutor:
         self.device = device
         self.stack = stack
         # The most a cell may take: under auto every core (a cell alone, the grid's last) where its probe allows.
-        self.threads = most_threads(self.policy, device)
+        self.threads = most_threads(self.policy)
 
     def _share(self, workers: int) -> ThreadShare | None:
         """The pool's share of the cores under auto; None for a fixed count and on CUDA."""
