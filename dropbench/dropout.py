@@ -189,7 +189,7 @@ class _ReluDropout(torch.autograd.Function):
         ctx: "_ReluDropoutCtx", z: torch.Tensor, kept: torch.Tensor, scale: float | torch.Tensor
     ) -> torch.Tensor:
         ctx.mark_dirty(z)
-        y = z.relu_().mul_(kept).mul_(scale)
+        y = relu_dropout_values_(z, kept, scale)
         ctx.save_for_backward(y)
         ctx.scale = scale
         return y
@@ -197,7 +197,20 @@ class _ReluDropout(torch.autograd.Function):
     @staticmethod
     def backward(ctx: "_ReluDropoutCtx", grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
         (y,) = ctx.saved_tensors
-        return torch.ops.aten.threshold_backward(grad, y, 0).mul_(ctx.scale), None, None
+        return relu_dropout_gradient(grad, y, ctx.scale), None, None
+
+
+def relu_dropout_values_(z: torch.Tensor, kept: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:
+    """relu(z) * kept * scale in z's own memory, outside autograd: the arithmetic of `relu_dropout_` (and of the
+    stacked trainer's own backward pass, which must round as it does)."""
+    return z.relu_().mul_(kept).mul_(scale)
+
+
+def relu_dropout_gradient(grad: torch.Tensor, y: torch.Tensor, scale: float | torch.Tensor | None) -> torch.Tensor:
+    """The gradient at z of y = relu(z) * kept * scale, from y alone (see `_ReluDropout`); `scale` None: a plain
+    ReLU's, as autograd computes it for `relu_`."""
+    below = torch.ops.aten.threshold_backward(grad, y, 0)
+    return below if scale is None else below.mul_(scale)
 
 
 def relu_dropout_(z: torch.Tensor, kept: torch.Tensor, scale: float | torch.Tensor) -> torch.Tensor:

@@ -30,6 +30,8 @@ from .dropout import (
     lane_threshold,
     random_words,
     relu_dropout_,
+    relu_dropout_gradient,
+    relu_dropout_values_,
 )
 from .models import MLP, build_model, count_parameters, init_parameters_, model_class
 from .regularizers import (
@@ -148,6 +150,15 @@ def _site_plan(rates: Sequence[float], device: torch.device) -> _SitePlan | None
         order = order.to(device)
     scales = torch.tensor([1.0 / effective_keep_rate(p) if d else 1.0 for p, d in zip(rates, draws)], device=device)
     return _SitePlan(tuple(groups), len(keep_all), order, scales.view(-1, 1, 1))
+
+
+@dataclass(frozen=True)
+class _LayerInput:
+    """What a training pass keeps of one layer for `StackedMLP.backward`: its input (after the ReLU and dropout
+    below it), and the dropout's scales [K, 1, 1] (None where no member drops there, or for the first layer)."""
+
+    values: torch.Tensor
+    scale: torch.Tensor | None
 
 
 ALIGN = 16  # floats: 64 bytes, the CPU allocator's alignment (and one AVX-512 vector)
@@ -310,10 +321,14 @@ class StackedMLP:
         kept = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
         return (kept if plan.order is None else kept.index_select(0, plan.order)), plan.scales
 
-    def forward(self, x: torch.Tensor, train: bool, shared: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, train: bool, shared: bool = False, trace: list["_LayerInput"] | None = None
+    ) -> torch.Tensor:
         """Inputs [K, B, ...] (or, `shared`, one batch [B, ...] for every member) -> outputs [K, B, n_out].
 
         In training, dropout follows the input and each hidden ReLU (fused with it), as in `MLP.forward`.
+        `trace` (a training pass outside autograd, for `backward`): each layer's input is appended to it, with
+        the scale of the dropout that made it.
         """
         width = padded(self.widths[0])
         h = _pad_last(x.flatten(1), width).expand(self.size, -1, -1) if shared else _pad_last(x.flatten(2), width)
@@ -322,13 +337,39 @@ class StackedMLP:
             kept, scales = masking
             h = torch.mul(h, kept).mul_(scales)
         last = len(self.weights) - 1
+        scale = None  # of the dropout that made h, where it is a hidden layer's output
         for site, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            if trace is not None:
+                trace.append(_LayerInput(h, scale))
             h = torch.baddbmm(bias.unsqueeze(1), h, weight)
             if site == last:
                 break
             masking = self._padded_site_kept(site + 1, h.shape[1]) if train else None
-            h = torch.relu_(h) if masking is None else relu_dropout_(h, *masking)
+            scale = None if masking is None else masking[1]
+            if masking is None:
+                h = torch.relu_(h)
+            elif trace is not None:
+                h = relu_dropout_values_(h, *masking)
+            else:
+                h = relu_dropout_(h, *masking)
         return h[..., : self.widths[-1]]
+
+    def backward(self, grad: torch.Tensor, trace: Sequence["_LayerInput"]) -> list[torch.Tensor]:
+        """The parameters' gradients (in `params` order) from the loss's gradient at the padded outputs
+        [K, B, n_out padded] of a `forward` that filled `trace`.
+
+        The operations are those autograd runs back through `forward` (baddbmm's and the ReLU-dropout's backward
+        formulas, a broadcast bias's sum), so the gradients are the same bits; done by hand, a small stack's step
+        no longer pays autograd's bookkeeping for every operation, which cost more than its arithmetic."""
+        grads: list[torch.Tensor] = [grad] * len(self.params)
+        for layer in range(len(trace) - 1, -1, -1):
+            h, scale = trace[layer].values, trace[layer].scale
+            grads[2 * layer + 1] = grad.sum(1, keepdim=True).squeeze(1)
+            grads[2 * layer] = h.transpose(1, 2).bmm(grad)
+            if layer == 0:  # the inputs need no gradient
+                break
+            grad = relu_dropout_gradient(grad.bmm(self.weights[layer].transpose(1, 2)), h, scale)
+        return grads
 
     def _padded_site_kept(self, site: int, rows: int) -> tuple[torch.Tensor, torch.Tensor] | None:
         """site_kept for the site's real units, its mask padded with zeros to the padded width."""
@@ -346,6 +387,32 @@ def member_losses(out: torch.Tensor, target: torch.Tensor, classification: bool)
         losses = F.cross_entropy(out.reshape(k * b, -1), target.reshape(k * b), reduction="none")
         return losses.view(k, b).mean(dim=1)
     return F.mse_loss(out.squeeze(-1), target, reduction="none").mean(dim=1)
+
+
+def losses_and_gradient(
+    out: torch.Tensor, target: torch.Tensor, classification: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`member_losses` of outputs [K, B, C], and the gradient of their sum at the outputs (padded as `out`'s rows
+    are not: [K, B, C]), without building an autograd graph for them.
+
+    Cross-entropy by the operations autograd runs for `member_losses` (log-softmax, the NLL, the mean's
+    1/B, then their backward formulas), so the same bits; a regression's MSE through autograd itself."""
+    k, b = target.shape
+    if not classification:
+        leaf = out.detach().requires_grad_()
+        losses = member_losses(leaf, target, classification)
+        losses.sum().backward()
+        assert leaf.grad is not None  # for mypy: backward() has just set it
+        return losses.detach(), leaf.grad
+    ignore = -100  # F.cross_entropy's ignore_index, which nll_loss's forward and backward take explicitly
+    flat_target = target.reshape(k * b)
+    log_p = torch.log_softmax(out.reshape(k * b, -1), 1)
+    example_losses, total_weight = torch.ops.aten.nll_loss_forward(log_p, flat_target, None, 0, ignore)
+    losses = example_losses.view(k, b).mean(dim=1)
+    per_example = torch.ones(k, b, dtype=out.dtype, device=out.device).div(b)  # the mean's backward: 1/B each
+    grad = torch.ops.aten.nll_loss_backward(per_example.view(k * b), log_p, flat_target, None, 0, ignore, total_weight)
+    grad = torch.ops.aten._log_softmax_backward_data(grad, log_p, 1, out.dtype)
+    return losses, grad.view(k, b, -1)
 
 
 @torch.inference_mode()
@@ -461,11 +528,13 @@ def _train_one_epoch(
         if scheduled:  # as the single-cell trainer: the lr (and momentum) of this step, the decay at that lr
             members.decay_at(set_schedule_(optimizer, task.optimizer, epoch, step, steps, task.epochs))
         inputs, target = data.inputs(x[idx]), y[idx]
-        with autocast(device.type, precision):
-            out = stack.forward(inputs, train=True)
-            losses = member_losses(out, target, data.classification)
-        optimizer.zero_grad(set_to_none=True)
-        losses.sum().backward()
+        trace: list[_LayerInput] = []
+        with torch.no_grad(), autocast(device.type, precision):
+            out = stack.forward(inputs, train=True, trace=trace)
+        # No autograd graph: the loss's gradient and the network's backward pass are the stack's own.
+        losses, out_grad = losses_and_gradient(out, target, data.classification)
+        for param, grad in zip(stack.params, stack.backward(_pad_last(out_grad, padded(out.shape[-1])), trace)):
+            param.grad = grad
         add_penalty_gradients_(weights, l1=members.l1, l2=members.l2)  # weights only, as the single-cell trainer
         for part, strengths in gradient_hooks:
             part.gradients(layers, strengths)
@@ -473,13 +542,56 @@ def _train_one_epoch(
             apply_weight_decay_(weights, members.decay)
         for part, strengths in before_hooks:
             part.before_step(layers, strengths, optimizer.param_groups[0]["lr"])
-        optimizer.step()
+        _step_(optimizer)
         if members.max_norm is not None:  # a hidden unit's incoming weights: a column of its member's [in, out]
             apply_max_norm_(hidden_weights, members.max_norm, unit_dim=-1)
         for part, strengths in after_hooks:
             part.after_step(layers, strengths)
         loss_sum += losses.detach().double() * idx.shape[1]
     return loss_sum
+
+
+def _step_(optimizer: torch.optim.Optimizer) -> None:
+    """optimizer.step(); for the stack's SGD (foreach, no dampening, weight decay or maximize: what
+    `make_optimizer` builds) the update without the Optimizer's per-call wrapping, which costs more than the
+    update itself on a small stack."""
+    group = optimizer.param_groups[0]
+    if type(optimizer) is torch.optim.SGD and len(optimizer.param_groups) == 1 and _plain_foreach_sgd(group):
+        _sgd_step_(optimizer, group)
+    else:
+        optimizer.step()
+
+
+def _plain_foreach_sgd(group: dict) -> bool:
+    return bool(group["foreach"]) and not (
+        group["dampening"] or group["weight_decay"] or group["maximize"] or group["fused"]
+    )
+
+
+@torch.no_grad()
+def _sgd_step_(optimizer: torch.optim.SGD, group: dict) -> None:
+    """SGD's foreach update, the operations of torch's own in their order (so the same bits), the momentum
+    buffers kept in `optimizer.state` as step() keeps them (checkpoints and a shrinking stack read them there)."""
+    params = [p for p in group["params"] if p.grad is not None]
+    grads = [p.grad for p in params]
+    momentum = group["momentum"]
+    update = grads
+    if momentum != 0:
+        states = [optimizer.state[p] for p in params]
+        buffers = [state.get("momentum_buffer") for state in states]
+        if all(buffer is not None for buffer in buffers):
+            torch._foreach_mul_(buffers, momentum)
+            torch._foreach_add_(buffers, grads, alpha=1.0)
+        else:
+            for i, (buffer, grad) in enumerate(zip(buffers, grads)):
+                buffers[i] = grad.detach().clone() if buffer is None else buffer.mul_(momentum).add_(grad, alpha=1.0)
+            for state, buffer in zip(states, buffers):
+                state["momentum_buffer"] = buffer
+        update = buffers
+        if group["nesterov"]:
+            torch._foreach_add_(grads, buffers, alpha=momentum)
+            update = grads
+    torch._foreach_add_(params, update, alpha=-group["lr"])
 
 
 def _carry_optimizer(

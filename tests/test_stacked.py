@@ -348,3 +348,82 @@ def test_bf16_cells_train_alone():
     cell = replace(make_cell("synthetic", hidden=(64, 64)), precision="bf16")
     assert stack_key(cell) is None and not stacks(cell)
     assert stack_key(replace(cell, precision="fp32")) is not None
+
+
+def _mixed_stack(keeps, widths=(30, 40, 24, 3), seed=0):
+    """A stack of len(keeps) members with the given (input, hidden...) keep rates, widths not multiples of ALIGN."""
+    g = torch.Generator().manual_seed(seed)
+    names, params = [], []
+    for layer, (n_in, n_out) in enumerate(zip(widths[:-1], widths[1:])):
+        name = "output" if layer == len(widths) - 2 else f"hidden.{layer}"
+        names += [f"{name}.weight", f"{name}.bias"]
+        weight = torch.randn(len(keeps), n_in, n_out, generator=g) / n_in**0.5
+        bias = torch.randn(len(keeps), n_out, generator=g) / 10
+        params += [
+            torch.stack([stacked_module._padded_param("w.weight", w) for w in weight]),
+            torch.stack([stacked_module._padded_param("b.bias", b) for b in bias]),
+        ]
+    generators = [torch.Generator().manual_seed(100 + k) for k in range(len(keeps))]
+    return StackedMLP(names, params, keeps, generators, widths)
+
+
+@pytest.mark.parametrize("classification", [True, False], ids=["cross-entropy", "mse"])
+def test_the_stacks_own_backward_pass_gives_autograds_gradients_bit_for_bit(classification):
+    """The stacked trainer computes its gradients by hand (the loss's, then StackedMLP.backward's); through the same forward pass
+    (the same masks: generators in the same states), autograd's are the same bits, at every layer, for members
+    that drop at different rates, at none, and at rates whose lanes differ in width."""
+    keeps = [(0.8, 0.5, 0.5), (1.0, 1.0, 1.0), (1.0, 0.25, 0.75), (0.9, 0.5, 1.0)]
+    n_out = 3 if classification else 1
+    by_autograd = _mixed_stack(keeps, widths=(30, 40, 24, n_out))
+    by_hand = _mixed_stack(keeps, widths=(30, 40, 24, n_out))
+    x = torch.randn(len(keeps), 17, 30, generator=torch.Generator().manual_seed(1))
+    target = torch.randint(0, 3, (len(keeps), 17)) if classification else torch.randn(len(keeps), 17)
+
+    out = by_autograd.forward(x, train=True)
+    stacked_module.member_losses(out, target, classification).sum().backward()
+
+    trace = []
+    with torch.no_grad():
+        out = by_hand.forward(x, train=True, trace=trace)
+    losses, out_grad = stacked_module.losses_and_gradient(out, target, classification)
+    grads = by_hand.backward(stacked_module._pad_last(out_grad, stacked_module.padded(n_out)), trace)
+    assert torch.equal(losses, stacked_module.member_losses(out, target, classification))
+
+    assert len(trace) == 3 and len(grads) == len(by_autograd.params)
+    for name, param, grad in zip(by_autograd.names, by_autograd.params, grads):
+        assert grad.shape == param.shape, name
+        assert torch.equal(grad, param.grad), name
+    assert any(g.abs().sum() > 0 for g in grads[:2])  # the first layer learns: the check is not of zeros
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [dict(momentum=0.9), dict(momentum=0.9, nesterov=True), dict(momentum=0.0)],
+    ids=["momentum", "nesterov", "plain"],
+)
+def test_the_stacks_sgd_update_is_torch_sgd_step_bit_for_bit(settings):
+    """The stack's SGD update (without the Optimizer's per-call wrapping) moves the parameters and momentum
+    buffers exactly as torch.optim.SGD.step: the first step (buffers created) and later ones, with the lr and
+    momentum changed between steps as a schedule changes them."""
+    g = torch.Generator().manual_seed(0)
+    shapes = [(2, 32, 48), (2, 48), (2, 48, 16), (2, 16)]
+    start = [torch.randn(shape, generator=g) for shape in shapes]
+    ours = [p.clone().requires_grad_() for p in start]
+    theirs = [p.clone().requires_grad_() for p in start]
+    make = lambda params: torch.optim.SGD(params, lr=0.05, foreach=True, **settings)  # noqa: E731
+    mine, torchs = make(ours), make(theirs)
+    for step in range(4):
+        grads = [torch.randn(shape, generator=g) for shape in shapes]
+        for optimizer, params in ((mine, ours), (torchs, theirs)):
+            for p, grad in zip(params, grads):
+                p.grad = grad.clone()
+            optimizer.param_groups[0]["lr"] = 0.05 * 0.9**step
+            if settings["momentum"]:
+                optimizer.param_groups[0]["momentum"] = 0.5 + 0.1 * step
+        stacked_module._step_(mine)
+        torchs.step()
+        for a, b in zip(ours, theirs):
+            assert torch.equal(a, b)
+            if settings["momentum"]:
+                assert torch.equal(mine.state[a]["momentum_buffer"], torchs.state[b]["momentum_buffer"])
+    assert not torch.equal(ours[0], start[0])
