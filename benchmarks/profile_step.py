@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 from dropbench.data import load_task_data
+from dropbench.devices import configure
 from dropbench.suite import load_suite
 from dropbench.train import Training
 
@@ -68,6 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    configure("cpu")  # as a training process is set up (its malloc thresholds)
     [cell] = load_suite(str(SUITE)).cells()
     data = load_task_data(cell.task.key)
     batch = cell.task.batch_size

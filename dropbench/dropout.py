@@ -81,10 +81,19 @@ def lane_threshold(keep: float) -> int:
 
 def random_words(count: int, bits: int, generator: torch.Generator, device: torch.device | str) -> torch.Tensor:
     """Full-range int64 draws enough for `count` lanes of `bits` bits."""
-    words = -(-count * bits // WORD_BITS)
+    return random_words_(torch.empty(words_for(count, bits), dtype=torch.int64, device=device), generator)
+
+
+def words_for(count: int, bits: int) -> int:
+    """How many 64-bit words `count` lanes of `bits` bits take."""
+    return -(-count * bits // WORD_BITS)
+
+
+def random_words_(words: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """`words` (int64) filled with full-range draws, in memory order."""
     # random_(from=-2**63, to=None) draws all 64 bits; the default random_() leaves the top bit at 0,
     # which would make the top lane of every word non-uniform and bias the mask.
-    return torch.empty(words, dtype=torch.int64, device=device).random_(-(2**63), None, generator=generator)
+    return words.random_(-(2**63), None, generator=generator)
 
 
 _FIELD_CACHE: dict[tuple[int, str], torch.Tensor] = {}

@@ -10,7 +10,7 @@ chunks are fixed. docs/stacked.md says why each of these is needed; docs/perform
 
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -29,9 +29,11 @@ from .dropout import (
     lane_limits,
     lane_threshold,
     random_words,
+    random_words_,
     relu_dropout_,
     relu_dropout_gradient,
     relu_dropout_values_,
+    words_for,
 )
 from .models import MLP, build_model, count_parameters, init_parameters_, model_class
 from .regularizers import (
@@ -127,6 +129,10 @@ class _SitePlan:
     order: torch.Tensor | None  # [K] row of the concatenation that each stack member takes
     scales: torch.Tensor  # [K, 1, 1] float32: 1 / p_eff (1.0 for members that draw nothing)
 
+    def bits_of(self, member: int) -> int | None:
+        """The lane width member `member` draws here; None where it draws nothing."""
+        return next((group.bits for group in self.groups if member in group.members), None)
+
 
 def _site_plan(rates: Sequence[float], device: torch.device) -> _SitePlan | None:
     """How a site's masks are drawn: members grouped by lane width, so each group is one batched comparison."""
@@ -159,6 +165,18 @@ class _LayerInput:
 
     values: torch.Tensor
     scale: torch.Tensor | None
+
+
+Masking = tuple[torch.Tensor, torch.Tensor]  # a site's kept units [K, rows, padded width] (uint8) and scales [K, 1, 1]
+# How much of a stack's masks (uint8, every site) `step_masks` draws at a time on a CPU: 2 MiB, a few steps of a
+# wide stack, a whole epoch of most tabular ones.
+MASK_BLOCK_BYTES = 2 << 20
+
+
+def _segment(drawn: torch.Tensor | None, offset: int, words: int) -> torch.Tensor:
+    """A member's words of one site for every step of a block: columns [offset, offset + words) of its draw."""
+    assert drawn is not None  # a member with a segment drew words
+    return drawn[:, offset : offset + words]
 
 
 ALIGN = 16  # floats: 64 bytes, the CPU allocator's alignment (and one AVX-512 vector)
@@ -322,17 +340,28 @@ class StackedMLP:
         return (kept if plan.order is None else kept.index_select(0, plan.order)), plan.scales
 
     def forward(
-        self, x: torch.Tensor, train: bool, shared: bool = False, trace: list["_LayerInput"] | None = None
+        self,
+        x: torch.Tensor,
+        train: bool,
+        shared: bool = False,
+        trace: list["_LayerInput"] | None = None,
+        masks: Sequence[Masking | None] | None = None,
     ) -> torch.Tensor:
         """Inputs [K, B, ...] (or, `shared`, one batch [B, ...] for every member) -> outputs [K, B, n_out].
 
-        In training, dropout follows the input and each hidden ReLU (fused with it), as in `MLP.forward`.
-        `trace` (a training pass outside autograd, for `backward`): each layer's input is appended to it, with
-        the scale of the dropout that made it.
+        In training, dropout follows the input and each hidden ReLU (fused with it), as in `MLP.forward`; its
+        masks are drawn here, or are `masks` (one per site, from `step_masks`). `trace` (a training pass outside
+        autograd, for `backward`): each layer's input is appended to it, with the scale of the dropout that made it.
         """
         width = padded(self.widths[0])
         h = _pad_last(x.flatten(1), width).expand(self.size, -1, -1) if shared else _pad_last(x.flatten(2), width)
-        masking = self._padded_site_kept(0, h.shape[1]) if train else None
+
+        def site_masking(site: int) -> Masking | None:
+            if not train:
+                return None
+            return masks[site] if masks is not None else self._padded_site_kept(site, h.shape[1])
+
+        masking = site_masking(0)
         if masking is not None:
             kept, scales = masking
             h = torch.mul(h, kept).mul_(scales)
@@ -344,7 +373,7 @@ class StackedMLP:
             h = torch.baddbmm(bias.unsqueeze(1), h, weight)
             if site == last:
                 break
-            masking = self._padded_site_kept(site + 1, h.shape[1]) if train else None
+            masking = site_masking(site + 1)
             scale = None if masking is None else masking[1]
             if masking is None:
                 h = torch.relu_(h)
@@ -364,11 +393,12 @@ class StackedMLP:
         grads: list[torch.Tensor] = [grad] * len(self.params)
         for layer in range(len(trace) - 1, -1, -1):
             h, scale = trace[layer].values, trace[layer].scale
-            grads[2 * layer + 1] = grad.sum(1, keepdim=True).squeeze(1)
+            # The input's gradient first, back through the ReLU and dropout while it is in cache (the inputs need none)
+            below = relu_dropout_gradient(grad.bmm(self.weights[layer].transpose(1, 2)), h, scale) if layer else None
             grads[2 * layer] = h.transpose(1, 2).bmm(grad)
-            if layer == 0:  # the inputs need no gradient
-                break
-            grad = relu_dropout_gradient(grad.bmm(self.weights[layer].transpose(1, 2)), h, scale)
+            grads[2 * layer + 1] = grad.sum(1, keepdim=True).squeeze(1)
+            if below is not None:
+                grad = below
         return grads
 
     def _padded_site_kept(self, site: int, rows: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -378,6 +408,73 @@ class StackedMLP:
             return None
         kept, scales = masking
         return _pad_last(kept, padded(self.widths[site])), scales
+
+    def step_masks(self, step_rows: Sequence[int]) -> Iterator[list[Masking | None]]:
+        """Each step's masks, site by site (`_padded_site_kept`'s), for steps of `step_rows` rows in turn.
+
+        On a CPU, the masks of consecutive steps of equal rows are drawn together, as many at a time as fit
+        MASK_BLOCK_BYTES: each member's words for those steps in one draw, then one comparison per site and lane
+        group for all of them. A CPU generator draws serially, so the words, and the masks, are those that a draw
+        per step and site takes, in that order (tests/test_stacked.py); a step's handful of small operations was
+        most of a small net's dropout cost. Elsewhere (a CUDA generator's draws depend on how they are split)
+        each step draws its own.
+        """
+        plans = self._plans
+        if self.params[0].device.type != "cpu" or not any(plans):
+            for rows in step_rows:
+                yield [self._padded_site_kept(site, rows) for site in range(len(plans))]
+            return
+        per_step = self.size * sum(padded(self.widths[site]) for site, plan in enumerate(plans) if plan)
+        start = 0
+        while start < len(step_rows):
+            rows = step_rows[start]
+            block = 1
+            limit = max(1, MASK_BLOCK_BYTES // (per_step * rows))
+            while start + block < len(step_rows) and block < limit and step_rows[start + block] == rows:
+                block += 1
+            sites = self._block_masks(rows, block)
+            for step in range(block):
+                yield [None if site is None else (site[0][step], site[1]) for site in sites]
+            start += block
+
+    def _block_masks(self, rows: int, steps: int) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+        """Per site, the kept units of `steps` steps of `rows` rows [steps, K, rows, padded width] and the
+        scales [K, 1, 1] (None where no member drops): `step_masks` on a CPU."""
+        counts = [rows * width for width in self.widths[: len(self._plans)]]
+        # Member k's words for one step: its sites' words in site order (what it draws where it drops).
+        segments: list[dict[int, tuple[int, int]]] = []  # per member: site -> (offset, words) in a step's row
+        for k in range(self.size):
+            offset, mine = 0, {}
+            for site, plan in enumerate(self._plans):
+                bits = plan.bits_of(k) if plan else None
+                if bits is not None:
+                    mine[site] = (offset, words_for(counts[site], bits))
+                    offset += mine[site][1]
+            segments.append(mine)
+        device = self.params[0].device
+        drawn = [
+            random_words_(torch.empty(steps, sum(w for _, w in mine.values()), dtype=torch.int64), generator)
+            if mine
+            else None
+            for mine, generator in zip(segments, self.generators)
+        ]
+        masks: list[tuple[torch.Tensor, torch.Tensor] | None] = []
+        for site, plan in enumerate(self._plans):
+            if plan is None:
+                masks.append(None)
+                continue
+            width, blocks = self.widths[site], []
+            for group in plan.groups:
+                words = torch.stack([_segment(drawn[k], *segments[k][site]) for k in group.members])
+                limits = group.limits.unsqueeze(1)  # [members, 1, lanes, 1]: the same for every step
+                kept = kept_from_words(words, group.bits, limits, counts[site], dtype=torch.uint8)
+                blocks.append(kept.view(len(group.members), steps, rows, width))
+            if plan.keep_all:
+                blocks.append(torch.ones(plan.keep_all, steps, rows, width, dtype=torch.uint8, device=device))
+            kept = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+            kept = kept if plan.order is None else kept.index_select(0, plan.order)
+            masks.append((_pad_last(kept, padded(width)).transpose(0, 1).contiguous(), plan.scales))
+        return masks
 
 
 def member_losses(out: torch.Tensor, target: torch.Tensor, classification: bool) -> torch.Tensor:
@@ -524,13 +621,15 @@ def _train_one_epoch(
     weights, hidden_weights = stack.weights, stack.weights[:-1]
     layers = Weights(weights, hidden_weights, unit_dim=-1)  # what plugin parts' step hooks see
     gradient_hooks, before_hooks, after_hooks = (members.hooks(h) for h in ("gradients", "before_step", "after_step"))
-    for step, idx in enumerate(perms.split(batch, dim=1)):
+    batches = perms.split(batch, dim=1)
+    masks = stack.step_masks([idx.shape[1] for idx in batches])
+    for step, (idx, step_masks) in enumerate(zip(batches, masks)):
         if scheduled:  # as the single-cell trainer: the lr (and momentum) of this step, the decay at that lr
             members.decay_at(set_schedule_(optimizer, task.optimizer, epoch, step, steps, task.epochs))
         inputs, target = data.inputs(x[idx]), y[idx]
         trace: list[_LayerInput] = []
         with torch.no_grad(), autocast(device.type, precision):
-            out = stack.forward(inputs, train=True, trace=trace)
+            out = stack.forward(inputs, train=True, trace=trace, masks=step_masks)
         # No autograd graph: the loss's gradient and the network's backward pass are the stack's own.
         losses, out_grad = losses_and_gradient(out, target, data.classification)
         for param, grad in zip(stack.params, stack.backward(_pad_last(out_grad, padded(out.shape[-1])), trace)):

@@ -369,9 +369,9 @@ def _mixed_stack(keeps, widths=(30, 40, 24, 3), seed=0):
 
 @pytest.mark.parametrize("classification", [True, False], ids=["cross-entropy", "mse"])
 def test_the_stacks_own_backward_pass_gives_autograds_gradients_bit_for_bit(classification):
-    """The stacked trainer computes its gradients by hand (the loss's, then StackedMLP.backward's); through the same forward pass
-    (the same masks: generators in the same states), autograd's are the same bits, at every layer, for members
-    that drop at different rates, at none, and at rates whose lanes differ in width."""
+    """The stacked trainer computes its gradients by hand (the loss's, then StackedMLP.backward's); through the
+    same forward pass (the same masks: generators in the same states), autograd's are the same bits, at every
+    layer, for members that drop at different rates, at none, and at rates whose lanes differ in width."""
     keeps = [(0.8, 0.5, 0.5), (1.0, 1.0, 1.0), (1.0, 0.25, 0.75), (0.9, 0.5, 1.0)]
     n_out = 3 if classification else 1
     by_autograd = _mixed_stack(keeps, widths=(30, 40, 24, n_out))
@@ -427,3 +427,28 @@ def test_the_stacks_sgd_update_is_torch_sgd_step_bit_for_bit(settings):
             if settings["momentum"]:
                 assert torch.equal(mine.state[a]["momentum_buffer"], torchs.state[b]["momentum_buffer"])
     assert not torch.equal(ours[0], start[0])
+
+
+@pytest.mark.parametrize("block_bytes", [2 << 20, 1], ids=["whole blocks", "a step a block"])
+def test_masks_drawn_for_many_steps_at_once_are_those_drawn_step_by_step(monkeypatch, block_bytes):
+    """On a CPU the stacked trainer draws the masks of consecutive equal-sized steps together (`step_masks`): each
+    member's words from one draw, in the order per-step draws take them. Members that drop at different sites with
+    lanes of different widths (so their words for a site sit at different places of their draws), members that
+    drop nothing, a short last step: every step's mask is the one `_padded_site_kept` draws step by step, and the
+    generators end in the same states."""
+    monkeypatch.setattr(stacked_module, "MASK_BLOCK_BYTES", block_bytes)
+    keeps = [(0.8, 0.5, 0.5), (1.0, 1.0, 1.0), (1.0, 0.25, 0.75), (0.9, 0.5, 1.0), (0.5, 0.8, 0.3)]
+    together, alone = _mixed_stack(keeps), _mixed_stack(keeps)
+    rows = [17, 17, 17, 17, 5]
+    for step, masks in enumerate(together.step_masks(rows)):
+        expected = [alone._padded_site_kept(site, rows[step]) for site in range(3)]
+        for site, (got, want) in enumerate(zip(masks, expected)):
+            assert (
+                got[0].shape == want[0].shape == (len(keeps), rows[step], stacked_module.padded(together.widths[site]))
+            )
+            assert torch.equal(got[0], want[0]), (step, site)
+            assert torch.equal(got[1], want[1])
+    assert step == len(rows) - 1
+    for a, b in zip(together.generators, alone.generators):
+        assert torch.equal(a.get_state(), b.get_state())
+    assert not torch.equal(together.generators[0].get_state(), torch.Generator().manual_seed(100).get_state())
