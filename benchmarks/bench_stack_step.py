@@ -1,6 +1,6 @@
 """A small net's training step, as `dropbench run` trains it: the stacked trainer, alone (K = 1) and K = 16 at once.
 
-    python benchmarks/bench_stack_step.py              # ~2 minutes on 2 CPU cores
+    python benchmarks/bench_stack_step.py              # ~1 minute on 2 CPU cores
     python benchmarks/bench_stack_step.py --blocks 3   # quicker, noisier
 
 The default suite's cells (tasks/quick.toml: breast cancer, 30-128-128-2, batch 64, hidden keep 0.5, SGD momentum

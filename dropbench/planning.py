@@ -16,12 +16,13 @@ FLOPS_PER_SECOND = 40e9
 SECONDS_PER_STEP = 6e-4
 PER_CELL_OVERHEAD_S = 0.05  # building the model, evaluating the three splits
 # One GPU, for the dry run's second figure (what the `-full` suites would take on one), from one H200
-# (benchmarks/results/gpu-h200-2026-11-30.md): a unit of work's step costs a fixed time, bound by kernel
-# launches and Python (the Table 9 net at batch 100 trained alone: 1.6 s an epoch of 550 steps with its
-# validation pass), plus each member's arithmetic at an effective fp32/TF32 rate on these shapes (a stack of
-# 23 such cells took 2.8 s an epoch: 0.1 ms a step for each member past the first).
-GPU_FLOPS_PER_SECOND = 20e12
-GPU_SECONDS_PER_STEP = 2.8e-3
+# (benchmarks/results/gpu-h200-2026-11-30b.md): a unit of work's step costs a fixed time, bound by kernel
+# launches and Python, plus each member's arithmetic at an effective fp32/TF32 rate on these shapes. The Table 9
+# net at batch 100, an epoch of 550 steps with its validation pass: a stack of one 0.98 s, a stack of 23 2.13 s
+# (0.095 ms a step for each member past the first), the single-cell trainer (cells that do not stack) 1.43 s.
+GPU_FLOPS_PER_SECOND = 25e12
+GPU_SECONDS_PER_STEP = 1.7e-3  # a stacked unit's step
+GPU_SECONDS_PER_SINGLE_STEP = 2.5e-3  # a step of the single-cell trainer
 # The most shards a grid may be split into: a CI matrix has tens of jobs (GitHub Actions caps one at
 # 256), and a bound keeps `--shard 1/100000000000` from allocating a load per shard.
 MAX_SHARDS = 10_000
@@ -99,7 +100,8 @@ def estimate_seconds(cells: list[Cell], jobs: int, scale: float = 1.0, *, gpu: b
 
 def one_gpu_seconds(cells: list[Cell]) -> float:
     """Seconds for the cells on one GPU, trained as dropbench trains them there: stackable cells in stacks, a
-    stack's step costing one fixed GPU_SECONDS_PER_STEP and every member's arithmetic."""
+    stack's step costing one fixed GPU_SECONDS_PER_STEP and every member's arithmetic; a cell that does not
+    stack, the single-cell trainer's GPU_SECONDS_PER_SINGLE_STEP and its arithmetic."""
     from .stacked import work_units  # loads torch: only the dry run asks for this figure
 
     total = 0.0
@@ -108,7 +110,8 @@ def one_gpu_seconds(cells: list[Cell]) -> float:
         rows = first.train_size or get_task(first.task.key).train_rows
         steps = first.epochs * math.ceil(rows / first.task.batch_size)
         arithmetic = sum(estimated_cost(cell, gpu=True) - steps * GPU_SECONDS_PER_STEP for cell in unit.cells)
-        total += steps * GPU_SECONDS_PER_STEP + arithmetic + PER_CELL_OVERHEAD_S * len(unit.cells)
+        per_step = GPU_SECONDS_PER_STEP if unit.stacked else GPU_SECONDS_PER_SINGLE_STEP
+        total += steps * per_step + arithmetic + PER_CELL_OVERHEAD_S * len(unit.cells)
     return total
 
 

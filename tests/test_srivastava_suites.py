@@ -111,9 +111,9 @@ def test_the_full_suites_dry_run_gives_one_core_and_one_gpu(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "on one CPU core:" in text and "on one GPU:" in text and "rates measured on an H200" in text
     assert not out.exists()
-    # The timed epochs of benchmarks/results/gpu-h200-2026-11-30.md extrapolate to 16.8 h on one H200.
+    # The timed epochs of benchmarks/results/gpu-h200-2026-11-30b.md extrapolate to 14.5 h on one H200.
     gpu_hours = float(re.search(r"on one GPU: ([0-9.]+) h", text)[1])
-    assert 0.8 * 16.8 <= gpu_hours <= 1.2 * 16.8
+    assert 0.8 * 14.5 <= gpu_hours <= 1.2 * 14.5
 
 
 def test_the_gpu_estimate_counts_a_stack_step_once():
