@@ -489,8 +489,8 @@ def member_losses(out: torch.Tensor, target: torch.Tensor, classification: bool)
 def losses_and_gradient(
     out: torch.Tensor, target: torch.Tensor, classification: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`member_losses` of outputs [K, B, C], and the gradient of their sum at the outputs (padded as `out`'s rows
-    are not: [K, B, C]), without building an autograd graph for them.
+    """`member_losses` of outputs [K, B, C], and the gradient of their sum at those outputs [K, B, C], without
+    building an autograd graph for them.
 
     Cross-entropy by the operations autograd runs for `member_losses` (log-softmax, the NLL, the mean's
     1/B, then their backward formulas), so the same bits; a regression's MSE through autograd itself."""

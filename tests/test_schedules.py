@@ -12,6 +12,7 @@ from conftest import make_cell
 from test_stacked import assert_same_figures, max_difference
 
 from dropbench import regularizers as regularizers_module
+from dropbench import stacked as stacked_module
 from dropbench.cli import main
 from dropbench.config import OptimizerConfig
 from dropbench.data import load_task_data
@@ -107,7 +108,8 @@ def test_the_momentum_ramp_rises_linearly_per_epoch_to_the_final_momentum():
 @pytest.fixture
 def recorded(monkeypatch):
     """(lr, momentum or None) of the first parameter group at every optimizer step, SGD and Adam alike, for
-    every optimizer object (a stack builds a new one when it shrinks)."""
+    every optimizer object (a stack builds a new one when it shrinks), and the stacked trainer's own SGD update
+    (which does not go through `SGD.step`)."""
     steps = []
     for cls in (torch.optim.SGD, torch.optim.Adam):
         original = cls.step
@@ -118,6 +120,13 @@ def recorded(monkeypatch):
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(cls, "step", step)
+    own_update = stacked_module._sgd_step_
+
+    def stack_step(optimizer, group):
+        steps.append((group["lr"], group["momentum"]))
+        return own_update(optimizer, group)
+
+    monkeypatch.setattr(stacked_module, "_sgd_step_", stack_step)
     return steps
 
 
