@@ -25,7 +25,7 @@ from .planning import Shard, shard_cells
 from .provenance import command_line, git_commit, machine, package_version, utc_now, utc_stamp, versions
 from .results import NO_TRIAL, SCHEMA_VERSION, ResultRow, ResultStore, stored_text
 from .suite import Suite
-from .threads import CBWR_ENV, cbwr_auto_branch, cbwr_in_effect
+from .threads import CBWR_ENV, Threads, cbwr_auto_branch, cbwr_in_effect
 from .train import CellResult, EpochProgress
 from .tuning import (
     EVAL,
@@ -469,13 +469,18 @@ def resume_command(args: list[str], csv_path: Path) -> str:
     return shlex.join(["dropbench", *kept])
 
 
+def _threads_policy(executor: "LocalExecutor | PoolExecutor | RayExecutor") -> "Threads":
+    """--threads as the executor took it: "auto" or a count per process (Ray, which has no policy: its threads)."""
+    return getattr(executor, "policy", executor.threads)
+
+
 def threads_record(executor: "LocalExecutor | PoolExecutor | RayExecutor") -> dict[str, object]:
     """How the run set torch threads, for its JSON: `threads`, the policy ("auto", or the count per process; Ray:
     --cpus-per-cell); MKL's reproducibility setting, `mkl_cbwr` as the environment gives it to the workers (null:
     unset), `mkl_cbwr_in_effect` as MKL in this process reads it and `mkl_cbwr_auto_branch` the code branch AUTO picks
     on this CPU (null where torch's MKL does not tell)."""
     return {
-        "threads": getattr(executor, "policy", executor.threads),
+        "threads": _threads_policy(executor),
         "mkl_cbwr": os.environ.get(CBWR_ENV),
         "mkl_cbwr_in_effect": cbwr_in_effect(),
         "mkl_cbwr_auto_branch": cbwr_auto_branch(),
@@ -637,7 +642,7 @@ def _checkpoint_store(
         return None
     check_folder(csv_path)
     # A training's numbers are those of the count given, or of one thread under auto (Ray: its --cpus-per-cell).
-    threads = fixed_threads(getattr(executor, "policy", executor.threads))
+    threads = fixed_threads(_threads_policy(executor))
     return CheckpointStore(csv_path, executor.device, threads, reporter.note)
 
 

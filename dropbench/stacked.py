@@ -179,6 +179,22 @@ def _segment(drawn: torch.Tensor | None, offset: int, words: int) -> torch.Tenso
     return drawn[:, offset : offset + words]
 
 
+def _kept_in_stack_order(plan: _SitePlan, words: Sequence[torch.Tensor], shape: tuple[int, ...]) -> torch.Tensor:
+    """A site's kept units [K, *shape] (uint8 0/1; shape ends in rows, width) from each lane group's words
+    [group members, *shape[:-2], W]: one comparison per group, all-ones rows for the members that draw nothing,
+    then the rows in stack order. `site_kept` (one step) and `StackedMLP.step_masks` (a block of steps) share it."""
+    count, lead = shape[-2] * shape[-1], len(shape) - 2
+    blocks = []
+    for group, group_words in zip(plan.groups, words):
+        limits = group.limits.view(len(group.members), *[1] * lead, *group.limits.shape[1:])  # the same every step
+        kept = kept_from_words(group_words, group.bits, limits, count, dtype=torch.uint8)
+        blocks.append(kept.view(len(group.members), *shape))
+    if plan.keep_all:
+        blocks.append(torch.ones(plan.keep_all, *shape, dtype=torch.uint8, device=words[0].device))
+    kept = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
+    return kept if plan.order is None else kept.index_select(0, plan.order)
+
+
 ALIGN = 16  # floats: 64 bytes, the CPU allocator's alignment (and one AVX-512 vector)
 
 
@@ -329,15 +345,11 @@ class StackedMLP:
         if plan is None:
             return None
         device, count = self.params[0].device, rows * width
-        blocks = []
-        for group in plan.groups:
-            words = torch.stack([random_words(count, group.bits, self.generators[k], device) for k in group.members])
-            kept = kept_from_words(words, group.bits, group.limits, count, dtype=torch.uint8)
-            blocks.append(kept.view(len(group.members), rows, width))
-        if plan.keep_all:
-            blocks.append(torch.ones(plan.keep_all, rows, width, dtype=torch.uint8, device=device))
-        kept = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
-        return (kept if plan.order is None else kept.index_select(0, plan.order)), plan.scales
+        words = [
+            torch.stack([random_words(count, group.bits, self.generators[k], device) for k in group.members])
+            for group in plan.groups
+        ]
+        return _kept_in_stack_order(plan, words, (rows, width)), plan.scales
 
     def forward(
         self,
@@ -377,10 +389,8 @@ class StackedMLP:
             scale = None if masking is None else masking[1]
             if masking is None:
                 h = torch.relu_(h)
-            elif trace is not None:
-                h = relu_dropout_values_(h, *masking)
-            else:
-                h = relu_dropout_(h, *masking)
+            else:  # the same arithmetic; the autograd Function only where autograd records (its call costs)
+                h = (relu_dropout_ if torch.is_grad_enabled() else relu_dropout_values_)(h, *masking)
         return h[..., : self.widths[-1]]
 
     def backward(self, grad: torch.Tensor, trace: Sequence["_LayerInput"]) -> list[torch.Tensor]:
@@ -451,7 +461,6 @@ class StackedMLP:
                     mine[site] = (offset, words_for(counts[site], bits))
                     offset += mine[site][1]
             segments.append(mine)
-        device = self.params[0].device
         drawn = [
             random_words_(torch.empty(steps, sum(w for _, w in mine.values()), dtype=torch.int64), generator)
             if mine
@@ -463,16 +472,9 @@ class StackedMLP:
             if plan is None:
                 masks.append(None)
                 continue
-            width, blocks = self.widths[site], []
-            for group in plan.groups:
-                words = torch.stack([_segment(drawn[k], *segments[k][site]) for k in group.members])
-                limits = group.limits.unsqueeze(1)  # [members, 1, lanes, 1]: the same for every step
-                kept = kept_from_words(words, group.bits, limits, counts[site], dtype=torch.uint8)
-                blocks.append(kept.view(len(group.members), steps, rows, width))
-            if plan.keep_all:
-                blocks.append(torch.ones(plan.keep_all, steps, rows, width, dtype=torch.uint8, device=device))
-            kept = blocks[0] if len(blocks) == 1 else torch.cat(blocks)
-            kept = kept if plan.order is None else kept.index_select(0, plan.order)
+            width = self.widths[site]
+            words = [torch.stack([_segment(drawn[k], *segments[k][site]) for k in g.members]) for g in plan.groups]
+            kept = _kept_in_stack_order(plan, words, (steps, rows, width))
             masks.append((_pad_last(kept, padded(width)).transpose(0, 1).contiguous(), plan.scales))
         return masks
 
